@@ -1,0 +1,1 @@
+//! Helpers for tests that boot guests under the `ringvisor` binary.
