@@ -1,0 +1,229 @@
+//! Raw `io_uring_register(2)` access for the opcodes this suite exercises.
+//!
+//! The `io-uring` crate covers the happy paths; the error cases need to hand
+//! the kernel malformed arguments (bad pointers, non-zero padding, wrong
+//! `nr_args`), so every register call here goes through [`register`].
+
+use std::fmt;
+
+/// `IORING_REGISTER_BUFFERS`.
+pub const REGISTER_BUFFERS: u32 = 0;
+/// `IORING_UNREGISTER_BUFFERS`.
+pub const UNREGISTER_BUFFERS: u32 = 1;
+/// `IORING_REGISTER_RING_FDS`.
+pub const REGISTER_RING_FDS: u32 = 20;
+/// `IORING_UNREGISTER_RING_FDS`.
+pub const UNREGISTER_RING_FDS: u32 = 21;
+/// `IORING_REGISTER_CLONE_BUFFERS`.
+pub const REGISTER_CLONE_BUFFERS: u32 = 30;
+
+/// `IORING_REGISTER_SRC_REGISTERED`: `src_fd` is a registered ring index.
+pub const CLONE_SRC_REGISTERED: u32 = 1 << 0;
+/// `IORING_REGISTER_DST_REPLACE`: replace existing destination entries.
+pub const CLONE_DST_REPLACE: u32 = 1 << 1;
+
+/// `struct io_uring_clone_buffers` from the upstream UAPI.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CloneBuffers {
+    pub src_fd: u32,
+    pub flags: u32,
+    pub src_off: u32,
+    pub dst_off: u32,
+    pub nr: u32,
+    pub pad: [u32; 3],
+}
+
+impl CloneBuffers {
+    /// Clone the whole table of the ring `src_fd`.
+    pub fn all(src_fd: i32) -> Self {
+        Self {
+            src_fd: src_fd as u32,
+            ..Self::default()
+        }
+    }
+
+    /// Clone `nr` entries from `src_off` of `src_fd` to `dst_off`.
+    pub fn range(src_fd: i32, src_off: u32, dst_off: u32, nr: u32, flags: u32) -> Self {
+        Self {
+            src_fd: src_fd as u32,
+            flags,
+            src_off,
+            dst_off,
+            nr,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `struct io_uring_rsrc_update`, used for ring fd registration.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RsrcUpdate {
+    pub offset: u32,
+    pub resv: u32,
+    pub data: u64,
+}
+
+/// A positive errno value returned by a failed system call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The errno of the last failed libc call on this thread.
+    pub fn last() -> Self {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    /// The symbolic name, for the errors this suite expects.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            libc::EPERM => "EPERM",
+            libc::ENOENT => "ENOENT",
+            libc::EINTR => "EINTR",
+            libc::ENXIO => "ENXIO",
+            libc::EBADF => "EBADF",
+            libc::EAGAIN => "EAGAIN",
+            libc::ENOMEM => "ENOMEM",
+            libc::EACCES => "EACCES",
+            libc::EFAULT => "EFAULT",
+            libc::EBUSY => "EBUSY",
+            libc::EEXIST => "EEXIST",
+            libc::EINVAL => "EINVAL",
+            libc::ENFILE => "ENFILE",
+            libc::EMFILE => "EMFILE",
+            libc::EOVERFLOW => "EOVERFLOW",
+            libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ENOSYS => "ENOSYS",
+            _ => "E?",
+        }
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Calls `io_uring_register(fd, opcode, arg, nr_args)`.
+///
+/// # Safety
+/// `arg` must be valid for whatever the kernel reads or writes for `opcode`
+/// and `nr_args`, or be an address the caller deliberately wants the kernel
+/// to reject (the kernel validates user pointers; it never faults the caller).
+pub unsafe fn register(
+    fd: i32,
+    opcode: u32,
+    arg: *const libc::c_void,
+    nr_args: u32,
+) -> Result<i32, Errno> {
+    let ret = libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, nr_args);
+    if ret < 0 {
+        Err(Errno::last())
+    } else {
+        Ok(ret as i32)
+    }
+}
+
+/// `IORING_REGISTER_CLONE_BUFFERS` on `dst_fd` with a well-formed argument.
+pub fn clone_buffers(dst_fd: i32, arg: &CloneBuffers) -> Result<(), Errno> {
+    // SAFETY: `arg` is a live, properly laid out `io_uring_clone_buffers`
+    // that the kernel only reads; nr_args is 1 as the opcode requires.
+    unsafe {
+        register(
+            dst_fd,
+            REGISTER_CLONE_BUFFERS,
+            (arg as *const CloneBuffers).cast(),
+            1,
+        )
+    }
+    .map(drop)
+}
+
+/// `IORING_REGISTER_BUFFERS` of `iovs` on `fd`.
+///
+/// The iovecs must describe memory that stays mapped while registered; the
+/// kernel pins the pages, so unmapping them later is safe for this process
+/// (the kernel keeps its own reference), which is all this suite relies on.
+pub fn register_buffers(fd: i32, iovs: &[libc::iovec]) -> Result<(), Errno> {
+    // SAFETY: `iovs` is a live slice of `iovs.len()` iovecs read by the kernel.
+    unsafe {
+        register(
+            fd,
+            REGISTER_BUFFERS,
+            iovs.as_ptr().cast(),
+            iovs.len() as u32,
+        )
+    }
+    .map(drop)
+}
+
+/// `IORING_UNREGISTER_BUFFERS` on `fd`.
+pub fn unregister_buffers(fd: i32) -> Result<(), Errno> {
+    // SAFETY: this opcode takes no argument.
+    unsafe { register(fd, UNREGISTER_BUFFERS, std::ptr::null(), 0) }.map(drop)
+}
+
+/// Registers ring `fd` in the calling task's ring table; returns its index.
+pub fn register_ring_fd(fd: i32) -> Result<u32, Errno> {
+    let mut up = RsrcUpdate {
+        offset: u32::MAX,
+        resv: 0,
+        data: fd as u64,
+    };
+    // SAFETY: one live `io_uring_rsrc_update` that the kernel reads and
+    // writes (it stores the chosen index in `offset`).
+    unsafe {
+        register(
+            fd,
+            REGISTER_RING_FDS,
+            (&mut up as *mut RsrcUpdate).cast(),
+            1,
+        )
+    }?;
+    Ok(up.offset)
+}
+
+/// Removes registered ring index `index` from the calling task's table.
+pub fn unregister_ring_fd(fd: i32, index: u32) -> Result<(), Errno> {
+    let up = RsrcUpdate {
+        offset: index,
+        resv: 0,
+        data: 0,
+    };
+    // SAFETY: one live `io_uring_rsrc_update` read by the kernel.
+    unsafe {
+        register(
+            fd,
+            UNREGISTER_RING_FDS,
+            (&up as *const RsrcUpdate).cast(),
+            1,
+        )
+    }
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_struct_matches_uapi_layout() {
+        assert_eq!(std::mem::size_of::<CloneBuffers>(), 32);
+        assert_eq!(std::mem::align_of::<CloneBuffers>(), 4);
+        assert_eq!(std::mem::size_of::<RsrcUpdate>(), 16);
+    }
+
+    #[test]
+    fn errno_names() {
+        assert_eq!(format!("{}", Errno(libc::EBUSY)), "-EBUSY(16)");
+        assert_eq!(Errno(libc::EOVERFLOW).name(), "EOVERFLOW");
+    }
+}
