@@ -1,1 +1,288 @@
-fn main() {}
+//! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
+//! (in later parts) serves its io_uring rings from the host.
+
+mod boot;
+mod config;
+mod emulation;
+mod guest_image;
+mod layout;
+mod memory;
+mod outcome;
+mod pvm;
+mod run;
+mod timings;
+mod vcpu;
+mod vm;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use config::{MemoryConfig, PvmMode, VmConfig};
+
+/// Events that end or change a VM run, sent to the main loop.
+#[derive(Debug)]
+pub enum VmmEvent {
+    /// A device event.
+    Device(devices::VmEvent),
+    /// A vCPU shut down (triple fault).
+    TripleFault { cpu: u8 },
+    /// KVM reported a system event (reset, shutdown).
+    SystemEvent { cpu: u8, kind: u32 },
+    /// A vCPU stopped on something the VMM cannot handle.
+    Unhandled { cpu: u8, what: String },
+}
+
+/// ringvisor boots a Linux guest under KVM and runs a workload in it.
+///
+/// The guest's console is this process's stdout (and stdin). The process
+/// exits with the guest workload's exit status, or with 120 (guest kernel
+/// panic), 121 (triple fault), 122 (an exit the VMM cannot handle), 124
+/// (--timeout expired), 1 (VMM error) or 2 (bad command line).
+#[derive(Parser, Debug)]
+#[command(name = "ringvisor", version, about, long_about)]
+struct Cli {
+    /// More log output on stderr (-v: info, -vv: debug). RUST_LOG also works.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a guest kernel and run it until it exits.
+    ///
+    /// Example: ringvisor run --kernel vmlinux --initramfs initramfs.cpio --cmdline 'rv.workload=demo'
+    Run(RunArgs),
+    /// Build the default guest (first use only) and boot it with the default
+    /// workload, printing what it measured.
+    Demo(DemoArgs),
+}
+
+/// Options shared by every command that boots a VM.
+#[derive(Args, Debug)]
+struct MachineArgs {
+    /// Number of vCPUs (1 to 8).
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Guest RAM: size=SIZE[,hugepages=off|2M|1G|required]. Without enough
+    /// free host hugepages, 2M and 1G fall back to ordinary memory with a
+    /// warning; `required` makes that an error.
+    #[arg(long, default_value = "size=512M,hugepages=2M", value_parser = parse_memory)]
+    memory: MemoryConfig,
+    /// Kill the guest after this many seconds (exit status 124).
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Nested-PVM compatibility measures: auto detects /sys/module/kvm_pvm.
+    #[arg(long, value_enum, default_value_t = PvmMode::Auto)]
+    pvm: PvmMode,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Guest kernel: an uncompressed ELF vmlinux (preferred) or a bzImage.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+    /// Initramfs (uncompressed cpio is fastest to unpack).
+    #[arg(long, value_name = "PATH")]
+    initramfs: Option<PathBuf>,
+    /// Extra kernel command line, appended to ringvisor's own. Arguments
+    /// after ` -- ` go to the guest's /init (the workload command).
+    #[arg(
+        long,
+        value_name = "STR",
+        default_value = "",
+        allow_hyphen_values = true
+    )]
+    cmdline: String,
+    #[command(flatten)]
+    machine: MachineArgs,
+    /// Print boot timings, the VMM's share of vCPU time, its memory overhead
+    /// and what PVM compatibility handled (on stderr) at exit.
+    #[arg(long)]
+    timings: bool,
+}
+
+#[derive(Args, Debug)]
+struct DemoArgs {
+    #[command(flatten)]
+    machine: MachineArgs,
+}
+
+fn parse_memory(s: &str) -> Result<MemoryConfig, String> {
+    s.parse().map_err(|e: config::ConfigError| e.to_string())
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("invalid timeout {s:?}: expected seconds, e.g. 30 or 2.5"))?;
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("invalid timeout {s:?}: must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses the command line; usage errors print one line and exit 2.
+fn parse_cli() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid command line");
+            eprintln!("ringvisor: {first} (see `ringvisor --help`)");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format_target(false)
+        .format_timestamp(None)
+        .init();
+}
+
+fn boot(config: VmConfig, started: Instant) -> ExitCode {
+    let config = match config.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringvisor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match run::run_vm(&config, started) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("ringvisor: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let outcome = &report.outcome;
+    match outcome {
+        outcome::Outcome::GuestExit(_) | outcome::Outcome::Reset => log::info!("{outcome}"),
+        _ => eprintln!("ringvisor: {outcome} (exit status {})", outcome.exit_code()),
+    }
+    if config.timings || log::log_enabled!(log::Level::Debug) {
+        eprintln!("{}", report.timings.summary());
+        eprintln!("RINGVISOR_TIMINGS {}", report.timings.to_json());
+    }
+    ExitCode::from(outcome.exit_code())
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let cli = parse_cli();
+    init_logging(cli.verbose);
+    match cli.command {
+        Command::Run(args) => boot(
+            VmConfig {
+                kernel: args.kernel,
+                initramfs: args.initramfs,
+                cmdline: args.cmdline,
+                cpus: args.machine.cpus,
+                memory: args.machine.memory,
+                timeout: args.machine.timeout,
+                pvm: args.machine.pvm,
+                timings: args.timings,
+            },
+            started,
+        ),
+        Command::Demo(args) => {
+            let image = match guest_image::build_default() {
+                Ok(image) => image,
+                Err(e) => {
+                    eprintln!("ringvisor: error: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            eprintln!(
+                "ringvisor: booting {} with {}",
+                image.kernel.display(),
+                image.initramfs.display()
+            );
+            boot(
+                VmConfig {
+                    kernel: image.kernel,
+                    initramfs: Some(image.initramfs),
+                    cmdline: "rv.workload=demo".into(),
+                    cpus: args.machine.cpus,
+                    memory: args.machine.memory,
+                    timeout: args.machine.timeout,
+                    pvm: args.machine.pvm,
+                    timings: true,
+                },
+                // Time the boot, not the image build.
+                Instant::now(),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_parses_every_option() {
+        let cli = Cli::try_parse_from([
+            "ringvisor",
+            "run",
+            "--kernel",
+            "k",
+            "--initramfs",
+            "i",
+            "--cmdline",
+            "-- sh -c true",
+            "--cpus",
+            "2",
+            "--memory",
+            "size=1G,hugepages=required",
+            "--timeout",
+            "2.5",
+            "--pvm",
+            "off",
+            "--timings",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.kernel, PathBuf::from("k"));
+        assert_eq!(args.cmdline, "-- sh -c true");
+        assert_eq!(args.machine.cpus, 2);
+        assert_eq!(args.machine.memory.size, 1 << 30);
+        assert_eq!(args.machine.timeout, Some(Duration::from_millis(2500)));
+        assert_eq!(args.machine.pvm, PvmMode::Off);
+        assert!(args.timings);
+    }
+
+    #[test]
+    fn malformed_options_are_usage_errors() {
+        for argv in [
+            &["ringvisor", "run"][..],
+            &["ringvisor", "run", "--kernel", "k", "--bogus"],
+            &["ringvisor", "run", "--kernel", "k", "--cpus", "many"],
+            &["ringvisor", "run", "--kernel", "k", "--memory", "size=huge"],
+            &["ringvisor", "run", "--kernel", "k", "--timeout", "-1"],
+            &["ringvisor", "run", "--kernel", "k", "--pvm", "maybe"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! The VM's configuration: parsed and validated from the command line, with
+//! no I/O, so that every rule is unit-tested.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Errors in a user-supplied configuration value.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A size that is not a number with an optional K/M/G/T suffix.
+    #[error(
+        "invalid size {0:?}: expected a number with an optional K, M, G or T suffix (e.g. 512M)"
+    )]
+    InvalidSize(String),
+    /// A `--memory` key that is not known.
+    #[error("unknown --memory key {0:?}: expected size=SIZE or hugepages=off|2M|1G|required")]
+    UnknownMemoryKey(String),
+    /// A `--memory` item without `=`.
+    #[error("invalid --memory item {0:?}: expected key=value")]
+    MalformedMemoryItem(String),
+    /// A `hugepages=` value that is not known.
+    #[error("invalid hugepages value {0:?}: expected off, 2M, 1G or required")]
+    InvalidHugepages(String),
+    /// Guest RAM too small or too large.
+    #[error("guest memory of {0} bytes is out of range: at least 64 MiB and at most 1 TiB")]
+    MemoryOutOfRange(u64),
+    /// Guest RAM that is not a whole number of the chosen pages.
+    #[error("guest memory of {size} bytes is not a multiple of the {page}-byte hugepage size")]
+    MemoryNotPageMultiple { size: u64, page: u64 },
+    /// A vCPU count the VMM does not support.
+    #[error("--cpus {0} is out of range: 1 to {max}", max = MAX_VCPUS)]
+    CpusOutOfRange(u8),
+}
+
+/// The most vCPUs a guest may have (the MP table and APIC IDs allow more,
+/// the guest kernel config is built for this many).
+pub const MAX_VCPUS: u8 = 8;
+
+/// Parses a byte size such as `512M`, `2G`, `4096` or `64KiB`.
+pub fn parse_size(s: &str) -> Result<u64, ConfigError> {
+    let err = || ConfigError::InvalidSize(s.to_string());
+    let t = s.trim();
+    let lower = t.to_ascii_lowercase();
+    let stripped = lower
+        .strip_suffix("ib")
+        .or_else(|| lower.strip_suffix('b'))
+        .unwrap_or(&lower);
+    let split = stripped
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(stripped.len());
+    let (digits, suffix) = stripped.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| err())?;
+    let shift = match suffix {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(err()),
+    };
+    number.checked_mul(1u64 << shift).ok_or_else(err)
+}
+
+/// How guest RAM is backed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HugepagePolicy {
+    /// Ordinary shared memory (with transparent-hugepage advice).
+    Off,
+    /// 2 MiB hugetlb pages; falls back to ordinary memory with a warning.
+    Size2M,
+    /// 1 GiB hugetlb pages; falls back to ordinary memory with a warning.
+    Size1G,
+    /// 2 MiB hugetlb pages; too few free pages is an error.
+    Required,
+}
+
+impl HugepagePolicy {
+    /// The hugetlb page size this policy asks for, if any.
+    pub fn page_size(self) -> Option<u64> {
+        match self {
+            HugepagePolicy::Off => None,
+            HugepagePolicy::Size2M | HugepagePolicy::Required => Some(2 << 20),
+            HugepagePolicy::Size1G => Some(1 << 30),
+        }
+    }
+}
+
+impl FromStr for HugepagePolicy {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "off" | "none" => Ok(HugepagePolicy::Off),
+            "2m" | "on" => Ok(HugepagePolicy::Size2M),
+            "1g" => Ok(HugepagePolicy::Size1G),
+            "required" => Ok(HugepagePolicy::Required),
+            _ => Err(ConfigError::InvalidHugepages(s.to_string())),
+        }
+    }
+}
+
+/// Guest RAM: its size and backing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryConfig {
+    /// Bytes of guest RAM.
+    pub size: u64,
+    /// Hugepage backing.
+    pub hugepages: HugepagePolicy,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            size: 512 << 20,
+            hugepages: HugepagePolicy::Size2M,
+        }
+    }
+}
+
+impl MemoryConfig {
+    /// Smallest guest RAM accepted.
+    pub const MIN_SIZE: u64 = 64 << 20;
+    /// Largest guest RAM accepted.
+    pub const MAX_SIZE: u64 = 1 << 40;
+
+    fn validate(self) -> Result<Self, ConfigError> {
+        if !(Self::MIN_SIZE..=Self::MAX_SIZE).contains(&self.size) {
+            return Err(ConfigError::MemoryOutOfRange(self.size));
+        }
+        if let Some(page) = self.hugepages.page_size() {
+            if self.size % page != 0 {
+                return Err(ConfigError::MemoryNotPageMultiple {
+                    size: self.size,
+                    page,
+                });
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl FromStr for MemoryConfig {
+    type Err = ConfigError;
+
+    /// Parses `size=SIZE[,hugepages=off|2M|1G|required]`; a bare `SIZE` is
+    /// accepted too.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut config = MemoryConfig::default();
+        for item in s.split(',').filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some(("size", v)) => config.size = parse_size(v)?,
+                Some(("hugepages", v)) => config.hugepages = v.parse()?,
+                Some((k, _)) => return Err(ConfigError::UnknownMemoryKey(k.to_string())),
+                None => match parse_size(item) {
+                    Ok(size) => config.size = size,
+                    Err(_) => return Err(ConfigError::MalformedMemoryItem(item.to_string())),
+                },
+            }
+        }
+        config.validate()
+    }
+}
+
+/// Whether to apply the nested-PVM compatibility measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PvmMode {
+    /// Detect PVM on this host (`/sys/module/kvm_pvm`).
+    #[default]
+    Auto,
+    /// Apply them whatever the host is.
+    On,
+    /// Never apply them.
+    Off,
+}
+
+/// Everything needed to build and run one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Guest kernel (ELF vmlinux or bzImage).
+    pub kernel: PathBuf,
+    /// Optional initramfs (cpio).
+    pub initramfs: Option<PathBuf>,
+    /// Extra kernel command line, appended to the VMM's own.
+    pub cmdline: String,
+    /// Number of vCPUs.
+    pub cpus: u8,
+    /// Guest RAM.
+    pub memory: MemoryConfig,
+    /// Kill the guest after this long.
+    pub timeout: Option<Duration>,
+    /// Nested-PVM compatibility.
+    pub pvm: PvmMode,
+    /// Print boot timings and emulation statistics at exit.
+    pub timings: bool,
+}
+
+impl VmConfig {
+    /// Checks the values that depend on each other.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.cpus == 0 || self.cpus > MAX_VCPUS {
+            return Err(ConfigError::CpusOutOfRange(self.cpus));
+        }
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64K"), Ok(64 << 10));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert_eq!(parse_size("1T"), Ok(1 << 40));
+        for bad in ["", "M", "12X", "-1", "1.5G", "99999999999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(parse_size("20000000T").is_err(), "overflow accepted");
+    }
+
+    #[test]
+    fn memory_spec_parses_keys_and_bare_size() {
+        let m: MemoryConfig = "size=1G,hugepages=1G".parse().unwrap();
+        assert_eq!(m.size, 1 << 30);
+        assert_eq!(m.hugepages, HugepagePolicy::Size1G);
+        let m: MemoryConfig = "256M".parse().unwrap();
+        assert_eq!(m.size, 256 << 20);
+        assert_eq!(m.hugepages, HugepagePolicy::Size2M);
+        let m: MemoryConfig = "size=128M,hugepages=off".parse().unwrap();
+        assert_eq!(m.hugepages, HugepagePolicy::Off);
+        let m: MemoryConfig = "size=128M,hugepages=required".parse().unwrap();
+        assert_eq!(m.hugepages.page_size(), Some(2 << 20));
+    }
+
+    #[test]
+    fn memory_spec_errors_name_the_bad_part() {
+        assert_eq!(
+            "size=1G,color=red".parse::<MemoryConfig>(),
+            Err(ConfigError::UnknownMemoryKey("color".into()))
+        );
+        assert_eq!(
+            "hugepages=4M".parse::<MemoryConfig>(),
+            Err(ConfigError::InvalidHugepages("4M".into()))
+        );
+        assert_eq!(
+            "lots".parse::<MemoryConfig>(),
+            Err(ConfigError::MalformedMemoryItem("lots".into()))
+        );
+        assert_eq!(
+            "size=16M".parse::<MemoryConfig>(),
+            Err(ConfigError::MemoryOutOfRange(16 << 20))
+        );
+        assert_eq!(
+            "size=1025M,hugepages=off"
+                .parse::<MemoryConfig>()
+                .unwrap()
+                .size,
+            1025 << 20
+        );
+        assert_eq!(
+            "size=1025M".parse::<MemoryConfig>(),
+            Err(ConfigError::MemoryNotPageMultiple {
+                size: 1025 << 20,
+                page: 2 << 20
+            })
+        );
+        assert!("size=1536M,hugepages=1G".parse::<MemoryConfig>().is_err());
+    }
+
+    #[test]
+    fn cpu_count_is_bounded() {
+        let config = VmConfig {
+            kernel: "vmlinux".into(),
+            initramfs: None,
+            cmdline: String::new(),
+            cpus: 1,
+            memory: MemoryConfig::default(),
+            timeout: None,
+            pvm: PvmMode::Auto,
+            timings: false,
+        };
+        assert!(config.clone().validate().is_ok());
+        let zero = VmConfig {
+            cpus: 0,
+            ..config.clone()
+        };
+        assert_eq!(zero.validate(), Err(ConfigError::CpusOutOfRange(0)));
+        let many = VmConfig { cpus: 9, ..config };
+        assert_eq!(many.validate(), Err(ConfigError::CpusOutOfRange(9)));
+    }
+}

@@ -1,0 +1,134 @@
+//! Running a built VM: vCPU threads, console input, and the main loop that
+//! waits for the guest to finish, fail or time out.
+
+use std::io::Read;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use devices::VmEvent;
+
+use crate::config::VmConfig;
+use crate::outcome::Outcome;
+use crate::timings::Timings;
+use crate::vm::{self, VmError};
+use crate::VmmEvent;
+
+/// The result of a VM run.
+pub struct RunReport {
+    /// How it ended.
+    pub outcome: Outcome,
+    /// What it measured.
+    pub timings: Timings,
+}
+
+/// Feeds the VMM's stdin to the guest console until EOF.
+fn spawn_console_input(serial: std::sync::Arc<std::sync::Mutex<devices::legacy::SerialConsole>>) {
+    let spawned = thread::Builder::new()
+        .name("console-in".into())
+        .spawn(move || {
+            let mut stdin = std::io::stdin().lock();
+            let mut buf = [0u8; 64];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 {
+                    return;
+                }
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let taken = serial
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .enqueue_input(pending)
+                        .unwrap_or(0);
+                    pending = &pending[taken..];
+                    if !pending.is_empty() {
+                        // The guest has not drained its receive FIFO yet.
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::warn!("no console input: {e}");
+    }
+}
+
+/// Builds and runs the VM described by `config` until it ends.
+pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError> {
+    let (tx, rx) = mpsc::channel();
+    let vm = vm::build(config, tx)?;
+    log::debug!("kernel command line: {}", vm.cmdline);
+    let boot_started = Instant::now();
+    let setup_time = boot_started - started;
+
+    let mut threads = Vec::new();
+    for vcpu in vm.vcpus {
+        let id = vcpu.id;
+        let handle = thread::Builder::new()
+            .name(format!("vcpu{id}"))
+            .spawn(move || vcpu.run())
+            .map_err(|e| VmError::Device {
+                what: "vCPU thread",
+                detail: e.to_string(),
+            })?;
+        threads.push(handle);
+    }
+    spawn_console_input(vm.serial.clone());
+
+    let deadline = config.timeout.map(|t| started + t);
+    let mut boot_marker = None;
+    let outcome = loop {
+        let event = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(event) => event,
+                    Err(RecvTimeoutError::Timeout) => {
+                        break Outcome::Timeout(config.timeout.unwrap_or_default())
+                    }
+                    Err(RecvTimeoutError::Disconnected) => {
+                        break Outcome::Unhandled("every vCPU stopped".into())
+                    }
+                }
+            }
+            None => match rx.recv() {
+                Ok(event) => event,
+                Err(_) => break Outcome::Unhandled("every vCPU stopped".into()),
+            },
+        };
+        let panicked = vm.panic_seen.load(Ordering::SeqCst);
+        match event {
+            VmmEvent::Device(VmEvent::BootMarker) => {
+                boot_marker.get_or_insert_with(|| started.elapsed());
+            }
+            VmmEvent::Device(VmEvent::GuestExit(status)) => break Outcome::GuestExit(status),
+            VmmEvent::Device(VmEvent::Reset) => break Outcome::from_reset(false, panicked),
+            VmmEvent::TripleFault { .. } => break Outcome::from_reset(true, panicked),
+            VmmEvent::SystemEvent { kind, .. } => {
+                log::debug!("system event {kind}");
+                break Outcome::from_reset(false, panicked);
+            }
+            VmmEvent::Unhandled { cpu, what } => {
+                break Outcome::Unhandled(format!("vCPU {cpu}: {what}"))
+            }
+        }
+    };
+    let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+
+    let guest_ram = config.memory.size;
+    let timings = Timings {
+        vmm_setup: setup_time,
+        to_init: boot_marker,
+        wall: started.elapsed(),
+        in_kvm: Duration::from_nanos(vm.stats.in_kvm_ns.load(Ordering::Relaxed)),
+        in_vmm: Duration::from_nanos(vm.stats.in_vmm_ns.load(Ordering::Relaxed)),
+        exits: vm.stats.exits.load(Ordering::Relaxed),
+        rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
+        guest_ram,
+        backing: format!("{:?}", vm.ram.backing),
+        pvm: vm.pvm,
+        emulated: vm.stats.emulated(),
+    };
+    Ok(RunReport { outcome, timings })
+}

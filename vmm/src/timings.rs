@@ -1,0 +1,155 @@
+//! What a run measured: time to /init, time inside and outside KVM_RUN,
+//! memory overhead, and what PVM compatibility handled.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Measurements of one run.
+#[derive(Debug, Clone)]
+pub struct Timings {
+    /// From VMM start to the first vCPU start.
+    pub vmm_setup: Duration,
+    /// From VMM start to the guest's boot marker (/init started).
+    pub to_init: Option<Duration>,
+    /// From VMM start to the end of the run.
+    pub wall: Duration,
+    /// Time inside KVM_RUN, summed over vCPUs.
+    pub in_kvm: Duration,
+    /// Time handling exits in the VMM, summed over vCPUs.
+    pub in_vmm: Duration,
+    /// Exits handled by the VMM.
+    pub exits: u64,
+    /// Resident memory of the VMM that is not guest RAM (bytes).
+    pub rss_beyond_guest_ram: Option<u64>,
+    /// Guest RAM (bytes).
+    pub guest_ram: u64,
+    /// What backs guest RAM.
+    pub backing: String,
+    /// Whether PVM compatibility was on.
+    pub pvm: bool,
+    /// Instructions emulated for the host, by mnemonic.
+    pub emulated: BTreeMap<&'static str, u64>,
+}
+
+/// Reads `key:` (in kB) from /proc/self/status text.
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident memory that is not guest RAM: anonymous plus file-backed RSS.
+/// Guest RAM is a shared memfd (RssShmem) or hugetlb (not in RSS at all).
+pub fn rss_beyond_guest_ram_from(status: &str) -> Option<u64> {
+    Some((status_kib(status, "RssAnon")? + status_kib(status, "RssFile")?) * 1024)
+}
+
+/// [`rss_beyond_guest_ram_from`] for this process.
+pub fn rss_beyond_guest_ram() -> Option<u64> {
+    rss_beyond_guest_ram_from(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+impl Timings {
+    /// Share of vCPU time spent in the VMM rather than in KVM_RUN.
+    pub fn vmm_share(&self) -> f64 {
+        let total = (self.in_kvm + self.in_vmm).as_secs_f64();
+        if total == 0.0 {
+            0.0
+        } else {
+            self.in_vmm.as_secs_f64() / total
+        }
+    }
+
+    /// A human-readable summary.
+    pub fn summary(&self) -> String {
+        let to_init = self
+            .to_init
+            .map(|d| format!("{:.3} s", d.as_secs_f64()))
+            .unwrap_or_else(|| "not reached".into());
+        let rss = self
+            .rss_beyond_guest_ram
+            .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            .unwrap_or_else(|| "unknown".into());
+        let emulated = if self.emulated.is_empty() {
+            "none".to_string()
+        } else {
+            self.emulated
+                .iter()
+                .map(|(k, v)| format!("{k} x{v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "ringvisor: timings: VMM start to /init {to_init}; wall {:.3} s; VMM set-up {:.1} ms\n\
+             ringvisor: vCPU time: in KVM_RUN {:.3} s, in the VMM {:.3} s ({:.3}% VMM share), {} exits\n\
+             ringvisor: memory: guest RAM {} MiB ({}), VMM RSS beyond guest RAM {rss}\n\
+             ringvisor: PVM compatibility: {}; instructions emulated for the host: {emulated}",
+            self.wall.as_secs_f64(),
+            self.vmm_setup.as_secs_f64() * 1e3,
+            self.in_kvm.as_secs_f64(),
+            self.in_vmm.as_secs_f64(),
+            self.vmm_share() * 100.0,
+            self.exits,
+            self.guest_ram >> 20,
+            self.backing,
+            if self.pvm { "on" } else { "off" },
+        )
+    }
+
+    /// The same figures as one JSON object, for harnesses.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "vmm-timings",
+            "to_init_s": self.to_init.map(|d| d.as_secs_f64()),
+            "wall_s": self.wall.as_secs_f64(),
+            "vmm_setup_s": self.vmm_setup.as_secs_f64(),
+            "in_kvm_run_s": self.in_kvm.as_secs_f64(),
+            "in_vmm_s": self.in_vmm.as_secs_f64(),
+            "vmm_share": self.vmm_share(),
+            "exits": self.exits,
+            "rss_beyond_guest_ram_bytes": self.rss_beyond_guest_ram,
+            "guest_ram_bytes": self.guest_ram,
+            "backing": self.backing,
+            "pvm": self.pvm,
+            "emulated": self.emulated,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rss_beyond_guest_ram_excludes_shmem() {
+        let status = "Name:\tringvisor\nVmRSS:\t  530000 kB\nRssAnon:\t    2048 kB\n\
+                      RssFile:\t    1024 kB\nRssShmem:\t  526928 kB\n";
+        assert_eq!(rss_beyond_guest_ram_from(status), Some(3072 * 1024));
+        assert_eq!(rss_beyond_guest_ram_from("VmRSS: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn vmm_share_is_the_fraction_outside_kvm_run() {
+        let t = Timings {
+            vmm_setup: Duration::ZERO,
+            to_init: Some(Duration::from_secs(5)),
+            wall: Duration::from_secs(6),
+            in_kvm: Duration::from_millis(990),
+            in_vmm: Duration::from_millis(10),
+            exits: 7,
+            rss_beyond_guest_ram: Some(1 << 20),
+            guest_ram: 512 << 20,
+            backing: "Shared".into(),
+            pvm: true,
+            emulated: BTreeMap::from([("popcnt", 2)]),
+        };
+        assert!((t.vmm_share() - 0.01).abs() < 1e-9);
+        let s = t.summary();
+        assert!(
+            s.contains("/init 5.000 s") && s.contains("popcnt x2"),
+            "{s}"
+        );
+        assert_eq!(t.to_json()["exits"], 7);
+    }
+}

@@ -1,0 +1,300 @@
+//! vCPU threads: the KVM_RUN loop, exit dispatch to the buses, emulation
+//! failures, and the time spent inside and outside KVM_RUN.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use devices::Bus;
+use kvm_bindings::KVM_INTERNAL_ERROR_EMULATION;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+use crate::emulation::{self, CpuState, EmulationContext};
+use crate::VmmEvent;
+
+/// Counters shared by all vCPUs, printed with `--timings`.
+#[derive(Default)]
+pub struct RunStats {
+    /// Nanoseconds spent inside KVM_RUN, all vCPUs.
+    pub in_kvm_ns: AtomicU64,
+    /// Nanoseconds spent in the VMM handling exits, all vCPUs.
+    pub in_vmm_ns: AtomicU64,
+    /// Exits returned to the VMM.
+    pub exits: AtomicU64,
+    /// Instructions emulated for the host, by mnemonic.
+    pub emulated: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl RunStats {
+    /// A copy of the emulation counts.
+    pub fn emulated(&self) -> BTreeMap<&'static str, u64> {
+        self.emulated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// One vCPU and what its exits need.
+pub struct Vcpu {
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+    /// Its index (and APIC ID).
+    pub id: u8,
+    /// Port-I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Guest RAM (for instruction bytes and memory operands).
+    pub mem: GuestMemoryMmap,
+    /// Where fatal conditions go.
+    pub events: Sender<VmmEvent>,
+    /// Shared counters.
+    pub stats: Arc<RunStats>,
+}
+
+/// What the run loop does after an exit.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// An exit that is not device I/O, detached from the `kvm_run` borrow.
+enum OtherExit {
+    Shutdown,
+    SystemEvent(u32),
+    Hlt,
+    InternalError,
+    FailEntry(u64, u32),
+    Other(String),
+}
+
+/// Reads guest-virtual memory through the vCPU's page tables.
+struct VcpuMemory<'a> {
+    fd: &'a VcpuFd,
+    mem: &'a GuestMemoryMmap,
+}
+
+impl VcpuMemory<'_> {
+    fn read_virt(&self, addr: u64, buf: &mut [u8]) -> bool {
+        // Byte ranges can cross a page boundary: translate page by page.
+        let mut done = 0;
+        while done < buf.len() {
+            let va = addr.wrapping_add(done as u64);
+            let Ok(t) = self.fd.translate_gva(va) else {
+                return false;
+            };
+            if t.valid == 0 {
+                return false;
+            }
+            let in_page = (0x1000 - (va & 0xfff)) as usize;
+            let n = in_page.min(buf.len() - done);
+            if self
+                .mem
+                .read_slice(&mut buf[done..done + n], GuestAddress(t.physical_address))
+                .is_err()
+            {
+                return false;
+            }
+            done += n;
+        }
+        true
+    }
+}
+
+impl EmulationContext for VcpuMemory<'_> {
+    fn read_virt(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        VcpuMemory::read_virt(self, addr, buf)
+    }
+    fn fpu(&mut self) -> Option<kvm_bindings::kvm_fpu> {
+        self.fd.get_fpu().ok()
+    }
+}
+
+impl Vcpu {
+    /// Runs the vCPU until the VM stops or a fatal condition is reported.
+    pub fn run(mut self) {
+        loop {
+            let entered = Instant::now();
+            let result = self.fd.run();
+            let left = Instant::now();
+            let next = match result {
+                Ok(exit) => match dispatch_io(&self.pio, &self.mmio, self.id, exit) {
+                    Ok(next) => next,
+                    Err(other) => self.handle_other(other),
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
+                Err(e) => {
+                    self.report(VmmEvent::Unhandled {
+                        cpu: self.id,
+                        what: format!("KVM_RUN failed: {e}"),
+                    });
+                    Next::Stop
+                }
+            };
+            let handled = Instant::now();
+            self.stats
+                .in_kvm_ns
+                .fetch_add((left - entered).as_nanos() as u64, Ordering::Relaxed);
+            self.stats
+                .in_vmm_ns
+                .fetch_add((handled - left).as_nanos() as u64, Ordering::Relaxed);
+            self.stats.exits.fetch_add(1, Ordering::Relaxed);
+            if let Next::Stop = next {
+                return;
+            }
+        }
+    }
+
+    fn report(&self, event: VmmEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn handle_other(&mut self, exit: OtherExit) -> Next {
+        match exit {
+            OtherExit::Shutdown => self.report(VmmEvent::TripleFault { cpu: self.id }),
+            OtherExit::SystemEvent(kind) => {
+                self.report(VmmEvent::SystemEvent { cpu: self.id, kind })
+            }
+            // With the in-kernel irqchip HLT stays in KVM; reaching here
+            // means the guest halted for good.
+            OtherExit::Hlt => self.report_unhandled("HLT exit".into()),
+            OtherExit::InternalError => return self.handle_internal_error(),
+            OtherExit::FailEntry(reason, cpu) => self.report(VmmEvent::Unhandled {
+                cpu: self.id,
+                what: format!("KVM_EXIT_FAIL_ENTRY: hardware reason {reason:#x} on CPU {cpu}"),
+            }),
+            OtherExit::Other(what) => self.report_unhandled(what),
+        }
+        Next::Stop
+    }
+
+    /// Describes the vCPU's position for an error report: RIP and the
+    /// instruction bytes there.
+    fn describe_position(&self) -> String {
+        let Ok(regs) = self.fd.get_regs() else {
+            return "registers unavailable".into();
+        };
+        let mut bytes = [0u8; 15];
+        let memory = VcpuMemory {
+            fd: &self.fd,
+            mem: &self.mem,
+        };
+        if memory.read_virt(regs.rip, &mut bytes) {
+            let text = emulation::decode(&bytes, regs.rip)
+                .map(|i| format!(" `{i}`"))
+                .unwrap_or_default();
+            format!("RIP {:#x}, bytes {bytes:02x?}{text}", regs.rip)
+        } else {
+            format!("RIP {:#x} (instruction bytes unreadable)", regs.rip)
+        }
+    }
+
+    fn report_unhandled(&self, what: String) {
+        let position = self.describe_position();
+        self.report(VmmEvent::Unhandled {
+            cpu: self.id,
+            what: format!("{what} at {position}"),
+        });
+    }
+
+    fn handle_internal_error(&mut self) -> Next {
+        // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, so `internal`
+        // is the union member KVM filled in.
+        let internal = unsafe { self.fd.get_kvm_run().__bindgen_anon_1.internal };
+        if internal.suberror != KVM_INTERNAL_ERROR_EMULATION {
+            self.report_unhandled(format!(
+                "KVM internal error, suberror {} (data {:x?})",
+                internal.suberror,
+                &internal.data[..(internal.ndata as usize).min(16)]
+            ));
+            return Next::Stop;
+        }
+        match self.emulate_current(internal.ndata, &internal.data) {
+            Ok(name) => {
+                *self
+                    .stats
+                    .emulated
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(name)
+                    .or_default() += 1;
+                Next::Continue
+            }
+            Err(e) => {
+                self.report_unhandled(format!("emulation failure the VMM cannot handle: {e}"));
+                Next::Stop
+            }
+        }
+    }
+
+    fn emulate_current(&mut self, ndata: u32, data: &[u64; 16]) -> Result<&'static str, String> {
+        let regs = self
+            .fd
+            .get_regs()
+            .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+        let mut memory = VcpuMemory {
+            fd: &self.fd,
+            mem: &self.mem,
+        };
+        let bytes = match emulation::reported_instruction_bytes(ndata, data) {
+            Some(bytes) => bytes,
+            None => {
+                let mut bytes = vec![0u8; 15];
+                if !memory.read_virt(regs.rip, &mut bytes) {
+                    return Err(format!("instruction at {:#x} unreadable", regs.rip));
+                }
+                bytes
+            }
+        };
+        let mut state = CpuState { regs, fpu: None };
+        let name =
+            emulation::emulate(&bytes, &mut state, &mut memory).map_err(|e| e.to_string())?;
+        if let Some(fpu) = state.fpu {
+            self.fd
+                .set_fpu(&fpu)
+                .map_err(|e| format!("KVM_SET_FPU: {e}"))?;
+        }
+        self.fd
+            .set_regs(&state.regs)
+            .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+        Ok(name)
+    }
+}
+
+/// Handles device I/O exits on the buses; anything else is returned.
+fn dispatch_io(pio: &Bus, mmio: &Bus, id: u8, exit: VcpuExit) -> Result<Next, OtherExit> {
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            if pio.read(u64::from(port), data).is_err() {
+                // Absent ISA ports read as zero here: the guest probes a few
+                // (CMOS, other UARTs) and all-ones would look like a device
+                // stuck busy.
+                data.fill(0);
+            }
+        }
+        VcpuExit::IoOut(port, data) => {
+            let _ = pio.write(u64::from(port), data);
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            if let Err(e) = mmio.read(addr, data) {
+                log::debug!("vCPU {id}: {e}");
+            }
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            if let Err(e) = mmio.write(addr, data) {
+                log::debug!("vCPU {id}: {e}");
+            }
+        }
+        VcpuExit::Shutdown => return Err(OtherExit::Shutdown),
+        VcpuExit::SystemEvent(kind, _) => return Err(OtherExit::SystemEvent(kind)),
+        VcpuExit::Hlt => return Err(OtherExit::Hlt),
+        VcpuExit::InternalError => return Err(OtherExit::InternalError),
+        VcpuExit::FailEntry(reason, cpu) => return Err(OtherExit::FailEntry(reason, cpu)),
+        other => return Err(OtherExit::Other(format!("exit {other:?}"))),
+    }
+    Ok(Next::Continue)
+}

@@ -1,0 +1,229 @@
+//! Building a VM: KVM, irqchip and PIT, guest RAM slots, devices on their
+//! buses, the loaded guest, and the vCPUs ready to run.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use devices::legacy::{
+    ConsoleWriter, EventFdTrigger, GuestSignal, PanicDetector, SerialConsole, I8042,
+};
+use devices::{Bus, VmEvent, VmEventSink};
+use kvm_bindings::{
+    kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
+};
+use kvm_ioctls::{Kvm, VmFd};
+use thiserror::Error;
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, cpu, BootError, KernelFormat};
+use crate::config::VmConfig;
+use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
+use crate::memory::{create_guest_ram, GuestRam, MemoryError};
+use crate::pvm;
+use crate::vcpu::{RunStats, Vcpu};
+use crate::VmmEvent;
+
+/// Errors building a VM.
+#[derive(Debug, Error)]
+pub enum VmError {
+    /// /dev/kvm cannot be opened.
+    #[error("KVM is unavailable: cannot open /dev/kvm: {0} (is the kvm module loaded and do you have access to /dev/kvm?)")]
+    KvmUnavailable(kvm_ioctls::Error),
+    /// A KVM ioctl failed.
+    #[error("{what} failed: {source}")]
+    Kvm {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    /// Guest RAM.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// Loading the guest.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// vCPU register set-up.
+    #[error(transparent)]
+    Cpu(#[from] cpu::CpuSetupError),
+    /// Device set-up.
+    #[error("setting up device {what}: {detail}")]
+    Device { what: &'static str, detail: String },
+}
+
+fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
+    move |source| VmError::Kvm { what, source }
+}
+
+/// Sends device events into the VMM's event channel.
+#[derive(Clone)]
+struct DeviceEvents(Sender<VmmEvent>);
+
+impl VmEventSink for DeviceEvents {
+    fn report(&self, event: VmEvent) {
+        let _ = self.0.send(VmmEvent::Device(event));
+    }
+}
+
+/// A VM ready to run.
+pub struct Vm {
+    /// The KVM VM (kept open for the VM's life).
+    pub fd: VmFd,
+    /// Guest RAM.
+    pub ram: GuestRam,
+    /// vCPUs, not yet running.
+    pub vcpus: Vec<Vcpu>,
+    /// The console UART (for stdin input and the final flush).
+    pub serial: Arc<Mutex<SerialConsole>>,
+    /// Set once the guest printed a kernel panic.
+    pub panic_seen: Arc<AtomicBool>,
+    /// Shared run counters.
+    pub stats: Arc<RunStats>,
+    /// Whether PVM measures are applied.
+    pub pvm: bool,
+    /// The full kernel command line.
+    pub cmdline: String,
+    /// Which image format booted.
+    pub kernel_format: KernelFormat,
+}
+
+/// Builds the VM described by `config`. Device events go to `events`.
+pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError> {
+    let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
+    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    fd.set_tss_address(KVM_TSS_START as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    fd.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+
+    let ram = create_guest_ram(&config.memory)?;
+    for (slot, region) in ram.memory.iter().enumerate() {
+        let mem_region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `ram`, which the
+        // returned Vm keeps for as long as the VM fd exists.
+        unsafe { fd.set_user_memory_region(mem_region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+
+    // Devices.
+    let panic_seen = Arc::new(AtomicBool::new(false));
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device {
+        what: "serial",
+        detail: format!("eventfd: {e}"),
+    })?;
+    fd.register_irqfd(&serial_irq, SerialConsole::IRQ)
+        .map_err(kvm_err("KVM_IRQFD (serial)"))?;
+    let console = ConsoleWriter::new(
+        Box::new(std::io::stdout()),
+        PanicDetector::new(panic_seen.clone()),
+    );
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        EventFdTrigger(serial_irq),
+        console,
+    )));
+    let device_events = DeviceEvents(events.clone());
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let device_err = |what| {
+        move |e: devices::BusError| VmError::Device {
+            what,
+            detail: e.to_string(),
+        }
+    };
+    pio.insert(
+        serial.clone(),
+        SerialConsole::PORT_BASE,
+        SerialConsole::PORT_LEN,
+    )
+    .map_err(device_err("serial"))?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(Box::new(device_events.clone())))),
+        I8042::PORT_BASE,
+        I8042::PORT_LEN,
+    )
+    .map_err(device_err("i8042"))?;
+    mmio.insert(
+        Arc::new(Mutex::new(GuestSignal::new(Box::new(device_events)))),
+        GuestSignal::MMIO_BASE,
+        GuestSignal::MMIO_LEN,
+    )
+    .map_err(device_err("guest-signal"))?;
+    let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
+
+    // The guest.
+    let pvm = pvm::pvm_enabled(config.pvm, pvm::host_is_pvm());
+    let mut vcpu_fds = Vec::new();
+    for id in 0..config.cpus {
+        vcpu_fds.push(
+            fd.create_vcpu(u64::from(id))
+                .map_err(kvm_err("KVM_CREATE_VCPU"))?,
+        );
+    }
+    let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
+    let base = pvm::base_cmdline(pvm, tsc_khz);
+    let cmdline = boot::build_cmdline(&[&base, &config.cmdline])?;
+    let cmdline_text = cmdline
+        .as_cstring()
+        .map_err(BootError::Cmdline)?
+        .into_string()
+        .unwrap_or_default();
+    let (entry, kernel_format) = boot::load_guest(
+        &ram.memory,
+        &config.kernel,
+        config.initramfs.as_deref(),
+        &cmdline,
+        config.cpus,
+    )?;
+    cpu::write_boot_tables(&ram.memory)?;
+
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    let stats = Arc::new(RunStats::default());
+    let mut vcpus = Vec::new();
+    for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
+        let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
+        vcpu_fd
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        cpu::setup_registers(&vcpu_fd, id, &entry)?;
+        cpu::setup_lapic(&vcpu_fd, id)?;
+        vcpus.push(Vcpu {
+            fd: vcpu_fd,
+            id,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            mem: ram.memory.clone(),
+            events: events.clone(),
+            stats: stats.clone(),
+        });
+    }
+    log::debug!(
+        "guest RAM ends at {:#x}",
+        ram.memory.last_addr().raw_value()
+    );
+    Ok(Vm {
+        fd,
+        ram,
+        vcpus,
+        serial,
+        panic_seen,
+        stats,
+        pvm,
+        cmdline: cmdline_text,
+        kernel_format,
+    })
+}
