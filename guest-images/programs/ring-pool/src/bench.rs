@@ -1,0 +1,215 @@
+//! The measurement: N rings, one pool, register-again vs clone per ring.
+
+use crate::params::{split, PageSize, Params};
+use crate::pool::{free_hugepages_2m, Pool};
+use crate::stats::{line, ratio, Latency, MethodRecord, PoolDesc, SummaryRecord};
+use crate::sys::{self, now_ns, Errno};
+use io_uring::IoUring;
+use std::os::fd::AsRawFd;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// The kernel does not know opcode 30 (an unpatched 6.1 answers -EINVAL).
+    #[error("IORING_REGISTER_CLONE_BUFFERS unsupported: probe returned {0}")]
+    CloneUnsupported(Errno),
+    #[error("clone probe returned {0}, want -ENXIO (empty source)")]
+    ProbeUnexpected(String),
+    #[error("io_uring_setup for ring {index}: {source}")]
+    Setup {
+        index: usize,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pool(#[from] crate::pool::PoolError),
+    #[error("{what} on ring {index}: {errno}")]
+    Register {
+        what: &'static str,
+        index: usize,
+        errno: Errno,
+    },
+}
+
+impl RunError {
+    /// The short `error` field of the JSON error line.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            RunError::CloneUnsupported(_) => "clone-unsupported",
+            RunError::ProbeUnexpected(_) => "clone-probe-unexpected",
+            RunError::Setup { .. } => "io-uring-setup",
+            RunError::Pool(_) => "mmap",
+            RunError::Register { .. } => "register",
+        }
+    }
+
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            RunError::CloneUnsupported(e) | RunError::Register { errno: e, .. } => Some(e.0),
+            RunError::Setup { source, .. } => source.raw_os_error(),
+            RunError::Pool(crate::pool::PoolError::Mmap { source, .. }) => source.raw_os_error(),
+            RunError::ProbeUnexpected(_) => None,
+        }
+    }
+
+    /// Process exit status: 3 for an unsupported kernel, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::CloneUnsupported(_) => 3,
+            _ => 1,
+        }
+    }
+}
+
+fn us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// Maps the pool, falling back from 2M to 4K pages with a warning.
+fn map_pool(p: &Params) -> Result<Pool, RunError> {
+    if p.page == PageSize::Huge2M {
+        let need = p.size.div_ceil(PageSize::Huge2M.bytes());
+        let free = free_hugepages_2m();
+        if free < need {
+            eprintln!(
+                "ring-pool: warning: {need} free 2 MiB hugepages needed, {free} free: using 4K pages (boot with hugepages={need} or more)"
+            );
+        } else {
+            match Pool::map(p.size, PageSize::Huge2M) {
+                Ok(pool) => return Ok(pool),
+                Err(e) => eprintln!("ring-pool: warning: {e}: using 4K pages"),
+            }
+        }
+    }
+    Ok(Pool::map(p.size, PageSize::Small4K)?)
+}
+
+/// Cheap check before minutes of population: cloning between two empty
+/// rings is -ENXIO where opcode 30 exists, -EINVAL where it does not.
+fn probe_clone(dst: i32, src: i32) -> Result<(), RunError> {
+    match sys::clone_buffers(dst, src) {
+        Err(e) if e.0 == libc::ENXIO => Ok(()),
+        Err(e) if e.0 == libc::EINVAL => Err(RunError::CloneUnsupported(e)),
+        Err(e) => Err(RunError::ProbeUnexpected(e.to_string())),
+        Ok(()) => Err(RunError::ProbeUnexpected("success".into())),
+    }
+}
+
+/// Runs the workload and prints its JSON lines.
+pub fn run(p: &Params) -> Result<(), RunError> {
+    let t0 = now_ns();
+    let rings = (0..p.rings)
+        .map(|index| {
+            IoUring::builder()
+                .build(4)
+                .map_err(|source| RunError::Setup { index, source })
+        })
+        .collect::<Result<Vec<IoUring>, _>>()?;
+    let fds: Vec<i32> = rings.iter().map(|r| r.as_raw_fd()).collect();
+    probe_clone(fds[1], fds[0])?;
+
+    let pool = map_pool(p)?;
+    let pieces = split(pool.len(), p.buf_bytes());
+    let iovs = pool.iovecs(&pieces);
+    eprintln!(
+        "ring-pool: {} rings, pool {} MiB of {} pages in {} buffer(s) of up to {} MiB; populating",
+        p.rings,
+        pool.len() >> 20,
+        pool.page.label(),
+        iovs.len(),
+        p.buf_bytes() >> 20
+    );
+    let populate_s = pool.populate(5.0);
+    eprintln!("ring-pool: populated in {populate_s:.2} s; registering on ring 0");
+
+    let s = now_ns();
+    sys::register_buffers(fds[0], &iovs).map_err(|errno| RunError::Register {
+        what: "register",
+        index: 0,
+        errno,
+    })?;
+    let first_register_ns = now_ns() - s;
+    eprintln!(
+        "ring-pool: ring 0 registered in {:.3} ms",
+        first_register_ns as f64 / 1e6
+    );
+
+    let mut reg_ns = Vec::with_capacity(p.rings - 1);
+    let mut clone_ns = Vec::with_capacity(p.rings - 1);
+    for (i, &fd) in fds.iter().enumerate().skip(1) {
+        let s = now_ns();
+        let r = sys::register_buffers(fd, &iovs);
+        let e = now_ns();
+        r.map_err(|errno| RunError::Register {
+            what: "register",
+            index: i,
+            errno,
+        })?;
+        reg_ns.push(e - s);
+        // Both methods start from an empty table.
+        sys::unregister_buffers(fd).map_err(|errno| RunError::Register {
+            what: "unregister",
+            index: i,
+            errno,
+        })?;
+        let s = now_ns();
+        let r = sys::clone_buffers(fd, fds[0]);
+        let e = now_ns();
+        r.map_err(|errno| RunError::Register {
+            what: "clone",
+            index: i,
+            errno,
+        })?;
+        clone_ns.push(e - s);
+        eprintln!(
+            "ring-pool: ring {i}/{}: register {:.3} ms, clone {:.3} us, {:.1} s elapsed",
+            p.rings - 1,
+            (reg_ns[i - 1]) as f64 / 1e6,
+            us(clone_ns[i - 1]),
+            (now_ns() - t0) as f64 / 1e9
+        );
+    }
+
+    let desc = PoolDesc {
+        rings: p.rings,
+        pool_bytes: pool.len(),
+        buf_bytes: p.buf_bytes(),
+        bufs: iovs.len(),
+        page: pool.page.label(),
+        page_requested: p.page.label(),
+    };
+    let reg = Latency::from_ns(&reg_ns).expect("rings >= 2");
+    let clo = Latency::from_ns(&clone_ns).expect("rings >= 2");
+    println!(
+        "{}",
+        line(&MethodRecord {
+            kind: "ring-pool",
+            method: "register",
+            pool: &desc,
+            latency: reg
+        })
+    );
+    println!(
+        "{}",
+        line(&MethodRecord {
+            kind: "ring-pool",
+            method: "clone",
+            pool: &desc,
+            latency: clo
+        })
+    );
+    println!(
+        "{}",
+        line(&SummaryRecord {
+            kind: "ring-pool-summary",
+            pool: &desc,
+            kernel: sys::kernel_release(),
+            populate_s: (populate_s * 1000.0).round() / 1000.0,
+            first_register_us: us(first_register_ns),
+            register_median_us: reg.median_us,
+            clone_median_us: clo.median_us,
+            ratio_register_over_clone: ratio(&reg, &clo),
+        })
+    );
+    drop(rings);
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! ring-pool: the latency workload for IORING_REGISTER_CLONE_BUFFERS.
+//!
+//! Creates N rings, registers a pool of S bytes (buffers of B bytes, 2 MiB
+//! hugetlb or 4 KiB pages) on the first, then gives every other ring the
+//! same buffers twice: by registering them again (timed, then unregistered)
+//! and by cloning them from the first ring (timed). Each per-ring system
+//! call is timed with CLOCK_MONOTONIC; stdout gets one JSON line per method
+//! (min/median/p99/max/mean in us) and a summary with the ratio of median
+//! register to median clone. A kernel without opcode 30 gets a
+//! `ring-pool-error` line (`clone-unsupported`) and exit status 3, found
+//! before the pool is populated; any other failure, exit status 1. Progress
+//! goes to stderr. Parameters: see `params::USAGE`.
+
+mod bench;
+mod params;
+mod pool;
+mod stats;
+mod sys;
+
+use params::{Params, USAGE};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut p = Params::default();
+    if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
+        if let Err(e) = p.apply_cmdline(&cmdline) {
+            eprintln!("ring-pool: kernel command line: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match p.apply_args(std::env::args().skip(1)) {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("ring-pool: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = p.validate() {
+        eprintln!("ring-pool: {e}");
+        return ExitCode::from(2);
+    }
+    match bench::run(&p) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let rec = stats::ErrorRecord {
+                kind: "ring-pool-error",
+                error: e.tag(),
+                errno: e.errno(),
+                detail: e.to_string(),
+                kernel: sys::kernel_release(),
+            };
+            println!("{}", stats::line(&rec));
+            eprintln!("ring-pool: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

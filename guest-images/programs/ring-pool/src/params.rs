@@ -1,0 +1,307 @@
+//! Workload parameters: defaults, the kernel command line (`rv.pool.*`),
+//! then command-line flags, each overriding the one before.
+
+use thiserror::Error;
+
+/// Largest single registered buffer the kernel accepts (`SZ_1G`).
+pub const MAX_BUF: u64 = 1 << 30;
+/// `IORING_MAX_REG_BUFFERS`.
+pub const MAX_BUFS: u64 = 1 << 14;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ParamError {
+    #[error("bad size {0:?} (want e.g. 4096, 512K, 64M, 1G)")]
+    Size(String),
+    #[error("bad page size {0:?} (want 2M or 4K)")]
+    Page(String),
+    #[error("bad ring count {0:?} (want an integer >= 2)")]
+    Rings(String),
+    #[error("unknown option {0:?} (see --help)")]
+    Unknown(String),
+    #[error("option {0} needs a value")]
+    Missing(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Backing page size of the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageSize {
+    Huge2M,
+    Small4K,
+}
+
+impl PageSize {
+    pub fn bytes(self) -> u64 {
+        match self {
+            PageSize::Huge2M => 2 << 20,
+            PageSize::Small4K => 4 << 10,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PageSize::Huge2M => "2M",
+            PageSize::Small4K => "4K",
+        }
+    }
+}
+
+/// What the user asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub rings: usize,
+    pub size: u64,
+    pub page: PageSize,
+    /// Bytes per registered buffer; `None`: min(size, 1 GiB).
+    pub buf: Option<u64>,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            rings: 8,
+            size: 16 << 20,
+            page: PageSize::Huge2M,
+            buf: None,
+        }
+    }
+}
+
+/// Parses `4096`, `512K`, `64M`, `1G`, `2T` (binary units, optional `iB`/`B`).
+pub fn parse_size(s: &str) -> Result<u64, ParamError> {
+    let err = || ParamError::Size(s.to_string());
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix('B'))
+        .unwrap_or(t);
+    let (digits, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        Some('t' | 'T') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| err())?;
+    let v = n
+        .checked_shl(shift)
+        .filter(|v| v >> shift == n)
+        .ok_or_else(err)?;
+    if v == 0 {
+        return Err(err());
+    }
+    Ok(v)
+}
+
+pub fn parse_page(s: &str) -> Result<PageSize, ParamError> {
+    match s.trim() {
+        "2M" | "2m" | "2MiB" | "2048K" | "2048k" => Ok(PageSize::Huge2M),
+        "4K" | "4k" | "4KiB" | "4096" => Ok(PageSize::Small4K),
+        _ => Err(ParamError::Page(s.to_string())),
+    }
+}
+
+fn parse_rings(s: &str) -> Result<usize, ParamError> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 2 => Ok(n),
+        _ => Err(ParamError::Rings(s.to_string())),
+    }
+}
+
+impl Params {
+    /// Applies one `key=value` setting (key without the `rv.pool.` prefix).
+    fn set(&mut self, key: &str, value: &str) -> Result<(), ParamError> {
+        match key {
+            "rings" => self.rings = parse_rings(value)?,
+            "size" => self.size = parse_size(value)?,
+            "page" => self.page = parse_page(value)?,
+            "buf" => self.buf = Some(parse_size(value)?),
+            _ => return Err(ParamError::Unknown(key.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Applies the `rv.pool.*` settings of a kernel command line. Words after
+    /// ` -- ` belong to /init and are ignored; unknown `rv.pool.` keys are
+    /// errors (a typo must not silently run the defaults).
+    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ParamError> {
+        for word in cmdline.split_whitespace().take_while(|w| *w != "--") {
+            if let Some(kv) = word.strip_prefix("rv.pool.") {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| ParamError::Missing(format!("rv.pool.{kv}")))?;
+                self.set(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies command-line flags (`--rings N`, `--size S`, `--page P`,
+    /// `--buf B`, or `--flag=value`). Returns `Ok(false)` for `--help`.
+    pub fn apply_args<I: IntoIterator<Item = String>>(
+        &mut self,
+        args: I,
+    ) -> Result<bool, ParamError> {
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                return Ok(false);
+            }
+            let Some(flag) = a.strip_prefix("--") else {
+                return Err(ParamError::Unknown(a));
+            };
+            let (k, v) = match flag.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => {
+                    let v = it.next().ok_or_else(|| ParamError::Missing(a.clone()))?;
+                    (flag.to_string(), v)
+                }
+            };
+            match k.as_str() {
+                "rings" | "size" | "page" | "buf" => self.set(&k, &v)?,
+                _ => return Err(ParamError::Unknown(a)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The buffer size in effect: explicit, or min(size, 1 GiB).
+    pub fn buf_bytes(&self) -> u64 {
+        self.buf.unwrap_or(self.size.min(MAX_BUF))
+    }
+
+    /// Checks the limits the kernel imposes on a registration.
+    pub fn validate(&self) -> Result<(), ParamError> {
+        let buf = self.buf_bytes();
+        if buf > MAX_BUF {
+            return Err(ParamError::Invalid(format!(
+                "buffer of {buf} bytes: the kernel's limit is 1 GiB"
+            )));
+        }
+        if buf > self.size {
+            return Err(ParamError::Invalid(format!(
+                "buffer of {buf} bytes exceeds the pool of {}",
+                self.size
+            )));
+        }
+        if self.size.div_ceil(buf) > MAX_BUFS {
+            return Err(ParamError::Invalid(format!(
+                "{} buffers: the kernel's limit is {MAX_BUFS}",
+                self.size.div_ceil(buf)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `size` bytes into `(offset, len)` buffers of `buf` bytes; the last
+/// one takes the remainder.
+pub fn split(size: u64, buf: u64) -> Vec<(u64, u64)> {
+    (0..size.div_ceil(buf))
+        .map(|i| {
+            let off = i * buf;
+            (off, buf.min(size - off))
+        })
+        .collect()
+}
+
+pub const USAGE: &str = "usage: ring-pool [--rings N] [--size S] [--page 2M|4K] [--buf B]
+Times giving N-1 rings a pool of S bytes (buffers of B bytes, at most 1 GiB
+each) already registered on a first ring: by registering it again and by
+cloning it (IORING_REGISTER_CLONE_BUFFERS). Defaults: 8 rings, 16M, 2M pages
+(4K if no hugepages are free), B = min(S, 1G). The kernel command line's
+rv.pool.rings= rv.pool.size= rv.pool.page= rv.pool.buf= apply first; flags
+override them. Results are JSON lines on stdout, progress on stderr.";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("2MB"), Ok(2 << 20));
+        assert_eq!(parse_size("3T"), Ok(3 << 40));
+        for bad in ["", "M", "0", "-1", "1.5G", "12Q", "99999999999999T"] {
+            assert!(parse_size(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pages() {
+        assert_eq!(parse_page("2M"), Ok(PageSize::Huge2M));
+        assert_eq!(parse_page("4K"), Ok(PageSize::Small4K));
+        assert!(parse_page("1G").is_err());
+    }
+
+    #[test]
+    fn cmdline_then_flags() {
+        let mut p = Params::default();
+        p.apply_cmdline(
+            "console=ttyS0 rv.workload=ring-pool rv.pool.rings=4 rv.pool.size=64M rv.pool.page=4K -- rv.pool.rings=9",
+        )
+        .unwrap();
+        assert_eq!(
+            p,
+            Params {
+                rings: 4,
+                size: 64 << 20,
+                page: PageSize::Small4K,
+                buf: None
+            }
+        );
+        let more = ["--size", "1G", "--page=2M", "--buf", "256M"].map(String::from);
+        assert_eq!(p.apply_args(more), Ok(true));
+        assert_eq!(
+            p,
+            Params {
+                rings: 4,
+                size: 1 << 30,
+                page: PageSize::Huge2M,
+                buf: Some(256 << 20)
+            }
+        );
+        assert_eq!(p.apply_args(["--help".to_string()]), Ok(false));
+    }
+
+    #[test]
+    fn cmdline_errors() {
+        let mut p = Params::default();
+        assert!(p.apply_cmdline("rv.pool.rings=1").is_err());
+        assert!(p.apply_cmdline("rv.pool.sise=1M").is_err());
+        assert!(p.apply_cmdline("rv.pool.size").is_err());
+        assert!(p.apply_args(["--rings".to_string()]).is_err());
+        assert!(p.apply_args(["--bogus=1".to_string()]).is_err());
+        assert!(p.apply_args(["stray".to_string()]).is_err());
+    }
+
+    #[test]
+    fn buffers() {
+        let p = Params {
+            size: 4 << 30,
+            ..Params::default()
+        };
+        assert_eq!(p.buf_bytes(), 1 << 30);
+        assert!(p.validate().is_ok());
+        let p = Params {
+            buf: Some(2 << 30),
+            size: 4 << 30,
+            ..Params::default()
+        };
+        assert!(p.validate().is_err());
+        let p = Params {
+            buf: Some(4096),
+            size: 1 << 30,
+            ..Params::default()
+        };
+        assert!(p.validate().is_err(), "262144 buffers");
+        assert_eq!(split(10, 4), vec![(0, 4), (4, 4), (8, 2)]);
+        assert_eq!(split(8, 4), vec![(0, 4), (4, 4)]);
+    }
+}
