@@ -114,6 +114,8 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
             }
         }
     };
+    vm.stop.store(true, Ordering::SeqCst);
+    // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
 
     let guest_ram = config.memory.size;

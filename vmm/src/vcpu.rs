@@ -2,7 +2,7 @@
 //! failures, and the time spent inside and outside KVM_RUN.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -54,6 +54,8 @@ pub struct Vcpu {
     pub events: Sender<VmmEvent>,
     /// Shared counters.
     pub stats: Arc<RunStats>,
+    /// Set by the VMM once the run has ended: the vCPU handles no more exits.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// What the run loop does after an exit.
@@ -121,6 +123,11 @@ impl Vcpu {
             let entered = Instant::now();
             let result = self.fd.run();
             let left = Instant::now();
+            if self.stop.load(Ordering::SeqCst) {
+                // The run is over: no exit of this vCPU may reach a device
+                // (console output would interleave with the VMM's report).
+                return;
+            }
             let next = match result {
                 Ok(exit) => match dispatch_io(&self.pio, &self.mmio, self.id, exit) {
                     Ok(next) => next,

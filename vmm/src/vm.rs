@@ -79,6 +79,8 @@ pub struct Vm {
     pub panic_seen: Arc<AtomicBool>,
     /// Shared run counters.
     pub stats: Arc<RunStats>,
+    /// Tells the vCPUs that the run has ended.
+    pub stop: Arc<AtomicBool>,
     /// Whether PVM measures are applied.
     pub pvm: bool,
     /// The full kernel command line.
@@ -193,6 +195,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
         .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     let stats = Arc::new(RunStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
     let mut vcpus = Vec::new();
     for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
         let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
@@ -209,6 +212,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
             mem: ram.memory.clone(),
             events: events.clone(),
             stats: stats.clone(),
+            stop: stop.clone(),
         });
     }
     log::debug!(
@@ -222,6 +226,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         serial,
         panic_seen,
         stats,
+        stop,
         pvm,
         cmdline: cmdline_text,
         kernel_format,
