@@ -86,7 +86,12 @@ fn map_pool(p: &Params) -> Result<Pool, RunError> {
 /// Cheap check before minutes of population: cloning between two empty
 /// rings is -ENXIO where opcode 30 exists, -EINVAL where it does not.
 fn probe_clone(dst: i32, src: i32) -> Result<(), RunError> {
-    match sys::clone_buffers(dst, src) {
+    classify_probe(sys::clone_buffers(dst, src))
+}
+
+/// Interprets the probe's result.
+fn classify_probe(r: Result<(), Errno>) -> Result<(), RunError> {
+    match r {
         Err(e) if e.0 == libc::ENXIO => Ok(()),
         Err(e) if e.0 == libc::EINVAL => Err(RunError::CloneUnsupported(e)),
         Err(e) => Err(RunError::ProbeUnexpected(e.to_string())),
@@ -212,4 +217,22 @@ pub fn run(p: &Params) -> Result<(), RunError> {
     );
     drop(rings);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_results() {
+        assert!(classify_probe(Err(Errno(libc::ENXIO))).is_ok());
+        let e = classify_probe(Err(Errno(libc::EINVAL))).unwrap_err();
+        assert_eq!(
+            (e.tag(), e.exit_code(), e.errno()),
+            ("clone-unsupported", 3, Some(libc::EINVAL))
+        );
+        let e = classify_probe(Err(Errno(libc::EPERM))).unwrap_err();
+        assert_eq!((e.tag(), e.exit_code()), ("clone-probe-unexpected", 1));
+        assert!(classify_probe(Ok(())).is_err());
+    }
 }
