@@ -57,6 +57,11 @@ impl Mapping {
         if ptr == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
+        if page == Page::Small4K {
+            // Really 4 KiB pages even where THP is "always" (best effort).
+            // SAFETY: advice on the mapping just created.
+            unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) };
+        }
         let m = Mapping {
             ptr: ptr.cast(),
             len,
