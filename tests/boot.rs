@@ -1,0 +1,142 @@
+//! Boots the real guest under the `ringvisor` binary. A boot costs tens of
+//! seconds of emulated kernel work on nested PVM, so each test is one boot
+//! that checks several things, and cargo runs them in parallel.
+
+mod common;
+
+use common::{boot, run_raw, skip_without_kvm, token};
+
+/// A hung guest is given this long (VMM start to kill): enough to boot under
+/// a loaded 2-core machine, so that the kill provably hits a running guest.
+const HANG_TIMEOUT_SECS: &str = "150";
+/// Upper bound for any test boot that should finish by itself.
+const BOOT_TIMEOUT_SECS: &str = "400";
+
+#[test]
+fn token_exit_status_and_two_vcpus_come_back_from_the_guest() {
+    if skip_without_kvm() {
+        return;
+    }
+    let token = token();
+    let script = format!("-- /bin/sh -c \"echo {token}; echo cpus=$(nproc); exit 3\"");
+    let run = boot(&[
+        "--cpus",
+        "2",
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--timings",
+        "--cmdline",
+        &script,
+    ]);
+    run.check(
+        run.status == Some(3),
+        "guest exit status 3 must be the VMM's",
+    );
+    run.check(
+        run.stdout.lines().any(|l| l.trim() == token),
+        "the token on the command line must come back on the console",
+    );
+    run.check(
+        run.stdout.lines().any(|l| l.trim() == "cpus=2"),
+        "the guest must see 2 vCPUs",
+    );
+    let timings = run.timings();
+    let to_init = timings["to_init_s"].as_f64().unwrap_or(0.0);
+    run.check(to_init > 0.0, "the boot marker must have been recorded");
+    run.check(
+        timings["wall_s"].as_f64().unwrap() >= to_init,
+        "wall time covers the boot",
+    );
+}
+
+#[test]
+fn demo_workload_prints_the_kernel_version_and_exits_zero() {
+    if skip_without_kvm() {
+        return;
+    }
+    let run = boot(&[
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--cmdline",
+        "rv.workload=demo",
+    ]);
+    run.check(run.status == Some(0), "the demo workload exits 0");
+    run.check(
+        run.stdout.contains("6.1."),
+        "the demo prints the guest kernel version",
+    );
+}
+
+#[test]
+fn guest_kernel_panic_gives_the_panic_exit_status() {
+    if skip_without_kvm() {
+        return;
+    }
+    let run = boot(&[
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--cmdline",
+        "-- /bin/sh -c \"echo c > /proc/sysrq-trigger\"",
+    ]);
+    run.check(run.status == Some(120), "a guest panic exits with 120");
+    run.check(
+        run.stderr.contains("guest kernel panicked"),
+        "the VMM names the panic",
+    );
+}
+
+#[test]
+fn hung_guest_is_killed_by_timeout() {
+    if skip_without_kvm() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let run = boot(&[
+        "--timeout",
+        HANG_TIMEOUT_SECS,
+        "--cmdline",
+        "-- /bin/sh -c \"echo guest-is-up; sleep 100000\"",
+    ]);
+    let elapsed = started.elapsed().as_secs_f64();
+    run.check(run.status == Some(124), "a timeout exits with 124");
+    run.check(
+        run.stdout.contains("guest-is-up"),
+        "the guest was running (not still booting) when it was killed",
+    );
+    run.check(
+        run.stderr.contains("--timeout") && run.stderr.contains("killed"),
+        "the VMM says the guest was killed by --timeout",
+    );
+    let limit: f64 = HANG_TIMEOUT_SECS.parse().unwrap();
+    run.check(
+        elapsed >= limit && elapsed < limit + 30.0,
+        "the kill happens at the timeout",
+    );
+}
+
+#[test]
+fn missing_kernel_is_a_clear_error() {
+    let run = run_raw(&["run", "--kernel", "/nonexistent/ringvisor-vmlinux"]);
+    run.check(run.status == Some(1), "a missing kernel exits with 1");
+    run.check(
+        run.stderr.contains("/nonexistent/ringvisor-vmlinux"),
+        "the error names the path",
+    );
+}
+
+#[test]
+fn bad_flags_give_one_line_and_status_2() {
+    for args in [
+        &["run", "--kernel", "k", "--frobnicate"][..],
+        &["run", "--kernel", "k", "--memory", "size=lots"],
+        &["run", "--kernel", "k", "--cpus", "0"],
+        &["fly"],
+    ] {
+        let run = run_raw(args);
+        run.check(run.status == Some(2), "usage errors exit with 2");
+        run.check(
+            run.stderr.trim().lines().count() == 1 && run.stderr.starts_with("ringvisor:"),
+            "usage errors are one line",
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! Shared helpers for tests that boot guests under the `ringvisor` binary.
+//!
+//! The guest image comes from `guest-images/build.sh` (cached, so a no-op
+//! after the first build), or from RINGVISOR_KERNEL and RINGVISOR_INITRAMFS.
+//! Without /dev/kvm these tests fail, unless RINGVISOR_SKIP_KVM_TESTS=1.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The kernel and initramfs under test.
+pub struct Image {
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+/// The workspace root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The ringvisor binary cargo built for these tests.
+pub fn ringvisor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ringvisor"))
+}
+
+/// Whether boot tests should be skipped (documented in the README).
+/// Without /dev/kvm and without the variable, this panics: a machine that
+/// cannot run the tests must not look like one where they passed.
+pub fn skip_without_kvm() -> bool {
+    if std::env::var_os("RINGVISOR_SKIP_KVM_TESTS").is_some_and(|v| v == "1") {
+        eprintln!("RINGVISOR_SKIP_KVM_TESTS=1: skipping a test that boots a guest");
+        return true;
+    }
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!("/dev/kvm is unusable ({e}); set RINGVISOR_SKIP_KVM_TESTS=1 to skip boot tests");
+    }
+    false
+}
+
+/// The guest image, built once per test process.
+pub fn image() -> &'static Image {
+    static IMAGE: OnceLock<Image> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        if let (Some(k), Some(i)) = (
+            std::env::var_os("RINGVISOR_KERNEL"),
+            std::env::var_os("RINGVISOR_INITRAMFS"),
+        ) {
+            return Image {
+                kernel: k.into(),
+                initramfs: i.into(),
+            };
+        }
+        let out = Command::new("bash")
+            .arg(repo_root().join("guest-images/build.sh"))
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running guest-images/build.sh");
+        assert!(out.status.success(), "guest-images/build.sh failed");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let find = |key: &str| {
+            stdout
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| PathBuf::from(v.trim()))
+                .unwrap_or_else(|| panic!("build.sh printed no {key} line:\n{stdout}"))
+        };
+        Image {
+            kernel: find("KERNEL="),
+            initramfs: find("INITRAMFS="),
+        }
+    })
+}
+
+/// What a guest run gave back.
+pub struct Run {
+    pub status: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The `RINGVISOR_TIMINGS` JSON the VMM printed (with `--timings`).
+    pub fn timings(&self) -> serde_json::Value {
+        let line = self
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
+            .unwrap_or_else(|| panic!("no RINGVISOR_TIMINGS line in stderr:\n{}", self.stderr));
+        serde_json::from_str(line).expect("timings JSON")
+    }
+
+    /// Panics with the whole console when `cond` is false.
+    pub fn check(&self, cond: bool, what: &str) {
+        assert!(
+            cond,
+            "{what}\n--- exit status: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+            self.status, self.stdout, self.stderr
+        );
+    }
+}
+
+fn collect(out: Output) -> Run {
+    Run {
+        status: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Boots the test image with `args` after `run --kernel K --initramfs I`.
+pub fn boot(args: &[&str]) -> Run {
+    let image = image();
+    let out = ringvisor()
+        .arg("run")
+        .arg("--kernel")
+        .arg(&image.kernel)
+        .arg("--initramfs")
+        .arg(&image.initramfs)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("spawning ringvisor");
+    collect(out)
+}
+
+/// Runs ringvisor with exactly `args` (no guest image added).
+pub fn run_raw(args: &[&str]) -> Run {
+    collect(
+        ringvisor()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawning ringvisor"),
+    )
+}
+
+/// A token that cannot appear on the console by accident.
+pub fn token() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("rv-token-{:x}-{:x}", std::process::id(), nanos)
+}

@@ -1,1 +1,0 @@
-//! Helpers for tests that boot guests under the `ringvisor` binary.
