@@ -1,0 +1,367 @@
+//! `rv-init`: the /init of a ringvisor guest. Implements the guest side of
+//! docs/guest-interface.md:
+//!
+//! 1. re-executes itself once with `GLIBC_TUNABLES` set so that glibc (and
+//!    every program started from here, which inherits the variable) stays off
+//!    AVX/AVX2/AVX-512: on PVM hosts the guest kernel runs with `noxsave` and
+//!    context-switches only x87/SSE state;
+//! 2. mounts proc, sysfs, devtmpfs on /dev and hugetlbfs on /dev/hugepages;
+//! 3. writes `BOOT_MARKER` of the guest-signal device (if present);
+//! 4. runs the workload: argv after the kernel's ` -- `, else
+//!    `/bin/<rv.workload>` (default `demo`), reaping every zombie meanwhile;
+//! 5. prints `rv-init: workload exited with status N` and writes N to `EXIT`
+//!    (128 + signal when the workload was killed by a signal). Without the
+//!    device (e.g. under QEMU) it resets the guest instead (see power_off).
+
+use std::ffi::{CString, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::ptr;
+
+const SIGNAL_BASE: libc::off_t = 0xd000_0000;
+const SIGNAL_LEN: usize = 0x1000;
+const REG_MAGIC: usize = 0x00;
+const REG_EXIT: usize = 0x04;
+const REG_BOOT_MARKER: usize = 0x08;
+const MAGIC: u32 = 0x5256_4753; // "RVGS"
+
+/// glibc 2.36 `glibc.cpu.hwcaps` syntax: a comma-separated list of
+/// `-FEATURE` names from sysdeps/x86/cpu-tunables.c. Disabling AVX and AVX2
+/// takes every AVX-based string/memory function out of the ifunc choices,
+/// the AVX-512 names take out the EVEX/ZMM variants, and XSAVE/XSAVEC keep
+/// the dynamic loader's trampolines on fxsave.
+pub const GLIBC_TUNABLES: &str = "glibc.cpu.hwcaps=-AVX,-AVX2,-AVX512F,-AVX512CD,\
+-AVX512BW,-AVX512DQ,-AVX512ER,-AVX512PF,-AVX512VL,-AVX_VNNI,-AVX512_VNNI,-AVX512_BF16,\
+-AVX512_FP16,-AVX512_VBMI,-AVX512_VBMI2,-AVX512_BITALG,-AVX512_IFMA,\
+-AVX512_VPOPCNTDQ,-AVX512_4FMAPS,-AVX512_4VNNIW,-AVX512_VP2INTERSECT,\
+-FMA,-FMA4,-F16C,-VAES,-VPCLMULQDQ,-XOP,-XSAVE,-XSAVEC,-AVX_Fast_Unaligned_Load,\
+-Prefer_No_VZEROUPPER";
+
+/// Marks the re-executed instance (the kernel gives init no such variable).
+const REEXEC_MARK: &str = "RV_INIT_REEXEC";
+
+fn say(msg: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "rv-init: {msg}");
+    let _ = out.flush();
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn cstr(s: &[u8]) -> CString {
+    CString::new(s).unwrap_or_else(|_| CString::new("?").unwrap())
+}
+
+/// The mapped guest-signal device, or `None` when absent.
+struct SignalDevice {
+    base: *mut u32,
+}
+
+impl SignalDevice {
+    fn open() -> Result<Self, String> {
+        let path = cstr(b"/dev/mem");
+        // SAFETY: plain open(2) of a NUL-terminated path.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open /dev/mem: {}", errno()));
+        }
+        // SAFETY: a fresh shared mapping of the device's 4 KiB MMIO page.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                SIGNAL_LEN,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                SIGNAL_BASE,
+            )
+        };
+        let err = errno();
+        // SAFETY: fd is ours; the mapping keeps its own reference.
+        unsafe { libc::close(fd) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap /dev/mem at {SIGNAL_BASE:#x}: {err}"));
+        }
+        let dev = SignalDevice { base: p.cast() };
+        let magic = dev.read(REG_MAGIC);
+        if magic != MAGIC {
+            // SAFETY: unmapping the mapping made above.
+            unsafe { libc::munmap(p, SIGNAL_LEN) };
+            return Err(format!("no guest-signal device (MAGIC reads {magic:#010x})"));
+        }
+        Ok(dev)
+    }
+
+    fn read(&self, off: usize) -> u32 {
+        // SAFETY: off is one of the register offsets, inside the mapping.
+        unsafe { ptr::read_volatile(self.base.add(off / 4)) }
+    }
+
+    fn write(&self, off: usize, val: u32) {
+        // SAFETY: off is one of the register offsets, inside the mapping.
+        unsafe { ptr::write_volatile(self.base.add(off / 4), val) }
+    }
+}
+
+fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) {
+    let _ = std::fs::create_dir_all(target);
+    let (s, t, f) = (cstr(src.as_bytes()), cstr(target.as_bytes()), cstr(fstype.as_bytes()));
+    let d = data.map(|d| cstr(d.as_bytes()));
+    let dp = d.as_ref().map_or(ptr::null(), |d| d.as_ptr().cast());
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, dp) };
+    if rc != 0 {
+        let e = errno();
+        // devtmpfs may already be mounted by the kernel (DEVTMPFS_MOUNT).
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            say(&format!("mount {fstype} on {target}: {e}"));
+        }
+    }
+}
+
+/// Counts the words the kernel splits `s` into (double quotes group words,
+/// as the kernel's `next_arg()` does).
+fn kernel_word_count(s: &str) -> usize {
+    let (mut words, mut in_word, mut in_quote) = (0, false, false);
+    for c in s.chars() {
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+        if c.is_ascii_whitespace() && !in_quote {
+            in_word = false;
+        } else if !in_word {
+            in_word = true;
+            words += 1;
+        }
+    }
+    words
+}
+
+/// The workload command line: the arguments after the kernel's ` -- `, else
+/// `/bin/<rv.workload>` from /proc/cmdline (default `demo`). The kernel also
+/// hands init every bare word it does not know (e.g. `noxsave`), ahead of
+/// the ` -- ` part, so only the last words of argv are the workload.
+fn workload(args: &[OsString], cmdline: &str) -> Vec<OsString> {
+    let after_dashes = cmdline
+        .strip_prefix("-- ")
+        .or_else(|| cmdline.split_once(" -- ").map(|(_, tail)| tail));
+    if let Some(tail) = after_dashes {
+        let n = kernel_word_count(tail);
+        if n > 0 && args.len() > n {
+            return args[args.len() - n..].to_vec();
+        }
+    }
+    let name = workload_name(cmdline);
+    vec![OsString::from(format!("/bin/{name}"))]
+}
+
+/// `rv.workload=NAME` from the kernel command line, ignoring everything
+/// after ` -- ` (that part belongs to init's argv).
+fn workload_name(cmdline: &str) -> String {
+    let head = match cmdline.find(" -- ") {
+        Some(i) => &cmdline[..i],
+        None => cmdline,
+    };
+    head.split_ascii_whitespace()
+        .filter_map(|a| a.strip_prefix("rv.workload="))
+        .next_back()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("demo")
+        .to_string()
+}
+
+/// Exit status as the guest interface reports it.
+fn status_code(wstatus: libc::c_int) -> u32 {
+    if libc::WIFEXITED(wstatus) {
+        libc::WEXITSTATUS(wstatus) as u32
+    } else if libc::WIFSIGNALED(wstatus) {
+        128 + libc::WTERMSIG(wstatus) as u32
+    } else {
+        255
+    }
+}
+
+/// fork + exec the workload; returns its pid, or the status to report.
+fn spawn(argv: &[OsString]) -> Result<libc::pid_t, u32> {
+    let cargs: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(ptr::null());
+    // SAFETY: fork in a single-threaded process; the child only calls
+    // async-signal-safe functions (setsid, ioctl, execv, write, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        say(&format!("fork: {}", errno()));
+        return Err(255);
+    }
+    if pid == 0 {
+        // SAFETY: see above; ptrs is NULL-terminated and outlives execv.
+        unsafe {
+            libc::setsid();
+            libc::ioctl(0, libc::TIOCSCTTY, 0);
+            libc::execv(ptrs[0], ptrs.as_ptr());
+            let msg = b"rv-init: exec of the workload failed\n";
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::_exit(127);
+        }
+    }
+    Ok(pid)
+}
+
+/// Waits for `pid`, reaping any other child (orphans re-parented to us).
+fn wait_for(pid: libc::pid_t) -> u32 {
+    loop {
+        let mut ws: libc::c_int = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(-1, &mut ws, 0) };
+        if r == pid {
+            return status_code(ws);
+        }
+        if r < 0 {
+            let e = errno();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            say(&format!("waitpid: {e}"));
+            return 255;
+        }
+    }
+}
+
+/// Reaps children that have already exited, without blocking.
+fn reap_rest() {
+    loop {
+        let mut ws: libc::c_int = 0;
+        // SAFETY: waitpid with a valid status pointer.
+        if unsafe { libc::waitpid(-1, &mut ws, libc::WNOHANG) } <= 0 {
+            break;
+        }
+    }
+}
+
+fn reexec_with_tunables(args: &[OsString]) {
+    if std::env::var_os(REEXEC_MARK).is_some() {
+        return;
+    }
+    std::env::set_var("GLIBC_TUNABLES", GLIBC_TUNABLES);
+    std::env::set_var(REEXEC_MARK, "1");
+    let cargs: Vec<CString> = args.iter().map(|a| cstr(a.as_bytes())).collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(ptr::null());
+    let me = cstr(b"/init");
+    // SAFETY: NULL-terminated argv of strings that outlive the call; execv
+    // uses the environment set above.
+    unsafe { libc::execv(me.as_ptr(), ptrs.as_ptr()) };
+    say(&format!(
+        "re-exec with GLIBC_TUNABLES failed ({}); continuing without",
+        errno()
+    ));
+}
+
+/// Ends the guest without the guest-signal device. Power-off needs ACPI,
+/// which the guest kernel leaves out (without it the kernel only halts and
+/// QEMU waits forever), so reset the guest instead: with `reboot=k` that is
+/// a keyboard-controller reset (then a triple fault), which `ringvisor run`
+/// reports as status 0 and `qemu -no-reboot` turns into an exit.
+fn power_off() -> ! {
+    // SAFETY: sync and reboot have no memory-safety preconditions.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    // Only reached when the kernel refused; init must not exit.
+    loop {
+        // SAFETY: pause has no preconditions.
+        unsafe { libc::pause() };
+    }
+}
+
+fn main() {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    reexec_with_tunables(&args);
+    std::env::remove_var(REEXEC_MARK);
+    std::env::set_var("PATH", "/bin");
+
+    mount("proc", "/proc", "proc", None);
+    mount("sysfs", "/sys", "sysfs", None);
+    mount("devtmpfs", "/dev", "devtmpfs", None);
+    mount("hugetlbfs", "/dev/hugepages", "hugetlbfs", None);
+
+    let dev = match SignalDevice::open() {
+        Ok(d) => {
+            d.write(REG_BOOT_MARKER, 1);
+            Some(d)
+        }
+        Err(e) => {
+            say(&format!("{e}; will reset the guest at the end"));
+            None
+        }
+    };
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let argv = workload(&args, cmdline.trim_end());
+    let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+    say(&format!("running {}", shown.join(" ")));
+
+    let status = match spawn(&argv) {
+        Ok(pid) => wait_for(pid),
+        Err(s) => s,
+    };
+    reap_rest();
+    say(&format!("workload exited with status {status}"));
+    // The console transmits asynchronously: wait until everything written
+    // so far has left the UART, or the VMM stops the guest mid-line.
+    // SAFETY: tcdrain only waits on the given descriptors.
+    unsafe {
+        libc::tcdrain(1);
+        libc::tcdrain(2);
+    }
+
+    match dev {
+        Some(d) => {
+            d.write(REG_EXIT, status & 0xff);
+            // The VMM stops the guest on that write; if it did not,
+            // reset rather than let init exit (a kernel panic).
+            power_off();
+        }
+        None => power_off(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn workload_default_and_named() {
+        assert_eq!(workload_name("console=ttyS0 panic=-1"), "demo");
+        assert_eq!(workload_name("console=ttyS0 rv.workload=clone-suite x=1"), "clone-suite");
+        assert_eq!(workload_name("rv.workload="), "demo");
+        assert_eq!(workload_name("a rv.workload=one -- rv.workload=two"), "one");
+    }
+
+    #[test]
+    fn workload_argv_wins() {
+        let args: Vec<OsString> = ["/init", "noxsave", "/bin/sh", "-c", "exit 3"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let w = workload(&args, "noxsave rv.workload=demo -- /bin/sh -c \"exit 3\"");
+        assert_eq!(w, args[2..].to_vec());
+        // Bare unknown words without ` -- ` are not a workload.
+        let w = workload(&args[..2], "console=ttyS0 noxsave rv.workload=demo");
+        assert_eq!(w, vec![OsStr::new("/bin/demo").to_os_string()]);
+        assert_eq!(kernel_word_count(" a  \"b c\" d"), 3);
+        let w = workload(&args[..1], "rv.workload=ring-pool");
+        assert_eq!(w, vec![OsStr::new("/bin/ring-pool").to_os_string()]);
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(status_code(3 << 8), 3);
+        assert_eq!(status_code(9), 137);
+        assert_eq!(status_code(11), 139);
+    }
+}
