@@ -131,7 +131,7 @@ impl MemoryConfig {
             return Err(ConfigError::MemoryOutOfRange(self.size));
         }
         if let Some(page) = self.hugepages.page_size() {
-            if self.size % page != 0 {
+            if !self.size.is_multiple_of(page) {
                 return Err(ConfigError::MemoryNotPageMultiple {
                     size: self.size,
                     page,

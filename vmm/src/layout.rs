@@ -27,8 +27,6 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO gap: RAM resumes here.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
-/// First virtio-mmio device slot.
-pub const VIRTIO_MMIO_START: u64 = MMIO_GAP_START;
 /// IOAPIC base address.
 pub const IOAPIC_START: u64 = 0xfec0_0000;
 /// Local APIC base address.
@@ -184,6 +182,10 @@ mod tests {
         for pair in areas.windows(2) {
             assert!(pair[0].0 + pair[0].1 <= pair[1].0, "{pair:x?}");
         }
-        assert!(BOOT_STACK_POINTER < PML4_START && BOOT_STACK_POINTER > ZERO_PAGE_START + 0x1000);
+        const {
+            assert!(
+                BOOT_STACK_POINTER < PML4_START && BOOT_STACK_POINTER > ZERO_PAGE_START + 0x1000
+            )
+        };
     }
 }

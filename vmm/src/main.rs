@@ -1,6 +1,7 @@
 //! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
 //! (in later parts) serves its io_uring rings from the host.
 
+mod bench;
 mod boot;
 mod config;
 mod emulation;
@@ -60,6 +61,32 @@ enum Command {
     /// Build the default guest (first use only) and boot it with the default
     /// workload, printing what it measured.
     Demo(DemoArgs),
+    /// Measure the default guest: time to /init, the VMM's share of vCPU
+    /// time and its memory beyond guest RAM, with the project's targets.
+    Bench(BenchArgs),
+}
+
+/// Benchmark suites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// Boot time, VMM share, VMM memory overhead.
+    Boot,
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    /// Which suite to run.
+    #[arg(long, value_enum, default_value_t = Suite::Boot)]
+    suite: Suite,
+    /// Boots per measurement.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
+    /// Guest RAM of the measured guests (see `run --memory`).
+    #[arg(long, default_value = "size=512M,hugepages=2M", value_parser = validate_memory)]
+    memory: String,
+    /// Write raw samples as JSON into this directory.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 /// Options shared by every command that boots a VM.
@@ -114,6 +141,11 @@ struct DemoArgs {
 
 fn parse_memory(s: &str) -> Result<MemoryConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
+}
+
+/// Checks a `--memory` value that is passed on to child VMMs verbatim.
+fn validate_memory(s: &str) -> Result<String, String> {
+    parse_memory(s).map(|_| s.to_string())
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -197,6 +229,16 @@ fn main() -> ExitCode {
             },
             started,
         ),
+        Command::Bench(args) => {
+            let Suite::Boot = args.suite;
+            match bench::boot_suite(usize::from(args.runs), &args.memory, args.out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringvisor: bench failed: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Demo(args) => {
             let image = match guest_image::build_default() {
                 Ok(image) => image,

@@ -112,8 +112,6 @@ pub struct GuestRam {
     pub memory: GuestMemoryMmap,
     /// The backing actually used.
     pub backing: Backing,
-    /// The memfd (kept for sharing with host devices).
-    pub file: File,
 }
 
 fn create_memfd(backing: Backing) -> Result<File, MemoryError> {
@@ -203,7 +201,6 @@ pub fn create_guest_ram(config: &MemoryConfig) -> Result<GuestRam, MemoryError> 
     Ok(GuestRam {
         memory: GuestMemoryMmap::from_regions(regions)?,
         backing,
-        file,
     })
 }
 

@@ -130,6 +130,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         guest_ram,
         backing: format!("{:?}", vm.ram.backing),
         pvm: vm.pvm,
+        kernel_format: format!("{:?}", vm.kernel_format),
         emulated: vm.stats.emulated(),
     };
     Ok(RunReport { outcome, timings })

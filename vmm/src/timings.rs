@@ -27,6 +27,8 @@ pub struct Timings {
     pub backing: String,
     /// Whether PVM compatibility was on.
     pub pvm: bool,
+    /// The kernel image format booted.
+    pub kernel_format: String,
     /// Instructions emulated for the host, by mnemonic.
     pub emulated: BTreeMap<&'static str, u64>,
 }
@@ -83,7 +85,7 @@ impl Timings {
         format!(
             "ringvisor: timings: VMM start to /init {to_init}; wall {:.3} s; VMM set-up {:.1} ms\n\
              ringvisor: vCPU time: in KVM_RUN {:.3} s, in the VMM {:.3} s ({:.3}% VMM share), {} exits\n\
-             ringvisor: memory: guest RAM {} MiB ({}), VMM RSS beyond guest RAM {rss}\n\
+             ringvisor: kernel: {}; memory: guest RAM {} MiB ({}), VMM RSS beyond guest RAM {rss}\n\
              ringvisor: PVM compatibility: {}; instructions emulated for the host: {emulated}",
             self.wall.as_secs_f64(),
             self.vmm_setup.as_secs_f64() * 1e3,
@@ -91,6 +93,7 @@ impl Timings {
             self.in_vmm.as_secs_f64(),
             self.vmm_share() * 100.0,
             self.exits,
+            self.kernel_format,
             self.guest_ram >> 20,
             self.backing,
             if self.pvm { "on" } else { "off" },
@@ -112,6 +115,7 @@ impl Timings {
             "guest_ram_bytes": self.guest_ram,
             "backing": self.backing,
             "pvm": self.pvm,
+            "kernel_format": self.kernel_format,
             "emulated": self.emulated,
         })
     }
@@ -142,6 +146,7 @@ mod tests {
             guest_ram: 512 << 20,
             backing: "Shared".into(),
             pvm: true,
+            kernel_format: "Elf".into(),
             emulated: BTreeMap::from([("popcnt", 2)]),
         };
         assert!((t.vmm_share() - 0.01).abs() < 1e-9);

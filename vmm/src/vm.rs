@@ -67,8 +67,8 @@ impl VmEventSink for DeviceEvents {
 
 /// A VM ready to run.
 pub struct Vm {
-    /// The KVM VM (kept open for the VM's life).
-    pub fd: VmFd,
+    /// The KVM VM, kept open (with its irqfds) for the VM's life.
+    _fd: VmFd,
     /// Guest RAM.
     pub ram: GuestRam,
     /// vCPUs, not yet running.
@@ -220,7 +220,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         ram.memory.last_addr().raw_value()
     );
     Ok(Vm {
-        fd,
+        _fd: fd,
         ram,
         vcpus,
         serial,

@@ -205,10 +205,7 @@ pub fn load_guest(
         params.hdr.ramdisk_size = size as u32;
     }
 
-    let ram_size: u64 = mem
-        .iter()
-        .map(|r| vm_memory::GuestMemoryRegion::len(r))
-        .sum();
+    let ram_size: u64 = mem.iter().map(vm_memory::GuestMemoryRegion::len).sum();
     let map = e820_map(ram_size);
     for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
         slot.addr = entry.addr;
