@@ -1,0 +1,744 @@
+//! Parsing one virtio-blk request from its descriptor chain. Pure: no guest
+//! memory, no file; the header bytes come from a closure. Every check on
+//! guest-controlled values of a request is made here, in one place, and the
+//! device acts only on a [`Request`] this returns.
+//!
+//! The layout accepted (virtio 1.2, 5.2.6; what Linux sends): the 16-byte
+//! header alone in the first, device-readable descriptor; the data in the
+//! descriptors between; the status in the last, device-writable descriptor
+//! (its last byte). Header and data sharing a descriptor is not supported.
+
+use thiserror::Error;
+
+/// Bytes per virtio-blk sector.
+pub const SECTOR_SIZE: u64 = 512;
+/// log2 of [`SECTOR_SIZE`].
+pub const SECTOR_SHIFT: u32 = 9;
+/// Length of the request header (`struct virtio_blk_outhdr`).
+pub const HEADER_LEN: u32 = 16;
+/// Length of one discard / write-zeroes segment.
+pub const SEGMENT_LEN: u64 = 16;
+/// Length of the device ID answered to `GET_ID`.
+pub const ID_BYTES: usize = 20;
+
+/// Request types.
+pub const VIRTIO_BLK_T_IN: u32 = 0;
+/// See [`VIRTIO_BLK_T_IN`].
+pub const VIRTIO_BLK_T_OUT: u32 = 1;
+/// See [`VIRTIO_BLK_T_IN`].
+pub const VIRTIO_BLK_T_FLUSH: u32 = 4;
+/// See [`VIRTIO_BLK_T_IN`].
+pub const VIRTIO_BLK_T_GET_ID: u32 = 8;
+/// See [`VIRTIO_BLK_T_IN`].
+pub const VIRTIO_BLK_T_DISCARD: u32 = 11;
+/// See [`VIRTIO_BLK_T_IN`].
+pub const VIRTIO_BLK_T_WRITE_ZEROES: u32 = 13;
+
+/// Status: success.
+pub const VIRTIO_BLK_S_OK: u8 = 0;
+/// Status: I/O error (also every malformed request).
+pub const VIRTIO_BLK_S_IOERR: u8 = 1;
+/// Status: unsupported request.
+pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
+
+/// `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP`.
+pub const FLAG_UNMAP: u32 = 1;
+
+/// One descriptor as the driver wrote it (nothing checked yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+    /// `VIRTQ_DESC_F_WRITE`: the device writes it.
+    pub write_only: bool,
+}
+
+/// What a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    /// Read sectors into the data segments.
+    Read,
+    /// Write the data segments to sectors.
+    Write,
+    /// Make written data durable.
+    Flush,
+    /// Write the device ID (up to 20 bytes) into the data segments.
+    GetId,
+    /// Discard the ranges of the segment in the data.
+    Discard,
+    /// Zero the ranges of the segment in the data.
+    WriteZeroes,
+}
+
+/// A guest buffer: a range of guest-physical addresses that does not wrap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest-physical start.
+    pub addr: u64,
+    /// Length in bytes (never zero).
+    pub len: u32,
+}
+
+/// A request that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// What to do.
+    pub kind: RequestKind,
+    /// First sector (Read, Write; zero otherwise).
+    pub sector: u64,
+    /// Data segments, in order.
+    pub data: Vec<Segment>,
+    /// Sum of the data segments' lengths.
+    pub data_len: u64,
+    /// Guest-physical address of the status byte.
+    pub status_addr: u64,
+}
+
+/// What the parser knows about the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Capacity in sectors.
+    pub capacity: u64,
+    /// The disk is read-only.
+    pub read_only: bool,
+    /// Discard is offered.
+    pub discard: bool,
+    /// Write-zeroes is offered.
+    pub write_zeroes: bool,
+    /// Most data descriptors in one request (the `seg_max` announced).
+    pub max_segments: usize,
+}
+
+/// Why a request is refused. Each maps to the status the guest gets.
+#[derive(Debug, Clone, Copy, Error, PartialEq, Eq)]
+pub enum RequestError {
+    /// Fewer than two descriptors (header and status).
+    #[error("chain of {0} descriptors is too short")]
+    ChainTooShort(usize),
+    /// The last descriptor is not device-writable or is empty.
+    #[error("no device-writable status descriptor at the end of the chain")]
+    NoStatus,
+    /// The header descriptor is device-writable.
+    #[error("the header descriptor is device-writable")]
+    HeaderWriteOnly,
+    /// The header descriptor is shorter than 16 bytes.
+    #[error("the header descriptor has {0} bytes, less than 16")]
+    HeaderTooShort(u32),
+    /// The header could not be read from guest memory.
+    #[error("the header at {0:#x} is not in guest RAM")]
+    HeaderUnreadable(u64),
+    /// A descriptor's range wraps around the address space.
+    #[error("descriptor at {addr:#x} of {len} bytes wraps around")]
+    AddressOverflow { addr: u64, len: u32 },
+    /// A data descriptor of length zero.
+    #[error("data descriptor {0} is empty")]
+    EmptyDescriptor(usize),
+    /// A data descriptor with the wrong direction for the request type.
+    #[error("data descriptor {0} has the wrong direction")]
+    WrongDirection(usize),
+    /// A request that needs data has none.
+    #[error("request without data")]
+    NoData,
+    /// More data descriptors than the device announced.
+    #[error("{0} data descriptors, more than the device's limit")]
+    TooManySegments(usize),
+    /// Read or write length that is not a whole number of sectors.
+    #[error("data length {0} is not a multiple of 512")]
+    NotSectorMultiple(u64),
+    /// A discard/write-zeroes payload that is not whole segments.
+    #[error("segment data of {0} bytes is not a multiple of 16")]
+    BadSegmentLength(u64),
+    /// Sectors beyond the end of the disk (or an overflowing range).
+    #[error("sectors {sector}+{sectors} are beyond the capacity of {capacity}")]
+    OutOfRange {
+        sector: u64,
+        sectors: u64,
+        capacity: u64,
+    },
+    /// Device-writable buffers overlap each other or the header/status.
+    #[error("device-writable buffers overlap")]
+    Overlap,
+    /// A modifying request to a read-only disk.
+    #[error("write to a read-only disk")]
+    ReadOnly,
+    /// A request type the device does not offer.
+    #[error("unsupported request type {0}")]
+    Unsupported(u32),
+    /// Reserved flags in a discard/write-zeroes segment, or unmap on discard.
+    #[error("unsupported segment flags {0:#x}")]
+    UnsupportedFlags(u32),
+}
+
+impl RequestError {
+    /// The status byte the guest gets for this error.
+    pub fn status(&self) -> u8 {
+        match self {
+            RequestError::Unsupported(_) | RequestError::UnsupportedFlags(_) => {
+                VIRTIO_BLK_S_UNSUPP
+            }
+            _ => VIRTIO_BLK_S_IOERR,
+        }
+    }
+}
+
+/// A refused request: the error, and where its status byte goes if the
+/// chain has a usable status descriptor (else the request is completed with
+/// no bytes written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// Why.
+    pub error: RequestError,
+    /// The status byte's guest address, if there is one.
+    pub status_addr: Option<u64>,
+}
+
+fn end_of(addr: u64, len: u32) -> Result<u64, RequestError> {
+    addr.checked_add(u64::from(len))
+        .ok_or(RequestError::AddressOverflow { addr, len })
+}
+
+/// Parses a request from its descriptors. `read_header` reads the 16
+/// header bytes at a guest address (None: not in guest RAM).
+pub fn parse(
+    descs: &[Desc],
+    read_header: impl FnOnce(u64) -> Option<[u8; 16]>,
+    limits: &DeviceLimits,
+) -> Result<Request, Rejected> {
+    let status_addr = status_of(descs);
+    parse_with_status(descs, read_header, limits, status_addr).map_err(|error| Rejected {
+        error,
+        status_addr: status_addr.ok(),
+    })
+}
+
+/// The address of the status byte: the last byte of the last descriptor,
+/// which must be device-writable.
+fn status_of(descs: &[Desc]) -> Result<u64, RequestError> {
+    let last = descs.last().ok_or(RequestError::ChainTooShort(0))?;
+    if descs.len() < 2 || !last.write_only || last.len == 0 {
+        return Err(RequestError::NoStatus);
+    }
+    end_of(last.addr, last.len).map(|end| end - 1)
+}
+
+fn parse_with_status(
+    descs: &[Desc],
+    read_header: impl FnOnce(u64) -> Option<[u8; 16]>,
+    limits: &DeviceLimits,
+    status_addr: Result<u64, RequestError>,
+) -> Result<Request, RequestError> {
+    if descs.len() < 2 {
+        return Err(RequestError::ChainTooShort(descs.len()));
+    }
+    let status_addr = status_addr?;
+    let header = descs[0];
+    if header.write_only {
+        return Err(RequestError::HeaderWriteOnly);
+    }
+    if header.len < HEADER_LEN {
+        return Err(RequestError::HeaderTooShort(header.len));
+    }
+    end_of(header.addr, header.len)?;
+    let bytes = read_header(header.addr).ok_or(RequestError::HeaderUnreadable(header.addr))?;
+    let req_type = u32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default());
+    let sector = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
+
+    let (kind, device_writes) = match req_type {
+        VIRTIO_BLK_T_IN => (RequestKind::Read, true),
+        VIRTIO_BLK_T_OUT => (RequestKind::Write, false),
+        VIRTIO_BLK_T_FLUSH => (RequestKind::Flush, true),
+        VIRTIO_BLK_T_GET_ID => (RequestKind::GetId, true),
+        VIRTIO_BLK_T_DISCARD if limits.discard => (RequestKind::Discard, false),
+        VIRTIO_BLK_T_WRITE_ZEROES if limits.write_zeroes => (RequestKind::WriteZeroes, false),
+        other => return Err(RequestError::Unsupported(other)),
+    };
+    if limits.read_only
+        && matches!(
+            kind,
+            RequestKind::Write | RequestKind::Discard | RequestKind::WriteZeroes
+        )
+    {
+        return Err(RequestError::ReadOnly);
+    }
+
+    let data_descs = &descs[1..descs.len() - 1];
+    if kind == RequestKind::Flush {
+        // A flush carries no data; descriptors in between are ignored.
+        return Ok(Request {
+            kind,
+            sector: 0,
+            data: Vec::new(),
+            data_len: 0,
+            status_addr,
+        });
+    }
+    if data_descs.len() > limits.max_segments {
+        return Err(RequestError::TooManySegments(data_descs.len()));
+    }
+    if data_descs.is_empty() {
+        return Err(RequestError::NoData);
+    }
+    let mut data = Vec::with_capacity(data_descs.len());
+    let mut data_len = 0u64;
+    for (i, d) in data_descs.iter().enumerate() {
+        if d.len == 0 {
+            return Err(RequestError::EmptyDescriptor(i + 1));
+        }
+        if d.write_only != device_writes {
+            return Err(RequestError::WrongDirection(i + 1));
+        }
+        end_of(d.addr, d.len)?;
+        // At most 2^16 descriptors of < 2^32 bytes: cannot overflow a u64.
+        data_len += u64::from(d.len);
+        data.push(Segment {
+            addr: d.addr,
+            len: d.len,
+        });
+    }
+    check_overlap(&header, &data, device_writes, status_addr)?;
+
+    let sector = match kind {
+        RequestKind::Read | RequestKind::Write => {
+            if !data_len.is_multiple_of(SECTOR_SIZE) {
+                return Err(RequestError::NotSectorMultiple(data_len));
+            }
+            check_range(sector, data_len >> SECTOR_SHIFT, limits.capacity)?;
+            sector
+        }
+        RequestKind::Discard | RequestKind::WriteZeroes => {
+            if !data_len.is_multiple_of(SEGMENT_LEN) {
+                return Err(RequestError::BadSegmentLength(data_len));
+            }
+            // One segment per request is announced (max_*_seg = 1).
+            if data_len != SEGMENT_LEN {
+                return Err(RequestError::TooManySegments((data_len / SEGMENT_LEN) as usize));
+            }
+            0
+        }
+        _ => 0,
+    };
+    Ok(Request {
+        kind,
+        sector,
+        data,
+        data_len,
+        status_addr,
+    })
+}
+
+/// Checks that `sectors` sectors from `sector` lie inside the disk.
+pub fn check_range(sector: u64, sectors: u64, capacity: u64) -> Result<(), RequestError> {
+    match sector.checked_add(sectors) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(RequestError::OutOfRange {
+            sector,
+            sectors,
+            capacity,
+        }),
+    }
+}
+
+/// Device-writable ranges must overlap nothing else in the request (the
+/// host would write them concurrently, or over the header/status).
+fn check_overlap(
+    header: &Desc,
+    data: &[Segment],
+    data_writable: bool,
+    status_addr: u64,
+) -> Result<(), RequestError> {
+    // (start, end, writable)
+    let mut ranges: Vec<(u64, u64, bool)> = Vec::with_capacity(data.len() + 2);
+    ranges.push((header.addr, header.addr + u64::from(HEADER_LEN), false));
+    ranges.push((status_addr, status_addr + 1, true));
+    for s in data {
+        ranges.push((s.addr, s.addr + u64::from(s.len), data_writable));
+    }
+    ranges.sort_unstable();
+    let (mut max_end_any, mut max_end_writable) = (0u64, 0u64);
+    for (start, end, writable) in ranges {
+        if start < max_end_writable || (writable && start < max_end_any) {
+            return Err(RequestError::Overlap);
+        }
+        max_end_any = max_end_any.max(end);
+        if writable {
+            max_end_writable = max_end_writable.max(end);
+        }
+    }
+    Ok(())
+}
+
+/// One parsed discard / write-zeroes segment, in bytes of the disk file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ZeroRange {
+    /// Byte offset.
+    pub offset: u64,
+    /// Byte length (never zero).
+    pub len: u64,
+    /// Deallocate (write-zeroes with the unmap flag, or discard).
+    pub unmap: bool,
+}
+
+/// Parses a `struct virtio_blk_discard_write_zeroes` segment.
+pub fn parse_zero_segment(
+    bytes: [u8; 16],
+    kind: RequestKind,
+    capacity: u64,
+    max_sectors: u32,
+) -> Result<ZeroRange, RequestError> {
+    let sector = u64::from_le_bytes(bytes[0..8].try_into().unwrap_or_default());
+    let sectors = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or_default());
+    let flags = u32::from_le_bytes(bytes[12..16].try_into().unwrap_or_default());
+    let unmap = match kind {
+        RequestKind::Discard if flags == 0 => true,
+        RequestKind::WriteZeroes if flags & !FLAG_UNMAP == 0 => flags & FLAG_UNMAP != 0,
+        _ => return Err(RequestError::UnsupportedFlags(flags)),
+    };
+    if sectors == 0 || sectors > max_sectors {
+        return Err(RequestError::OutOfRange {
+            sector,
+            sectors: u64::from(sectors),
+            capacity,
+        });
+    }
+    check_range(sector, u64::from(sectors), capacity)?;
+    Ok(ZeroRange {
+        offset: sector << SECTOR_SHIFT,
+        len: u64::from(sectors) << SECTOR_SHIFT,
+        unmap,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DeviceLimits = DeviceLimits {
+        capacity: 2048,
+        read_only: false,
+        discard: true,
+        write_zeroes: true,
+        max_segments: 8,
+    };
+
+    fn header(t: u32, sector: u64) -> [u8; 16] {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&t.to_le_bytes());
+        h[8..16].copy_from_slice(&sector.to_le_bytes());
+        h
+    }
+
+    fn d(addr: u64, len: u32, write_only: bool) -> Desc {
+        Desc {
+            addr,
+            len,
+            write_only,
+        }
+    }
+
+    fn hdr() -> Desc {
+        d(0x1000, 16, false)
+    }
+    fn st() -> Desc {
+        d(0x2000, 1, true)
+    }
+
+    fn run(descs: &[Desc], h: [u8; 16], limits: &DeviceLimits) -> Result<Request, Rejected> {
+        parse(descs, |_| Some(h), limits)
+    }
+
+    fn err(descs: &[Desc], h: [u8; 16]) -> RequestError {
+        run(descs, h, &LIMITS).unwrap_err().error
+    }
+
+    #[test]
+    fn read_write_flush_get_id_parse() {
+        let r = run(
+            &[hdr(), d(0x10000, 4096, true), d(0x20000, 512, true), st()],
+            header(VIRTIO_BLK_T_IN, 7),
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.kind, RequestKind::Read);
+        assert_eq!(r.sector, 7);
+        assert_eq!(r.data_len, 4608);
+        assert_eq!(r.status_addr, 0x2000);
+        assert_eq!(r.data.len(), 2);
+
+        let r = run(
+            &[hdr(), d(0x10000, 512, false), d(0x3000, 4, true)],
+            header(VIRTIO_BLK_T_OUT, 2047),
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.kind, RequestKind::Write);
+        assert_eq!(r.status_addr, 0x3003, "status is the last byte");
+
+        let r = run(&[hdr(), st()], header(VIRTIO_BLK_T_FLUSH, 99), &LIMITS).unwrap();
+        assert_eq!(r.kind, RequestKind::Flush);
+        assert!(r.data.is_empty());
+
+        let r = run(
+            &[hdr(), d(0x10000, 20, true), st()],
+            header(VIRTIO_BLK_T_GET_ID, 0),
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.kind, RequestKind::GetId);
+
+        let r = run(
+            &[hdr(), d(0x10000, 16, false), st()],
+            header(VIRTIO_BLK_T_DISCARD, 0),
+            &LIMITS,
+        )
+        .unwrap();
+        assert_eq!(r.kind, RequestKind::Discard);
+    }
+
+    #[test]
+    fn short_chains_and_bad_status() {
+        assert_eq!(
+            run(&[], header(0, 0), &LIMITS).unwrap_err(),
+            Rejected {
+                error: RequestError::ChainTooShort(0),
+                status_addr: None
+            }
+        );
+        // A lone descriptor: no status can be written.
+        let r = run(&[st()], header(0, 0), &LIMITS).unwrap_err();
+        assert_eq!(r.error, RequestError::ChainTooShort(1));
+        assert_eq!(r.status_addr, None);
+        // Status descriptor read-only or empty.
+        let r = run(&[hdr(), d(0x2000, 1, false)], header(4, 0), &LIMITS).unwrap_err();
+        assert_eq!((r.error, r.status_addr), (RequestError::NoStatus, None));
+        let r = run(&[hdr(), d(0x2000, 0, true)], header(4, 0), &LIMITS).unwrap_err();
+        assert_eq!(r.error, RequestError::NoStatus);
+        // A status descriptor that wraps.
+        let r = run(&[hdr(), d(u64::MAX, 2, true)], header(4, 0), &LIMITS).unwrap_err();
+        assert!(matches!(r.error, RequestError::AddressOverflow { .. }));
+    }
+
+    #[test]
+    fn bad_headers() {
+        assert_eq!(
+            err(&[d(0x1000, 16, true), st()], header(0, 0)),
+            RequestError::HeaderWriteOnly
+        );
+        assert_eq!(
+            err(&[d(0x1000, 15, false), st()], header(0, 0)),
+            RequestError::HeaderTooShort(15)
+        );
+        let r = parse(&[hdr(), d(0x10000, 512, true), st()], |_| None, &LIMITS).unwrap_err();
+        assert_eq!(r.error, RequestError::HeaderUnreadable(0x1000));
+        assert_eq!(r.status_addr, Some(0x2000), "the status is still reported");
+    }
+
+    #[test]
+    fn wrong_directions_and_empty_data() {
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 512, false), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::WrongDirection(1)
+        );
+        assert_eq!(
+            err(
+                &[hdr(), d(0x10000, 512, false), d(0x11000, 512, true), st()],
+                header(VIRTIO_BLK_T_OUT, 0)
+            ),
+            RequestError::WrongDirection(2)
+        );
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 20, false), st()], header(VIRTIO_BLK_T_GET_ID, 0)),
+            RequestError::WrongDirection(1)
+        );
+        assert_eq!(
+            err(&[hdr(), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::NoData
+        );
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 0, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::EmptyDescriptor(1)
+        );
+    }
+
+    #[test]
+    fn lengths_and_ranges() {
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 511, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::NotSectorMultiple(511)
+        );
+        // The last sector is fine, one past is not.
+        assert!(run(
+            &[hdr(), d(0x10000, 512, true), st()],
+            header(VIRTIO_BLK_T_IN, 2047),
+            &LIMITS
+        )
+        .is_ok());
+        assert!(matches!(
+            err(&[hdr(), d(0x10000, 1024, true), st()], header(VIRTIO_BLK_T_IN, 2047)),
+            RequestError::OutOfRange { .. }
+        ));
+        // A sector number near 2^64 does not wrap into range.
+        assert!(matches!(
+            err(&[hdr(), d(0x10000, 512, true), st()], header(VIRTIO_BLK_T_IN, u64::MAX)),
+            RequestError::OutOfRange { .. }
+        ));
+        // Descriptors wrapping the address space.
+        assert!(matches!(
+            err(&[hdr(), d(u64::MAX - 100, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::AddressOverflow { .. }
+        ));
+        // Too many segments.
+        let mut descs = vec![hdr()];
+        descs.extend((0..9).map(|i| d(0x10000 + i * 0x1000, 512, true)));
+        descs.push(st());
+        assert_eq!(
+            err(&descs, header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::TooManySegments(9)
+        );
+        // Large but valid: 4 GiB - 512 in one descriptor on a large disk.
+        let big = DeviceLimits {
+            capacity: u64::MAX,
+            ..LIMITS
+        };
+        assert!(run(
+            &[hdr(), d(0x1_0000_0000, u32::MAX - 511, true), st()],
+            header(VIRTIO_BLK_T_IN, u64::MAX - (1 << 23)),
+            &big
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn overlapping_buffers() {
+        // Read data over the status byte.
+        assert_eq!(
+            err(&[hdr(), d(0x1f00, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::Overlap
+        );
+        // Read data over the header.
+        assert_eq!(
+            err(&[hdr(), d(0x1000, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            RequestError::Overlap
+        );
+        // Two read buffers over each other.
+        assert_eq!(
+            err(
+                &[hdr(), d(0x10000, 1024, true), d(0x10200, 512, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
+            RequestError::Overlap
+        );
+        // Write buffers may overlap each other (the host only reads them),
+        // but not the status byte.
+        assert!(run(
+            &[hdr(), d(0x10000, 1024, false), d(0x10200, 512, false), st()],
+            header(VIRTIO_BLK_T_OUT, 0),
+            &LIMITS
+        )
+        .is_ok());
+        assert_eq!(
+            err(&[hdr(), d(0x1f00, 512, false), st()], header(VIRTIO_BLK_T_OUT, 0)),
+            RequestError::Overlap
+        );
+        // Adjacent is fine.
+        assert!(run(
+            &[hdr(), d(0x1010, 512, true), d(0x1210, 512, true), st()],
+            header(VIRTIO_BLK_T_IN, 0),
+            &LIMITS
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn read_only_unsupported_and_statuses() {
+        let ro = DeviceLimits {
+            read_only: true,
+            discard: false,
+            write_zeroes: false,
+            ..LIMITS
+        };
+        let w = run(
+            &[hdr(), d(0x10000, 512, false), st()],
+            header(VIRTIO_BLK_T_OUT, 0),
+            &ro,
+        )
+        .unwrap_err();
+        assert_eq!(w.error, RequestError::ReadOnly);
+        assert_eq!(w.error.status(), VIRTIO_BLK_S_IOERR);
+        assert_eq!(w.status_addr, Some(0x2000));
+        // Reads still work on a read-only disk.
+        assert!(run(
+            &[hdr(), d(0x10000, 512, true), st()],
+            header(VIRTIO_BLK_T_IN, 0),
+            &ro
+        )
+        .is_ok());
+        // Discard not offered: unsupported.
+        let e = run(
+            &[hdr(), d(0x10000, 16, false), st()],
+            header(VIRTIO_BLK_T_DISCARD, 0),
+            &ro,
+        )
+        .unwrap_err()
+        .error;
+        assert_eq!(e, RequestError::Unsupported(VIRTIO_BLK_T_DISCARD));
+        assert_eq!(e.status(), VIRTIO_BLK_S_UNSUPP);
+        assert_eq!(
+            err(&[hdr(), st()], header(0xdead, 0)),
+            RequestError::Unsupported(0xdead)
+        );
+        // Two discard segments (only one is announced).
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 32, false), st()], header(VIRTIO_BLK_T_DISCARD, 0)),
+            RequestError::TooManySegments(2)
+        );
+        assert_eq!(
+            err(&[hdr(), d(0x10000, 17, false), st()], header(VIRTIO_BLK_T_WRITE_ZEROES, 0)),
+            RequestError::BadSegmentLength(17)
+        );
+    }
+
+    fn seg(sector: u64, n: u32, flags: u32) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[0..8].copy_from_slice(&sector.to_le_bytes());
+        b[8..12].copy_from_slice(&n.to_le_bytes());
+        b[12..16].copy_from_slice(&flags.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn zero_segments() {
+        use RequestKind::*;
+        assert_eq!(
+            parse_zero_segment(seg(8, 8, 0), Discard, 2048, 1024),
+            Ok(ZeroRange {
+                offset: 4096,
+                len: 4096,
+                unmap: true
+            })
+        );
+        assert_eq!(
+            parse_zero_segment(seg(8, 8, 0), WriteZeroes, 2048, 1024).map(|z| z.unmap),
+            Ok(false)
+        );
+        assert_eq!(
+            parse_zero_segment(seg(8, 8, 1), WriteZeroes, 2048, 1024).map(|z| z.unmap),
+            Ok(true)
+        );
+        assert_eq!(
+            parse_zero_segment(seg(8, 8, 1), Discard, 2048, 1024),
+            Err(RequestError::UnsupportedFlags(1))
+        );
+        assert_eq!(
+            parse_zero_segment(seg(8, 8, 2), WriteZeroes, 2048, 1024),
+            Err(RequestError::UnsupportedFlags(2))
+        );
+        for (sector, n) in [(2047, 2), (u64::MAX, 1), (0, 0), (0, 1025)] {
+            assert!(
+                parse_zero_segment(seg(sector, n, 0), Discard, 2048, 1024).is_err(),
+                "{sector}+{n}"
+            );
+        }
+    }
+}

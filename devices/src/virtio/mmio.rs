@@ -1,0 +1,638 @@
+//! The virtio-mmio transport, version 2 (virtio 1.x, "modern" only).
+//!
+//! One [`MmioTransport`] sits on the MMIO bus for each virtio device. It
+//! implements the register file of virtio 1.2, section 4.2.2: identification,
+//! feature negotiation through selectors, queue configuration, notification,
+//! interrupt status and acknowledgement, device status with reset
+//! semantics, and the device's configuration space at offset 0x100.
+//!
+//! Everything the guest writes is checked here: feature bits the device did
+//! not offer are dropped, a driver that does not accept `VIRTIO_F_VERSION_1`
+//! never gets `FEATURES_OK`, queue registers are frozen once a queue is ready
+//! or the device is running, and a queue whose rings do not lie in guest RAM
+//! or are misaligned keeps the device from starting (`DEVICE_NEEDS_RESET`).
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{status, VirtioDevice, VirtioInterrupt, INTERRUPT_CONFIG, VIRTIO_F_VERSION_1};
+use crate::BusDevice;
+
+/// "virt" in little endian.
+pub const MMIO_MAGIC: u32 = 0x7472_6976;
+/// The transport version this implements (modern).
+pub const MMIO_VERSION: u32 = 2;
+/// The vendor ID reported to the guest ("RV").
+pub const VENDOR_ID: u32 = 0x5256;
+/// Size of one device's register window.
+pub const MMIO_WINDOW: u64 = 0x1000;
+/// Offset of the `QueueNotify` register (where the VMM puts an ioeventfd).
+pub const QUEUE_NOTIFY: u64 = 0x50;
+/// Offset of the device configuration space.
+pub const CONFIG_SPACE: u64 = 0x100;
+
+mod reg {
+    pub const MAGIC: u64 = 0x00;
+    pub const VERSION: u64 = 0x04;
+    pub const DEVICE_ID: u64 = 0x08;
+    pub const VENDOR_ID: u64 = 0x0c;
+    pub const DEVICE_FEATURES: u64 = 0x10;
+    pub const DEVICE_FEATURES_SEL: u64 = 0x14;
+    pub const DRIVER_FEATURES: u64 = 0x20;
+    pub const DRIVER_FEATURES_SEL: u64 = 0x24;
+    pub const QUEUE_SEL: u64 = 0x30;
+    pub const QUEUE_NUM_MAX: u64 = 0x34;
+    pub const QUEUE_NUM: u64 = 0x38;
+    pub const QUEUE_READY: u64 = 0x44;
+    pub const INTERRUPT_STATUS: u64 = 0x60;
+    pub const INTERRUPT_ACK: u64 = 0x64;
+    pub const STATUS: u64 = 0x70;
+    pub const QUEUE_DESC_LOW: u64 = 0x80;
+    pub const QUEUE_DESC_HIGH: u64 = 0x84;
+    pub const QUEUE_DRIVER_LOW: u64 = 0x90;
+    pub const QUEUE_DRIVER_HIGH: u64 = 0x94;
+    pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
+    pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
+    pub const SHM_LEN_LOW: u64 = 0xb0;
+    pub const SHM_LEN_HIGH: u64 = 0xb4;
+    pub const CONFIG_GENERATION: u64 = 0xfc;
+}
+
+/// The virtio-mmio register file in front of one [`VirtioDevice`].
+pub struct MmioTransport {
+    device: Box<dyn VirtioDevice>,
+    mem: GuestMemoryMmap,
+    queues: Vec<Queue>,
+    queue_events: Vec<EventFd>,
+    bad_size: Vec<bool>,
+    interrupt_status: Arc<AtomicU32>,
+    irq: Arc<EventFd>,
+    device_features_sel: u32,
+    driver_features_sel: u32,
+    acked_features: u64,
+    queue_sel: u32,
+    status: u32,
+    active: bool,
+    config_generation: u32,
+}
+
+/// Errors creating a transport.
+#[derive(Debug, thiserror::Error)]
+pub enum MmioError {
+    /// An eventfd could not be created.
+    #[error("creating an eventfd: {0}")]
+    EventFd(std::io::Error),
+    /// The device's queue sizes are not valid virtio queue sizes.
+    #[error("invalid queue size {0}: must be a power of two from 1 to 32768")]
+    QueueSize(u16),
+}
+
+impl MmioTransport {
+    /// Puts `device` behind a new transport that reaches guest RAM through
+    /// `mem`. One notification eventfd is created per queue, and one
+    /// interrupt eventfd: the VMM wires them to KVM (ioeventfd, irqfd).
+    pub fn new(device: Box<dyn VirtioDevice>, mem: GuestMemoryMmap) -> Result<Self, MmioError> {
+        let mut queues = Vec::new();
+        let mut queue_events = Vec::new();
+        for &max in device.queue_max_sizes() {
+            queues.push(Queue::new(max).map_err(|_| MmioError::QueueSize(max))?);
+            queue_events.push(EventFd::new(libc::EFD_NONBLOCK).map_err(MmioError::EventFd)?);
+        }
+        let irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(MmioError::EventFd)?);
+        Ok(Self {
+            device,
+            mem,
+            bad_size: vec![false; queues.len()],
+            queues,
+            queue_events,
+            interrupt_status: Arc::new(AtomicU32::new(0)),
+            irq,
+            device_features_sel: 0,
+            driver_features_sel: 0,
+            acked_features: 0,
+            queue_sel: 0,
+            status: 0,
+            active: false,
+            config_generation: 0,
+        })
+    }
+
+    /// The eventfd signalled when the driver notifies queue `i` (for a KVM
+    /// ioeventfd on [`QUEUE_NOTIFY`] with datamatch `i`).
+    pub fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    /// The interrupt eventfd (for a KVM irqfd).
+    pub fn interrupt_eventfd(&self) -> &EventFd {
+        &self.irq
+    }
+
+    /// The device status register.
+    pub fn status(&self) -> u32 {
+        self.status
+    }
+
+    /// Whether the device has been started.
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    fn interrupt(&self) -> VirtioInterrupt {
+        VirtioInterrupt::new(self.interrupt_status.clone(), self.irq.clone())
+    }
+
+    fn selected_queue(&mut self) -> Option<&mut Queue> {
+        self.queues.get_mut(self.queue_sel as usize)
+    }
+
+    /// Queue registers may change only before the device runs and while the
+    /// selected queue is not ready.
+    fn queue_writable(&mut self) -> Option<&mut Queue> {
+        if self.active {
+            return None;
+        }
+        self.selected_queue().filter(|q| !q.ready())
+    }
+
+    fn read_reg(&self, offset: u64) -> u32 {
+        let queue = self.queues.get(self.queue_sel as usize);
+        match offset {
+            reg::MAGIC => MMIO_MAGIC,
+            reg::VERSION => MMIO_VERSION,
+            reg::DEVICE_ID => self.device.device_type(),
+            reg::VENDOR_ID => VENDOR_ID,
+            reg::DEVICE_FEATURES => match self.device_features_sel {
+                0 => self.device.features() as u32,
+                1 => (self.device.features() >> 32) as u32,
+                _ => 0,
+            },
+            reg::QUEUE_NUM_MAX => queue.map_or(0, |q| u32::from(q.max_size())),
+            reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
+            reg::INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
+            reg::STATUS => self.status,
+            // No shared-memory regions: a length of all ones says so.
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
+            reg::CONFIG_GENERATION => self.config_generation,
+            _ => {
+                log::debug!("virtio-mmio: read of unknown register {offset:#x}");
+                0
+            }
+        }
+    }
+
+    fn write_reg(&mut self, offset: u64, v: u32) {
+        match offset {
+            reg::DEVICE_FEATURES_SEL => self.device_features_sel = v,
+            reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
+            reg::DRIVER_FEATURES => self.ack_features(v),
+            reg::QUEUE_SEL => self.queue_sel = v,
+            reg::QUEUE_NUM => {
+                let sel = self.queue_sel as usize;
+                // A size the queue refuses (zero, above the maximum, not a
+                // power of two) is remembered and keeps the device from
+                // starting.
+                let ok = self
+                    .queue_writable()
+                    .map(|q| u16::try_from(v).is_ok_and(|size| q.try_set_size(size).is_ok()));
+                if let Some(ok) = ok {
+                    self.bad_size[sel] = !ok;
+                }
+            }
+            reg::QUEUE_READY => {
+                if !self.active {
+                    if let Some(q) = self.selected_queue() {
+                        q.set_ready(v == 1);
+                    }
+                }
+            }
+            reg::QUEUE_DESC_LOW => self.with_queue(|q| q.set_desc_table_address(Some(v), None)),
+            reg::QUEUE_DESC_HIGH => self.with_queue(|q| q.set_desc_table_address(None, Some(v))),
+            reg::QUEUE_DRIVER_LOW => self.with_queue(|q| q.set_avail_ring_address(Some(v), None)),
+            reg::QUEUE_DRIVER_HIGH => self.with_queue(|q| q.set_avail_ring_address(None, Some(v))),
+            reg::QUEUE_DEVICE_LOW => self.with_queue(|q| q.set_used_ring_address(Some(v), None)),
+            reg::QUEUE_DEVICE_HIGH => self.with_queue(|q| q.set_used_ring_address(None, Some(v))),
+            QUEUE_NOTIFY => self.notify(v),
+            reg::INTERRUPT_ACK => {
+                self.interrupt_status.fetch_and(!v, Ordering::SeqCst);
+            }
+            reg::STATUS => self.set_status(v),
+            _ => log::debug!("virtio-mmio: write {v:#x} to unknown register {offset:#x}"),
+        }
+    }
+
+    fn with_queue(&mut self, f: impl FnOnce(&mut Queue)) {
+        if let Some(q) = self.queue_writable() {
+            f(q);
+        }
+    }
+
+    /// The MMIO-exit path of a queue notification (when no ioeventfd
+    /// catches the write in the kernel).
+    fn notify(&self, index: u32) {
+        match self.queue_events.get(index as usize) {
+            Some(evt) if self.active => {
+                if let Err(e) = evt.write(1) {
+                    log::warn!("virtio-mmio: queue {index} notification lost: {e}");
+                }
+            }
+            Some(_) => log::debug!("virtio-mmio: notify of queue {index} before DRIVER_OK"),
+            None => log::debug!("virtio-mmio: notify of nonexistent queue {index}"),
+        }
+    }
+
+    fn ack_features(&mut self, v: u32) {
+        let negotiating = self.status & status::DRIVER != 0
+            && self.status & (status::FEATURES_OK | status::FAILED) == 0;
+        if !negotiating {
+            log::debug!("virtio-mmio: feature write outside negotiation ignored");
+            return;
+        }
+        let (shift, mask) = match self.driver_features_sel {
+            0 => (0, 0xffff_ffffu64),
+            1 => (32, 0xffff_ffff_0000_0000u64),
+            _ => return,
+        };
+        let offered = self.device.features();
+        let wanted = (u64::from(v) << shift) & offered;
+        self.acked_features = (self.acked_features & !mask) | wanted;
+    }
+
+    fn set_status(&mut self, v: u32) {
+        if v == 0 {
+            self.reset();
+            return;
+        }
+        // The driver only ever adds bits (virtio 1.2, 3.1.1).
+        if v & self.status != self.status {
+            log::debug!(
+                "virtio-mmio: status {v:#x} clears bits of {:#x}; ignored",
+                self.status
+            );
+            return;
+        }
+        let mut v = v;
+        let new = v & !self.status;
+        if new & status::FEATURES_OK != 0
+            && self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0
+        {
+            log::warn!("virtio-mmio: driver refused VIRTIO_F_VERSION_1; FEATURES_OK withheld");
+            v &= !status::FEATURES_OK;
+        }
+        if new & status::DRIVER_OK != 0 && !self.active {
+            if v & status::FEATURES_OK == 0 {
+                log::warn!("virtio-mmio: DRIVER_OK without FEATURES_OK");
+                v &= !status::DRIVER_OK;
+            } else if let Err(e) = self.activate() {
+                log::warn!("virtio-mmio: device failed to start: {e}");
+                v |= status::DEVICE_NEEDS_RESET;
+                self.interrupt_status
+                    .fetch_or(INTERRUPT_CONFIG, Ordering::SeqCst);
+                let _ = self.irq.write(1);
+            }
+        }
+        self.status = v;
+    }
+
+    fn activate(&mut self) -> Result<(), String> {
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (i, q) in self.queues.iter().enumerate() {
+            if q.ready() && (self.bad_size[i] || !q.is_valid(&self.mem)) {
+                return Err(format!(
+                    "queue {i} is invalid (size, alignment or rings outside guest RAM)"
+                ));
+            }
+            queues.push(Queue::try_from(q.state()).map_err(|e| format!("queue {i}: {e}"))?);
+        }
+        let mut events = Vec::with_capacity(self.queue_events.len());
+        for evt in &self.queue_events {
+            events.push(evt.try_clone().map_err(|e| e.to_string())?);
+        }
+        self.device
+            .activate(
+                self.mem.clone(),
+                self.acked_features,
+                queues,
+                events,
+                self.interrupt(),
+            )
+            .map_err(|e| e.to_string())?;
+        self.active = true;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if self.active {
+            self.device.reset();
+            self.active = false;
+        }
+        for q in &mut self.queues {
+            q.reset();
+        }
+        self.bad_size.fill(false);
+        // Drain notifications that arrived for the old queues.
+        for evt in &self.queue_events {
+            let _ = evt.read();
+        }
+        self.status = 0;
+        self.acked_features = 0;
+        self.device_features_sel = 0;
+        self.driver_features_sel = 0;
+        self.queue_sel = 0;
+        self.interrupt_status.store(0, Ordering::SeqCst);
+    }
+}
+
+impl BusDevice for MmioTransport {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if offset >= CONFIG_SPACE {
+            self.device.read_config(offset - CONFIG_SPACE, data);
+            return;
+        }
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            log::debug!(
+                "virtio-mmio: {}-byte read at {offset:#x} is not a register access",
+                data.len()
+            );
+            data.fill(0);
+            return;
+        }
+        data.copy_from_slice(&self.read_reg(offset).to_le_bytes());
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if offset >= CONFIG_SPACE {
+            self.device.write_config(offset - CONFIG_SPACE, data);
+            self.config_generation = self.config_generation.wrapping_add(1);
+            return;
+        }
+        let Ok(bytes) = <[u8; 4]>::try_from(data) else {
+            log::debug!(
+                "virtio-mmio: {}-byte write at {offset:#x} ignored",
+                data.len()
+            );
+            return;
+        };
+        if !offset.is_multiple_of(4) {
+            return;
+        }
+        self.write_reg(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::ActivateError;
+    use std::sync::Mutex;
+    use vm_memory::GuestAddress;
+
+    #[derive(Default)]
+    struct Probe {
+        activated: Option<(u64, usize)>,
+        resets: u32,
+        fail: bool,
+    }
+
+    struct Dummy(Arc<Mutex<Probe>>, Vec<u16>);
+
+    impl VirtioDevice for Dummy {
+        fn device_type(&self) -> u32 {
+            2
+        }
+        fn features(&self) -> u64 {
+            (1 << VIRTIO_F_VERSION_1) | (1 << 9) | (1 << 2)
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &self.1
+        }
+        fn read_config(&self, offset: u64, data: &mut [u8]) {
+            crate::virtio::read_config_bytes(&[0xaa, 0xbb, 0xcc, 0xdd], offset, data);
+        }
+        fn activate(
+            &mut self,
+            _mem: GuestMemoryMmap,
+            acked: u64,
+            queues: Vec<Queue>,
+            _events: Vec<EventFd>,
+            _interrupt: VirtioInterrupt,
+        ) -> Result<(), ActivateError> {
+            let mut p = self.0.lock().unwrap();
+            if p.fail {
+                return Err(ActivateError::Host("refused".into()));
+            }
+            p.activated = Some((acked, queues.len()));
+            Ok(())
+        }
+        fn reset(&mut self) {
+            self.0.lock().unwrap().resets += 1;
+        }
+    }
+
+    fn transport() -> (MmioTransport, Arc<Mutex<Probe>>) {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let t = MmioTransport::new(Box::new(Dummy(probe.clone(), vec![16, 16])), mem).unwrap();
+        (t, probe)
+    }
+
+    fn r(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn w(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    /// Sets up queue `i` at a valid place in guest RAM and marks it ready.
+    fn setup_queue(t: &mut MmioTransport, i: u32) {
+        let base = 0x1_0000 * (u64::from(i) + 1);
+        w(t, reg::QUEUE_SEL, i);
+        w(t, reg::QUEUE_NUM, 16);
+        w(t, reg::QUEUE_DESC_LOW, base as u32);
+        w(t, reg::QUEUE_DRIVER_LOW, (base + 0x1000) as u32);
+        w(t, reg::QUEUE_DEVICE_LOW, (base + 0x2000) as u32);
+        w(t, reg::QUEUE_READY, 1);
+    }
+
+    fn negotiate(t: &mut MmioTransport, low: u32, high: u32) {
+        w(t, reg::STATUS, status::ACKNOWLEDGE);
+        w(t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        w(t, reg::DRIVER_FEATURES_SEL, 0);
+        w(t, reg::DRIVER_FEATURES, low);
+        w(t, reg::DRIVER_FEATURES_SEL, 1);
+        w(t, reg::DRIVER_FEATURES, high);
+        w(
+            t,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
+        );
+    }
+
+    const ALL: u32 =
+        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+
+    #[test]
+    fn identification_registers() {
+        let (mut t, _) = transport();
+        assert_eq!(r(&mut t, reg::MAGIC), MMIO_MAGIC);
+        assert_eq!(r(&mut t, reg::VERSION), 2);
+        assert_eq!(r(&mut t, reg::DEVICE_ID), 2);
+        assert_eq!(r(&mut t, reg::VENDOR_ID), VENDOR_ID);
+        w(&mut t, reg::DEVICE_FEATURES_SEL, 0);
+        assert_eq!(r(&mut t, reg::DEVICE_FEATURES), (1 << 9) | (1 << 2));
+        w(&mut t, reg::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(r(&mut t, reg::DEVICE_FEATURES), 1);
+        w(&mut t, reg::DEVICE_FEATURES_SEL, 7);
+        assert_eq!(r(&mut t, reg::DEVICE_FEATURES), 0);
+        w(&mut t, reg::QUEUE_SEL, 1);
+        assert_eq!(r(&mut t, reg::QUEUE_NUM_MAX), 16);
+        w(&mut t, reg::QUEUE_SEL, 2);
+        assert_eq!(r(&mut t, reg::QUEUE_NUM_MAX), 0);
+        assert_eq!(r(&mut t, reg::SHM_LEN_LOW), u32::MAX);
+        // Config space, byte-wise and beyond its end.
+        let mut b = [0u8; 2];
+        t.read(CONFIG_SPACE + 1, &mut b);
+        assert_eq!(b, [0xbb, 0xcc]);
+        t.read(CONFIG_SPACE + 3, &mut b);
+        assert_eq!(b, [0xdd, 0]);
+        // Misaligned or narrow register reads give zero.
+        let mut one = [0xffu8; 1];
+        t.read(reg::MAGIC, &mut one);
+        assert_eq!(one, [0]);
+    }
+
+    #[test]
+    fn full_negotiation_activates_with_only_offered_features() {
+        let (mut t, probe) = transport();
+        setup_queue(&mut t, 0);
+        setup_queue(&mut t, 1);
+        // The driver asks for an unoffered bit (3) too: it is dropped.
+        negotiate(&mut t, (1 << 9) | (1 << 3), 1);
+        assert_eq!(r(&mut t, reg::STATUS) & status::FEATURES_OK, status::FEATURES_OK);
+        w(&mut t, reg::STATUS, ALL);
+        assert_eq!(r(&mut t, reg::STATUS), ALL);
+        assert!(t.is_active());
+        let (acked, n) = probe.lock().unwrap().activated.unwrap();
+        assert_eq!(acked, (1 << 32) | (1 << 9));
+        assert_eq!(n, 2);
+        // Queue registers are frozen while running.
+        w(&mut t, reg::QUEUE_SEL, 0);
+        w(&mut t, reg::QUEUE_READY, 0);
+        assert_eq!(r(&mut t, reg::QUEUE_READY), 1);
+        // Notifications reach the queue's eventfd; bad indexes are ignored.
+        w(&mut t, QUEUE_NOTIFY, 1);
+        w(&mut t, QUEUE_NOTIFY, 9);
+        assert_eq!(t.queue_events()[1].read().unwrap(), 1);
+        assert!(t.queue_events()[0].read().is_err());
+    }
+
+    #[test]
+    fn version_1_is_mandatory() {
+        let (mut t, probe) = transport();
+        setup_queue(&mut t, 0);
+        negotiate(&mut t, 1 << 9, 0);
+        assert_eq!(r(&mut t, reg::STATUS) & status::FEATURES_OK, 0);
+        w(&mut t, reg::STATUS, ALL & !status::FEATURES_OK);
+        assert!(!t.is_active());
+        assert!(probe.lock().unwrap().activated.is_none());
+    }
+
+    #[test]
+    fn status_reset_clears_everything_and_resets_the_device() {
+        let (mut t, probe) = transport();
+        setup_queue(&mut t, 0);
+        negotiate(&mut t, 0, 1);
+        w(&mut t, reg::STATUS, ALL);
+        t.interrupt().signal_used_queue();
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 1);
+        w(&mut t, reg::STATUS, 0);
+        assert_eq!(probe.lock().unwrap().resets, 1);
+        assert!(!t.is_active());
+        assert_eq!(r(&mut t, reg::STATUS), 0);
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 0);
+        w(&mut t, reg::QUEUE_SEL, 0);
+        assert_eq!(r(&mut t, reg::QUEUE_READY), 0);
+        // A second cycle works.
+        setup_queue(&mut t, 0);
+        negotiate(&mut t, 0, 1);
+        w(&mut t, reg::STATUS, ALL);
+        assert!(t.is_active());
+    }
+
+    #[test]
+    fn interrupt_ack_clears_only_acked_bits() {
+        let (mut t, _) = transport();
+        t.interrupt_status.store(3, Ordering::SeqCst);
+        w(&mut t, reg::INTERRUPT_ACK, 1);
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), 2);
+    }
+
+    #[test]
+    fn hostile_queue_setups_keep_the_device_stopped() {
+        // Rings outside guest RAM.
+        let (mut t, probe) = transport();
+        w(&mut t, reg::QUEUE_SEL, 0);
+        w(&mut t, reg::QUEUE_NUM, 16);
+        w(&mut t, reg::QUEUE_DESC_LOW, 0xffff_f000);
+        w(&mut t, reg::QUEUE_DESC_HIGH, 0xffff_ffff);
+        w(&mut t, reg::QUEUE_READY, 1);
+        negotiate(&mut t, 0, 1);
+        w(&mut t, reg::STATUS, ALL);
+        assert!(!t.is_active());
+        assert_ne!(r(&mut t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        assert_eq!(r(&mut t, reg::INTERRUPT_STATUS), INTERRUPT_CONFIG);
+        assert!(probe.lock().unwrap().activated.is_none());
+
+        // A size above the maximum, or not a power of two.
+        for size in [32u32, 3, 0x1_0010] {
+            let (mut t, _) = transport();
+            setup_queue(&mut t, 0);
+            w(&mut t, reg::QUEUE_READY, 0);
+            w(&mut t, reg::QUEUE_NUM, size);
+            w(&mut t, reg::QUEUE_READY, 1);
+            negotiate(&mut t, 0, 1);
+            w(&mut t, reg::STATUS, ALL);
+            assert!(!t.is_active(), "size {size} accepted");
+        }
+
+        // Status bits cannot be cleared one by one; DRIVER_OK needs FEATURES_OK.
+        let (mut t, _) = transport();
+        w(&mut t, reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+        w(&mut t, reg::STATUS, status::ACKNOWLEDGE);
+        assert_eq!(r(&mut t, reg::STATUS), status::ACKNOWLEDGE | status::DRIVER);
+        w(
+            &mut t,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::DRIVER_OK,
+        );
+        assert!(!t.is_active());
+
+        // A device that refuses to start.
+        let (mut t, probe) = transport();
+        probe.lock().unwrap().fail = true;
+        setup_queue(&mut t, 0);
+        negotiate(&mut t, 0, 1);
+        w(&mut t, reg::STATUS, ALL);
+        assert!(!t.is_active());
+        assert_ne!(r(&mut t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn features_written_outside_negotiation_are_ignored() {
+        let (mut t, _) = transport();
+        w(&mut t, reg::DRIVER_FEATURES_SEL, 1);
+        w(&mut t, reg::DRIVER_FEATURES, 1);
+        assert_eq!(t.acked_features, 0);
+        negotiate(&mut t, 0, 1);
+        w(&mut t, reg::DRIVER_FEATURES_SEL, 0);
+        w(&mut t, reg::DRIVER_FEATURES, 1 << 9);
+        assert_eq!(t.acked_features, 1 << 32);
+    }
+}
