@@ -277,9 +277,7 @@ impl MmioTransport {
         }
         let mut v = v;
         let new = v & !self.status;
-        if new & status::FEATURES_OK != 0
-            && self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0
-        {
+        if new & status::FEATURES_OK != 0 && self.acked_features & (1 << VIRTIO_F_VERSION_1) == 0 {
             log::warn!("virtio-mmio: driver refused VIRTIO_F_VERSION_1; FEATURES_OK withheld");
             v &= !status::FEATURES_OK;
         }
@@ -475,8 +473,7 @@ mod tests {
         );
     }
 
-    const ALL: u32 =
-        status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
+    const ALL: u32 = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK;
 
     #[test]
     fn identification_registers() {
@@ -515,7 +512,10 @@ mod tests {
         setup_queue(&mut t, 1);
         // The driver asks for an unoffered bit (3) too: it is dropped.
         negotiate(&mut t, (1 << 9) | (1 << 3), 1);
-        assert_eq!(r(&mut t, reg::STATUS) & status::FEATURES_OK, status::FEATURES_OK);
+        assert_eq!(
+            r(&mut t, reg::STATUS) & status::FEATURES_OK,
+            status::FEATURES_OK
+        );
         w(&mut t, reg::STATUS, ALL);
         assert_eq!(r(&mut t, reg::STATUS), ALL);
         assert!(t.is_active());

@@ -175,9 +175,7 @@ impl RequestError {
     /// The status byte the guest gets for this error.
     pub fn status(&self) -> u8 {
         match self {
-            RequestError::Unsupported(_) | RequestError::UnsupportedFlags(_) => {
-                VIRTIO_BLK_S_UNSUPP
-            }
+            RequestError::Unsupported(_) | RequestError::UnsupportedFlags(_) => VIRTIO_BLK_S_UNSUPP,
             _ => VIRTIO_BLK_S_IOERR,
         }
     }
@@ -313,7 +311,9 @@ fn parse_with_status(
             }
             // One segment per request is announced (max_*_seg = 1).
             if data_len != SEGMENT_LEN {
-                return Err(RequestError::TooManySegments((data_len / SEGMENT_LEN) as usize));
+                return Err(RequestError::TooManySegments(
+                    (data_len / SEGMENT_LEN) as usize,
+                ));
             }
             0
         }
@@ -537,7 +537,10 @@ mod tests {
     #[test]
     fn wrong_directions_and_empty_data() {
         assert_eq!(
-            err(&[hdr(), d(0x10000, 512, false), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(0x10000, 512, false), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::WrongDirection(1)
         );
         assert_eq!(
@@ -548,7 +551,10 @@ mod tests {
             RequestError::WrongDirection(2)
         );
         assert_eq!(
-            err(&[hdr(), d(0x10000, 20, false), st()], header(VIRTIO_BLK_T_GET_ID, 0)),
+            err(
+                &[hdr(), d(0x10000, 20, false), st()],
+                header(VIRTIO_BLK_T_GET_ID, 0)
+            ),
             RequestError::WrongDirection(1)
         );
         assert_eq!(
@@ -556,7 +562,10 @@ mod tests {
             RequestError::NoData
         );
         assert_eq!(
-            err(&[hdr(), d(0x10000, 0, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(0x10000, 0, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::EmptyDescriptor(1)
         );
     }
@@ -564,7 +573,10 @@ mod tests {
     #[test]
     fn lengths_and_ranges() {
         assert_eq!(
-            err(&[hdr(), d(0x10000, 511, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(0x10000, 511, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::NotSectorMultiple(511)
         );
         // The last sector is fine, one past is not.
@@ -575,17 +587,26 @@ mod tests {
         )
         .is_ok());
         assert!(matches!(
-            err(&[hdr(), d(0x10000, 1024, true), st()], header(VIRTIO_BLK_T_IN, 2047)),
+            err(
+                &[hdr(), d(0x10000, 1024, true), st()],
+                header(VIRTIO_BLK_T_IN, 2047)
+            ),
             RequestError::OutOfRange { .. }
         ));
         // A sector number near 2^64 does not wrap into range.
         assert!(matches!(
-            err(&[hdr(), d(0x10000, 512, true), st()], header(VIRTIO_BLK_T_IN, u64::MAX)),
+            err(
+                &[hdr(), d(0x10000, 512, true), st()],
+                header(VIRTIO_BLK_T_IN, u64::MAX)
+            ),
             RequestError::OutOfRange { .. }
         ));
         // Descriptors wrapping the address space.
         assert!(matches!(
-            err(&[hdr(), d(u64::MAX - 100, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(u64::MAX - 100, 512, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::AddressOverflow { .. }
         ));
         // Too many segments.
@@ -613,12 +634,18 @@ mod tests {
     fn overlapping_buffers() {
         // Read data over the status byte.
         assert_eq!(
-            err(&[hdr(), d(0x1f00, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(0x1f00, 512, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::Overlap
         );
         // Read data over the header.
         assert_eq!(
-            err(&[hdr(), d(0x1000, 512, true), st()], header(VIRTIO_BLK_T_IN, 0)),
+            err(
+                &[hdr(), d(0x1000, 512, true), st()],
+                header(VIRTIO_BLK_T_IN, 0)
+            ),
             RequestError::Overlap
         );
         // Two read buffers over each other.
@@ -638,7 +665,10 @@ mod tests {
         )
         .is_ok());
         assert_eq!(
-            err(&[hdr(), d(0x1f00, 512, false), st()], header(VIRTIO_BLK_T_OUT, 0)),
+            err(
+                &[hdr(), d(0x1f00, 512, false), st()],
+                header(VIRTIO_BLK_T_OUT, 0)
+            ),
             RequestError::Overlap
         );
         // Adjacent is fine.
@@ -690,11 +720,17 @@ mod tests {
         );
         // Two discard segments (only one is announced).
         assert_eq!(
-            err(&[hdr(), d(0x10000, 32, false), st()], header(VIRTIO_BLK_T_DISCARD, 0)),
+            err(
+                &[hdr(), d(0x10000, 32, false), st()],
+                header(VIRTIO_BLK_T_DISCARD, 0)
+            ),
             RequestError::TooManySegments(2)
         );
         assert_eq!(
-            err(&[hdr(), d(0x10000, 17, false), st()], header(VIRTIO_BLK_T_WRITE_ZEROES, 0)),
+            err(
+                &[hdr(), d(0x10000, 17, false), st()],
+                header(VIRTIO_BLK_T_WRITE_ZEROES, 0)
+            ),
             RequestError::BadSegmentLength(17)
         );
     }
