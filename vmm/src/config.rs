@@ -33,6 +33,60 @@ pub enum ConfigError {
     /// A vCPU count the VMM does not support.
     #[error("--cpus {0} is out of range: 1 to {max}", max = MAX_VCPUS)]
     CpusOutOfRange(u8),
+    /// A `--disk` value that does not parse.
+    #[error("invalid --disk {0:?}: expected path=FILE[,readonly=on|off][,direct=on|off]")]
+    InvalidDisk(String),
+    /// More disks than IRQ lines set aside for them.
+    #[error("too many disks ({0}): at most {max}", max = MAX_DISKS)]
+    TooManyDisks(usize),
+}
+
+/// The most `--disk`s a VM may have (one IRQ line each, see `layout`).
+pub const MAX_DISKS: usize = 8;
+
+/// One `--disk`: a host file served as a virtio-blk device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The host file (or block device).
+    pub path: PathBuf,
+    /// The guest sees a read-only disk (VIRTIO_BLK_F_RO); the file is
+    /// opened read-only.
+    pub readonly: bool,
+    /// The file is opened with O_DIRECT (bypassing the host page cache).
+    pub direct: bool,
+}
+
+fn parse_on_off(key: &str, v: &str, whole: &str) -> Result<bool, ConfigError> {
+    match v.to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(ConfigError::InvalidDisk(format!("{whole} ({key}={v})"))),
+    }
+}
+
+impl FromStr for DiskConfig {
+    type Err = ConfigError;
+
+    /// Parses `path=FILE[,readonly=on|off][,direct=on|off]`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || ConfigError::InvalidDisk(s.to_string());
+        let (mut path, mut readonly, mut direct) = (None, false, false);
+        for item in s.split(',') {
+            match item.split_once('=') {
+                Some(("path", v)) if !v.is_empty() && path.is_none() => {
+                    path = Some(PathBuf::from(v))
+                }
+                Some(("readonly", v)) => readonly = parse_on_off("readonly", v, s)?,
+                Some(("direct", v)) => direct = parse_on_off("direct", v, s)?,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(DiskConfig {
+            path: path.ok_or_else(bad)?,
+            readonly,
+            direct,
+        })
+    }
 }
 
 /// The most vCPUs a guest may have (the MP table and APIC IDs allow more,
@@ -195,6 +249,8 @@ pub struct VmConfig {
     pub pvm: PvmMode,
     /// Print boot timings and emulation statistics at exit.
     pub timings: bool,
+    /// virtio-blk disks, in guest order (/dev/vda, /dev/vdb, ...).
+    pub disks: Vec<DiskConfig>,
 }
 
 impl VmConfig {
@@ -202,6 +258,9 @@ impl VmConfig {
     pub fn validate(self) -> Result<Self, ConfigError> {
         if self.cpus == 0 || self.cpus > MAX_VCPUS {
             return Err(ConfigError::CpusOutOfRange(self.cpus));
+        }
+        if self.disks.len() > MAX_DISKS {
+            return Err(ConfigError::TooManyDisks(self.disks.len()));
         }
         Ok(self)
     }
@@ -285,6 +344,7 @@ mod tests {
             timeout: None,
             pvm: PvmMode::Auto,
             timings: false,
+            disks: Vec::new(),
         };
         assert!(config.clone().validate().is_ok());
         let zero = VmConfig {
@@ -292,7 +352,51 @@ mod tests {
             ..config.clone()
         };
         assert_eq!(zero.validate(), Err(ConfigError::CpusOutOfRange(0)));
-        let many = VmConfig { cpus: 9, ..config };
+        let many = VmConfig {
+            cpus: 9,
+            ..config.clone()
+        };
         assert_eq!(many.validate(), Err(ConfigError::CpusOutOfRange(9)));
+        let disk: DiskConfig = "path=d".parse().unwrap();
+        let disks = VmConfig {
+            disks: vec![disk; MAX_DISKS + 1],
+            ..config
+        };
+        assert_eq!(
+            disks.validate(),
+            Err(ConfigError::TooManyDisks(MAX_DISKS + 1))
+        );
+    }
+
+    #[test]
+    fn disk_specs_parse() {
+        let d: DiskConfig = "path=/tmp/a.img".parse().unwrap();
+        assert_eq!(
+            d,
+            DiskConfig {
+                path: "/tmp/a.img".into(),
+                readonly: false,
+                direct: false
+            }
+        );
+        let d: DiskConfig = "path=x,readonly=on,direct=on".parse().unwrap();
+        assert!(d.readonly && d.direct);
+        let d: DiskConfig = "direct=off,path=x,readonly=off".parse().unwrap();
+        assert!(!d.readonly && !d.direct);
+        for bad in [
+            "",
+            "x.img",
+            "path=",
+            "readonly=on",
+            "path=x,readonly=maybe",
+            "path=x,direct",
+            "path=x,color=red",
+            "path=x,path=y",
+        ] {
+            assert!(
+                matches!(bad.parse::<DiskConfig>(), Err(ConfigError::InvalidDisk(_))),
+                "{bad:?} parsed"
+            );
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod bench;
 mod boot;
 mod config;
+mod disks;
 mod emulation;
 mod guest_image;
 mod layout;
@@ -127,6 +128,10 @@ struct RunArgs {
     cmdline: String,
     #[command(flatten)]
     machine: MachineArgs,
+    /// A virtio-blk disk: path=FILE[,readonly=on][,direct=on]. Repeatable;
+    /// the guest sees /dev/vda, /dev/vdb, ... in this order.
+    #[arg(long = "disk", value_name = "SPEC", value_parser = parse_disk)]
+    disks: Vec<config::DiskConfig>,
     /// Print boot timings, the VMM's share of vCPU time, its memory overhead
     /// and what PVM compatibility handled (on stderr) at exit.
     #[arg(long)]
@@ -137,6 +142,10 @@ struct RunArgs {
 struct DemoArgs {
     #[command(flatten)]
     machine: MachineArgs,
+}
+
+fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
+    s.parse().map_err(|e: config::ConfigError| e.to_string())
 }
 
 fn parse_memory(s: &str) -> Result<MemoryConfig, String> {
@@ -226,6 +235,7 @@ fn main() -> ExitCode {
                 timeout: args.machine.timeout,
                 pvm: args.machine.pvm,
                 timings: args.timings,
+                disks: args.disks,
             },
             started,
         ),
@@ -262,6 +272,7 @@ fn main() -> ExitCode {
                     timeout: args.machine.timeout,
                     pvm: args.machine.pvm,
                     timings: true,
+                    disks: Vec::new(),
                 },
                 // Time the boot, not the image build.
                 Instant::now(),
@@ -300,6 +311,10 @@ mod tests {
             "--pvm",
             "off",
             "--timings",
+            "--disk",
+            "path=a.img",
+            "--disk",
+            "path=b.img,readonly=on,direct=on",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -312,6 +327,9 @@ mod tests {
         assert_eq!(args.machine.timeout, Some(Duration::from_millis(2500)));
         assert_eq!(args.machine.pvm, PvmMode::Off);
         assert!(args.timings);
+        assert_eq!(args.disks.len(), 2);
+        assert_eq!(args.disks[0].path, PathBuf::from("a.img"));
+        assert!(args.disks[1].readonly && args.disks[1].direct);
     }
 
     #[test]
@@ -323,6 +341,7 @@ mod tests {
             &["ringvisor", "run", "--kernel", "k", "--memory", "size=huge"],
             &["ringvisor", "run", "--kernel", "k", "--timeout", "-1"],
             &["ringvisor", "run", "--kernel", "k", "--pvm", "maybe"],
+            &["ringvisor", "run", "--kernel", "k", "--disk", "readonly=on"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
         }
