@@ -1,0 +1,358 @@
+//! blk-io: checks a virtio-blk disk from inside the guest with io_uring.
+//!
+//! The disk layout it shares with the host test (tests/blk.rs):
+//! - blocks of 4 KiB; word `j` (u64, little endian) of block `b` is
+//!   [`host_word`]`(b, j)` in the first [`HOST_BLOCKS`] blocks, written by
+//!   the host before the boot;
+//! - ring `r` writes blocks `WRITE_START + r * WRITE_BLOCKS ..` with
+//!   [`guest_word`], which the host checks after the guest exits.
+//!
+//! Steps: open the disk O_DIRECT; register a buffer table on ring 0 and
+//! clone it to every other ring with IORING_REGISTER_CLONE_BUFFERS (opcode
+//! 30; on failure the error is printed and the buffers registered again);
+//! on every ring READ_FIXED the host pattern (several reads in flight) and
+//! verify it, WRITE_FIXED its own region, fsync, read it back and verify;
+//! check the serial (GET_ID) in sysfs; check that the read-only disk refuses
+//! to open for writing and reads the host pattern. Prints `N passed, M
+//! failed` and exits 1 on any failure.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+
+use io_uring::{opcode, types, IoUring};
+
+/// Bytes per block of the layout.
+const BLOCK: usize = 4096;
+/// Blocks written by the host (1 MiB).
+const HOST_BLOCKS: u64 = 256;
+/// First block written by the guest.
+const WRITE_START: u64 = 256;
+/// Blocks written by each ring.
+const WRITE_BLOCKS: u64 = 16;
+/// Bytes per registered buffer (64 KiB).
+const BUF: usize = 16 * BLOCK;
+/// Bytes per read or write operation.
+const OP: usize = 4 * BLOCK;
+
+/// Word `j` of host block `b`.
+fn host_word(b: u64, j: u64) -> u64 {
+    0x5256_4800_0000_0000 | (b << 16) | j
+}
+
+/// Word `j` of guest block `b`.
+fn guest_word(b: u64, j: u64) -> u64 {
+    0x4755_4553_0000_0000 | (b << 16) | j
+}
+
+struct Tally {
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn check(&mut self, ok: bool, what: &str) {
+        if ok {
+            self.passed += 1;
+        } else {
+            self.failed += 1;
+            println!("blk-io: FAIL {what}");
+        }
+    }
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn open(path: &str, flags: i32) -> Result<i32, i32> {
+    let c = CString::new(path).map_err(|_| libc::EINVAL)?;
+    // SAFETY: a valid C string; plain flags.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(fd)
+    }
+}
+
+/// An anonymous, page-aligned, populated mapping.
+fn map(len: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping; checked below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            -1,
+            0,
+        )
+    };
+    assert!(p != libc::MAP_FAILED, "mmap of {len} bytes failed");
+    p.cast()
+}
+
+/// `struct io_uring_clone_buffers`.
+#[repr(C)]
+#[derive(Default)]
+struct CloneBuffers {
+    src_fd: u32,
+    flags: u32,
+    src_off: u32,
+    dst_off: u32,
+    nr: u32,
+    pad: [u32; 3],
+}
+
+const IORING_REGISTER_CLONE_BUFFERS: libc::c_uint = 30;
+
+fn clone_buffers(dst: i32, src: i32) -> Result<(), i32> {
+    let arg = CloneBuffers {
+        src_fd: src as u32,
+        ..Default::default()
+    };
+    // SAFETY: io_uring_register with a live, correctly laid out argument.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            dst,
+            IORING_REGISTER_CLONE_BUFFERS,
+            &arg as *const CloneBuffers,
+            1,
+        )
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs `ops` (offset in file, offset in buffer `buf`, write?) on `ring`,
+/// all in flight at once; returns how many completed with the full length.
+fn run_fixed(
+    ring: &mut IoUring,
+    fd: i32,
+    pool: *mut u8,
+    buf: u16,
+    ops: &[(u64, usize, bool)],
+) -> usize {
+    for (i, &(file_off, buf_off, write)) in ops.iter().enumerate() {
+        // SAFETY: buffer `buf` is registered on this ring and spans
+        // [pool + buf * BUF, + BUF); buf_off + OP stays inside it.
+        let ptr = unsafe { pool.add(usize::from(buf) * BUF + buf_off) };
+        let sqe = if write {
+            opcode::WriteFixed::new(types::Fd(fd), ptr, OP as u32, buf)
+                .offset(file_off)
+                .build()
+        } else {
+            opcode::ReadFixed::new(types::Fd(fd), ptr, OP as u32, buf)
+                .offset(file_off)
+                .build()
+        };
+        // SAFETY: the buffer outlives the operation (we wait below).
+        unsafe { ring.submission().push(&sqe.user_data(i as u64)) }.expect("SQ full");
+    }
+    if let Err(e) = ring.submit_and_wait(ops.len()) {
+        println!("blk-io: io_uring_enter: {e}");
+        return 0;
+    }
+    let mut full = 0;
+    for cqe in ring.completion() {
+        if cqe.result() == OP as i32 {
+            full += 1;
+        } else {
+            println!("blk-io: op {} returned {}", cqe.user_data(), cqe.result());
+        }
+    }
+    full
+}
+
+fn words(pool: *mut u8, buf: usize) -> &'static mut [u64] {
+    // SAFETY: the pool is a live mapping that is never unmapped; callers
+    // use one buffer at a time while no I/O on it is in flight.
+    unsafe { std::slice::from_raw_parts_mut(pool.add(buf * BUF).cast::<u64>(), BUF / 8) }
+}
+
+/// Compares buffer `buf` with blocks from `first` of `word`.
+fn verify(pool: *mut u8, buf: usize, first: u64, word: fn(u64, u64) -> u64) -> bool {
+    let w = words(pool, buf);
+    for (i, v) in w.iter().enumerate() {
+        let b = first + (i * 8 / BLOCK) as u64;
+        let j = (i % (BLOCK / 8)) as u64;
+        if u64::from_le(*v) != word(b, j) {
+            println!(
+                "blk-io: block {b} word {j}: {:#x}, expected {:#x}",
+                u64::from_le(*v),
+                word(b, j)
+            );
+            return false;
+        }
+    }
+    true
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let dev = arg("--dev").unwrap_or_else(|| "/dev/vda".into());
+    let ro_dev = arg("--ro-dev");
+    let rings: usize = arg("--rings").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
+
+    let fd = match open(&dev, libc::O_RDWR | libc::O_DIRECT) {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("blk-io: cannot open {dev} O_DIRECT: errno {e}");
+            println!("blk-io: 0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+    t.check(true, "open O_DIRECT");
+
+    // Two 64 KiB buffers per ring: [2r] for reads, [2r + 1] for writes.
+    let nbufs = 2 * rings;
+    let pool = map(nbufs * BUF);
+    let iovecs: Vec<libc::iovec> = (0..nbufs)
+        .map(|i| libc::iovec {
+            // SAFETY: inside the pool.
+            iov_base: unsafe { pool.add(i * BUF) }.cast(),
+            iov_len: BUF,
+        })
+        .collect();
+    let mut ring_set: Vec<IoUring> = (0..rings)
+        .map(|_| IoUring::new(32).expect("io_uring_setup"))
+        .collect();
+    // SAFETY: the pool lives for the whole program.
+    let reg = unsafe { ring_set[0].submitter().register_buffers(&iovecs) };
+    t.check(reg.is_ok(), "IORING_REGISTER_BUFFERS on ring 0");
+    let src = ring_set[0].as_raw_fd();
+    let mut cloned = 0;
+    for (r, ring) in ring_set.iter().enumerate().skip(1) {
+        match clone_buffers(ring.as_raw_fd(), src) {
+            Ok(()) => cloned += 1,
+            Err(e) => {
+                println!(
+                    "blk-io: ring {r}: IORING_REGISTER_CLONE_BUFFERS failed: errno {e}{}; registering again",
+                    if e == libc::EINVAL { " (EINVAL)" } else { "" }
+                );
+                // SAFETY: as above.
+                let again = unsafe { ring.submitter().register_buffers(&iovecs) };
+                t.check(again.is_ok(), "IORING_REGISTER_BUFFERS fallback");
+            }
+        }
+    }
+    println!(
+        "blk-io: {rings} rings, buffers cloned to {cloned} of {}",
+        rings - 1
+    );
+
+    let per_buf = BUF / OP;
+    for (r, ring) in ring_set.iter_mut().enumerate() {
+        let rb = (2 * r) as u16;
+        // Read the whole host region, one buffer at a time, several ops in
+        // flight; ring r starts at a different place.
+        let chunks = HOST_BLOCKS as usize * BLOCK / BUF;
+        let mut ok = true;
+        for c in 0..chunks {
+            let chunk = (c + r * 5) % chunks;
+            let base = (chunk * BUF) as u64;
+            let ops: Vec<_> = (0..per_buf)
+                .map(|k| (base + (k * OP) as u64, k * OP, false))
+                .collect();
+            words(pool, rb.into()).fill(0);
+            let done = run_fixed(ring, fd, pool, rb, &ops);
+            ok &= done == per_buf;
+            ok &= verify(pool, rb.into(), (chunk * BUF / BLOCK) as u64, host_word);
+        }
+        t.check(ok, &format!("ring {r}: READ_FIXED of the host pattern"));
+
+        // Write this ring's region and read it back.
+        let wb = rb + 1;
+        let first = WRITE_START + r as u64 * WRITE_BLOCKS;
+        for (i, w) in words(pool, wb.into()).iter_mut().enumerate() {
+            let b = first + (i * 8 / BLOCK) as u64;
+            *w = guest_word(b, (i % (BLOCK / 8)) as u64).to_le();
+        }
+        let base = first * BLOCK as u64;
+        let ops: Vec<_> = (0..per_buf)
+            .map(|k| (base + (k * OP) as u64, k * OP, true))
+            .collect();
+        let done = run_fixed(ring, fd, pool, wb, &ops);
+        t.check(done == per_buf, &format!("ring {r}: WRITE_FIXED"));
+        let fsync = opcode::Fsync::new(types::Fd(fd)).build();
+        // SAFETY: no buffers involved.
+        unsafe { ring.submission().push(&fsync) }.expect("SQ full");
+        let synced = ring.submit_and_wait(1).is_ok()
+            && ring.completion().next().is_some_and(|c| c.result() == 0);
+        t.check(synced, &format!("ring {r}: fsync"));
+        words(pool, rb.into()).fill(0);
+        let ops: Vec<_> = (0..per_buf)
+            .map(|k| (base + (k * OP) as u64, k * OP, false))
+            .collect();
+        let done = run_fixed(ring, fd, pool, rb, &ops);
+        t.check(
+            done == per_buf && verify(pool, rb.into(), first, guest_word),
+            &format!("ring {r}: read back what it wrote"),
+        );
+    }
+
+    // GET_ID: the serial the VMM gave the disk.
+    let name = dev.trim_start_matches("/dev/");
+    match std::fs::read_to_string(format!("/sys/block/{name}/serial")) {
+        Ok(s) => t.check(
+            s.trim() == format!("ringvisor-{name}"),
+            &format!("serial {:?}", s.trim()),
+        ),
+        Err(e) => println!("blk-io: no serial in sysfs ({e}); not checked"),
+    }
+
+    if let Some(ro) = ro_dev {
+        // Linux 6.1 lets O_RDWR open a read-only disk; writes must fail.
+        let ro_name = ro.trim_start_matches("/dev/");
+        let flag = std::fs::read_to_string(format!("/sys/block/{ro_name}/ro")).unwrap_or_default();
+        t.check(
+            flag.trim() == "1",
+            &format!("/sys/block/{ro_name}/ro is {:?}", flag.trim()),
+        );
+        match open(&ro, libc::O_RDWR) {
+            Ok(wfd) => {
+                words(pool, 1).fill(0xee);
+                // SAFETY: BUF bytes of buffer 1 inside the pool.
+                let n = unsafe { libc::pwrite(wfd, pool.add(BUF).cast(), BLOCK, 0) };
+                let e = errno();
+                t.check(
+                    n < 0 && (e == libc::EPERM || e == libc::EROFS || e == libc::EIO),
+                    &format!("write to the read-only disk refused (returned {n}, errno {e})"),
+                );
+            }
+            Err(e) => t.check(
+                e == libc::EROFS || e == libc::EACCES || e == libc::EPERM,
+                &format!("read-only disk refuses O_RDWR (errno {e})"),
+            ),
+        }
+        match open(&ro, libc::O_RDONLY | libc::O_DIRECT) {
+            Ok(rfd) => {
+                let rb = 0usize;
+                words(pool, rb).fill(0);
+                // SAFETY: the buffer is BUF bytes inside the pool.
+                let n = unsafe { libc::pread(rfd, pool.cast(), BUF, 0) };
+                t.check(
+                    n == BUF as isize && verify(pool, rb, 0, host_word),
+                    "read-only disk holds the host pattern",
+                );
+            }
+            Err(e) => t.check(false, &format!("open read-only disk: errno {e}")),
+        }
+    }
+
+    println!("blk-io: {} passed, {} failed", t.passed, t.failed);
+    std::process::exit(i32::from(t.failed > 0));
+}
