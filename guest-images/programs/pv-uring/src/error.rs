@@ -1,0 +1,131 @@
+//! Typed errors of the library, carrying the errno where there is one.
+
+use std::fmt;
+
+/// A positive errno value returned by a failed system call.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Errno(pub i32);
+
+impl Errno {
+    /// The errno of the last failed libc call on this thread.
+    pub fn last() -> Self {
+        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+
+    /// The symbolic name of the errnos this device uses.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            libc::EPERM => "EPERM",
+            libc::ENOENT => "ENOENT",
+            libc::EINTR => "EINTR",
+            libc::EIO => "EIO",
+            libc::ENXIO => "ENXIO",
+            libc::EBADF => "EBADF",
+            libc::EAGAIN => "EAGAIN",
+            libc::ENOMEM => "ENOMEM",
+            libc::EACCES => "EACCES",
+            libc::EFAULT => "EFAULT",
+            libc::EBUSY => "EBUSY",
+            libc::EEXIST => "EEXIST",
+            libc::ENODEV => "ENODEV",
+            libc::EINVAL => "EINVAL",
+            libc::ENFILE => "ENFILE",
+            libc::EMFILE => "EMFILE",
+            libc::ENOTTY => "ENOTTY",
+            libc::ENOSPC => "ENOSPC",
+            libc::ERANGE => "ERANGE",
+            libc::ENOSYS => "ENOSYS",
+            libc::EOVERFLOW => "EOVERFLOW",
+            libc::EOPNOTSUPP => "EOPNOTSUPP",
+            libc::ETIMEDOUT => "ETIMEDOUT",
+            libc::ECANCELED => "ECANCELED",
+            _ => "E?",
+        }
+    }
+
+    /// Formats a CQE result: `4096` or `-EFAULT(14)`.
+    pub fn res(res: i32) -> String {
+        if res < 0 {
+            Errno(-res).to_string()
+        } else {
+            res.to_string()
+        }
+    }
+}
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-{}({})", self.name(), self.0)
+    }
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A system call (open, ioctl, mmap, poll) failed.
+    #[error("{op}: {errno}")]
+    Sys { op: &'static str, errno: Errno },
+    /// The device's ring description does not fit its slot.
+    #[error("bad ring layout: {0}")]
+    Layout(String),
+    /// A (pointer, length) range not inside one registered buffer.
+    #[error("range {addr:#x}+{len:#x} is not inside one registered buffer of the ring")]
+    NotRegistered { addr: u64, len: u64 },
+    /// The submission queue has no free entry.
+    #[error("submission queue full")]
+    SqFull,
+    /// An SQE without IOSQE_FIXED_FILE (the host would refuse it).
+    #[error("SQE without IOSQE_FIXED_FILE (use types::Fixed)")]
+    NotFixedFile,
+    /// `wait` gave up.
+    #[error("timed out waiting for {want} completions ({have} ready)")]
+    Timeout { want: usize, have: usize },
+    /// An argument the library refuses before asking the driver.
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl Error {
+    pub(crate) fn last(op: &'static str) -> Self {
+        Error::Sys {
+            op,
+            errno: Errno::last(),
+        }
+    }
+
+    /// The errno of a failed system call, if this is one.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            Error::Sys { errno, .. } => Some(errno.0),
+            _ => None,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(Errno(libc::EBUSY).to_string(), "-EBUSY(16)");
+        assert_eq!(Errno::res(-libc::EACCES), "-EACCES(13)");
+        assert_eq!(Errno::res(4096), "4096");
+        let e = Error::Sys {
+            op: "VURING_IOC_CLONE",
+            errno: Errno(libc::EOVERFLOW),
+        };
+        assert_eq!(e.errno(), Some(libc::EOVERFLOW));
+        assert_eq!(e.to_string(), "VURING_IOC_CLONE: -EOVERFLOW(75)");
+        assert_eq!(Error::SqFull.errno(), None);
+    }
+}
