@@ -57,8 +57,11 @@ mod reg {
     pub const QUEUE_DRIVER_HIGH: u64 = 0x94;
     pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
     pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
+    pub const SHM_SEL: u64 = 0xac;
     pub const SHM_LEN_LOW: u64 = 0xb0;
     pub const SHM_LEN_HIGH: u64 = 0xb4;
+    pub const SHM_BASE_LOW: u64 = 0xb8;
+    pub const SHM_BASE_HIGH: u64 = 0xbc;
     pub const CONFIG_GENERATION: u64 = 0xfc;
 }
 
@@ -75,6 +78,7 @@ pub struct MmioTransport {
     driver_features_sel: u32,
     acked_features: u64,
     queue_sel: u32,
+    shm_sel: u32,
     status: u32,
     active: bool,
     config_generation: u32,
@@ -115,6 +119,7 @@ impl MmioTransport {
             driver_features_sel: 0,
             acked_features: 0,
             queue_sel: 0,
+            shm_sel: 0,
             status: 0,
             active: false,
             config_generation: 0,
@@ -175,8 +180,23 @@ impl MmioTransport {
             reg::QUEUE_READY => queue.map_or(0, |q| u32::from(q.ready())),
             reg::INTERRUPT_STATUS => self.interrupt_status.load(Ordering::SeqCst),
             reg::STATUS => self.status,
-            // No shared-memory regions: a length of all ones says so.
-            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH => u32::MAX,
+            // Shared-memory regions; a region that does not exist has a
+            // length of all ones (what Linux's vm_get_shm_region expects).
+            reg::SHM_SEL => self.shm_sel,
+            reg::SHM_LEN_LOW | reg::SHM_LEN_HIGH | reg::SHM_BASE_LOW | reg::SHM_BASE_HIGH => {
+                let (base, len) = self
+                    .device
+                    .shm_regions()
+                    .get(self.shm_sel as usize)
+                    .copied()
+                    .unwrap_or((u64::MAX, u64::MAX));
+                match offset {
+                    reg::SHM_LEN_LOW => len as u32,
+                    reg::SHM_LEN_HIGH => (len >> 32) as u32,
+                    reg::SHM_BASE_LOW => base as u32,
+                    _ => (base >> 32) as u32,
+                }
+            }
             reg::CONFIG_GENERATION => self.config_generation,
             _ => {
                 log::debug!("virtio-mmio: read of unknown register {offset:#x}");
@@ -191,6 +211,7 @@ impl MmioTransport {
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
             reg::DRIVER_FEATURES => self.ack_features(v),
             reg::QUEUE_SEL => self.queue_sel = v,
+            reg::SHM_SEL => self.shm_sel = v,
             reg::QUEUE_NUM => {
                 let sel = self.queue_sel as usize;
                 // A size the queue refuses (zero, above the maximum, not a
@@ -341,6 +362,7 @@ impl MmioTransport {
         self.device_features_sel = 0;
         self.driver_features_sel = 0;
         self.queue_sel = 0;
+        self.shm_sel = 0;
         self.interrupt_status.store(0, Ordering::SeqCst);
     }
 }
@@ -493,6 +515,7 @@ mod tests {
         w(&mut t, reg::QUEUE_SEL, 2);
         assert_eq!(r(&mut t, reg::QUEUE_NUM_MAX), 0);
         assert_eq!(r(&mut t, reg::SHM_LEN_LOW), u32::MAX);
+        assert_eq!(r(&mut t, reg::SHM_LEN_HIGH), u32::MAX);
         // Config space, byte-wise and beyond its end.
         let mut b = [0u8; 2];
         t.read(CONFIG_SPACE + 1, &mut b);
@@ -622,6 +645,62 @@ mod tests {
         w(&mut t, reg::STATUS, ALL);
         assert!(!t.is_active());
         assert_ne!(r(&mut t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    struct ShmDummy;
+
+    impl VirtioDevice for ShmDummy {
+        fn device_type(&self) -> u32 {
+            0x7276
+        }
+        fn features(&self) -> u64 {
+            1 << VIRTIO_F_VERSION_1
+        }
+        fn queue_max_sizes(&self) -> &[u16] {
+            &[64]
+        }
+        fn read_config(&self, _offset: u64, data: &mut [u8]) {
+            data.fill(0);
+        }
+        fn shm_regions(&self) -> Vec<(u64, u64)> {
+            vec![
+                (0x1_4000_0000, 0x400_0000),
+                (0x8000_0000_0000, 0x2_0000_0000),
+            ]
+        }
+        fn activate(
+            &mut self,
+            _mem: GuestMemoryMmap,
+            _acked: u64,
+            _queues: Vec<Queue>,
+            _events: Vec<EventFd>,
+            _interrupt: VirtioInterrupt,
+        ) -> Result<(), ActivateError> {
+            Ok(())
+        }
+        fn reset(&mut self) {}
+    }
+
+    #[test]
+    fn shared_memory_regions_are_selected() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
+        let mut t = MmioTransport::new(Box::new(ShmDummy), mem).unwrap();
+        let region = |t: &mut MmioTransport, sel: u32| {
+            w(t, reg::SHM_SEL, sel);
+            assert_eq!(r(t, reg::SHM_SEL), sel);
+            let len =
+                u64::from(r(t, reg::SHM_LEN_LOW)) | (u64::from(r(t, reg::SHM_LEN_HIGH)) << 32);
+            let base =
+                u64::from(r(t, reg::SHM_BASE_LOW)) | (u64::from(r(t, reg::SHM_BASE_HIGH)) << 32);
+            (base, len)
+        };
+        assert_eq!(region(&mut t, 0), (0x1_4000_0000, 0x400_0000));
+        assert_eq!(region(&mut t, 1), (0x8000_0000_0000, 0x2_0000_0000));
+        assert_eq!(region(&mut t, 2).1, u64::MAX);
+        assert_eq!(region(&mut t, u32::MAX).1, u64::MAX);
+        // A reset selects region 0 again.
+        w(&mut t, reg::STATUS, 0);
+        assert_eq!(r(&mut t, reg::SHM_SEL), 0);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Virtio devices: the virtio-mmio transport ([`mmio`]) and the device
-//! models behind it ([`block`]).
+//! models behind it ([`block`], [`uring`]).
 //!
 //! A device model implements [`VirtioDevice`]; the transport owns the
 //! register file, feature negotiation and queue configuration, and hands the
@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod mmio;
+pub mod uring;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -101,6 +102,11 @@ pub trait VirtioDevice: Send {
             "virtio: ignored config write of {} bytes at {offset:#x}",
             data.len()
         );
+    }
+    /// Shared-memory regions (virtio 1.2, 2.10) as (guest-physical base,
+    /// length), by region id. None by default.
+    fn shm_regions(&self) -> Vec<(u64, u64)> {
+        Vec::new()
     }
     /// Starts the device with the driver's accepted features and configured
     /// queues; `queue_events[i]` is signalled when the driver notifies

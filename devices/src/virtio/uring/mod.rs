@@ -1,0 +1,843 @@
+//! The paravirtual io_uring device (pv-uring, device ID 0x7276), host side
+//! of docs/pv-uring.md.
+//!
+//! - [`control`]: parsing the control requests (pure, fuzzed).
+//! - [`ring`]: the host io_uring instances (raw system calls), the ring
+//!   area, buffer registration and cloning.
+//! - this module: the command executor ([`Executor`]: rings, buffers, the
+//!   host buffer table), the device model (features, configuration space,
+//!   shared-memory region 0), its worker thread (an epoll loop over the
+//!   control queue's eventfd, every ring's doorbell eventfd and a stop
+//!   eventfd) and the doorbell page on the MMIO bus.
+//!
+//! The device knows nothing of KVM: the VMM routes each ring's doorbell
+//! (a KVM ioeventfd) and completion eventfd (a KVM irqfd) through
+//! [`RingHooks`].
+
+pub mod control;
+pub mod ring;
+#[cfg(test)]
+mod tests;
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use self::control::{CloneSource, Command, Limits, Response, RESP_LEN};
+use self::ring::{check_clone, errno_of, Buf, HostRing, RingArea, SLOT_SIZE};
+use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use crate::BusDevice;
+
+/// virtio device ID of pv-uring ("rv"; private to ringvisor).
+pub const VIRTIO_ID_PV_URING: u32 = 0x7276;
+/// Size of the control queue.
+pub const QUEUE_SIZE: u16 = 64;
+/// Feature: rings may ask for a host SQPOLL thread.
+pub const PVU_F_SQPOLL: u32 = 0;
+/// Feature: the host buffer table.
+pub const PVU_F_TABLE: u32 = 1;
+/// Default number of ring slots.
+pub const DEFAULT_RINGS: u32 = 32;
+/// Most ring slots.
+pub const MAX_RINGS: u32 = 256;
+/// Largest SQ of a ring.
+pub const MAX_ENTRIES: u32 = 4096;
+/// Largest buffer table of a ring.
+pub const MAX_BUFFERS: u32 = 1024;
+/// Entries of the host buffer table.
+pub const MAX_TABLE: u32 = 64;
+/// Most backends.
+pub const MAX_BACKENDS: usize = 16;
+/// Size of the doorbell page.
+pub const DOORBELL_LEN: u64 = 0x1000;
+/// Bytes of the configuration space.
+pub const CONFIG_LEN: usize = 0x28;
+/// Most request bytes read from a chain (header and the most extents).
+const MAX_REQUEST: usize = control::REQ_LEN + control::EXTENT_LEN * MAX_BUFFERS as usize;
+
+/// One `--uring-backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The host file.
+    pub path: PathBuf,
+    /// Opened read-only.
+    pub read_only: bool,
+    /// Opened with O_DIRECT.
+    pub direct: bool,
+}
+
+/// How to build the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvUringConfig {
+    /// Ring slots (1 ..= 256).
+    pub max_rings: u32,
+    /// Fixed files 0.. of every ring.
+    pub backends: Vec<BackendConfig>,
+    /// The IRQ raised on completions (reported in the config space).
+    pub completion_irq: u32,
+    /// Guest-physical address of the doorbell page.
+    pub doorbell_gpa: u64,
+    /// Guest-physical address of the ring area (shared-memory region 0).
+    pub ring_area_gpa: u64,
+}
+
+/// Errors building the device.
+#[derive(Debug, thiserror::Error)]
+pub enum PvUringError {
+    /// A ring count of 0 or above 256.
+    #[error("invalid number of rings {0}: 1 to {MAX_RINGS}")]
+    Rings(u32),
+    /// More than 16 backends.
+    #[error("too many backends ({0}): at most {MAX_BACKENDS}")]
+    Backends(usize),
+    /// A backend cannot be opened.
+    #[error("cannot open backend {path}: {source}")]
+    Open {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The ring area cannot be created.
+    #[error("creating the ring area: {0}")]
+    Area(io::Error),
+}
+
+/// Where the VMM routes a ring's doorbell and completions.
+pub trait RingHooks: Send + Sync {
+    /// Ring `id` was created: guest doorbell writes of `id` may signal
+    /// `doorbell` (a KVM ioeventfd with datamatch `id`), and `completion`
+    /// raises the completion IRQ (a KVM irqfd). An error fails the CREATE.
+    fn ring_created(&self, id: u32, doorbell: &EventFd, completion: &EventFd) -> io::Result<()>;
+    /// Ring `id` is going away: undo [`RingHooks::ring_created`].
+    fn ring_destroyed(&self, id: u32, doorbell: &EventFd, completion: &EventFd);
+}
+
+/// Hooks that route nothing (tests; the MMIO doorbell still works).
+pub struct NoHooks;
+
+impl RingHooks for NoHooks {
+    fn ring_created(&self, _: u32, _: &EventFd, _: &EventFd) -> io::Result<()> {
+        Ok(())
+    }
+    fn ring_destroyed(&self, _: u32, _: &EventFd, _: &EventFd) {}
+}
+
+/// The live rings' doorbell eventfds, by ring id (shared with the MMIO
+/// doorbell page).
+#[derive(Default)]
+pub struct Doorbells(RwLock<Vec<Option<Arc<EventFd>>>>);
+
+impl Doorbells {
+    fn set(&self, id: u32, evt: Option<Arc<EventFd>>) {
+        let mut v = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let i = id as usize;
+        if v.len() <= i {
+            v.resize(i + 1, None);
+        }
+        v[i] = evt;
+    }
+
+    /// Rings ring `id`'s doorbell; an unknown id is ignored.
+    pub fn ring(&self, id: u32) {
+        let v = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(Some(evt)) = v.get(id as usize) {
+            let _ = evt.write(1);
+        } else {
+            log::debug!("pv-uring: doorbell for unknown ring {id} ignored");
+        }
+    }
+}
+
+/// The doorbell page on the MMIO bus: a le32 ring id written at offset 0
+/// rings that ring's doorbell (when no KVM ioeventfd caught it).
+pub struct DoorbellPage(Arc<Doorbells>);
+
+impl BusDevice for DoorbellPage {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+        data.fill(0);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        match (offset, <[u8; 4]>::try_from(data)) {
+            (0, Ok(b)) => self.0.ring(u32::from_le_bytes(b)),
+            _ => log::debug!(
+                "pv-uring: {}-byte doorbell write at {offset:#x} ignored",
+                data.len()
+            ),
+        }
+    }
+}
+
+/// A guest ring: the host ring, its doorbell and completion eventfds.
+struct GuestRing {
+    id: u32,
+    ring: HostRing,
+    doorbell: Arc<EventFd>,
+    completion: EventFd,
+    hooks: Arc<dyn RingHooks>,
+    doorbells: Arc<Doorbells>,
+}
+
+impl Drop for GuestRing {
+    fn drop(&mut self) {
+        self.doorbells.set(self.id, None);
+        self.hooks
+            .ring_destroyed(self.id, &self.doorbell, &self.completion);
+        // The ring fd closes after this: the kernel tears the ring down
+        // (asynchronously), unpinning its memory and buffers.
+    }
+}
+
+/// Executes control commands: owns every ring and table entry of one
+/// activation of the device. Dropping it releases everything.
+pub struct Executor {
+    mem: GuestMemoryMmap,
+    area: Arc<RingArea>,
+    backends: Vec<RawFd>,
+    _backend_files: Arc<Vec<File>>,
+    limits: Limits,
+    features: u64,
+    rings: Vec<Option<GuestRing>>,
+    table: Vec<Option<HostRing>>,
+    hooks: Arc<dyn RingHooks>,
+    doorbells: Arc<Doorbells>,
+    created: Vec<u32>,
+}
+
+impl Executor {
+    /// An executor with no rings. `features`: what the driver accepted.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        area: Arc<RingArea>,
+        backends: Arc<Vec<File>>,
+        features: u64,
+        hooks: Arc<dyn RingHooks>,
+        doorbells: Arc<Doorbells>,
+    ) -> Self {
+        let slots = area.len() / SLOT_SIZE;
+        Self {
+            mem,
+            backends: backends.iter().map(|f| f.as_raw_fd()).collect(),
+            _backend_files: backends,
+            area,
+            limits: Limits {
+                max_entries: MAX_ENTRIES,
+                max_buffers: MAX_BUFFERS,
+            },
+            features,
+            rings: (0..slots).map(|_| None).collect(),
+            table: (0..MAX_TABLE).map(|_| None).collect(),
+            hooks,
+            doorbells,
+            created: Vec::new(),
+        }
+    }
+
+    /// The request limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Number of live rings.
+    pub fn ring_count(&self) -> usize {
+        self.rings.iter().flatten().count()
+    }
+
+    /// Number of table entries.
+    pub fn table_count(&self) -> usize {
+        self.table.iter().flatten().count()
+    }
+
+    /// The doorbell: submits ring `id`'s pending SQEs. Unknown ids are
+    /// ignored.
+    pub fn doorbell(&self, id: u32) {
+        let Some(Some(r)) = self.rings.get(id as usize) else {
+            log::debug!("pv-uring: doorbell for unknown ring {id}");
+            return;
+        };
+        let _ = r.doorbell.read();
+        if let Err(e) = r.ring.submit() {
+            log::debug!("pv-uring: ring {id}: io_uring_enter: {e}");
+        }
+    }
+
+    /// The doorbell eventfd of ring `id`.
+    pub fn doorbell_fd(&self, id: u32) -> Option<RawFd> {
+        self.rings
+            .get(id as usize)?
+            .as_ref()
+            .map(|r| r.doorbell.as_raw_fd())
+    }
+
+    /// The completion eventfd of ring `id` (tests).
+    pub fn completion_fd(&self, id: u32) -> Option<&EventFd> {
+        self.rings.get(id as usize)?.as_ref().map(|r| &r.completion)
+    }
+
+    /// Rings created since the last call.
+    pub fn take_created(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.created)
+    }
+
+    fn has(&self, feature: u32) -> bool {
+        self.features & (1 << feature) != 0
+    }
+
+    fn ring_mut(&mut self, id: u32) -> Result<&mut GuestRing, i32> {
+        self.rings
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .ok_or(libc::ENOENT)
+    }
+
+    /// Runs one command.
+    pub fn execute(&mut self, cmd: &Command) -> Response {
+        let result = match cmd {
+            Command::CreateRing { entries, sqpoll } => self.create(*entries, *sqpoll),
+            Command::DestroyRing { ring } => match self.rings.get_mut(*ring as usize) {
+                Some(slot @ Some(_)) => {
+                    *slot = None;
+                    Ok(Response::ok())
+                }
+                _ => Err(libc::ENOENT),
+            },
+            Command::RegisterBuffers { ring, extents } => self.register(*ring, extents),
+            Command::UnregisterBuffers { ring } => self.ring_mut(*ring).and_then(|r| {
+                if r.ring.bufs().is_empty() {
+                    return Err(libc::ENXIO);
+                }
+                r.ring.unregister_buffers().map_err(|e| errno_of(&e))?;
+                Ok(Response::ok())
+            }),
+            Command::CloneBuffers {
+                dst,
+                src,
+                replace,
+                src_off,
+                dst_off,
+                nr,
+            } => self.clone_buffers(*dst, *src, *replace, *src_off, *dst_off, *nr),
+            Command::PublishBuffers { ring } => self.publish(*ring),
+            Command::UnpublishBuffers { table } => {
+                if !self.has(PVU_F_TABLE) {
+                    Err(libc::EOPNOTSUPP)
+                } else {
+                    match self.table.get_mut(*table as usize) {
+                        Some(slot @ Some(_)) => {
+                            *slot = None;
+                            Ok(Response::ok())
+                        }
+                        _ => Err(libc::ENOENT),
+                    }
+                }
+            }
+        };
+        result.unwrap_or_else(Response::error)
+    }
+
+    fn create(&mut self, entries: u32, sqpoll: bool) -> Result<Response, i32> {
+        if sqpoll && !self.has(PVU_F_SQPOLL) {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let id = self
+            .rings
+            .iter()
+            .position(Option::is_none)
+            .ok_or(libc::ENOSPC)? as u32;
+        let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| errno_of(&e));
+        let (doorbell, completion) = (Arc::new(eventfd()?), eventfd()?);
+        let ring = HostRing::create_guest(
+            &self.area,
+            id,
+            entries,
+            sqpoll,
+            &self.backends,
+            completion.as_raw_fd(),
+        )
+        .map_err(|e| {
+            log::warn!("pv-uring: creating ring {id}: {e}");
+            errno_of(&e)
+        })?;
+        self.hooks
+            .ring_created(id, &doorbell, &completion)
+            .map_err(|e| {
+                log::warn!("pv-uring: routing ring {id}: {e}");
+                errno_of(&e)
+            })?;
+        self.doorbells.set(id, Some(doorbell.clone()));
+        let output = ring.params().to_bytes().to_vec();
+        self.rings[id as usize] = Some(GuestRing {
+            id,
+            ring,
+            doorbell,
+            completion,
+            hooks: self.hooks.clone(),
+            doorbells: self.doorbells.clone(),
+        });
+        self.created.push(id);
+        Ok(Response {
+            status: 0,
+            id,
+            value: id as u64 * SLOT_SIZE as u64,
+            output,
+        })
+    }
+
+    fn register(&mut self, id: u32, extents: &[control::Extent]) -> Result<Response, i32> {
+        if extents.is_empty() || extents.len() > self.limits.max_buffers as usize {
+            return Err(libc::EINVAL);
+        }
+        let mut bufs = Vec::with_capacity(extents.len());
+        for e in extents {
+            if e.len == 0 || e.len > control::MAX_EXTENT_LEN {
+                return Err(libc::EINVAL);
+            }
+            // get_slice fails unless the whole range is in one region.
+            let slice = self
+                .mem
+                .get_slice(GuestAddress(e.gpa), e.len as usize)
+                .map_err(|_| libc::EFAULT)?;
+            bufs.push(Buf {
+                addr: slice.ptr_guard().as_ptr() as u64,
+                len: e.len,
+            });
+        }
+        let r = self.ring_mut(id)?;
+        if !r.ring.bufs().is_empty() {
+            return Err(libc::EBUSY);
+        }
+        r.ring.register_buffers(&bufs).map_err(|e| errno_of(&e))?;
+        Ok(Response::addresses(&r.ring.buf_addrs()))
+    }
+
+    fn clone_buffers(
+        &mut self,
+        dst: u32,
+        src: CloneSource,
+        replace: bool,
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+    ) -> Result<Response, i32> {
+        self.ring_mut(dst)?;
+        let (src_fd, src_bufs) = match src {
+            CloneSource::Ring(id) => {
+                let r = self.ring_mut(id)?;
+                (r.ring.fd(), r.ring.bufs().to_vec())
+            }
+            CloneSource::Table(id) => {
+                if !self.has(PVU_F_TABLE) {
+                    return Err(libc::EOPNOTSUPP);
+                }
+                let t = self
+                    .table
+                    .get(id as usize)
+                    .and_then(Option::as_ref)
+                    .ok_or(libc::ENOENT)?;
+                (t.fd(), t.bufs().to_vec())
+            }
+        };
+        let max = self.limits.max_buffers;
+        let r = self.ring_mut(dst)?;
+        check_clone(
+            r.ring.bufs().len(),
+            src_bufs.len(),
+            replace,
+            src_off,
+            dst_off,
+            nr,
+            max,
+        )?;
+        r.ring
+            .clone_buffers(src_fd, &src_bufs, replace, src_off, dst_off, nr)
+            .map_err(|e| errno_of(&e))?;
+        Ok(Response::addresses(&r.ring.buf_addrs()))
+    }
+
+    fn publish(&mut self, id: u32) -> Result<Response, i32> {
+        if !self.has(PVU_F_TABLE) {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let r = self.ring_mut(id)?;
+        if r.ring.bufs().is_empty() {
+            return Err(libc::ENXIO);
+        }
+        let (src_fd, src_bufs) = (r.ring.fd(), r.ring.bufs().to_vec());
+        let slot = self
+            .table
+            .iter()
+            .position(Option::is_none)
+            .ok_or(libc::ENOSPC)?;
+        let mut hidden = HostRing::create_hidden().map_err(|e| errno_of(&e))?;
+        hidden
+            .clone_buffers(src_fd, &src_bufs, false, 0, 0, 0)
+            .map_err(|e| errno_of(&e))?;
+        self.table[slot] = Some(hidden);
+        Ok(Response {
+            id: slot as u32,
+            ..Response::ok()
+        })
+    }
+}
+
+/// A descriptor of a control chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Desc {
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Length.
+    pub len: u32,
+    /// Device-writable.
+    pub write_only: bool,
+}
+
+/// Serves one control chain: checks its shape, reads the request, runs
+/// it, writes the response. Returns the used length (0: malformed chain,
+/// no response).
+pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc]) -> u32 {
+    let split = descs
+        .iter()
+        .position(|d| d.write_only)
+        .unwrap_or(descs.len());
+    let (readable, writable) = descs.split_at(split);
+    if readable.is_empty() || writable.is_empty() || writable.iter().any(|d| !d.write_only) {
+        log::debug!("pv-uring: control chain of the wrong shape");
+        return 0;
+    }
+    for d in descs {
+        if d.len == 0 || !mem.check_range(GuestAddress(d.addr), d.len as usize) {
+            log::debug!("pv-uring: control descriptor outside guest RAM");
+            return 0;
+        }
+    }
+    let mut request = Vec::new();
+    for d in readable {
+        let take = (d.len as usize).min(MAX_REQUEST - request.len());
+        if take == 0 {
+            break;
+        }
+        let at = request.len();
+        request.resize(at + take, 0);
+        if mem
+            .read_slice(&mut request[at..], GuestAddress(d.addr))
+            .is_err()
+        {
+            return 0;
+        }
+    }
+    let capacity: usize = writable.iter().map(|d| d.len as usize).sum();
+    let response = match control::parse(&request, exec.limits()) {
+        Ok(cmd) => {
+            if capacity < cmd.response_len() {
+                log::debug!("pv-uring: response buffer too small for {cmd:?}");
+                return 0;
+            }
+            exec.execute(&cmd)
+        }
+        Err(e) => match e.errno() {
+            Some(errno) if capacity >= RESP_LEN => {
+                log::debug!("pv-uring: refused request: {e}");
+                Response::error(errno)
+            }
+            _ => {
+                log::debug!("pv-uring: malformed control chain: {e}");
+                return 0;
+            }
+        },
+    };
+    let bytes = response.to_bytes();
+    let mut written = 0usize;
+    for d in writable {
+        if written == bytes.len() {
+            break;
+        }
+        let n = (d.len as usize).min(bytes.len() - written);
+        if mem
+            .write_slice(&bytes[written..written + n], GuestAddress(d.addr))
+            .is_err()
+        {
+            return 0;
+        }
+        written += n;
+    }
+    written as u32
+}
+
+/// Serves every available chain of the control queue; returns whether the
+/// guest should be interrupted.
+pub fn process_queue(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMmap) -> bool {
+    let mut used = false;
+    loop {
+        if let Err(e) = queue.disable_notification(mem) {
+            log::warn!("pv-uring: control queue: {e}");
+            return used;
+        }
+        while let Some(chain) = queue.pop_descriptor_chain(mem) {
+            let head = chain.head_index();
+            let descs: Vec<Desc> = chain
+                .map(|d| Desc {
+                    addr: d.addr().0,
+                    len: d.len(),
+                    write_only: d.is_write_only(),
+                })
+                .collect();
+            let len = process_chain(exec, mem, &descs);
+            if let Err(e) = queue.add_used(mem, head, len) {
+                log::warn!("pv-uring: control queue: add_used: {e}");
+            }
+            used = true;
+        }
+        match queue.enable_notification(mem) {
+            Ok(true) => continue,
+            Ok(false) => break,
+            Err(e) => {
+                log::warn!("pv-uring: control queue: {e}");
+                break;
+            }
+        }
+    }
+    used && queue.needs_notification(mem).unwrap_or(true)
+}
+
+struct Worker {
+    stop: EventFd,
+    handle: JoinHandle<()>,
+}
+
+const TOKEN_CONTROL: u64 = u64::MAX;
+const TOKEN_STOP: u64 = u64::MAX - 1;
+
+fn worker_loop(
+    mut exec: Executor,
+    mem: GuestMemoryMmap,
+    mut queue: Queue,
+    queue_event: EventFd,
+    interrupt: VirtioInterrupt,
+    stop: EventFd,
+) {
+    let result = (|| -> io::Result<()> {
+        let epoll = Epoll::new()?;
+        epoll.ctl(
+            ControlOperation::Add,
+            queue_event.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_CONTROL),
+        )?;
+        epoll.ctl(
+            ControlOperation::Add,
+            stop.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, TOKEN_STOP),
+        )?;
+        let mut events = vec![EpollEvent::default(); 64];
+        let serve = |exec: &mut Executor, queue: &mut Queue| -> io::Result<()> {
+            if process_queue(queue, exec, &mem) {
+                interrupt.signal_used_queue();
+            }
+            // New rings' doorbells join the loop (a closed eventfd leaves
+            // it by itself when its ring is destroyed).
+            for id in exec.take_created() {
+                if let Some(fd) = exec.doorbell_fd(id) {
+                    epoll.ctl(
+                        ControlOperation::Add,
+                        fd,
+                        EpollEvent::new(EventSet::IN, u64::from(id)),
+                    )?;
+                }
+            }
+            Ok(())
+        };
+        serve(&mut exec, &mut queue)?;
+        loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    TOKEN_STOP => return Ok(()),
+                    TOKEN_CONTROL => {
+                        let _ = queue_event.read();
+                        serve(&mut exec, &mut queue)?;
+                    }
+                    id => exec.doorbell(id as u32),
+                }
+            }
+        }
+    })();
+    if let Err(e) = result {
+        log::error!("pv-uring: worker stopped: {e}");
+    }
+    // Dropping the executor destroys every ring and table entry.
+}
+
+/// The pv-uring device.
+pub struct PvUring {
+    config: [u8; CONFIG_LEN],
+    ring_area_gpa: u64,
+    area: Arc<RingArea>,
+    backends: Arc<Vec<File>>,
+    hooks: Arc<dyn RingHooks>,
+    doorbells: Arc<Doorbells>,
+    queue_sizes: [u16; 1],
+    worker: Option<Worker>,
+}
+
+impl PvUring {
+    /// Opens the backends and creates the ring area.
+    pub fn new(config: &PvUringConfig, hooks: Arc<dyn RingHooks>) -> Result<Self, PvUringError> {
+        if config.max_rings == 0 || config.max_rings > MAX_RINGS {
+            return Err(PvUringError::Rings(config.max_rings));
+        }
+        if config.backends.len() > MAX_BACKENDS {
+            return Err(PvUringError::Backends(config.backends.len()));
+        }
+        let mut files = Vec::new();
+        for b in &config.backends {
+            let mut options = OpenOptions::new();
+            options.read(true).write(!b.read_only);
+            if b.direct {
+                options.custom_flags(libc::O_DIRECT);
+            }
+            files.push(options.open(&b.path).map_err(|source| PvUringError::Open {
+                path: b.path.clone(),
+                source,
+            })?);
+        }
+        let area = RingArea::new(config.max_rings).map_err(PvUringError::Area)?;
+        let mut c = [0u8; CONFIG_LEN];
+        for (i, v) in [
+            config.max_rings,
+            MAX_ENTRIES,
+            MAX_BUFFERS,
+            files.len() as u32,
+            config.completion_irq,
+            SLOT_SIZE as u32,
+            MAX_TABLE,
+            0,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            c[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        c[0x20..0x28].copy_from_slice(&config.doorbell_gpa.to_le_bytes());
+        log::info!(
+            "pv-uring: {} rings ({} ring area), {} backends",
+            config.max_rings,
+            if area.is_hugetlb() {
+                "hugetlb"
+            } else {
+                "shared-memory"
+            },
+            files.len()
+        );
+        Ok(Self {
+            config: c,
+            ring_area_gpa: config.ring_area_gpa,
+            area: Arc::new(area),
+            backends: Arc::new(files),
+            hooks,
+            doorbells: Arc::new(Doorbells::default()),
+            queue_sizes: [QUEUE_SIZE],
+            worker: None,
+        })
+    }
+
+    /// The ring area (the VMM maps it into the guest).
+    pub fn ring_area(&self) -> Arc<RingArea> {
+        self.area.clone()
+    }
+
+    /// The doorbell page for the MMIO bus.
+    pub fn doorbell_page(&self) -> DoorbellPage {
+        DoorbellPage(self.doorbells.clone())
+    }
+
+    /// An executor over this device's rings (tests drive it directly).
+    pub fn executor(&self, mem: GuestMemoryMmap, features: u64) -> Executor {
+        Executor::new(
+            mem,
+            self.area.clone(),
+            self.backends.clone(),
+            features,
+            self.hooks.clone(),
+            self.doorbells.clone(),
+        )
+    }
+}
+
+impl VirtioDevice for PvUring {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_PV_URING
+    }
+
+    fn features(&self) -> u64 {
+        (1u64 << VIRTIO_F_VERSION_1) | (1 << PVU_F_SQPOLL) | (1 << PVU_F_TABLE)
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_sizes
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        super::read_config_bytes(&self.config, offset, data);
+    }
+
+    fn shm_regions(&self) -> Vec<(u64, u64)> {
+        vec![(self.ring_area_gpa, self.area.len() as u64)]
+    }
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        acked_features: u64,
+        queues: Vec<Queue>,
+        queue_events: Vec<EventFd>,
+        interrupt: VirtioInterrupt,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != 1 || queue_events.len() != 1 {
+            return Err(ActivateError::QueueCount {
+                expected: 1,
+                got: queues.len(),
+            });
+        }
+        self.reset();
+        let host = |what: &str, e: io::Error| ActivateError::Host(format!("{what}: {e}"));
+        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| host("eventfd", e))?;
+        let stop_worker = stop.try_clone().map_err(|e| host("eventfd", e))?;
+        let exec = self.executor(mem.clone(), acked_features);
+        let queue = queues.into_iter().next().expect("one queue");
+        let queue_event = queue_events.into_iter().next().expect("one event");
+        let handle = std::thread::Builder::new()
+            .name("pv-uring".into())
+            .spawn(move || worker_loop(exec, mem, queue, queue_event, interrupt, stop_worker))
+            .map_err(|e| host("spawning the worker", e))?;
+        self.worker = Some(Worker { stop, handle });
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.stop.write(1);
+            if worker.handle.join().is_err() {
+                log::error!("pv-uring: worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for PvUring {
+    fn drop(&mut self) {
+        self.reset();
+    }
+}

@@ -1,0 +1,702 @@
+//! Host io_uring instances behind the guest's rings, with raw
+//! `io_uring_setup` / `io_uring_register` / `io_uring_enter` (the `io-uring`
+//! crate does not cover `IORING_SETUP_NO_MMAP` or buffer cloning).
+//!
+//! A guest ring is created `NO_MMAP | R_DISABLED` with its SQ/CQ rings at
+//! `slot + 0` and its SQEs at `slot + 1 MiB` of the ring area (Linux 6.18
+//! `io_allocate_scq_urings`: the rings region comes from
+//! `p->cq_off.user_addr`, the SQE array from `p->sq_off.user_addr`), gets
+//! the backends as fixed files and a completion eventfd, then the
+//! restrictions of docs/pv-uring.md, and is enabled.
+//!
+//! Hidden rings (the host buffer table) are ordinary rings that are never
+//! submitted to: they only hold registered buffers to clone from.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Constants and structures of the io_uring uAPI (Linux 6.18) that the
+/// installed headers may lack.
+pub mod sys {
+    /// `IORING_SETUP_SQPOLL`.
+    pub const IORING_SETUP_SQPOLL: u32 = 1 << 1;
+    /// `IORING_SETUP_R_DISABLED`.
+    pub const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
+    /// `IORING_SETUP_NO_MMAP`.
+    pub const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
+    /// `IORING_ENTER_SQ_WAKEUP`.
+    pub const IORING_ENTER_SQ_WAKEUP: u32 = 1 << 1;
+    /// `IORING_SQ_NEED_WAKEUP` (in the SQ ring's flags).
+    pub const IORING_SQ_NEED_WAKEUP: u32 = 1 << 0;
+
+    /// `IORING_REGISTER_BUFFERS`.
+    pub const IORING_REGISTER_BUFFERS: u32 = 0;
+    /// `IORING_UNREGISTER_BUFFERS`.
+    pub const IORING_UNREGISTER_BUFFERS: u32 = 1;
+    /// `IORING_REGISTER_FILES`.
+    pub const IORING_REGISTER_FILES: u32 = 2;
+    /// `IORING_REGISTER_EVENTFD`.
+    pub const IORING_REGISTER_EVENTFD: u32 = 4;
+    /// `IORING_REGISTER_RESTRICTIONS`.
+    pub const IORING_REGISTER_RESTRICTIONS: u32 = 11;
+    /// `IORING_REGISTER_ENABLE_RINGS`.
+    pub const IORING_REGISTER_ENABLE_RINGS: u32 = 12;
+    /// `IORING_REGISTER_CLONE_BUFFERS`.
+    pub const IORING_REGISTER_CLONE_BUFFERS: u32 = 30;
+    /// `IORING_REGISTER_DST_REPLACE` (clone flag).
+    pub const IORING_REGISTER_DST_REPLACE: u32 = 1 << 1;
+
+    /// `IORING_RESTRICTION_REGISTER_OP`.
+    pub const IORING_RESTRICTION_REGISTER_OP: u16 = 0;
+    /// `IORING_RESTRICTION_SQE_OP`.
+    pub const IORING_RESTRICTION_SQE_OP: u16 = 1;
+    /// `IORING_RESTRICTION_SQE_FLAGS_ALLOWED`.
+    pub const IORING_RESTRICTION_SQE_FLAGS_ALLOWED: u16 = 2;
+    /// `IORING_RESTRICTION_SQE_FLAGS_REQUIRED`.
+    pub const IORING_RESTRICTION_SQE_FLAGS_REQUIRED: u16 = 3;
+
+    /// `IORING_OP_NOP`.
+    pub const IORING_OP_NOP: u8 = 0;
+    /// `IORING_OP_FSYNC`.
+    pub const IORING_OP_FSYNC: u8 = 3;
+    /// `IORING_OP_READ_FIXED`.
+    pub const IORING_OP_READ_FIXED: u8 = 4;
+    /// `IORING_OP_WRITE_FIXED`.
+    pub const IORING_OP_WRITE_FIXED: u8 = 5;
+    /// `IORING_OP_OPENAT`.
+    pub const IORING_OP_OPENAT: u8 = 18;
+    /// `IORING_OP_READ`.
+    pub const IORING_OP_READ: u8 = 22;
+
+    /// `IOSQE_FIXED_FILE`.
+    pub const IOSQE_FIXED_FILE: u8 = 1 << 0;
+    /// `IOSQE_IO_DRAIN`.
+    pub const IOSQE_IO_DRAIN: u8 = 1 << 1;
+    /// `IOSQE_IO_LINK`.
+    pub const IOSQE_IO_LINK: u8 = 1 << 2;
+    /// `IOSQE_IO_HARDLINK`.
+    pub const IOSQE_IO_HARDLINK: u8 = 1 << 3;
+
+    /// `struct io_sqring_offsets`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct SqringOffsets {
+        pub head: u32,
+        pub tail: u32,
+        pub ring_mask: u32,
+        pub ring_entries: u32,
+        pub flags: u32,
+        pub dropped: u32,
+        pub array: u32,
+        pub resv1: u32,
+        pub user_addr: u64,
+    }
+
+    /// `struct io_cqring_offsets`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct CqringOffsets {
+        pub head: u32,
+        pub tail: u32,
+        pub ring_mask: u32,
+        pub ring_entries: u32,
+        pub overflow: u32,
+        pub cqes: u32,
+        pub flags: u32,
+        pub resv1: u32,
+        pub user_addr: u64,
+    }
+
+    /// `struct io_uring_params` (120 bytes).
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+    pub struct IoUringParams {
+        pub sq_entries: u32,
+        pub cq_entries: u32,
+        pub flags: u32,
+        pub sq_thread_cpu: u32,
+        pub sq_thread_idle: u32,
+        pub features: u32,
+        pub wq_fd: u32,
+        pub resv: [u32; 3],
+        pub sq_off: SqringOffsets,
+        pub cq_off: CqringOffsets,
+    }
+
+    /// `struct io_uring_restriction` (16 bytes).
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct Restriction {
+        pub opcode: u16,
+        /// `register_op` / `sqe_op` / `sqe_flags`.
+        pub arg: u8,
+        pub resv: u8,
+        pub resv2: [u32; 3],
+    }
+
+    /// `struct io_uring_clone_buffers` (32 bytes).
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct CloneBuffers {
+        pub src_fd: u32,
+        pub flags: u32,
+        pub src_off: u32,
+        pub dst_off: u32,
+        pub nr: u32,
+        pub pad: [u32; 3],
+    }
+
+    const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
+    const _: () = assert!(std::mem::size_of::<Restriction>() == 16);
+    const _: () = assert!(std::mem::size_of::<CloneBuffers>() == 32);
+
+    impl IoUringParams {
+        /// The bytes the guest receives.
+        pub fn to_bytes(&self) -> [u8; 120] {
+            // SAFETY: a repr(C) struct of integers without padding (checked
+            // by the size assertion above), read as bytes.
+            unsafe { std::mem::transmute_copy(self) }
+        }
+    }
+}
+
+use sys::*;
+
+fn io_uring_setup(entries: u32, p: &mut IoUringParams) -> io::Result<OwnedFd> {
+    // SAFETY: p is a valid io_uring_params the kernel reads and writes.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, entries, p as *mut IoUringParams) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `io_uring_register(fd, op, arg, nr)`.
+///
+/// # Safety
+/// `arg` must point to what `op` expects, `nr` entries long.
+unsafe fn io_uring_register(
+    fd: RawFd,
+    op: u32,
+    arg: *const libc::c_void,
+    nr: u32,
+) -> io::Result<i32> {
+    let rc = libc::syscall(libc::SYS_io_uring_register, fd, op, arg, nr);
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as i32)
+}
+
+/// The errno of an I/O error (EIO when it has none).
+pub fn errno_of(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(libc::EIO)
+}
+
+/// Bytes per ring slot.
+pub const SLOT_SIZE: usize = 2 << 20;
+/// Offset of the SQE array in a slot.
+pub const SQES_OFFSET: usize = 1 << 20;
+
+/// The ring area: `slots` x 2 MiB of shared memory (hugetlb when the host
+/// has the pages), mapped populated, that the VMM maps into the guest.
+pub struct RingArea {
+    ptr: *mut u8,
+    len: usize,
+    hugetlb: bool,
+    _file: File,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this struct; the
+// guest and the host kernel access it concurrently by design (it holds
+// only the guest's rings), and the host never forms references into it.
+unsafe impl Send for RingArea {}
+// SAFETY: see Send.
+unsafe impl Sync for RingArea {}
+
+impl RingArea {
+    /// Creates the area for `slots` rings.
+    pub fn new(slots: u32) -> io::Result<Self> {
+        let len = slots as usize * SLOT_SIZE;
+        if len == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        match Self::create(len, true) {
+            Ok(area) => Ok(area),
+            Err(e) => {
+                log::warn!(
+                    "pv-uring: no {} MiB of 2 MiB hugepages for the ring area ({e}); \
+                     using ordinary shared memory",
+                    len >> 20
+                );
+                Self::create(len, false)
+            }
+        }
+    }
+
+    fn create(len: usize, hugetlb: bool) -> io::Result<Self> {
+        let mut options = memfd::MemfdOptions::default().close_on_exec(true);
+        if hugetlb {
+            options = options.hugetlb(Some(memfd::HugetlbSize::Huge2MB));
+        }
+        let file = options
+            .create("ringvisor-pv-uring-rings")
+            .map_err(io::Error::other)?
+            .into_file();
+        file.set_len(len as u64)?;
+        // SAFETY: a new shared mapping of a file we own; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: ptr.cast(),
+            len,
+            hugetlb,
+            _file: file,
+        })
+    }
+
+    /// Host address of the area.
+    pub fn host_addr(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    /// Its length.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it is empty (never: `new` refuses zero slots).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Whether hugetlb pages back it.
+    pub fn is_hugetlb(&self) -> bool {
+        self.hugetlb
+    }
+
+    /// Host address of slot `id`'s first byte, if the slot exists.
+    pub fn slot_addr(&self, id: u32) -> Option<u64> {
+        let off = (id as usize).checked_mul(SLOT_SIZE)?;
+        (off < self.len).then(|| self.host_addr() + off as u64)
+    }
+
+    fn zero_slot(&self, id: u32) {
+        if let Some(addr) = self.slot_addr(id) {
+            // SAFETY: the slot lies inside our mapping; no references to
+            // it exist on the host (it is shared memory, written raw).
+            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, SLOT_SIZE) };
+        }
+    }
+}
+
+impl Drop for RingArea {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what create() mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// One registered buffer as the host knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buf {
+    /// Host address (what READ/WRITE_FIXED SQEs carry).
+    pub addr: u64,
+    /// Length.
+    pub len: u64,
+}
+
+/// A host io_uring and the host's mirror of its buffer table.
+pub struct HostRing {
+    fd: OwnedFd,
+    params: IoUringParams,
+    /// `bufs[i]`: buffer index i (None: an empty entry).
+    bufs: Vec<Option<Buf>>,
+}
+
+/// What a guest ring may do (docs/pv-uring.md).
+fn restrictions() -> Vec<Restriction> {
+    let r = |opcode, arg| Restriction {
+        opcode,
+        arg,
+        ..Restriction::default()
+    };
+    let mut v = Vec::new();
+    for op in [
+        IORING_REGISTER_BUFFERS,
+        IORING_UNREGISTER_BUFFERS,
+        IORING_REGISTER_FILES,
+        IORING_REGISTER_EVENTFD,
+        IORING_REGISTER_ENABLE_RINGS,
+        IORING_REGISTER_CLONE_BUFFERS,
+    ] {
+        v.push(r(IORING_RESTRICTION_REGISTER_OP, op as u8));
+    }
+    for op in [
+        IORING_OP_NOP,
+        IORING_OP_READ_FIXED,
+        IORING_OP_WRITE_FIXED,
+        IORING_OP_FSYNC,
+    ] {
+        v.push(r(IORING_RESTRICTION_SQE_OP, op));
+    }
+    v.push(r(
+        IORING_RESTRICTION_SQE_FLAGS_ALLOWED,
+        IOSQE_IO_LINK | IOSQE_IO_HARDLINK | IOSQE_IO_DRAIN,
+    ));
+    v.push(r(IORING_RESTRICTION_SQE_FLAGS_REQUIRED, IOSQE_FIXED_FILE));
+    v
+}
+
+impl HostRing {
+    /// Creates a guest ring in slot `id` of `area`: `entries` SQ entries,
+    /// `backends` as fixed files 0.., completions signalled on
+    /// `completion`, restricted and enabled. The slot is zeroed first (the
+    /// kernel does not initialize user-provided ring memory).
+    pub fn create_guest(
+        area: &RingArea,
+        id: u32,
+        entries: u32,
+        sqpoll: bool,
+        backends: &[RawFd],
+        completion: RawFd,
+    ) -> io::Result<Self> {
+        let slot = area
+            .slot_addr(id)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
+        area.zero_slot(id);
+        let mut p = IoUringParams {
+            flags: IORING_SETUP_NO_MMAP | IORING_SETUP_R_DISABLED,
+            ..IoUringParams::default()
+        };
+        if sqpoll {
+            p.flags |= IORING_SETUP_SQPOLL;
+            p.sq_thread_idle = 1000;
+        }
+        p.cq_off.user_addr = slot;
+        p.sq_off.user_addr = slot + SQES_OFFSET as u64;
+        let fd = io_uring_setup(entries, &mut p)?;
+        let mut ring = Self {
+            fd,
+            params: p,
+            bufs: Vec::new(),
+        };
+        let raw = ring.fd.as_raw_fd();
+        if !backends.is_empty() {
+            // SAFETY: an array of backends.len() fds.
+            unsafe {
+                io_uring_register(
+                    raw,
+                    IORING_REGISTER_FILES,
+                    backends.as_ptr().cast(),
+                    backends.len() as u32,
+                )
+            }?;
+        }
+        // SAFETY: a pointer to one fd.
+        unsafe {
+            io_uring_register(
+                raw,
+                IORING_REGISTER_EVENTFD,
+                (&completion as *const RawFd).cast(),
+                1,
+            )
+        }?;
+        let r = restrictions();
+        // SAFETY: an array of r.len() restrictions.
+        unsafe {
+            io_uring_register(
+                raw,
+                IORING_REGISTER_RESTRICTIONS,
+                r.as_ptr().cast(),
+                r.len() as u32,
+            )
+        }?;
+        // SAFETY: no argument.
+        unsafe { io_uring_register(raw, IORING_REGISTER_ENABLE_RINGS, std::ptr::null(), 0) }?;
+        // The guest learns offsets inside its slot, not host addresses.
+        ring.params.cq_off.user_addr = 0;
+        ring.params.sq_off.user_addr = SQES_OFFSET as u64;
+        Ok(ring)
+    }
+
+    /// Creates a hidden ring (kernel-allocated, never submitted to) that
+    /// only holds buffers.
+    pub fn create_hidden() -> io::Result<Self> {
+        let mut p = IoUringParams::default();
+        let fd = io_uring_setup(1, &mut p)?;
+        Ok(Self {
+            fd,
+            params: p,
+            bufs: Vec::new(),
+        })
+    }
+
+    /// The ring's params as the guest sees them (`user_addr`s are offsets
+    /// in the slot).
+    pub fn params(&self) -> &IoUringParams {
+        &self.params
+    }
+
+    /// The ring fd.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The host's copy of the buffer table.
+    pub fn bufs(&self) -> &[Option<Buf>] {
+        &self.bufs
+    }
+
+    /// Host addresses of the whole table (0 for empty entries).
+    pub fn buf_addrs(&self) -> Vec<u64> {
+        self.bufs.iter().map(|b| b.map_or(0, |b| b.addr)).collect()
+    }
+
+    /// Registers `bufs` (host memory the caller keeps mapped) as the
+    /// ring's buffers.
+    pub fn register_buffers(&mut self, bufs: &[Buf]) -> io::Result<()> {
+        let iov: Vec<libc::iovec> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.addr as *mut libc::c_void,
+                iov_len: b.len as usize,
+            })
+            .collect();
+        // SAFETY: an array of iov.len() iovecs.
+        unsafe {
+            io_uring_register(
+                self.fd(),
+                IORING_REGISTER_BUFFERS,
+                iov.as_ptr().cast(),
+                iov.len() as u32,
+            )
+        }?;
+        self.bufs = bufs.iter().copied().map(Some).collect();
+        Ok(())
+    }
+
+    /// Drops the ring's buffers.
+    pub fn unregister_buffers(&mut self) -> io::Result<()> {
+        // SAFETY: no argument.
+        unsafe { io_uring_register(self.fd(), IORING_UNREGISTER_BUFFERS, std::ptr::null(), 0) }?;
+        self.bufs.clear();
+        Ok(())
+    }
+
+    /// `IORING_REGISTER_CLONE_BUFFERS` from the ring `src_fd`, whose table
+    /// the host knows as `src_bufs`. The caller has checked the request
+    /// with [`check_clone`]; on success the host's copy follows.
+    pub fn clone_buffers(
+        &mut self,
+        src_fd: RawFd,
+        src_bufs: &[Option<Buf>],
+        replace: bool,
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+    ) -> io::Result<()> {
+        let arg = CloneBuffers {
+            src_fd: src_fd as u32,
+            flags: if replace {
+                IORING_REGISTER_DST_REPLACE
+            } else {
+                0
+            },
+            src_off,
+            dst_off,
+            nr,
+            pad: [0; 3],
+        };
+        // SAFETY: a pointer to one io_uring_clone_buffers.
+        unsafe {
+            io_uring_register(
+                self.fd(),
+                IORING_REGISTER_CLONE_BUFFERS,
+                (&arg as *const CloneBuffers).cast(),
+                1,
+            )
+        }?;
+        self.bufs = cloned_table(&self.bufs, src_bufs, src_off, dst_off, nr);
+        Ok(())
+    }
+
+    /// The doorbell: submits everything pending (wakes the SQ thread of an
+    /// SQPOLL ring). Returns what `io_uring_enter` returned.
+    pub fn submit(&self) -> io::Result<i32> {
+        let (to_submit, flags) = if self.params.flags & IORING_SETUP_SQPOLL != 0 {
+            (0, IORING_ENTER_SQ_WAKEUP)
+        } else {
+            (self.params.sq_entries, 0)
+        };
+        // SAFETY: io_uring_enter without a signal mask or argument.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_enter,
+                self.fd(),
+                to_submit,
+                0u32,
+                flags,
+                std::ptr::null::<libc::c_void>(),
+                0usize,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(rc as i32)
+    }
+
+    /// Whether the ring has an SQ thread.
+    pub fn is_sqpoll(&self) -> bool {
+        self.params.flags & IORING_SETUP_SQPOLL != 0
+    }
+}
+
+/// Checks a clone as `io_clone_buffers` (Linux 6.18) would, in its order,
+/// before the host asks the kernel, so that the host's copy of the
+/// destination table can follow exactly: `Err(errno)` for a refusal. Also
+/// bounds the result by `max_buffers`, and refuses (EINVAL) a
+/// `DST_REPLACE` that would leave destination entries after the cloned
+/// range or beyond the source's count: kernels differ there (the stable
+/// fix "copy original dst nodes from after the cloned range").
+pub fn check_clone(
+    dst_count: usize,
+    src_count: usize,
+    replace: bool,
+    src_off: u32,
+    dst_off: u32,
+    nr: u32,
+    max_buffers: u32,
+) -> Result<u32, i32> {
+    if nr == 0 && (src_off != 0 || dst_off != 0) {
+        return Err(libc::EINVAL);
+    }
+    if dst_count != 0 && !replace {
+        return Err(libc::EBUSY);
+    }
+    let src_count = u32::try_from(src_count).map_err(|_| libc::EINVAL)?;
+    let nr = if nr == 0 { src_count } else { nr };
+    if nr > src_count {
+        return Err(libc::EINVAL);
+    }
+    let end = nr.checked_add(dst_off).ok_or(libc::EOVERFLOW)?;
+    if end > max_buffers {
+        return Err(libc::EINVAL);
+    }
+    if src_count == 0 {
+        return Err(libc::ENXIO);
+    }
+    let src_end = nr.checked_add(src_off).ok_or(libc::EOVERFLOW)?;
+    if src_end > src_count {
+        return Err(libc::EOVERFLOW);
+    }
+    let dst_count = u32::try_from(dst_count).map_err(|_| libc::EINVAL)?;
+    if replace && (dst_count > end || dst_count > src_count) {
+        return Err(libc::EINVAL);
+    }
+    Ok(nr)
+}
+
+/// The destination table after a clone that [`check_clone`] accepted
+/// (`nr` 0: the whole source).
+pub fn cloned_table(
+    dst: &[Option<Buf>],
+    src: &[Option<Buf>],
+    src_off: u32,
+    dst_off: u32,
+    nr: u32,
+) -> Vec<Option<Buf>> {
+    let nr = if nr == 0 { src.len() } else { nr as usize };
+    let (src_off, dst_off) = (src_off as usize, dst_off as usize);
+    let len = (dst_off + nr).max(dst.len());
+    let mut out = vec![None; len];
+    for (i, slot) in out.iter_mut().enumerate().take(dst_off.min(dst.len())) {
+        *slot = dst[i];
+    }
+    for k in 0..nr {
+        out[dst_off + k] = src.get(src_off + k).copied().flatten();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(a: u64) -> Option<Buf> {
+        Some(Buf { addr: a, len: 1 })
+    }
+
+    #[test]
+    fn clone_checks_follow_the_kernel_order() {
+        let m = 1024;
+        assert_eq!(check_clone(0, 3, false, 0, 0, 0, m), Ok(3));
+        assert_eq!(check_clone(0, 3, false, 1, 0, 0, m), Err(libc::EINVAL));
+        assert_eq!(check_clone(2, 3, false, 0, 0, 0, m), Err(libc::EBUSY));
+        assert_eq!(check_clone(0, 0, false, 0, 0, 0, m), Err(libc::ENXIO));
+        assert_eq!(check_clone(0, 0, false, 0, 0, 1, m), Err(libc::EINVAL));
+        assert_eq!(check_clone(0, 3, false, 0, 0, 4, m), Err(libc::EINVAL));
+        assert_eq!(
+            check_clone(0, 3, false, 0, u32::MAX, 2, m),
+            Err(libc::EOVERFLOW)
+        );
+        assert_eq!(check_clone(0, 3, false, 0, 1023, 2, m), Err(libc::EINVAL));
+        assert_eq!(
+            check_clone(0, 3, false, u32::MAX, 0, 2, m),
+            Err(libc::EOVERFLOW)
+        );
+        assert_eq!(check_clone(0, 3, false, 2, 0, 2, m), Err(libc::EOVERFLOW));
+        assert_eq!(check_clone(0, 3, false, 1, 5, 2, m), Ok(2));
+        // Replace: covering the destination to its end is fine.
+        assert_eq!(check_clone(2, 3, true, 0, 0, 0, m), Ok(3));
+        assert_eq!(check_clone(3, 3, true, 1, 1, 2, m), Ok(2));
+        // A tail past the cloned range, or past the source, is refused.
+        assert_eq!(check_clone(4, 3, true, 0, 0, 2, m), Err(libc::EINVAL));
+        assert_eq!(check_clone(4, 2, true, 0, 2, 2, m), Err(libc::EINVAL));
+    }
+
+    #[test]
+    fn cloned_tables() {
+        let src = [b(10), b(11), b(12)];
+        assert_eq!(cloned_table(&[], &src, 0, 0, 0), src.to_vec());
+        assert_eq!(
+            cloned_table(&[], &src, 1, 2, 2),
+            vec![None, None, b(11), b(12)]
+        );
+        assert_eq!(
+            cloned_table(&[b(1), b(2), b(3)], &src, 0, 1, 2),
+            vec![b(1), b(10), b(11)]
+        );
+        assert_eq!(cloned_table(&[b(1)], &src, 0, 0, 0), src.to_vec());
+    }
+
+    #[test]
+    fn restriction_list_matches_the_spec() {
+        let r = restrictions();
+        let ops: Vec<u8> = r
+            .iter()
+            .filter(|r| r.opcode == IORING_RESTRICTION_SQE_OP)
+            .map(|r| r.arg)
+            .collect();
+        assert_eq!(ops, [0, 4, 5, 3]);
+        let req = r
+            .iter()
+            .find(|r| r.opcode == IORING_RESTRICTION_SQE_FLAGS_REQUIRED)
+            .unwrap();
+        assert_eq!(req.arg, IOSQE_FIXED_FILE);
+    }
+}
