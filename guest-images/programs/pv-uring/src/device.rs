@@ -183,6 +183,8 @@ pub enum CloneSrc<'a> {
     Ring(&'a PvRing),
     /// A host table id (from [`PvRing::publish`]); sets VURING_CLONE_SRC_TABLE.
     Table(u32),
+    /// The destination ring itself (clone into self, with DST_REPLACE).
+    This,
     /// A raw `src` value without SRC_TABLE (for error tests: bad fds).
     RawFd(u32),
 }
@@ -494,6 +496,7 @@ impl PvRing {
         let (s, f) = match src {
             CloneSrc::Ring(r) => (r.fd() as u32, flags),
             CloneSrc::Table(id) => (id, flags | VURING_CLONE_SRC_TABLE),
+            CloneSrc::This => (self.fd() as u32, flags),
             CloneSrc::RawFd(fd) => (fd, flags),
         };
         let mut c = VuringClone {

@@ -78,6 +78,20 @@ pub fn validate(p: &IoUringParams, slot_len: usize) -> Result<()> {
     {
         return bad(format!("cqes {:#x} x {} overflows", c.cqes, p.cq_entries));
     }
+    // The device puts slot offsets in the user_addr fields: the rings at 0,
+    // the SQEs at 1 MiB (0 from a device that leaves them out).
+    if p.sq_off.user_addr != 0 && p.sq_off.user_addr != SQES_OFFSET as u64 {
+        return bad(format!(
+            "sq_off.user_addr {:#x}: SQEs not at 1 MiB",
+            p.sq_off.user_addr
+        ));
+    }
+    if p.cq_off.user_addr != 0 {
+        return bad(format!(
+            "cq_off.user_addr {:#x}: rings not at 0",
+            p.cq_off.user_addr
+        ));
+    }
     if SQES_OFFSET as u64 + p.sq_entries as u64 * SQE_BYTES as u64 > slot_len as u64 {
         return bad(format!(
             "{} SQEs do not fit a slot of {slot_len:#x}",
@@ -450,6 +464,14 @@ mod tests {
         assert!(validate(&p, SLOT).is_err());
         let mut p = f.params;
         p.flags = IORING_SETUP_CQE32;
+        assert!(validate(&p, SLOT).is_err());
+        let mut p = f.params;
+        p.sq_off.user_addr = SQES_OFFSET as u64;
+        assert!(validate(&p, SLOT).is_ok());
+        p.sq_off.user_addr = 0x20_0000;
+        assert!(validate(&p, SLOT).is_err());
+        let mut p = f.params;
+        p.cq_off.user_addr = 0x1000;
         assert!(validate(&p, SLOT).is_err());
         let mut p = f.params;
         p.sq_entries = 32768;

@@ -1,0 +1,254 @@
+//! Data integrity on the backend: the host pattern read back, the guest
+//! pattern written and fsynced for the host test to check.
+
+use crate::ctx::{memset, snapshot, Ctx, POOL};
+use crate::harness::{step, CaseResult};
+use crate::{ensure, fail, skip};
+use io_uring::{opcode, squeue, types};
+use pv_uring::pattern::{self, BLOCK};
+use pv_uring::{Errno, PvRing};
+use std::collections::HashMap;
+
+/// Runs `sqes` on `r` with up to `qd` in flight; returns the results in order.
+pub fn run_batch(
+    ctx: &Ctx,
+    r: &mut PvRing,
+    sqes: Vec<squeue::Entry>,
+    qd: usize,
+) -> Result<Vec<i32>, crate::harness::CaseError> {
+    let n = sqes.len();
+    let mut res = vec![i32::MIN; n];
+    let mut uds = HashMap::new();
+    let mut next = 0;
+    let mut done = 0;
+    let mut inflight = 0;
+    let qd = qd.clamp(1, r.sq_entries() as usize);
+    while done < n {
+        while next < n && inflight < qd {
+            let ud = ctx.next_ud();
+            uds.insert(ud, next);
+            // SAFETY: the SQEs target suite pools, untouched until reaped.
+            step("push", unsafe { r.push(&sqes[next].clone().user_data(ud)) })?;
+            next += 1;
+            inflight += 1;
+        }
+        r.submit();
+        step("wait", r.wait(1))?;
+        for c in r.completion() {
+            let Some(i) = uds.remove(&c.user_data) else {
+                fail!("CQE with unknown user_data {}", c.user_data);
+            };
+            res[i] = c.res;
+            done += 1;
+            inflight -= 1;
+        }
+    }
+    Ok(res)
+}
+
+/// READ_FIXED/WRITE_FIXED SQEs moving `len` bytes at `user` (split at
+/// buffer boundaries of `r`) to/from file offset `off`.
+fn fixed_sqes(
+    ctx: &Ctx,
+    r: &PvRing,
+    write: bool,
+    user: *const u8,
+    len: usize,
+    off: u64,
+) -> Result<Vec<squeue::Entry>, crate::harness::CaseError> {
+    let pieces = step("translate", r.translate_split(user, len))?;
+    Ok(pieces
+        .iter()
+        .map(|p| {
+            let o = off + (p.user_addr - user as u64);
+            if write {
+                ctx.write_fixed(p.buf.buf_index, p.buf.host_addr, p.len as u32, o)
+            } else {
+                ctx.read_fixed(p.buf.buf_index, p.buf.host_addr, p.len as u32, o)
+            }
+        })
+        .collect())
+}
+
+fn check_results(what: &str, sqes_len: &[u32], res: &[i32]) -> CaseResult {
+    for (i, (&want, &got)) in sqes_len.iter().zip(res).enumerate() {
+        ensure!(
+            got == want as i32,
+            "{what} request {i}: res {}, want {want}",
+            Errno::res(got)
+        );
+    }
+    Ok(())
+}
+
+fn lens(ctx: &Ctx, r: &PvRing, user: *const u8, len: usize) -> Vec<u32> {
+    let _ = ctx;
+    r.translate_split(user, len)
+        .map(|v| v.iter().map(|p| p.len as u32).collect())
+        .unwrap_or_default()
+}
+
+pub fn nop(ctx: &Ctx) -> CaseResult {
+    let mut r = ctx.ring()?;
+    let res = ctx.run1(
+        &mut r,
+        opcode::Nop::new().build().flags(squeue::Flags::FIXED_FILE),
+    )?;
+    ensure!(res == 0, "NOP: res {}", Errno::res(res));
+    Ok(())
+}
+
+pub fn fsync(ctx: &Ctx) -> CaseResult {
+    let mut r = ctx.ring()?;
+    let res = ctx.run1(
+        &mut r,
+        opcode::Fsync::new(types::Fixed(ctx.p.backend)).build(),
+    )?;
+    ensure!(
+        res == 0,
+        "FSYNC backend {}: res {}",
+        ctx.p.backend,
+        Errno::res(res)
+    );
+    Ok(())
+}
+
+pub fn read_host_pattern(ctx: &Ctx) -> CaseResult {
+    let mut r = ctx.ring()?;
+    ctx.reg_a(&mut r)?;
+    let blocks = ctx.p.read_blocks.min((POOL / BLOCK) as u64) as usize;
+    let len = blocks * BLOCK;
+    let base = ctx.pool_a.at(0);
+    // SAFETY: pool A, nothing in flight.
+    unsafe { memset(base, 0x5a, len) };
+    let sqes = fixed_sqes(ctx, &r, false, base, len, 0)?;
+    let want = lens(ctx, &r, base, len);
+    let res = run_batch(ctx, &mut r, sqes, 16)?;
+    check_results("READ_FIXED", &want, &res)?;
+    // SAFETY: all reads completed.
+    let got = unsafe { snapshot(base, len) };
+    let seed = ctx.p.seed;
+    if let Some(at) = pattern::check(&got, 0, |b, j| pattern::host_word(seed, b, j)) {
+        fail!(
+            "backend {} block {} differs from the host pattern at byte {}",
+            ctx.p.backend,
+            at / BLOCK,
+            at % BLOCK
+        );
+    }
+    Ok(())
+}
+
+pub fn write_guest_pattern(ctx: &Ctx) -> CaseResult {
+    if !ctx.p.write {
+        skip!("writes disabled (rv.pv.write=0)");
+    }
+    let mut w = ctx.ring()?;
+    ctx.reg_a(&mut w)?;
+    let mut rd = ctx.ring()?;
+    ctx.reg_b(&mut rd)?;
+    let seed = ctx.p.seed;
+    let per = (POOL / BLOCK) as u64;
+    let mut b = ctx.p.write_block;
+    let end = ctx.p.write_block + ctx.p.write_blocks;
+    while b < end {
+        let n = per.min(end - b) as usize;
+        let len = n * BLOCK;
+        let src = ctx.pool_a.at(0);
+        let mut buf = vec![0u8; len];
+        pattern::fill(&mut buf, b, |b, j| pattern::guest_word(seed, b, j));
+        // SAFETY: pool A holds `len` bytes; nothing in flight.
+        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), src, len) };
+        let off = b * BLOCK as u64;
+        let sqes = fixed_sqes(ctx, &w, true, src, len, off)?;
+        let want = lens(ctx, &w, src, len);
+        let res = run_batch(ctx, &mut w, sqes, 16)?;
+        check_results("WRITE_FIXED", &want, &res)?;
+        let res = ctx.run1(
+            &mut w,
+            opcode::Fsync::new(types::Fixed(ctx.p.backend)).build(),
+        )?;
+        ensure!(res == 0, "FSYNC: res {}", Errno::res(res));
+        // Read back on another ring into the other pool.
+        let dst = ctx.pool_b.at(0);
+        // SAFETY: pool B, nothing in flight.
+        unsafe { memset(dst, 0xc3, len) };
+        let sqes = fixed_sqes(ctx, &rd, false, dst, len, off)?;
+        let want = lens(ctx, &rd, dst, len);
+        let res = run_batch(ctx, &mut rd, sqes, 16)?;
+        check_results("READ_FIXED back", &want, &res)?;
+        // SAFETY: reads completed.
+        let got = unsafe { snapshot(dst, len) };
+        if let Some(at) = pattern::check(&got, b, |b, j| pattern::guest_word(seed, b, j)) {
+            fail!(
+                "read back block {} differs from what was written at byte {}",
+                b + (at / BLOCK) as u64,
+                at % BLOCK
+            );
+        }
+        b += n as u64;
+    }
+    Ok(())
+}
+
+/// Four rings, each with reads in flight at the same time.
+pub fn concurrent_rings(ctx: &Ctx) -> CaseResult {
+    let mut rings = Vec::new();
+    for _ in 0..4 {
+        let mut r = ctx.ring()?;
+        ctx.reg_a(&mut r)?;
+        rings.push(r);
+    }
+    let per = (POOL / BLOCK / 4).min(ctx.p.read_blocks as usize).max(1);
+    let mut expect = Vec::new();
+    // SAFETY: pool A, nothing in flight.
+    unsafe { memset(ctx.pool_a.at(0), 0x11, POOL) };
+    for (k, r) in rings.iter_mut().enumerate() {
+        let user = ctx.pool_a.at(k * per * BLOCK);
+        let file_block = (k * per) as u64 % ctx.p.read_blocks;
+        for p in step("translate", r.translate_split(user, per * BLOCK))? {
+            let o = file_block * BLOCK as u64 + (p.user_addr - user as u64);
+            let ud = ctx.next_ud();
+            let sqe = ctx
+                .read_fixed(p.buf.buf_index, p.buf.host_addr, p.len as u32, o)
+                .user_data(ud);
+            // SAFETY: disjoint pieces of pool A per ring.
+            step("push", unsafe { r.push(&sqe) })?;
+            expect.push((k, ud, p.len as i32));
+        }
+    }
+    for r in rings.iter_mut() {
+        r.submit();
+    }
+    for (k, r) in rings.iter_mut().enumerate() {
+        let n = expect.iter().filter(|e| e.0 == k).count();
+        let mut got = 0;
+        while got < n {
+            step("wait", r.wait(1))?;
+            for c in r.completion() {
+                let Some(e) = expect.iter().find(|e| e.0 == k && e.1 == c.user_data) else {
+                    fail!("ring {k}: CQE with unknown user_data {}", c.user_data);
+                };
+                ensure!(
+                    c.res == e.2,
+                    "ring {k}: res {}, want {}",
+                    Errno::res(c.res),
+                    e.2
+                );
+                got += 1;
+            }
+        }
+    }
+    let seed = ctx.p.seed;
+    for k in 0..4 {
+        // SAFETY: reads completed.
+        let got = unsafe { snapshot(ctx.pool_a.at(k * per * BLOCK), per * BLOCK) };
+        let fb = (k * per) as u64 % ctx.p.read_blocks;
+        if fb + per as u64 <= ctx.p.read_blocks {
+            if let Some(at) = pattern::check(&got, fb, |b, j| pattern::host_word(seed, b, j)) {
+                fail!("ring {k}: data differs from the host pattern at byte {at}");
+            }
+        }
+    }
+    Ok(())
+}

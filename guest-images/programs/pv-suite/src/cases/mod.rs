@@ -1,0 +1,105 @@
+//! The case table.
+
+mod clone;
+pub mod control;
+mod data;
+mod hostile;
+mod table;
+
+use crate::harness::Case;
+
+macro_rules! case {
+    ($name:literal, $f:path) => {
+        Case {
+            name: $name,
+            run: $f,
+        }
+    };
+}
+
+/// Every case, in run order (the ENOSPC case last but one: it fills the
+/// device; the write case first after the basics so the host finds its data
+/// even if later cases crash the guest).
+pub static CASES: &[Case] = &[
+    case!("create-layout", control::create_layout),
+    case!("nop", data::nop),
+    case!("read-host-pattern", data::read_host_pattern),
+    case!("write-guest-pattern", data::write_guest_pattern),
+    case!("fsync", data::fsync),
+    case!("concurrent-rings", data::concurrent_rings),
+    case!("create-errors", control::create_errors),
+    case!("register-errors", control::register_errors),
+    case!("clone-all-to-empty", clone::clone_all_to_empty),
+    case!("ebusy-dst-has-buffers", clone::ebusy_dst_has_buffers),
+    case!("enxio-src-empty", clone::enxio_src_empty),
+    case!("einval-unknown-flags", clone::einval_unknown_flags),
+    case!("einval-nonzero-resv", clone::einval_nonzero_resv),
+    case!(
+        "einval-offsets-without-nr",
+        clone::einval_offsets_without_nr
+    ),
+    case!("einval-nr-exceeds-src", clone::einval_nr_exceeds_src),
+    case!("einval-dst-beyond-max", clone::einval_dst_beyond_max),
+    case!("eoverflow-src-wrap", clone::eoverflow_src_wrap),
+    case!("eoverflow-dst-wrap", clone::eoverflow_dst_wrap),
+    case!("eoverflow-src-range", clone::eoverflow_src_range),
+    case!("ebadf-src-not-a-ring", clone::ebadf_src_not_a_ring),
+    case!("enoent-unknown-table-id", clone::enoent_unknown_table_id),
+    case!("clone-into-self", clone::clone_into_self),
+    case!(
+        "replace-keeps-outside-range",
+        clone::replace_keeps_outside_range
+    ),
+    case!(
+        "einval-replace-short-of-end",
+        clone::einval_replace_short_of_end
+    ),
+    case!("partial-range-maps", clone::partial_range_maps),
+    case!("after-src-unregister", clone::after_src_unregister),
+    case!("after-src-close", clone::after_src_close),
+    case!("sqpoll-dst", clone::sqpoll_dst),
+    case!("pool-of-64-rings", clone::pool_of_rings),
+    case!("table-publish-clone", table::table_publish_clone),
+    case!(
+        "table-unpublish-while-clones-live",
+        table::table_unpublish_while_clones_live
+    ),
+    case!("table-outlives-publisher", table::table_outlives_publisher),
+    case!("table-publish-errors", table::table_publish_errors),
+    case!("hostile-forbidden-opcodes", hostile::forbidden_opcodes),
+    case!("hostile-missing-fixed-file", hostile::missing_fixed_file),
+    case!("hostile-forbidden-sqe-flags", hostile::forbidden_sqe_flags),
+    case!(
+        "hostile-backend-out-of-range",
+        hostile::backend_out_of_range
+    ),
+    case!(
+        "hostile-fixed-addr-outside-buffer",
+        hostile::fixed_addr_outside_buffer
+    ),
+    case!(
+        "hostile-buf-index-out-of-range",
+        hostile::buf_index_out_of_range
+    ),
+    case!(
+        "hostile-doorbell-unknown-ring",
+        hostile::doorbell_unknown_ring
+    ),
+    case!("hostile-bad-sq-array-index", hostile::bad_sq_array_index),
+    case!("hostile-link-after-refused", hostile::link_after_refused),
+    case!("create-until-enospc", control::create_until_enospc),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_unique() {
+        let mut n: Vec<_> = CASES.iter().map(|c| c.name).collect();
+        n.sort_unstable();
+        let len = n.len();
+        n.dedup();
+        assert_eq!(n.len(), len);
+    }
+}

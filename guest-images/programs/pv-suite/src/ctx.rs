@@ -1,0 +1,373 @@
+//! Shared fixtures: the device, two buffer pools, and the I/O helpers the
+//! cases use (one request at a time unless stated, CQEs matched by
+//! user_data).
+
+use crate::harness::{step, CaseError, CaseResult};
+use crate::params::Params;
+use crate::{ensure, fail};
+use io_uring::{opcode, squeue, types};
+use pv_uring::pattern::{self, BLOCK};
+use pv_uring::{Device, Errno, Extent, PvRing, WaitOpts};
+use std::cell::Cell;
+use std::time::Duration;
+
+/// Buffers (iovecs) per pool.
+pub const NBUF: usize = 4;
+/// Bytes per pool iovec.
+pub const BUF: usize = 64 << 10;
+/// Bytes per pool.
+pub const POOL: usize = NBUF * BUF;
+/// SQ entries of the suite's rings.
+pub const ENTRIES: u32 = 32;
+
+/// An anonymous private mapping (2 MiB hugetlb when the guest has free
+/// hugepages, else 4 KiB pages), populated, unmapped on drop.
+pub struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+    pub huge: bool,
+}
+
+const MAP_HUGE_2MB: libc::c_int = 21 << 26;
+
+impl Mapping {
+    pub fn new(len: usize) -> std::io::Result<Self> {
+        let huge_len = len.div_ceil(2 << 20) * (2 << 20);
+        for huge in [true, false] {
+            let (l, extra) = if huge {
+                (huge_len, libc::MAP_HUGETLB | MAP_HUGE_2MB)
+            } else {
+                (len.div_ceil(4096) * 4096, 0)
+            };
+            // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    l,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | extra,
+                    -1,
+                    0,
+                )
+            };
+            if p != libc::MAP_FAILED {
+                let m = Mapping {
+                    ptr: p.cast(),
+                    len: l,
+                    huge,
+                };
+                // Touch every page (MAP_POPULATE of hugetlb may leave holes
+                // when the pool runs dry: SIGBUS here is better than in a case).
+                for off in (0..l).step_by(4096) {
+                    // SAFETY: off < l, inside the mapping.
+                    unsafe { m.ptr.add(off).write_volatile(0) };
+                }
+                return Ok(m);
+            }
+        }
+        Err(std::io::Error::last_os_error())
+    }
+
+    /// Address of byte `off`.
+    pub fn at(&self, off: usize) -> *mut u8 {
+        assert!(
+            off <= self.len,
+            "offset {off} beyond mapping of {}",
+            self.len
+        );
+        // SAFETY: in bounds of the mapping (checked above).
+        unsafe { self.ptr.add(off) }
+    }
+
+    /// `n` iovecs of `each` bytes from the start.
+    pub fn iovecs(&self, n: usize, each: usize) -> Vec<libc::iovec> {
+        assert!(n * each <= self.len);
+        (0..n)
+            .map(|i| libc::iovec {
+                iov_base: self.at(i * each).cast(),
+                iov_len: each,
+            })
+            .collect()
+    }
+
+    /// Whether `(addr, len)` lies inside this mapping.
+    pub fn contains(&self, addr: u64, len: u64) -> bool {
+        let b = self.ptr as u64;
+        addr >= b && addr + len <= b + self.len as u64
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the region mapped in `new`.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Fills `len` bytes at `addr` with `v`.
+///
+/// # Safety
+/// `addr..addr+len` must be writable memory the caller owns and no request
+/// in flight targets.
+pub unsafe fn memset(addr: *mut u8, v: u8, len: usize) {
+    for i in 0..len {
+        addr.add(i).write_volatile(v);
+    }
+}
+
+/// Copies `len` bytes at `addr` (memory the host may have written).
+///
+/// # Safety
+/// `addr..addr+len` must be readable.
+pub unsafe fn snapshot(addr: *const u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| addr.add(i).read_volatile()).collect()
+}
+
+/// The suite's shared state.
+pub struct Ctx {
+    pub p: Params,
+    pub dev: Device,
+    pub pool_a: Mapping,
+    pub pool_b: Mapping,
+    ud: Cell<u64>,
+}
+
+impl Ctx {
+    pub fn new(p: Params) -> Result<Self, String> {
+        let dev = Device::open_path(&p.dev).map_err(|e| format!("{}: {e}", p.dev))?;
+        let pool_a = Mapping::new(POOL).map_err(|e| format!("mmap pool A: {e}"))?;
+        let pool_b = Mapping::new(POOL).map_err(|e| format!("mmap pool B: {e}"))?;
+        if p.verbose {
+            let i = dev.info();
+            eprintln!(
+                "pv-suite: max_rings {} max_entries {} max_buffers {} nr_backends {} slot_size {:#x} max_table {} features {:#x}; pools {}",
+                i.max_rings,
+                i.max_entries,
+                i.max_buffers,
+                i.nr_backends,
+                i.slot_size,
+                i.max_table,
+                i.features,
+                if pool_a.huge { "2M" } else { "4K" }
+            );
+        }
+        Ok(Ctx {
+            p,
+            dev,
+            pool_a,
+            pool_b,
+            ud: Cell::new(1),
+        })
+    }
+
+    /// A fresh user_data value.
+    pub fn next_ud(&self) -> u64 {
+        let v = self.ud.get();
+        self.ud.set(v + 1);
+        v
+    }
+
+    /// A new ring of the suite's size.
+    pub fn ring(&self) -> Result<PvRing, CaseError> {
+        step("create ring", PvRing::new(&self.dev, ENTRIES, 0))
+    }
+
+    /// Registers pool A (4 iovecs) on `r`; returns its extents.
+    pub fn reg_a(&self, r: &mut PvRing) -> Result<Vec<Extent>, CaseError> {
+        self.reg(r, &self.pool_a)
+    }
+
+    /// Registers pool B on `r`.
+    pub fn reg_b(&self, r: &mut PvRing) -> Result<Vec<Extent>, CaseError> {
+        self.reg(r, &self.pool_b)
+    }
+
+    /// Registers single 4 KiB pages of pool B at the byte offsets `offs`
+    /// (each exactly one extent, so the buffer count is known).
+    pub fn reg_pages_b(&self, r: &mut PvRing, offs: &[usize]) -> Result<Vec<Extent>, CaseError> {
+        let iovs: Vec<libc::iovec> = offs
+            .iter()
+            .map(|&o| libc::iovec {
+                iov_base: self.pool_b.at(o).cast(),
+                iov_len: BLOCK,
+            })
+            .collect();
+        let t = step("register pages", r.register_buffers(&iovs))?;
+        ensure!(
+            t.len() == offs.len(),
+            "register {} pages: {} extents",
+            offs.len(),
+            t.len()
+        );
+        for (i, (e, v)) in t.iter().zip(&iovs).enumerate() {
+            ensure!(
+                e.user_addr == v.iov_base as u64 && e.len == BLOCK as u64 && e.host_addr != 0,
+                "page {i}: extent {e:x?}"
+            );
+        }
+        Ok(t)
+    }
+
+    fn reg(&self, r: &mut PvRing, m: &Mapping) -> Result<Vec<Extent>, CaseError> {
+        let t = step("register", r.register_buffers(&m.iovecs(NBUF, BUF)))?;
+        ensure!(
+            t.len() >= NBUF,
+            "register: {} extents for {NBUF} iovecs",
+            t.len()
+        );
+        let total: u64 = t.iter().map(|e| e.len).sum();
+        ensure!(
+            total == POOL as u64,
+            "register: extents cover {total} bytes, want {POOL}"
+        );
+        for (i, e) in t.iter().enumerate() {
+            ensure!(
+                m.contains(e.user_addr, e.len) && e.host_addr != 0 && e.len >= BLOCK as u64,
+                "register: extent {i} {e:x?} not a block-sized piece of the pool"
+            );
+        }
+        Ok(t)
+    }
+
+    /// Pushes one SQE (checked), submits, waits for and returns its result.
+    pub fn run1(&self, r: &mut PvRing, sqe: squeue::Entry) -> Result<i32, CaseError> {
+        let ud = self.next_ud();
+        // SAFETY: every buffer the suite's SQEs target is a suite Mapping
+        // that outlives the request, and nothing reads it until the CQE.
+        step("push", unsafe { r.push(&sqe.user_data(ud)) })?;
+        self.finish1(r, ud)
+    }
+
+    /// As [`Ctx::run1`] for raw SQE bytes (hostile requests).
+    pub fn run1_raw(&self, r: &mut PvRing, mut sqe: [u8; 64]) -> Result<i32, CaseError> {
+        let ud = self.next_ud();
+        sqe[32..40].copy_from_slice(&ud.to_le_bytes());
+        // SAFETY: as in run1; hostile SQEs point at suite memory or at
+        // addresses the host must refuse.
+        step("push", unsafe { r.push_raw(&sqe, None) })?;
+        self.finish1(r, ud)
+    }
+
+    fn finish1(&self, r: &mut PvRing, ud: u64) -> Result<i32, CaseError> {
+        r.submit();
+        step("wait", r.wait(1))?;
+        let c = match r.completion().next() {
+            Some(c) => c,
+            None => fail!("no CQE after wait(1)"),
+        };
+        ensure!(c.user_data == ud, "CQE user_data {} want {ud}", c.user_data);
+        Ok(c.res)
+    }
+
+    /// READ_FIXED of `len` bytes at file offset `off` of the backend into
+    /// buffer `idx` at host address `host`.
+    pub fn read_fixed(&self, idx: u16, host: u64, len: u32, off: u64) -> squeue::Entry {
+        opcode::ReadFixed::new(types::Fixed(self.p.backend), host as *mut u8, len, idx)
+            .offset(off)
+            .build()
+    }
+
+    /// WRITE_FIXED, as [`Ctx::read_fixed`].
+    pub fn write_fixed(&self, idx: u16, host: u64, len: u32, off: u64) -> squeue::Entry {
+        opcode::WriteFixed::new(types::Fixed(self.p.backend), host as *const u8, len, idx)
+            .offset(off)
+            .build()
+    }
+
+    /// Block of the host pattern used for check number `salt`.
+    pub fn block(&self, salt: u64) -> u64 {
+        salt.wrapping_mul(7).wrapping_add(3) % self.p.read_blocks
+    }
+
+    /// Proves that buffer `idx` of `r` (host address `host`) is the guest
+    /// memory at `user`: poisons `user`, READ_FIXED one host-pattern block
+    /// into `host`, and finds the pattern at `user`.
+    pub fn check_maps(
+        &self,
+        r: &mut PvRing,
+        idx: usize,
+        host: u64,
+        user: *mut u8,
+        salt: u64,
+    ) -> CaseResult {
+        let b = self.block(salt);
+        // SAFETY: `user` is a block inside a suite pool; nothing is in flight.
+        unsafe { memset(user, 0xa5, BLOCK) };
+        let res = self.run1(
+            r,
+            self.read_fixed(idx as u16, host, BLOCK as u32, b * BLOCK as u64),
+        )?;
+        ensure!(
+            res == BLOCK as i32,
+            "READ_FIXED buffer {idx} host {host:#x}: res {}, want {BLOCK}",
+            Errno::res(res)
+        );
+        // SAFETY: the host's write completed before its CQE.
+        let got = unsafe { snapshot(user, BLOCK) };
+        let seed = self.p.seed;
+        if let Some(at) = pattern::check(&got, b, |b, j| pattern::host_word(seed, b, j)) {
+            fail!(
+                "READ_FIXED buffer {idx} host {host:#x}: guest memory {user:p} differs from block {b} at byte {at}"
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Ctx::check_maps`] at the start of extent `src[src_idx]` through
+    /// buffer `dst_idx` of `r`, whose table says `dst`.
+    pub fn check_clone(
+        &self,
+        r: &mut PvRing,
+        dst: &[Extent],
+        dst_idx: usize,
+        src: &Extent,
+        salt: u64,
+    ) -> CaseResult {
+        let Some(d) = dst.get(dst_idx) else {
+            fail!(
+                "destination table has {} entries, want index {dst_idx}",
+                dst.len()
+            );
+        };
+        ensure!(
+            d.host_addr == src.host_addr && d.len == src.len,
+            "destination buffer {dst_idx} is {d:x?}, want the source's {src:x?}"
+        );
+        self.check_maps(r, dst_idx, d.host_addr, src.user_addr as *mut u8, salt)
+    }
+
+    /// Expects READ_FIXED through `idx` at `host` to fail with -EFAULT
+    /// (empty slot or an address outside it).
+    pub fn check_not_maps(&self, r: &mut PvRing, idx: usize, host: u64) -> CaseResult {
+        let res = self.run1(r, self.read_fixed(idx as u16, host, BLOCK as u32, 0))?;
+        crate::harness::expect_res(
+            &format!("READ_FIXED buffer {idx} (empty)"),
+            res,
+            &[libc::EFAULT],
+        )
+    }
+
+    /// A good request: READ_FIXED of a pattern block through buffer 0 of
+    /// `r` (registering pool B if `r` has no buffers), checked.
+    pub fn good_io(&self, r: &mut PvRing, salt: u64) -> CaseResult {
+        if r.extents().is_empty() {
+            self.reg_b(r)?;
+        }
+        let e = r.extents()[0];
+        ensure!(e.user_addr != 0, "buffer 0 has no known user address");
+        self.check_maps(r, 0, e.host_addr, e.user_addr as *mut u8, salt)
+    }
+
+    /// Waits briefly for a CQE that should not come; returns it if it does.
+    pub fn no_cqe(&self, r: &mut PvRing, ms: u64) -> Option<pv_uring::Cqe> {
+        let o = WaitOpts {
+            spin: Duration::from_millis(ms),
+            poll: false,
+            timeout: Some(Duration::from_millis(ms)),
+        };
+        match r.wait_with(1, &o) {
+            Ok(_) => r.completion().next(),
+            Err(_) => None,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! pv-suite: the guest test of the pv-uring device (docs/pv-uring.md)
+//! through /dev/vuring and the pv-uring library.
+//!
+//! Output: one line per case, `PASS name`, `FAIL name: detail` or
+//! `SKIP name: why`, then `N passed, N failed[, N skipped]`; exit status 0
+//! iff nothing failed (2: bad arguments or no device). `--list` prints the
+//! case names; other words select cases by substring; `--cycles N` runs
+//! only N create/destroy cycles (case `create-destroy-cycles`).
+//!
+//! Data layout shared with the host test (pv_uring::pattern): backend
+//! `backend` (default 0) holds `host_word(seed, b, j)` in blocks
+//! `0..read_blocks`; the write case writes `guest_word(seed, b, j)` to
+//! blocks `write_block..write_block + write_blocks` and FSYNCs.
+//!
+//! Cases: data (nop, read-host-pattern, write-guest-pattern, fsync,
+//! concurrent-rings); control (create-layout, create-errors,
+//! register-errors, create-until-enospc); clone semantics after
+//! clone-suite (clone-all-to-empty, ebusy-*, enxio-*, einval-*,
+//! eoverflow-*, ebadf-src-not-a-ring, enoent-unknown-table-id,
+//! clone-into-self, replace-keeps-outside-range, partial-range-maps,
+//! after-src-unregister, after-src-close, sqpoll-dst, pool-of-64-rings);
+//! the host table (table-*); hostile requests (hostile-*: each answered by
+//! an error CQE, then good I/O on another ring and the same ring).
+
+mod cases;
+mod ctx;
+mod harness;
+mod params;
+
+use harness::{Case, Tally};
+use params::{Params, USAGE};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let mut p = Params::default();
+    if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
+        if let Err(e) = p.apply_cmdline(&cmdline) {
+            eprintln!("pv-suite: kernel command line: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match p.apply_args(std::env::args().skip(1)) {
+        Ok(true) => {}
+        Ok(false) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("pv-suite: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = p.validate() {
+        eprintln!("pv-suite: {e}");
+        return ExitCode::from(2);
+    }
+    if p.list {
+        for c in cases::CASES {
+            println!("{}", c.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let cycles = p.cycles;
+    let filters = p.filters.clone();
+    if cycles.is_none()
+        && !cases::CASES
+            .iter()
+            .any(|c| harness::selected(c.name, &filters))
+    {
+        eprintln!("pv-suite: no case matches {filters:?} (see --list)");
+        return ExitCode::from(2);
+    }
+    let ctx = match ctx::Ctx::new(p) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAIL open: {e}");
+            println!("0 passed, 1 failed");
+            return ExitCode::from(2);
+        }
+    };
+    let mut t = Tally::default();
+    if let Some(n) = cycles {
+        fn run_cycles(ctx: &ctx::Ctx) -> harness::CaseResult {
+            cases::control::cycles(ctx, ctx.p.cycles.unwrap_or(0))
+        }
+        let c = Case {
+            name: "create-destroy-cycles",
+            run: run_cycles,
+        };
+        eprintln!("pv-suite: {n} create/destroy cycles");
+        let r = harness::run_one(&ctx, &c);
+        t.add(c.name, &r);
+    } else {
+        for c in cases::CASES
+            .iter()
+            .filter(|c| harness::selected(c.name, &filters))
+        {
+            let r = harness::run_one(&ctx, c);
+            t.add(c.name, &r);
+        }
+    }
+    println!("{}", t.summary());
+    if t.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

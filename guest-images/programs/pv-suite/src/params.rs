@@ -1,0 +1,218 @@
+//! Suite parameters: defaults, then the kernel command line (`rv.pv.*`),
+//! then flags, each overriding the one before.
+
+/// What the suite runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    /// Device node.
+    pub dev: String,
+    /// Pattern seed shared with the host test (see pv_uring::pattern).
+    pub seed: u32,
+    /// Backend index holding the host pattern and taking the guest writes.
+    pub backend: u32,
+    /// Blocks (4 KiB) of the backend the host filled with the pattern.
+    pub read_blocks: u64,
+    /// First block the guest writes.
+    pub write_block: u64,
+    /// Blocks the guest writes.
+    pub write_blocks: u64,
+    /// Whether to run the write case (off for a read-only backend).
+    pub write: bool,
+    /// Rings of the pool case.
+    pub pool_rings: usize,
+    /// `Some(n)`: run only n create/destroy cycles.
+    pub cycles: Option<u64>,
+    /// Case-name substrings (empty: all).
+    pub filters: Vec<String>,
+    pub verbose: bool,
+    pub list: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            dev: pv_uring::DEFAULT_PATH.into(),
+            seed: 1,
+            backend: 0,
+            read_blocks: 256,
+            write_block: 256,
+            write_blocks: 16,
+            write: true,
+            pool_rings: 64,
+            cycles: None,
+            filters: Vec::new(),
+            verbose: false,
+            list: false,
+        }
+    }
+}
+
+pub const USAGE: &str = "usage: pv-suite [--list] [-v] [--dev PATH] [--seed N] [--backend N] \
+[--read-blocks N] [--write-block N] [--write-blocks N] [--no-write] [--pool-rings N] \
+[--cycles N] [CASE-SUBSTRING...]
+kernel command line: rv.pv.dev= rv.pv.seed= rv.pv.backend= rv.pv.read_blocks= \
+rv.pv.write_block= rv.pv.write_blocks= rv.pv.write=0|1 rv.pv.pool_rings= rv.pv.cycles= \
+rv.pv.cases=a,b rv.pv.verbose=1";
+
+/// Flags taking a value (`--key V` or `--key=V`).
+const FLAGS_WITH_VALUE: &[&str] = &[
+    "dev",
+    "seed",
+    "backend",
+    "read-blocks",
+    "write-block",
+    "write-blocks",
+    "pool-rings",
+    "cycles",
+];
+
+fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
+    let t = v.trim();
+    let r = if let Some(h) = t.strip_prefix("0x") {
+        u64::from_str_radix(h, 16)
+            .ok()
+            .and_then(|n| n.to_string().parse().ok())
+    } else {
+        t.parse().ok()
+    };
+    r.ok_or_else(|| format!("bad value {v:?} for {key}"))
+}
+
+fn flag(key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "y" | "yes" | "on" | "true" => Ok(true),
+        "0" | "n" | "no" | "off" | "false" => Ok(false),
+        _ => Err(format!("bad value {v:?} for {key} (0 or 1)")),
+    }
+}
+
+impl Params {
+    /// One `key=value` (without a prefix). `Ok(false)`: unknown key.
+    fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+        match key {
+            "dev" => self.dev = v.to_string(),
+            "seed" => self.seed = num(key, v)?,
+            "backend" => self.backend = num(key, v)?,
+            "read_blocks" | "read-blocks" => self.read_blocks = num(key, v)?,
+            "write_block" | "write-block" => self.write_block = num(key, v)?,
+            "write_blocks" | "write-blocks" => self.write_blocks = num(key, v)?,
+            "write" => self.write = flag(key, v)?,
+            "pool_rings" | "pool-rings" => self.pool_rings = num(key, v)?,
+            "cycles" => self.cycles = Some(num(key, v)?),
+            "verbose" => self.verbose = flag(key, v)?,
+            "cases" => self
+                .filters
+                .extend(v.split(',').filter(|s| !s.is_empty()).map(String::from)),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Applies `rv.pv.KEY=VALUE` words of a kernel command line (stops at
+    /// ` -- `). Unknown `rv.pv.` keys are reported on stderr and ignored
+    /// (other programs may share the prefix).
+    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
+        for w in cmdline.split_whitespace() {
+            if w == "--" {
+                break;
+            }
+            let Some(kv) = w.strip_prefix("rv.pv.") else {
+                continue;
+            };
+            let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
+            if !self.set(k, v)? {
+                eprintln!("pv-suite: ignoring unknown kernel parameter rv.pv.{k}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies flags. `Ok(false)`: help was asked for.
+    pub fn apply_args(&mut self, args: impl IntoIterator<Item = String>) -> Result<bool, String> {
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-h" | "--help" => return Ok(false),
+                "--list" => self.list = true,
+                "-v" | "--verbose" => self.verbose = true,
+                "--no-write" => self.write = false,
+                _ if a.starts_with("--") => {
+                    let (k, inline) = match a[2..].split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (a[2..].to_string(), None),
+                    };
+                    if !FLAGS_WITH_VALUE.contains(&k.as_str()) {
+                        return Err(format!("unknown option --{k}"));
+                    }
+                    let v = match inline {
+                        Some(v) => v,
+                        None => it
+                            .next()
+                            .ok_or_else(|| format!("option --{k} needs a value"))?,
+                    };
+                    self.set(&k, &v)?;
+                }
+                _ if a.starts_with('-') => return Err(format!("unknown option {a}")),
+                _ => self.filters.push(a),
+            }
+        }
+        Ok(true)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.read_blocks == 0 {
+            return Err("read_blocks must be at least 1".into());
+        }
+        if self.pool_rings == 0 {
+            return Err("pool_rings must be at least 1".into());
+        }
+        if self.write_blocks == 0 {
+            return Err("write_blocks must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn cmdline_then_flags() {
+        let mut p = Params::default();
+        p.apply_cmdline("console=ttyS0 rv.pv.seed=0x1234 rv.pv.read_blocks=64 rv.pv.write=0 rv.pv.cases=clone,table rv.pv.other=1 -- rv.pv.seed=9")
+            .unwrap();
+        assert_eq!(p.seed, 0x1234);
+        assert_eq!(p.read_blocks, 64);
+        assert!(!p.write);
+        assert_eq!(p.filters, vec!["clone", "table"]);
+        assert!(p
+            .apply_args(args(&["--seed", "7", "--cycles=100", "-v", "hostile"]))
+            .unwrap());
+        assert_eq!(p.seed, 7);
+        assert_eq!(p.cycles, Some(100));
+        assert!(p.verbose);
+        assert_eq!(p.filters, vec!["clone", "table", "hostile"]);
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn bad_input() {
+        let mut p = Params::default();
+        assert!(p.apply_cmdline("rv.pv.seed=x").is_err());
+        assert_eq!(
+            p.apply_args(args(&["--nope"])),
+            Err("unknown option --nope".to_string())
+        );
+        assert!(p.apply_args(args(&["--write", "1"])).is_err());
+        assert!(p.apply_args(args(&["--seed"])).is_err());
+        assert!(p.apply_args(args(&["-x"])).is_err());
+        assert!(!p.apply_args(args(&["--help"])).unwrap());
+        p.read_blocks = 0;
+        assert!(p.validate().is_err());
+    }
+}
