@@ -35,6 +35,8 @@ pub mod abi;
 mod device;
 mod error;
 pub mod extent;
+#[cfg(test)]
+mod hostsim;
 pub mod pattern;
 mod queue;
 
