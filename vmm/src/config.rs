@@ -39,6 +39,56 @@ pub enum ConfigError {
     /// More disks than IRQ lines set aside for them.
     #[error("too many disks ({0}): at most {max}", max = MAX_DISKS)]
     TooManyDisks(usize),
+    /// A `--uring` value that does not parse.
+    #[error("invalid --uring {0:?}: expected rings=N with N from 1 to {max}", max = MAX_URING_RINGS)]
+    InvalidUring(String),
+    /// A `--uring-backend` value that does not parse.
+    #[error("invalid --uring-backend {0:?}: expected path=FILE[,readonly=on|off][,direct=on|off]")]
+    InvalidUringBackend(String),
+    /// More backends than the device serves.
+    #[error("too many --uring-backend ({0}): at most {max}", max = MAX_URING_BACKENDS)]
+    TooManyUringBackends(usize),
+    /// Every IRQ line for virtio devices is taken by disks.
+    #[error("--uring needs a virtio IRQ line: use at most {} disks with it", MAX_DISKS - 1)]
+    UringWithTooManyDisks,
+}
+
+/// Default ring slots of the pv-uring device.
+pub const DEFAULT_URING_RINGS: u32 = 32;
+/// Most ring slots of the pv-uring device.
+pub const MAX_URING_RINGS: u32 = 256;
+/// Most pv-uring backends.
+pub const MAX_URING_BACKENDS: usize = 16;
+
+/// The paravirtual io_uring device (`--uring`, `--uring-backend`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Ring slots.
+    pub rings: u32,
+    /// Host files every ring reaches as fixed files 0.., in order.
+    pub backends: Vec<DiskConfig>,
+}
+
+/// Parses a `--uring` value: empty (the default) or `rings=N`.
+pub fn parse_uring_rings(s: &str) -> Result<u32, ConfigError> {
+    let bad = || ConfigError::InvalidUring(s.to_string());
+    let mut rings = DEFAULT_URING_RINGS;
+    for item in s.split(',').filter(|i| !i.is_empty()) {
+        match item.split_once('=') {
+            Some(("rings", v)) => rings = v.parse().map_err(|_| bad())?,
+            _ => return Err(bad()),
+        }
+    }
+    if rings == 0 || rings > MAX_URING_RINGS {
+        return Err(bad());
+    }
+    Ok(rings)
+}
+
+/// Parses a `--uring-backend` value (the `--disk` syntax).
+pub fn parse_uring_backend(s: &str) -> Result<DiskConfig, ConfigError> {
+    s.parse()
+        .map_err(|_| ConfigError::InvalidUringBackend(s.to_string()))
 }
 
 /// The most `--disk`s a VM may have (one IRQ line each, see `layout`).
@@ -251,6 +301,8 @@ pub struct VmConfig {
     pub timings: bool,
     /// virtio-blk disks, in guest order (/dev/vda, /dev/vdb, ...).
     pub disks: Vec<DiskConfig>,
+    /// The pv-uring device, if enabled.
+    pub uring: Option<UringConfig>,
 }
 
 impl VmConfig {
@@ -261,6 +313,17 @@ impl VmConfig {
         }
         if self.disks.len() > MAX_DISKS {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        if let Some(uring) = &self.uring {
+            if uring.backends.len() > MAX_URING_BACKENDS {
+                return Err(ConfigError::TooManyUringBackends(uring.backends.len()));
+            }
+            if uring.rings == 0 || uring.rings > MAX_URING_RINGS {
+                return Err(ConfigError::InvalidUring(format!("rings={}", uring.rings)));
+            }
+            if self.disks.len() >= MAX_DISKS {
+                return Err(ConfigError::UringWithTooManyDisks);
+            }
         }
         Ok(self)
     }
@@ -345,6 +408,7 @@ mod tests {
             pvm: PvmMode::Auto,
             timings: false,
             disks: Vec::new(),
+            uring: None,
         };
         assert!(config.clone().validate().is_ok());
         let zero = VmConfig {
@@ -366,6 +430,70 @@ mod tests {
             disks.validate(),
             Err(ConfigError::TooManyDisks(MAX_DISKS + 1))
         );
+    }
+
+    #[test]
+    fn uring_specs_parse_and_validate() {
+        assert_eq!(parse_uring_rings(""), Ok(32));
+        assert_eq!(parse_uring_rings("rings=1"), Ok(1));
+        assert_eq!(parse_uring_rings("rings=256"), Ok(256));
+        for bad in [
+            "rings=0",
+            "rings=257",
+            "rings=x",
+            "rings",
+            "ring=4",
+            "rings=4,x=1",
+        ] {
+            assert_eq!(
+                parse_uring_rings(bad),
+                Err(ConfigError::InvalidUring(bad.into())),
+                "{bad:?}"
+            );
+        }
+        let b = parse_uring_backend("path=/tmp/f,readonly=on,direct=on").unwrap();
+        assert!(b.readonly && b.direct);
+        assert_eq!(b.path, PathBuf::from("/tmp/f"));
+        for bad in ["", "f", "path=", "path=f,readonly=maybe", "path=f,x=1"] {
+            assert_eq!(
+                parse_uring_backend(bad),
+                Err(ConfigError::InvalidUringBackend(bad.into()))
+            );
+        }
+        let base = VmConfig {
+            kernel: "vmlinux".into(),
+            initramfs: None,
+            cmdline: String::new(),
+            cpus: 1,
+            memory: MemoryConfig::default(),
+            timeout: None,
+            pvm: PvmMode::Auto,
+            timings: false,
+            disks: Vec::new(),
+            uring: Some(UringConfig {
+                rings: 32,
+                backends: vec![parse_uring_backend("path=f").unwrap(); MAX_URING_BACKENDS],
+            }),
+        };
+        assert!(base.clone().validate().is_ok());
+        let mut many = base.clone();
+        many.uring
+            .as_mut()
+            .unwrap()
+            .backends
+            .push(parse_uring_backend("path=g").unwrap());
+        assert_eq!(
+            many.validate(),
+            Err(ConfigError::TooManyUringBackends(MAX_URING_BACKENDS + 1))
+        );
+        let mut rings = base.clone();
+        rings.uring.as_mut().unwrap().rings = 300;
+        assert!(rings.validate().is_err());
+        let disks = VmConfig {
+            disks: vec!["path=d".parse().unwrap(); MAX_DISKS],
+            ..base
+        };
+        assert_eq!(disks.validate(), Err(ConfigError::UringWithTooManyDisks));
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const EBDA_START: u64 = 0x9fc00;
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO gap (devices, IOAPIC, LAPIC).
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
+/// The pv-uring doorbell page (4 KiB, `--uring`), in the MMIO gap past the
+/// virtio-mmio windows in use.
+pub const URING_DOORBELL_START: u64 = 0xcf00_0000;
 /// End of the 32-bit MMIO gap: RAM resumes here.
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 /// IOAPIC base address.

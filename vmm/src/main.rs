@@ -13,6 +13,7 @@ mod outcome;
 mod pvm;
 mod run;
 mod timings;
+mod uring;
 mod vcpu;
 mod vm;
 
@@ -132,6 +133,16 @@ struct RunArgs {
     /// the guest sees /dev/vda, /dev/vdb, ... in this order.
     #[arg(long = "disk", value_name = "SPEC", value_parser = parse_disk)]
     disks: Vec<config::DiskConfig>,
+    /// The paravirtual io_uring device (/dev/vuring in the guest), with N
+    /// ring slots (default 32, at most 256).
+    #[arg(long, value_name = "rings=N", num_args = 0..=1, default_missing_value = "",
+          value_parser = parse_uring)]
+    uring: Option<u32>,
+    /// A host file the pv-uring rings reach as fixed file 0, 1, ...:
+    /// path=FILE[,readonly=on][,direct=on]. Repeatable (at most 16);
+    /// implies --uring.
+    #[arg(long = "uring-backend", value_name = "SPEC", value_parser = parse_uring_backend)]
+    uring_backends: Vec<config::DiskConfig>,
     /// Print boot timings, the VMM's share of vCPU time, its memory overhead
     /// and what PVM compatibility handled (on stderr) at exit.
     #[arg(long)]
@@ -146,6 +157,14 @@ struct DemoArgs {
 
 fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
+}
+
+fn parse_uring(s: &str) -> Result<u32, String> {
+    config::parse_uring_rings(s).map_err(|e| e.to_string())
+}
+
+fn parse_uring_backend(s: &str) -> Result<config::DiskConfig, String> {
+    config::parse_uring_backend(s).map_err(|e| e.to_string())
 }
 
 fn parse_memory(s: &str) -> Result<MemoryConfig, String> {
@@ -236,6 +255,12 @@ fn main() -> ExitCode {
                 pvm: args.machine.pvm,
                 timings: args.timings,
                 disks: args.disks,
+                uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
+                    config::UringConfig {
+                        rings: args.uring.unwrap_or(config::DEFAULT_URING_RINGS),
+                        backends: args.uring_backends,
+                    }
+                }),
             },
             started,
         ),
@@ -273,6 +298,7 @@ fn main() -> ExitCode {
                     pvm: args.machine.pvm,
                     timings: true,
                     disks: Vec::new(),
+                    uring: None,
                 },
                 // Time the boot, not the image build.
                 Instant::now(),
@@ -330,6 +356,47 @@ mod tests {
         assert_eq!(args.disks.len(), 2);
         assert_eq!(args.disks[0].path, PathBuf::from("a.img"));
         assert!(args.disks[1].readonly && args.disks[1].direct);
+        assert_eq!(args.uring, None);
+        assert!(args.uring_backends.is_empty());
+    }
+
+    #[test]
+    fn uring_options_parse() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["ringvisor", "run", "--kernel", "k"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Run(args)) => Ok(args),
+                Ok(_) => panic!("not run"),
+                Err(e) => Err(e),
+            }
+        };
+        let a = run(&["--uring"]).unwrap();
+        assert_eq!(a.uring, Some(32));
+        let a = run(&["--uring", "--timings"]).unwrap();
+        assert_eq!(a.uring, Some(32));
+        assert!(a.timings);
+        let a = run(&["--uring", "rings=8"]).unwrap();
+        assert_eq!(a.uring, Some(8));
+        let a = run(&[
+            "--uring-backend",
+            "path=a",
+            "--uring-backend",
+            "path=b,readonly=on,direct=on",
+        ])
+        .unwrap();
+        assert_eq!(a.uring, None);
+        assert_eq!(a.uring_backends.len(), 2);
+        assert!(a.uring_backends[1].readonly && a.uring_backends[1].direct);
+        for bad in [
+            &["--uring", "rings=0"][..],
+            &["--uring", "rings=257"],
+            &["--uring", "slots=4"],
+            &["--uring-backend", "readonly=on"],
+            &["--uring-backend"],
+        ] {
+            assert!(run(bad).is_err(), "{bad:?} parsed");
+        }
     }
 
     #[test]

@@ -165,6 +165,8 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
     .map_err(device_err("guest-signal"))?;
     // virtio-blk disks (--disk), announced on the command line.
     let disk_cmdline = crate::disks::attach(&fd, &mut mmio, &ram.memory, config)?;
+    // The pv-uring device (--uring), after the disks.
+    let uring_cmdline = crate::uring::attach(&fd, &mut mmio, &ram.memory, config)?;
     let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
 
     // The guest.
@@ -178,7 +180,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
     }
     let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
     let base = pvm::base_cmdline(pvm, tsc_khz);
-    let cmdline = boot::build_cmdline(&[&base, &disk_cmdline, &config.cmdline])?;
+    let cmdline = boot::build_cmdline(&[&base, &disk_cmdline, &uring_cmdline, &config.cmdline])?;
     let cmdline_text = cmdline
         .as_cstring()
         .map_err(BootError::Cmdline)?

@@ -1,0 +1,240 @@
+//! `--uring` / `--uring-backend`: the paravirtual io_uring device
+//! (docs/pv-uring.md) on virtio-mmio, wired to KVM.
+//!
+//! - Its virtio-mmio window is the first slot after the disks, with the
+//!   next IRQ of `disks::VIRTIO_IRQS` for the control queue; completions
+//!   raise [`COMPLETION_IRQ`] (ISA IRQ 3: no COM2 here, and never a disk's).
+//! - The ring area is an extra KVM memory slot at
+//!   [`ring_area_base`] (above guest RAM and the 32-bit gap, 1 GiB aligned).
+//! - The doorbell page sits at [`DOORBELL_GPA`] on the MMIO bus; each ring
+//!   also gets a KVM ioeventfd (datamatch: its id) so doorbells never exit
+//!   to the VMM, and an irqfd for its completion eventfd.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::{Arc, Mutex};
+
+use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY};
+use devices::virtio::uring::{BackendConfig, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN};
+use devices::Bus;
+use kvm_bindings::{kvm_ioeventfd, kvm_irqfd, kvm_userspace_memory_region};
+use kvm_ioctls::{IoEventAddress, VmFd};
+use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_iow_nr;
+
+use crate::config::VmConfig;
+use crate::disks;
+use crate::layout::{MMIO_GAP_END, URING_DOORBELL_START};
+use crate::vm::VmError;
+
+/// The doorbell page's guest-physical address.
+pub const DOORBELL_GPA: u64 = URING_DOORBELL_START;
+/// The IRQ raised on ring completions.
+pub const COMPLETION_IRQ: u32 = 3;
+/// Alignment of the ring area.
+const RING_AREA_ALIGN: u64 = 1 << 30;
+
+const KVMIO: u32 = 0xAE;
+ioctl_iow_nr!(KVM_IRQFD, KVMIO, 0x76, kvm_irqfd);
+ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
+const KVM_IOEVENTFD_FLAG_DATAMATCH: u32 = 1 << 0;
+const KVM_IOEVENTFD_FLAG_DEASSIGN: u32 = 1 << 2;
+const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
+
+fn device_err(detail: String) -> VmError {
+    VmError::Device {
+        what: "pv-uring",
+        detail,
+    }
+}
+
+/// Where the ring area goes: the first 1 GiB boundary at or above both the
+/// end of guest RAM and 4 GiB.
+pub fn ring_area_base(ram_end: u64) -> u64 {
+    ram_end.max(MMIO_GAP_END).next_multiple_of(RING_AREA_ALIGN)
+}
+
+/// Routes rings' doorbells and completions through KVM, with raw ioctls on
+/// a duplicate of the VM fd (the device outlives this call).
+struct KvmHooks {
+    vm: File,
+    irq: u32,
+}
+
+impl KvmHooks {
+    fn ioeventfd(&self, id: u32, evt: &EventFd, deassign: bool) -> std::io::Result<()> {
+        let mut flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+        if deassign {
+            flags |= KVM_IOEVENTFD_FLAG_DEASSIGN;
+        }
+        let arg = kvm_ioeventfd {
+            datamatch: u64::from(id),
+            addr: DOORBELL_GPA,
+            len: 4,
+            fd: evt.as_raw_fd(),
+            flags,
+            ..Default::default()
+        };
+        // SAFETY: KVM_IOEVENTFD on a VM fd with a valid kvm_ioeventfd.
+        let rc = unsafe { ioctl_with_ref(&self.vm, KVM_IOEVENTFD(), &arg) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn irqfd(&self, evt: &EventFd, deassign: bool) -> std::io::Result<()> {
+        let arg = kvm_irqfd {
+            fd: evt.as_raw_fd() as u32,
+            gsi: self.irq,
+            flags: if deassign { KVM_IRQFD_FLAG_DEASSIGN } else { 0 },
+            ..Default::default()
+        };
+        // SAFETY: KVM_IRQFD on a VM fd with a valid kvm_irqfd.
+        let rc = unsafe { ioctl_with_ref(&self.vm, KVM_IRQFD(), &arg) };
+        if rc < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+impl RingHooks for KvmHooks {
+    fn ring_created(
+        &self,
+        id: u32,
+        doorbell: &EventFd,
+        completion: &EventFd,
+    ) -> std::io::Result<()> {
+        self.irqfd(completion, false)?;
+        if let Err(e) = self.ioeventfd(id, doorbell, false) {
+            // The MMIO doorbell page still works, with an exit per doorbell.
+            log::warn!("pv-uring: no ioeventfd for ring {id} ({e}); doorbells take MMIO exits");
+        }
+        Ok(())
+    }
+
+    fn ring_destroyed(&self, id: u32, doorbell: &EventFd, completion: &EventFd) {
+        if let Err(e) = self.ioeventfd(id, doorbell, true) {
+            log::debug!("pv-uring: removing ring {id}'s ioeventfd: {e}");
+        }
+        if let Err(e) = self.irqfd(completion, true) {
+            log::warn!("pv-uring: removing ring {id}'s irqfd: {e}");
+        }
+    }
+}
+
+/// The command-line entry announcing the device, or "" without `--uring`.
+pub fn attach(
+    fd: &VmFd,
+    mmio: &mut Bus,
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+) -> Result<String, VmError> {
+    let Some(uring) = &config.uring else {
+        return Ok(String::new());
+    };
+    let index = config.disks.len();
+    let (base, irq) = disks::slot(index)
+        .ok_or_else(|| device_err(format!("no IRQ line left after {index} disks")))?;
+    let ram_end = mem
+        .iter()
+        .map(|r| r.start_addr().raw_value() + r.len())
+        .max()
+        .unwrap_or(0);
+    let area_gpa = ring_area_base(ram_end);
+    // SAFETY: dup of a valid fd; the result is owned by the File.
+    let vm = unsafe { libc::dup(fd.as_raw_fd()) };
+    if vm < 0 {
+        return Err(device_err(format!(
+            "dup of the VM fd: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: a new fd nothing else owns.
+    let vm = unsafe { File::from_raw_fd(vm) };
+    let hooks = Arc::new(KvmHooks {
+        vm,
+        irq: COMPLETION_IRQ,
+    });
+    let device = PvUring::new(
+        &PvUringConfig {
+            max_rings: uring.rings,
+            backends: uring
+                .backends
+                .iter()
+                .map(|b| BackendConfig {
+                    path: b.path.clone(),
+                    read_only: b.readonly,
+                    direct: b.direct,
+                })
+                .collect(),
+            completion_irq: COMPLETION_IRQ,
+            doorbell_gpa: DOORBELL_GPA,
+            ring_area_gpa: area_gpa,
+        },
+        hooks,
+    )
+    .map_err(|e| device_err(e.to_string()))?;
+    let area = device.ring_area();
+    let region = kvm_userspace_memory_region {
+        slot: mem.num_regions() as u32,
+        flags: 0,
+        guest_phys_addr: area_gpa,
+        memory_size: area.len() as u64,
+        userspace_addr: area.host_addr(),
+    };
+    // SAFETY: the ring area is a live shared mapping that the device (kept
+    // on the MMIO bus for the VM's life) owns through an Arc.
+    unsafe { fd.set_user_memory_region(region) }
+        .map_err(|e| device_err(format!("KVM_SET_USER_MEMORY_REGION (ring area): {e}")))?;
+    let doorbell = device.doorbell_page();
+    let transport =
+        MmioTransport::new(Box::new(device), mem.clone()).map_err(|e| device_err(e.to_string()))?;
+    fd.register_irqfd(transport.interrupt_eventfd(), irq)
+        .map_err(|e| device_err(format!("KVM_IRQFD for IRQ {irq}: {e}")))?;
+    for (q, evt) in transport.queue_events().iter().enumerate() {
+        let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
+        if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
+            log::warn!("pv-uring: no ioeventfd for queue {q} ({e}); notifications take MMIO exits");
+        }
+    }
+    mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
+        .map_err(|e| device_err(e.to_string()))?;
+    mmio.insert(Arc::new(Mutex::new(doorbell)), DOORBELL_GPA, DOORBELL_LEN)
+        .map_err(|e| device_err(e.to_string()))?;
+    log::info!(
+        "pv-uring: registers at {base:#x} IRQ {irq}, completions IRQ {COMPLETION_IRQ}, \
+         ring area {area_gpa:#x} ({} MiB), doorbell {DOORBELL_GPA:#x}",
+        area.len() >> 20
+    );
+    Ok(disks::cmdline_entry(base, irq))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_area_is_above_ram_and_the_gap_and_aligned() {
+        assert_eq!(ring_area_base(512 << 20), 4 << 30);
+        assert_eq!(ring_area_base(3 << 30), 4 << 30);
+        assert_eq!(ring_area_base(4 << 30), 4 << 30);
+        assert_eq!(ring_area_base((5 << 30) + 1), 6 << 30);
+    }
+
+    #[test]
+    fn irqs_and_doorbell_avoid_everything_else() {
+        for i in 0..crate::config::MAX_DISKS {
+            assert_ne!(disks::slot(i).unwrap().1, COMPLETION_IRQ);
+        }
+        assert!(![0, 1, 2, 4, 8, 12, 13].contains(&COMPLETION_IRQ));
+        // The doorbell lies in the MMIO gap, past every virtio window and
+        // below the guest-signal device.
+        let (last, _) = disks::slot(crate::config::MAX_DISKS - 1).unwrap();
+        assert!(DOORBELL_GPA >= last + 2 * MMIO_WINDOW);
+        const { assert!(DOORBELL_GPA + DOORBELL_LEN <= devices::legacy::GuestSignal::MMIO_BASE) };
+    }
+}
