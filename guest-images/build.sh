@@ -192,6 +192,14 @@ if [[ ! -f "$TREE_DIR/.ready" ]]; then
 	rmdir "$TREE_DIR/tmp"
 	touch "$TREE_DIR/.ready"
 fi
+touch "$TREE_DIR"
+# A tree with its build directory takes about 1.5 GB: remove trees that no
+# build has used for 3 days.
+while read -r old; do
+	[[ -n "$old" && "$old" != "$TREE_DIR" ]] || continue
+	log "removing the kernel tree $old (unused for 3 days)"
+	rm -rf "$old"
+done < <(find "$CACHE_ROOT/kernel-src" -mindepth 1 -maxdepth 1 -type d -mtime +3 2>/dev/null)
 
 # ------------------------------------------------------------------ kernel
 # Runs make quietly into a log; a progress line every 20 s on stderr.
