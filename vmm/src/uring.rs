@@ -217,6 +217,37 @@ pub fn attach(
 mod tests {
     use super::*;
 
+    /// The raw KVM_IOEVENTFD / KVM_IRQFD calls assign and deassign (skipped
+    /// without /dev/kvm).
+    #[test]
+    fn kvm_hooks_route_and_unroute_a_ring() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            eprintln!("no /dev/kvm: skipped");
+            return;
+        };
+        let vm = kvm.create_vm().unwrap();
+        vm.create_irq_chip().unwrap();
+        // SAFETY: dup of a valid fd, owned by the File.
+        let dup = unsafe { File::from_raw_fd(libc::dup(vm.as_raw_fd())) };
+        let hooks = KvmHooks {
+            vm: dup,
+            irq: COMPLETION_IRQ,
+        };
+        let (db, done) = (
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+            EventFd::new(libc::EFD_NONBLOCK).unwrap(),
+        );
+        hooks.ring_created(5, &db, &done).unwrap();
+        // The same eventfd twice on one GSI is refused: it is assigned.
+        assert!(hooks.irqfd(&done, false).is_err());
+        assert!(hooks.ioeventfd(5, &db, false).is_err());
+        hooks.ring_destroyed(5, &db, &done);
+        // Deassigned: assigning again works.
+        hooks.ring_created(5, &db, &done).unwrap();
+        hooks.ring_destroyed(5, &db, &done);
+        assert!(hooks.ioeventfd(5, &db, true).is_err());
+    }
+
     #[test]
     fn ring_area_is_above_ram_and_the_gap_and_aligned() {
         assert_eq!(ring_area_base(512 << 20), 4 << 30);
