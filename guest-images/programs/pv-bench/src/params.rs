@@ -1,0 +1,191 @@
+//! Parameters: defaults, the kernel command line (`rv.pvbench.*`), flags.
+
+/// What to measure and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    pub dev: String,
+    /// Rings of the registration measurement (ring 0 registers first).
+    pub rings: usize,
+    /// Pool bytes.
+    pub size: u64,
+    /// 2 MiB hugetlb pages (falls back to 4 KiB with a warning).
+    pub huge: bool,
+    /// Bytes per iovec of the pool (the driver may split each further).
+    pub buf: u64,
+    /// Backend index for the random reads.
+    pub backend: u32,
+    /// Bytes of the backend the random reads cover.
+    pub span: u64,
+    /// Queue depths of the random-read runs.
+    pub qds: Vec<u32>,
+    /// Milliseconds per random-read run.
+    pub io_ms: u64,
+    /// Run the registration measurement.
+    pub reg: bool,
+    /// Run the random-read measurement.
+    pub io: bool,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            dev: pv_uring::DEFAULT_PATH.into(),
+            rings: 8,
+            size: 16 << 20,
+            huge: true,
+            buf: 16 << 20,
+            backend: 0,
+            span: 1 << 20,
+            qds: vec![1, 32],
+            io_ms: 2000,
+            reg: true,
+            io: true,
+        }
+    }
+}
+
+pub const USAGE: &str =
+    "usage: pv-bench [--dev PATH] [--rings N] [--size S] [--page 2M|4K] [--buf B] \
+[--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--only reg|io]
+kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
+
+/// Parses `4096`, `512K`, `64M`, `1G`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (d, shift) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 10),
+        Some('m' | 'M') => (&t[..t.len() - 1], 20),
+        Some('g' | 'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = d.parse().map_err(|_| format!("bad size {s:?}"))?;
+    let v = n
+        .checked_shl(shift)
+        .filter(|v| v >> shift == n && *v > 0)
+        .ok_or_else(|| format!("bad size {s:?}"))?;
+    Ok(v)
+}
+
+fn int<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
+    v.trim()
+        .parse()
+        .map_err(|_| format!("bad value {v:?} for {k}"))
+}
+
+impl Params {
+    fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
+        match k.replace('_', "-").as_str() {
+            "dev" => self.dev = v.into(),
+            "rings" => self.rings = int(k, v)?,
+            "size" => {
+                self.size = parse_size(v)?;
+                self.buf = self.size.min(1 << 30);
+            }
+            "buf" => self.buf = parse_size(v)?,
+            "page" => {
+                self.huge = match v {
+                    "2M" | "2m" => true,
+                    "4K" | "4k" => false,
+                    _ => return Err(format!("bad page {v:?} (2M or 4K)")),
+                }
+            }
+            "backend" => self.backend = int(k, v)?,
+            "span" => self.span = parse_size(v)?,
+            "qd" => {
+                self.qds = v
+                    .split(',')
+                    .map(|q| int::<u32>(k, q))
+                    .collect::<Result<_, _>>()?
+            }
+            "io-ms" => self.io_ms = int(k, v)?,
+            "only" => match v {
+                "reg" => (self.reg, self.io) = (true, false),
+                "io" => (self.reg, self.io) = (false, true),
+                _ => return Err(format!("bad value {v:?} for only (reg or io)")),
+            },
+            _ => return Err(format!("unknown option {k}")),
+        }
+        Ok(())
+    }
+
+    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
+        for w in cmdline.split_whitespace().take_while(|w| *w != "--") {
+            if let Some(kv) = w.strip_prefix("rv.pvbench.") {
+                let (k, v) = kv
+                    .split_once('=')
+                    .ok_or_else(|| format!("rv.pvbench.{kv} needs a value"))?;
+                self.set(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `Ok(false)`: --help.
+    pub fn apply_args(&mut self, args: impl IntoIterator<Item = String>) -> Result<bool, String> {
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                return Ok(false);
+            }
+            let Some(f) = a.strip_prefix("--") else {
+                return Err(format!("unknown argument {a}"));
+            };
+            let (k, v) = match f.split_once('=') {
+                Some((k, v)) => (k.to_string(), v.to_string()),
+                None => (
+                    f.to_string(),
+                    it.next().ok_or_else(|| format!("{a} needs a value"))?,
+                ),
+            };
+            self.set(&k, &v)?;
+        }
+        Ok(true)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.rings < 2 {
+            return Err("rings must be at least 2".into());
+        }
+        if self.buf > self.size || self.buf > 1 << 30 {
+            return Err(format!(
+                "buf {} must be <= size {} and <= 1 GiB",
+                self.buf, self.size
+            ));
+        }
+        if self.span < 4096 {
+            return Err("span must be at least 4096".into());
+        }
+        if self.qds.iter().any(|&q| q == 0 || q > 256) {
+            return Err("queue depths must be 1..=256".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse() {
+        let mut p = Params::default();
+        p.apply_cmdline(
+            "x rv.pvbench.rings=4 rv.pvbench.io_ms=500 rv.pvbench.qd=1,8,32 -- rv.pvbench.rings=9",
+        )
+        .unwrap();
+        assert_eq!((p.rings, p.io_ms, p.qds.clone()), (4, 500, vec![1, 8, 32]));
+        assert!(p
+            .apply_args(["--size", "64M", "--page=4K", "--only", "io"].map(String::from))
+            .unwrap());
+        assert_eq!(
+            (p.size, p.buf, p.huge, p.reg, p.io),
+            (64 << 20, 64 << 20, false, false, true)
+        );
+        assert!(p.validate().is_ok());
+        assert!(p.apply_args(["--bogus", "1"].map(String::from)).is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        p.rings = 1;
+        assert!(p.validate().is_err());
+    }
+}
