@@ -54,6 +54,20 @@ fn spawn_console_input(serial: std::sync::Arc<std::sync::Mutex<devices::legacy::
     }
 }
 
+/// Kicks every vCPU thread out of KVM_RUN so that each reports where the
+/// guest was (see `Vcpu::run`), and gives them a moment to print.
+fn locate_vcpus(threads: &[thread::JoinHandle<()>]) {
+    use vmm_sys_util::signal::Killable;
+    // A kick can land just before a thread re-enters KVM_RUN; a few rounds
+    // make sure each thread sees one while inside.
+    for _ in 0..3 {
+        for t in threads.iter().filter(|t| !t.is_finished()) {
+            let _ = t.kill(crate::vcpu::kick_signal());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Builds and runs the VM described by `config` until it ends.
 pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError> {
     let (tx, rx) = mpsc::channel();
@@ -62,6 +76,9 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
     let boot_started = Instant::now();
     let setup_time = boot_started - started;
 
+    if let Err(e) = crate::vcpu::install_kick_handler() {
+        log::warn!("no vCPU kick signal handler ({e}): a hung guest cannot be located");
+    }
     let mut threads = Vec::new();
     for vcpu in vm.vcpus {
         let id = vcpu.id;
@@ -115,6 +132,9 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         }
     };
     vm.stop.store(true, Ordering::SeqCst);
+    if matches!(outcome, Outcome::Timeout(_) | Outcome::Unhandled(_)) {
+        locate_vcpus(&threads);
+    }
     // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
 

@@ -38,6 +38,19 @@ impl RunStats {
     }
 }
 
+/// The signal that kicks a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Installs the (empty) handler of [`kick_signal`], so that the signal only
+/// interrupts KVM_RUN with EINTR.
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick)
+}
+
 /// One vCPU and what its exits need.
 pub struct Vcpu {
     /// The KVM vCPU.
@@ -126,6 +139,15 @@ impl Vcpu {
             if self.stop.load(Ordering::SeqCst) {
                 // The run is over: no exit of this vCPU may reach a device
                 // (console output would interleave with the VMM's report).
+                // A vCPU kicked out of KVM_RUN by the VMM says where it was,
+                // which is what a hung guest needs explained.
+                if matches!(&result, Err(e) if e.errno() == libc::EINTR) {
+                    eprintln!(
+                        "ringvisor: vCPU {} was at {}",
+                        self.id,
+                        self.describe_position()
+                    );
+                }
                 return;
             }
             let next = match result {

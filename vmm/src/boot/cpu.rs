@@ -182,11 +182,23 @@ pub fn setup_lapic(vcpu: &VcpuFd, cpu: u8) -> Result<(), CpuSetupError> {
 /// CPUID bits the VMM changes.
 const LEAF1_ECX_CX16: u32 = 1 << 13;
 const LEAF1_ECX_HYPERVISOR: u32 = 1 << 31;
+/// KVM's paravirtual feature leaf.
+const KVM_CPUID_FEATURES: u32 = 0x4000_0001;
+/// KVM PV features that are requested with the `vmcall` hypercall: under
+/// nested PVM a vCPU that executes it in guest kernel mode never comes back
+/// (seen as a 2-vCPU guest stuck at boot, one vCPU at `vmcall` in
+/// `kvm_hypercall4` from the PV IPI path, the other spinning on a lock).
+/// The guest falls back to APIC IPIs, native TLB flushes and halting.
+const KVM_PV_HYPERCALL_FEATURES: u32 = (1 << 7) // PV_UNHALT
+    | (1 << 9) // PV_TLB_FLUSH
+    | (1 << 11) // PV_SEND_IPI
+    | (1 << 13); // PV_SCHED_YIELD
 
 /// Adapts the host-supported CPUID table for vCPU `cpu` of `cpus`: its APIC
-/// ID, the hypervisor bit and, under nested PVM, `cmpxchg16b` hidden (the
-/// host's emulator cannot run it in guest kernel mode).
-pub fn vcpu_cpuid(supported: &CpuId, cpu: u8, cpus: u8, hide_cx16: bool) -> CpuId {
+/// ID and the hypervisor bit; under nested PVM (`pvm`) also `cmpxchg16b`
+/// hidden (the host's emulator cannot run it in guest kernel mode) and the
+/// KVM PV features that use hypercalls.
+pub fn vcpu_cpuid(supported: &CpuId, cpu: u8, cpus: u8, pvm: bool) -> CpuId {
     let mut cpuid = supported.clone();
     for entry in cpuid.as_mut_slice() {
         match entry.function {
@@ -195,10 +207,11 @@ pub fn vcpu_cpuid(supported: &CpuId, cpu: u8, cpus: u8, hide_cx16: bool) -> CpuI
                 // Logical processor count for this package.
                 entry.ebx = (entry.ebx & 0xff00_ffff) | (u32::from(cpus) << 16);
                 entry.ecx |= LEAF1_ECX_HYPERVISOR;
-                if hide_cx16 {
+                if pvm {
                     entry.ecx &= !LEAF1_ECX_CX16;
                 }
             }
+            KVM_CPUID_FEATURES if pvm => entry.eax &= !KVM_PV_HYPERCALL_FEATURES,
             0xb | 0x1f => entry.edx = u32::from(cpu),
             _ => {}
         }
@@ -235,21 +248,33 @@ mod tests {
     }
 
     #[test]
-    fn cpuid_carries_apic_id_and_hides_cx16_only_when_asked() {
+    fn cpuid_carries_apic_id_and_hides_pvm_hazards_only_on_pvm() {
         let leaf1 = kvm_cpuid_entry2 {
             function: 1,
             ecx: LEAF1_ECX_CX16,
             ebx: 0xaa00_0000,
             ..Default::default()
         };
-        let supported = CpuId::from_entries(&[leaf1]).unwrap();
+        let kvm_leaf = kvm_cpuid_entry2 {
+            function: KVM_CPUID_FEATURES,
+            eax: 0xffff,
+            ..Default::default()
+        };
+        let supported = CpuId::from_entries(&[leaf1, kvm_leaf]).unwrap();
         let c = vcpu_cpuid(&supported, 3, 4, true);
         let e = c.as_slice()[0];
         assert_eq!(e.ebx >> 24, 3);
         assert_eq!((e.ebx >> 16) & 0xff, 4);
         assert_eq!(e.ecx & LEAF1_ECX_CX16, 0);
         assert_ne!(e.ecx & LEAF1_ECX_HYPERVISOR, 0);
+        assert_eq!(c.as_slice()[1].eax, 0xffff & !KVM_PV_HYPERCALL_FEATURES);
+        assert_ne!(c.as_slice()[1].eax & 1, 0, "kvmclock stays");
         let c = vcpu_cpuid(&supported, 0, 1, false);
         assert_ne!(c.as_slice()[0].ecx & LEAF1_ECX_CX16, 0);
+        assert_eq!(
+            c.as_slice()[1].eax,
+            0xffff,
+            "hardware KVM keeps PV features"
+        );
     }
 }
