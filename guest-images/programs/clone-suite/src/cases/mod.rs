@@ -55,7 +55,9 @@ cases! {
 }
 
 /// Waits for rings closed by earlier cases to finish their (asynchronous)
-/// teardown: VmPin at 0, or unchanged for 200 ms; returns the baseline.
+/// teardown: VmPin at 0, or unchanged for 1.5 s (6.1 releases buffers
+/// dropped by an update or a REPLACE after a 1 s delay, so a shorter
+/// window can take a baseline that is still falling); returns the baseline.
 pub fn settle_vmpin() -> u64 {
     let start = Instant::now();
     let mut last = vmpin_kb();
@@ -66,7 +68,7 @@ pub fn settle_vmpin() -> u64 {
         if v != last {
             last = v;
             stable_since = Instant::now();
-        } else if stable_since.elapsed() > Duration::from_millis(200) {
+        } else if stable_since.elapsed() > Duration::from_millis(1500) {
             break;
         }
     }
