@@ -201,7 +201,12 @@ fn spawn(argv: &[OsString]) -> Result<libc::pid_t, u32> {
             libc::setsid();
             libc::ioctl(0, libc::TIOCSCTTY, 0);
             libc::execv(ptrs[0], ptrs.as_ptr());
-            let msg = b"rv-init: exec of the workload failed\n";
+            // The parent is single-threaded, so formatting is safe here.
+            let msg = format!(
+                "rv-init: exec of {} failed: {}\n",
+                argv[0].to_string_lossy(),
+                errno()
+            );
             libc::write(2, msg.as_ptr().cast(), msg.len());
             libc::_exit(127);
         }
