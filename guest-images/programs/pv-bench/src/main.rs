@@ -293,7 +293,8 @@ fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<(), Failure> {
     let mut inflight = qd;
     let mut stopping = false;
     let mut last_progress = t0;
-    while inflight > 0 {
+    let mut idle: Vec<usize> = Vec::with_capacity(qd);
+    while inflight > 0 || !idle.is_empty() {
         let mut reaped = 0;
         while let Some(c) = r.completion().next() {
             let now = Instant::now();
@@ -314,11 +315,21 @@ fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<(), Failure> {
                 if now >= end {
                     stopping = true;
                 } else {
-                    issue(&mut r, slot, &mut started, &mut rng)
-                        .map_err(|e| Failure::new("push", e))?;
-                    inflight += 1;
+                    // Reissued below: the host may post CQEs before it
+                    // publishes the SQ head of the same submission, so the
+                    // SQ can look full for a moment.
+                    idle.push(slot);
                 }
             }
+        }
+        while let Some(&slot) = idle.last() {
+            if r.sq_space() == 0 {
+                break;
+            }
+            issue(&mut r, slot, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
+            idle.pop();
+            inflight += 1;
+            reaped += 1;
         }
         if reaped > 0 {
             r.submit();

@@ -255,7 +255,11 @@ impl Ctx {
             Some(c) => c,
             None => fail!("no CQE after wait(1)"),
         };
-        ensure!(c.user_data == ud, "CQE user_data {} want {ud}", c.user_data);
+        ensure!(
+            c.user_data == ud,
+            "CQE {c:?}, want user_data {ud}; {}",
+            r.debug_state()
+        );
         Ok(c.res)
     }
 

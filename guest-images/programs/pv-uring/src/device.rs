@@ -317,6 +317,19 @@ impl PvRing {
     pub fn sq_dropped(&self) -> u32 {
         self.q.sq_dropped()
     }
+    /// The ring's state for diagnostics: id, SQ/CQ indices in shared
+    /// memory, flags, dropped and overflow counters.
+    pub fn debug_state(&self) -> String {
+        let (sh, st, lt, ch, ct) = self.q.indices();
+        format!(
+            "ring {} sq head {sh} tail {st} (local {lt}) cq head {ch} tail {ct} sq flags {:#x} dropped {} overflow {}",
+            self.id,
+            self.q.sq_flags(),
+            self.q.sq_dropped(),
+            self.q.cq_overflow()
+        )
+    }
+
     /// CQ overflow counter.
     pub fn cq_overflow(&self) -> u32 {
         self.q.cq_overflow()

@@ -222,6 +222,18 @@ impl Queues {
         self.word(self.sq_flags).load(Ordering::Acquire)
     }
 
+    /// The four ring indices as they are in shared memory, and our local
+    /// SQ tail: (sq head, sq tail, local tail, cq head, cq tail).
+    pub(crate) fn indices(&self) -> (u32, u32, u32, u32, u32) {
+        (
+            self.word(self.sq_head).load(Ordering::Acquire),
+            self.word(self.sq_tail).load(Ordering::Acquire),
+            self.local_tail,
+            self.word(self.cq_head).load(Ordering::Acquire),
+            self.word(self.cq_tail).load(Ordering::Acquire),
+        )
+    }
+
     /// CQEs the host could not post (overflow counter).
     pub(crate) fn cq_overflow(&self) -> u32 {
         self.word(self.cq_overflow).load(Ordering::Acquire)
