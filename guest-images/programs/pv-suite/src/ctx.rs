@@ -255,11 +255,20 @@ impl Ctx {
             Some(c) => c,
             None => fail!("no CQE after wait(1)"),
         };
-        ensure!(
-            c.user_data == ud,
-            "CQE {c:?}, want user_data {ud}; {}",
-            r.debug_state()
-        );
+        if c.user_data != ud {
+            let state = r.debug_state();
+            // Is it a CQE whose contents were not visible yet? Look again.
+            let t0 = std::time::Instant::now();
+            let mut later = r.peek_cqe(0);
+            while later.user_data != ud && t0.elapsed() < std::time::Duration::from_millis(500) {
+                later = r.peek_cqe(0);
+            }
+            let waited = t0.elapsed();
+            fail!(
+                "CQE {c:?}, want user_data {ud}; {state}; CQE slot 0 after {waited:?}: {later:?}; now {}",
+                r.debug_state()
+            );
+        }
         Ok(c.res)
     }
 

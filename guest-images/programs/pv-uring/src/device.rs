@@ -330,6 +330,19 @@ impl PvRing {
         )
     }
 
+    /// The ring indices in shared memory: (SQ head, SQ tail, CQ head, CQ
+    /// tail). A fresh ring has all four 0.
+    pub fn ring_indices(&self) -> (u32, u32, u32, u32) {
+        let (sh, st, _, ch, ct) = self.q.indices();
+        (sh, st, ch, ct)
+    }
+
+    /// CQE slot `i` (masked) as it is in shared memory now, not consumed
+    /// (diagnostics).
+    pub fn peek_cqe(&self, i: u32) -> Cqe {
+        self.q.peek_cqe(i)
+    }
+
     /// CQ overflow counter.
     pub fn cq_overflow(&self) -> u32 {
         self.q.cq_overflow()

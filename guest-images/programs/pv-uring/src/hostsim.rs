@@ -37,6 +37,7 @@ struct Host {
     buf: *mut u8,
     buf_len: usize,
     file: i32,
+    own: bool,
 }
 
 impl Drop for Host {
@@ -45,7 +46,9 @@ impl Drop for Host {
         unsafe {
             libc::close(self.fd);
             libc::close(self.file);
-            libc::munmap(self.mem.cast(), SLOT);
+            if self.own {
+                libc::munmap(self.mem.cast(), SLOT);
+            }
             libc::munmap(self.buf.cast(), self.buf_len);
         }
     }
@@ -80,7 +83,14 @@ fn anon(len: usize) -> *mut u8 {
 impl Host {
     /// `None` (after printing why) when this machine cannot run it.
     fn new(entries: u32) -> Option<Host> {
-        let mem = anon(SLOT);
+        Self::new_in(entries, anon(SLOT), true)
+    }
+
+    /// A ring in `mem` (SLOT bytes, zeroed here first, as the host zeroes
+    /// a slot); `own`: unmap it on drop.
+    fn new_in(entries: u32, mem: *mut u8, own: bool) -> Option<Host> {
+        // SAFETY: `mem` maps SLOT writable bytes.
+        unsafe { std::ptr::write_bytes(mem, 0, SLOT) };
         let mut p = IoUringParams {
             flags: SETUP_NO_MMAP | SETUP_R_DISABLED,
             ..Default::default()
@@ -100,8 +110,10 @@ impl Host {
                 "hostsim: io_uring_setup(NO_MMAP): {} -- skipped",
                 std::io::Error::last_os_error()
             );
-            // SAFETY: the mapping made above.
-            unsafe { libc::munmap(mem.cast(), SLOT) };
+            if own {
+                // SAFETY: the mapping made by the caller for us.
+                unsafe { libc::munmap(mem.cast(), SLOT) };
+            }
             return None;
         }
         // What the device reports: slot offsets, not host addresses.
@@ -172,6 +184,7 @@ impl Host {
             buf,
             buf_len,
             file,
+            own,
         })
     }
 
@@ -389,5 +402,102 @@ fn real_ring_wraps_and_batches() {
             assert_eq!(c.res, 0);
         }
         assert_eq!(h.q.sq_space(), 8);
+    }
+}
+
+/// Reuses one slot's memory (a shared memfd mapping, as the host's ring
+/// area) for ring after ring, each closed right after one request, what a
+/// guest's create/destroy cycles do to the host. With `punch`, the slot's
+/// pages are replaced (FALLOC_FL_PUNCH_HOLE) before each new ring, so a
+/// closing ring's context keeps its own pages. Returns how many rings saw
+/// ring state that was not their own.
+fn reuse_one_slot(rings: usize, punch: bool) -> Option<usize> {
+    // SAFETY: NUL-terminated name; plain flags.
+    let fd = unsafe { libc::memfd_create(c"hostsim-area".as_ptr(), 0) };
+    assert!(fd >= 0);
+    // SAFETY: our memfd.
+    assert_eq!(unsafe { libc::ftruncate(fd, SLOT as i64) }, 0);
+    // SAFETY: a fresh shared mapping of our memfd.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            SLOT,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    assert!(mem != libc::MAP_FAILED);
+    let mem: *mut u8 = mem.cast();
+    let mut bad = 0;
+    for k in 0..rings {
+        if punch {
+            // SAFETY: our memfd; the range is the whole slot.
+            let r = unsafe {
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    SLOT as i64,
+                )
+            };
+            assert_eq!(r, 0, "punch hole: {}", std::io::Error::last_os_error());
+        }
+        let mut h = Host::new_in(8, mem, false)?;
+        // Give the previous ring's teardown time to run, as a guest's
+        // next CREATE takes milliseconds.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        if h.q.indices() != (0, 0, 0, 0, 0) {
+            eprintln!("ring {k}: before any request: {:?}", h.q.indices());
+            bad += 1;
+            continue;
+        }
+        let nop = opcode::Nop::new()
+            .build()
+            .flags(squeue::Flags::FIXED_FILE)
+            .user_data(1000 + k as u64);
+        h.q.push_bytes(&sqe_bytes(&nop), None).unwrap();
+        h.doorbell();
+        let c = h.reap(1)[0];
+        if c.user_data != 1000 + k as u64 {
+            bad += 1;
+        }
+    }
+    // SAFETY: the mapping and memfd made above; every ring using them was
+    // dropped.
+    unsafe {
+        libc::munmap(mem.cast(), SLOT);
+        libc::close(fd);
+    }
+    Some(bad)
+}
+
+/// The hazard pv-suite's create/destroy cycles found on the device:
+/// reusing a slot's pages for a new host ring while the previous ring's
+/// io_uring context is still being torn down (asynchronously, after close)
+/// lets the old context write its CQ tail into the new ring (here: CQ tail
+/// 1 on a ring that never got a request). Fails on a 6.18 host;
+/// `cargo test -- --ignored` to see it.
+#[test]
+#[ignore]
+fn slot_reuse_hazard() {
+    if let Some(bad) = reuse_one_slot(100, false) {
+        assert_eq!(
+            bad, 0,
+            "{bad} of 100 rings reusing slot memory saw stale ring state"
+        );
+    }
+}
+
+/// The fix: new pages for the slot (punch a hole in the ring area's memfd)
+/// before a new ring uses it; the old context writes to its own pages.
+#[test]
+fn slot_reuse_with_fresh_pages() {
+    if let Some(bad) = reuse_one_slot(100, true) {
+        assert_eq!(
+            bad, 0,
+            "{bad} of 100 rings saw stale ring state despite fresh pages"
+        );
     }
 }

@@ -234,6 +234,12 @@ impl Queues {
         )
     }
 
+    /// CQE slot `i` (masked), read without consuming it.
+    pub(crate) fn peek_cqe(&self, i: u32) -> Cqe {
+        // SAFETY: masked index inside the CQE array (validate).
+        unsafe { self.cqes.add((i & self.cq_mask) as usize).read_volatile() }
+    }
+
     /// CQEs the host could not post (overflow counter).
     pub(crate) fn cq_overflow(&self) -> u32 {
         self.word(self.cq_overflow).load(Ordering::Acquire)

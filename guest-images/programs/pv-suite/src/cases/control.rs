@@ -190,6 +190,33 @@ pub fn register_errors(ctx: &Ctx) -> CaseResult {
     ctx.good_io(&mut r, 3)
 }
 
+/// Rings created one after another (the device reuses the lowest free
+/// slot) start from zeroed ring state and see only their own completions,
+/// also a few milliseconds after creation (a previous host ring of the same
+/// slot must not write into it while it is torn down).
+pub fn slot_reuse_fresh_state(ctx: &Ctx) -> CaseResult {
+    use io_uring::{opcode, squeue};
+    for k in 0..24u32 {
+        let mut r = step("create", PvRing::new(&ctx.dev, 8, 0))?;
+        let id = r.id();
+        let at_create = r.ring_indices();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let later = r.ring_indices();
+        ensure!(
+            at_create == (0, 0, 0, 0) && later == (0, 0, 0, 0),
+            "ring {k} (id {id}): indices {at_create:?} at creation, {later:?} 5 ms later, want all 0 (stale state of the slot's previous ring)"
+        );
+        for n in 0..=(k % 3) {
+            let res = ctx.run1(
+                &mut r,
+                opcode::Nop::new().build().flags(squeue::Flags::FIXED_FILE),
+            )?;
+            ensure!(res == 0, "ring {k}: NOP {n}: res {res}");
+        }
+    }
+    Ok(())
+}
+
 /// `--cycles N`: create, register or clone, one checked read, destroy.
 pub fn cycles(ctx: &Ctx, n: u64) -> CaseResult {
     let mut base = ctx.ring()?;

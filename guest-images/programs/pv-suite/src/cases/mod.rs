@@ -28,6 +28,7 @@ pub static CASES: &[Case] = &[
     case!("fsync", data::fsync),
     case!("concurrent-rings", data::concurrent_rings),
     case!("create-errors", control::create_errors),
+    case!("slot-reuse-fresh-state", control::slot_reuse_fresh_state),
     case!("register-errors", control::register_errors),
     case!("clone-all-to-empty", clone::clone_all_to_empty),
     case!("ebusy-dst-has-buffers", clone::ebusy_dst_has_buffers),
