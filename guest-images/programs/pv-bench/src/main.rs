@@ -138,7 +138,7 @@ fn pool(p: &Params) -> Result<Mapping, Failure> {
     Mapping::new(p.size as usize, false).map_err(|e| Failure::msg(format!("mmap pool: {e}")))
 }
 
-fn registration(p: &Params, dev: &Device) -> Result<(), Failure> {
+fn registration(p: &Params, dev: &Device) -> Result<Vec<PvRing>, Failure> {
     let m = pool(p)?;
     let iovs = m.iovecs(p.buf as usize, p.size as usize);
     let page = if m.huge { "2M" } else { "4K" };
@@ -231,7 +231,7 @@ fn registration(p: &Params, dev: &Device) -> Result<(), Failure> {
         opt(tab),
         num(ratio)
     );
-    Ok(())
+    Ok(rings)
 }
 
 /// xorshift64*.
@@ -249,7 +249,7 @@ impl Rng {
 /// Most latency samples kept per run.
 const MAX_SAMPLES: usize = 1 << 20;
 
-fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<(), Failure> {
+fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<PvRing, Failure> {
     const BS: usize = 4096;
     let qd = qd as usize;
     let entries = (qd as u32).next_power_of_two().max(8);
@@ -354,10 +354,13 @@ fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<(), Failure> {
         num((ops as f64 / secs).round()),
         l.fields()
     );
-    Ok(())
+    Ok(r)
 }
 
 fn run(p: &Params) -> Result<(), Failure> {
+    // Every ring stays open until the end: a new ring never takes the slot
+    // of one closed moments before (see pv-suite slot-reuse-fresh-state).
+    let mut keep: Vec<PvRing> = Vec::new();
     let dev = Device::open_path(&p.dev).map_err(|e| Failure::new(format!("open {}", p.dev), e))?;
     let i = dev.info();
     eprintln!(
@@ -365,17 +368,19 @@ fn run(p: &Params) -> Result<(), Failure> {
         i.max_rings, i.max_buffers, i.nr_backends, i.max_table, i.features
     );
     if p.reg {
-        if p.rings > i.max_rings as usize {
+        if p.rings + p.qds.len() > i.max_rings as usize {
             return Err(Failure::msg(format!(
-                "{} rings asked, the device has {} (--uring rings=N)",
-                p.rings, i.max_rings
+                "{} rings + {} I/O rings asked, the device has {} (--uring rings=N)",
+                p.rings,
+                p.qds.len(),
+                i.max_rings
             )));
         }
-        registration(p, &dev)?;
+        keep.extend(registration(p, &dev)?);
     }
     if p.io {
         for &qd in &p.qds {
-            random_reads(p, &dev, qd)?;
+            keep.push(random_reads(p, &dev, qd)?);
         }
     }
     Ok(())
