@@ -81,13 +81,13 @@ mod tests {
 
     #[test]
     fn names_unique_and_listed_in_header() {
-        let header = include_str!("../main.rs");
+        let header = include_str!("../lib.rs");
         let mut seen = std::collections::HashSet::new();
         for c in CASES {
             assert!(seen.insert(c.name), "duplicate case {}", c.name);
             assert!(
                 header.contains(&format!("//! - `{}`", c.name)),
-                "{} missing from main.rs header",
+                "{} missing from lib.rs header",
                 c.name
             );
         }

@@ -8,7 +8,7 @@ fn field(f: &[libc::c_char]) -> String {
     unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
 }
 
-fn main() {
+pub fn main() {
     // SAFETY: utsname is plain data; uname() fills it in.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut uts) } != 0 {

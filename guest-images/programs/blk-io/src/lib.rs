@@ -192,7 +192,7 @@ fn verify(pool: *mut u8, buf: usize, first: u64, word: fn(u64, u64) -> u64) -> b
     true
 }
 
-fn main() {
+pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
         args.iter()

@@ -66,7 +66,7 @@ mod sys;
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let mut filters = Vec::new();
     let mut verbose = false;
     for a in std::env::args().skip(1) {

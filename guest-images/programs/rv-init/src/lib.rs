@@ -282,7 +282,7 @@ fn power_off() -> ! {
     }
 }
 
-fn main() {
+pub fn main() {
     let args: Vec<OsString> = std::env::args_os().collect();
     reexec_with_tunables(&args);
     std::env::remove_var(REEXEC_MARK);

@@ -20,7 +20,7 @@ mod sys;
 use params::{Params, USAGE};
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     let mut p = Params::default();
     if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
         if let Err(e) = p.apply_cmdline(&cmdline) {
