@@ -352,6 +352,11 @@ impl PvRing {
     /// Refuses SQEs without IOSQE_FIXED_FILE (use `types::Fixed`, or
     /// `.flags(Flags::FIXED_FILE)` for NOP/FSYNC).
     ///
+    /// [`Error::SqFull`] can be transient: the host kernel may post the
+    /// CQEs of a submission before it publishes the SQ head, so a caller
+    /// that refills on completions should retry when [`PvRing::sq_space`]
+    /// grows rather than treat it as fatal.
+    ///
     /// # Safety
     /// Buffers the SQE makes the host read or write (through a registered
     /// buffer) must stay valid and not be otherwise accessed until its

@@ -8,7 +8,16 @@
 use std::process::ExitCode;
 
 /// The programs, by the name they are run as.
-const APPLETS: &[&str] = &["init", "rv-init", "demo", "clone-suite", "ring-pool", "blk-io"];
+const APPLETS: &[&str] = &[
+    "init",
+    "rv-init",
+    "demo",
+    "clone-suite",
+    "ring-pool",
+    "blk-io",
+    "pv-suite",
+    "pv-bench",
+];
 
 fn run(name: &str) -> Option<ExitCode> {
     Some(match name {
@@ -26,6 +35,8 @@ fn run(name: &str) -> Option<ExitCode> {
             blk_io::main();
             ExitCode::SUCCESS
         }
+        "pv-suite" => pv_suite::main(),
+        "pv-bench" => pv_bench::main(),
         _ => return None,
     })
 }

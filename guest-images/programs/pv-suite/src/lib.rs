@@ -31,7 +31,8 @@ use harness::{Case, Tally};
 use params::{Params, USAGE};
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
+/// The program's entry point (run as `/bin/pv-suite` through rv-guest).
+pub fn main() -> ExitCode {
     let mut p = Params::default();
     if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
         if let Err(e) = p.apply_cmdline(&cmdline) {

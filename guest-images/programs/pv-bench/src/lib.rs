@@ -386,7 +386,8 @@ fn run(p: &Params) -> Result<(), Failure> {
     Ok(())
 }
 
-fn main() -> ExitCode {
+/// The program's entry point (run as `/bin/pv-bench` through rv-guest).
+pub fn main() -> ExitCode {
     let mut p = Params::default();
     if let Ok(c) = std::fs::read_to_string("/proc/cmdline") {
         if let Err(e) = p.apply_cmdline(&c) {
