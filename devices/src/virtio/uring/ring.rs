@@ -294,12 +294,44 @@ impl RingArea {
         (off < self.len).then(|| self.host_addr() + off as u64)
     }
 
-    fn zero_slot(&self, id: u32) {
-        if let Some(addr) = self.slot_addr(id) {
-            // SAFETY: the slot lies inside our mapping; no references to
-            // it exist on the host (it is shared memory, written raw).
-            unsafe { std::ptr::write_bytes(addr as *mut u8, 0, SLOT_SIZE) };
+    /// Gives slot `id` fresh zeroed pages. Zeroing in place is not enough:
+    /// a destroyed ring's host io_uring is torn down asynchronously and may
+    /// still write its CQ tail into the pages it pinned after the slot is
+    /// reused. Punching the range out of the memfd leaves those pages to the
+    /// old ring alone (they are freed when it unpins them); the new ring,
+    /// and the guest through its memslot, fault in new ones. They are
+    /// populated at once, so a short hugepage pool is an error here, never a
+    /// SIGBUS later.
+    fn fresh_slot(&self, id: u32) -> io::Result<()> {
+        let Some(addr) = self.slot_addr(id) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        };
+        let offset = addr - self.host_addr();
+        // SAFETY: fallocate on our own memfd; the range is inside the file.
+        let ret = unsafe {
+            libc::fallocate(
+                self._file.as_raw_fd(),
+                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                offset as libc::off_t,
+                SLOT_SIZE as libc::off_t,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
         }
+        // SAFETY: the slot lies inside our mapping; MADV_POPULATE_WRITE
+        // only faults pages in.
+        let ret = unsafe {
+            libc::madvise(
+                addr as *mut libc::c_void,
+                SLOT_SIZE,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 
@@ -364,8 +396,9 @@ fn restrictions() -> Vec<Restriction> {
 impl HostRing {
     /// Creates a guest ring in slot `id` of `area`: `entries` SQ entries,
     /// `backends` as fixed files 0.., completions signalled on
-    /// `completion`, restricted and enabled. The slot is zeroed first (the
-    /// kernel does not initialize user-provided ring memory).
+    /// `completion`, restricted and enabled. The slot gets fresh zeroed
+    /// pages first (the kernel does not initialize user-provided ring
+    /// memory, and the slot's previous ring may still be tearing down).
     pub fn create_guest(
         area: &RingArea,
         id: u32,
@@ -377,7 +410,7 @@ impl HostRing {
         let slot = area
             .slot_addr(id)
             .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
-        area.zero_slot(id);
+        area.fresh_slot(id)?;
         let mut p = IoUringParams {
             flags: IORING_SETUP_NO_MMAP | IORING_SETUP_R_DISABLED,
             ..IoUringParams::default()
