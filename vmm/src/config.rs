@@ -218,7 +218,7 @@ pub struct MemoryConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            size: 512 << 20,
+            size: 256 << 20,
             hugepages: HugepagePolicy::Size2M,
         }
     }
