@@ -147,6 +147,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         in_vmm: Duration::from_nanos(vm.stats.in_vmm_ns.load(Ordering::Relaxed)),
         exits: vm.stats.exits.load(Ordering::Relaxed),
         rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
+        pinned_at_exit: crate::timings::pinned_memory(),
         guest_ram,
         backing: format!("{:?}", vm.ram.backing),
         pvm: vm.pvm,

@@ -21,6 +21,9 @@ pub struct Timings {
     pub exits: u64,
     /// Resident memory of the VMM that is not guest RAM (bytes).
     pub rss_beyond_guest_ram: Option<u64>,
+    /// Memory pinned by the VMM process at exit (VmPin, bytes): what host
+    /// io_uring still holds for the guest.
+    pub pinned_at_exit: Option<u64>,
     /// Guest RAM (bytes).
     pub guest_ram: u64,
     /// What backs guest RAM.
@@ -45,6 +48,12 @@ fn status_kib(status: &str, key: &str) -> Option<u64> {
 /// Guest RAM is a shared memfd (RssShmem) or hugetlb (not in RSS at all).
 pub fn rss_beyond_guest_ram_from(status: &str) -> Option<u64> {
     Some((status_kib(status, "RssAnon")? + status_kib(status, "RssFile")?) * 1024)
+}
+
+/// VmPin of this process, in bytes.
+pub fn pinned_memory() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    Some(status_kib(&status, "VmPin")? * 1024)
 }
 
 /// [`rss_beyond_guest_ram_from`] for this process.
@@ -112,6 +121,7 @@ impl Timings {
             "vmm_share": self.vmm_share(),
             "exits": self.exits,
             "rss_beyond_guest_ram_bytes": self.rss_beyond_guest_ram,
+            "pinned_at_exit_bytes": self.pinned_at_exit,
             "guest_ram_bytes": self.guest_ram,
             "backing": self.backing,
             "pvm": self.pvm,
@@ -143,6 +153,7 @@ mod tests {
             in_vmm: Duration::from_millis(10),
             exits: 7,
             rss_beyond_guest_ram: Some(1 << 20),
+            pinned_at_exit: Some(0),
             guest_ram: 512 << 20,
             backing: "Shared".into(),
             pvm: true,
