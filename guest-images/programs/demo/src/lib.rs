@@ -5,7 +5,9 @@ use std::ffi::CStr;
 
 fn field(f: &[libc::c_char]) -> String {
     // SAFETY: uname() NUL-terminates every field it fills in.
-    unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
+    unsafe { CStr::from_ptr(f.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub fn main() {

@@ -63,7 +63,8 @@ impl SignalDevice {
     fn open() -> Result<Self, String> {
         let path = cstr(b"/dev/mem");
         // SAFETY: plain open(2) of a NUL-terminated path.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
+        let fd =
+            unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_SYNC | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(format!("open /dev/mem: {}", errno()));
         }
@@ -89,7 +90,9 @@ impl SignalDevice {
         if magic != MAGIC {
             // SAFETY: unmapping the mapping made above.
             unsafe { libc::munmap(p, SIGNAL_LEN) };
-            return Err(format!("no guest-signal device (MAGIC reads {magic:#010x})"));
+            return Err(format!(
+                "no guest-signal device (MAGIC reads {magic:#010x})"
+            ));
         }
         Ok(dev)
     }
@@ -107,7 +110,11 @@ impl SignalDevice {
 
 fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) {
     let _ = std::fs::create_dir_all(target);
-    let (s, t, f) = (cstr(src.as_bytes()), cstr(target.as_bytes()), cstr(fstype.as_bytes()));
+    let (s, t, f) = (
+        cstr(src.as_bytes()),
+        cstr(target.as_bytes()),
+        cstr(fstype.as_bytes()),
+    );
     let d = data.map(|d| cstr(d.as_bytes()));
     let dp = d.as_ref().map_or(ptr::null(), |d| d.as_ptr().cast());
     // SAFETY: all pointers are NUL-terminated strings that outlive the call.
@@ -342,7 +349,10 @@ mod tests {
     #[test]
     fn workload_default_and_named() {
         assert_eq!(workload_name("console=ttyS0 panic=-1"), "demo");
-        assert_eq!(workload_name("console=ttyS0 rv.workload=clone-suite x=1"), "clone-suite");
+        assert_eq!(
+            workload_name("console=ttyS0 rv.workload=clone-suite x=1"),
+            "clone-suite"
+        );
         assert_eq!(workload_name("rv.workload="), "demo");
         assert_eq!(workload_name("a rv.workload=one -- rv.workload=two"), "one");
     }
