@@ -74,7 +74,7 @@ fn boot_once(
         .arg("--kernel")
         .arg(&image.kernel)
         .arg("--initramfs")
-        .arg(&image.initramfs)
+        .arg(image.smallest_initramfs())
         .args(["--memory", memory, "--timings", "--timeout", "600"])
         .args(["--cmdline", "rv.workload=demo"])
         .stdin(Stdio::null())

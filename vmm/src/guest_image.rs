@@ -33,8 +33,18 @@ pub enum GuestImageError {
 pub struct GuestImage {
     /// ELF vmlinux.
     pub kernel: PathBuf,
-    /// cpio initramfs.
+    /// cpio initramfs with every guest program and busybox (a shell).
     pub initramfs: PathBuf,
+    /// The same without busybox, when built: what the demo and the boot
+    /// benchmark boot (each initramfs MiB costs about a second on PVM).
+    pub initramfs_min: Option<PathBuf>,
+}
+
+impl GuestImage {
+    /// The smallest initramfs that runs the guest programs.
+    pub fn smallest_initramfs(&self) -> &std::path::Path {
+        self.initramfs_min.as_deref().unwrap_or(&self.initramfs)
+    }
 }
 
 /// Extracts `KERNEL=` and `INITRAMFS=` from the build script's stdout.
@@ -49,6 +59,7 @@ pub fn parse_paths(stdout: &str) -> Option<GuestImage> {
     Some(GuestImage {
         kernel: find("KERNEL=")?,
         initramfs: find("INITRAMFS=")?,
+        initramfs_min: find("INITRAMFS_MIN="),
     })
 }
 
@@ -94,6 +105,13 @@ mod tests {
         let image = parse_paths(out).unwrap();
         assert_eq!(image.kernel, PathBuf::from("/c/vmlinux"));
         assert_eq!(image.initramfs, PathBuf::from("/c/initramfs.cpio"));
+        assert_eq!(
+            image.smallest_initramfs(),
+            PathBuf::from("/c/initramfs.cpio")
+        );
+        let out = "INITRAMFS_MIN=/c/min.cpio\nKERNEL=/c/vmlinux\nINITRAMFS=/c/initramfs.cpio\n";
+        let image = parse_paths(out).unwrap();
+        assert_eq!(image.smallest_initramfs(), PathBuf::from("/c/min.cpio"));
         assert!(parse_paths("KERNEL=/x\n").is_none());
     }
 }

@@ -292,12 +292,12 @@ fn main() -> ExitCode {
             eprintln!(
                 "ringvisor: booting {} with {}",
                 image.kernel.display(),
-                image.initramfs.display()
+                image.smallest_initramfs().display()
             );
             boot(
                 VmConfig {
+                    initramfs: Some(image.smallest_initramfs().to_path_buf()),
                     kernel: image.kernel,
-                    initramfs: Some(image.initramfs),
                     cmdline: DEMO_CMDLINE.into(),
                     cpus: args.machine.cpus,
                     memory: args.machine.memory,
