@@ -78,24 +78,35 @@ enum Command {
 /// Benchmark suites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Suite {
+    /// Registering a buffer pool again versus cloning it: host, ring-pool
+    /// in a guest, pv-bench through /dev/vuring.
+    Registration,
+    /// 4 KiB random O_DIRECT reads at QD1 and QD32: host io_uring, guest
+    /// virtio-blk, guest pv-uring rings.
+    Io,
     /// Boot time, VMM share, VMM memory overhead.
     Boot,
+    /// Every suite.
+    All,
 }
 
 #[derive(Args, Debug)]
 struct BenchArgs {
     /// Which suite to run.
-    #[arg(long, value_enum, default_value_t = Suite::Boot)]
+    #[arg(long, value_enum, default_value_t = Suite::All)]
     suite: Suite,
-    /// Boots per measurement.
+    /// The smallest points only (a few minutes).
+    #[arg(long)]
+    quick: bool,
+    /// Boots of the boot suite (1 with --quick).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     runs: u16,
-    /// Guest RAM of the measured guests (see `run --memory`).
+    /// Guest RAM of the boot suite's guests (see `run --memory`).
     #[arg(long, default_value = "size=256M,hugepages=2M", value_parser = validate_memory)]
     memory: String,
-    /// Write raw samples as JSON into this directory.
-    #[arg(long, value_name = "DIR")]
-    out: Option<PathBuf>,
+    /// Write results.json and the charts into this directory.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    out: PathBuf,
 }
 
 /// Options shared by every command that boots a VM.
@@ -272,8 +283,23 @@ fn main() -> ExitCode {
             started,
         ),
         Command::Bench(args) => {
-            let Suite::Boot = args.suite;
-            match bench::boot_suite(usize::from(args.runs), &args.memory, args.out.as_deref()) {
+            let suites = match args.suite {
+                Suite::Registration => vec![bench::Suite::Registration],
+                Suite::Io => vec![bench::Suite::Io],
+                Suite::Boot => vec![bench::Suite::Boot],
+                Suite::All => vec![
+                    bench::Suite::Registration,
+                    bench::Suite::Io,
+                    bench::Suite::Boot,
+                ],
+            };
+            match bench::run(bench::Options {
+                suites,
+                out: args.out,
+                quick: args.quick,
+                runs: usize::from(args.runs),
+                memory: args.memory,
+            }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringvisor: bench failed: {e}");

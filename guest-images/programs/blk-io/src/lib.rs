@@ -15,6 +15,12 @@
 //! check the serial (GET_ID) in sysfs; check that the read-only disk refuses
 //! to open for writing and reads the host pattern. Prints `N passed, M
 //! failed` and exits 1 on any failure.
+//!
+//! Benchmark mode (`--bench-qd 1,32 [--bench-secs S] [--dev /dev/vda]`):
+//! 4 KiB random READ_FIXED over the whole disk, O_DIRECT, at each queue
+//! depth for S seconds (default 2); one JSON line per depth,
+//! `{"kind":"blk-io-bench","qd":N,"ops":..,"secs":..,"iops":..}`. Any
+//! failure prints `{"kind":"blk-io-bench-error",...}` and exits 1.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -192,6 +198,112 @@ fn verify(pool: *mut u8, buf: usize, first: u64, word: fn(u64, u64) -> u64) -> b
     true
 }
 
+/// xorshift64*.
+fn next_rand(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// Parses `1,32` into queue depths (each 1 to 256).
+fn parse_qds(s: &str) -> Result<Vec<u32>, String> {
+    s.split(',')
+        .map(|v| match v.trim().parse::<u32>() {
+            Ok(q) if (1..=256).contains(&q) => Ok(q),
+            _ => Err(format!("bad queue depth {v:?} (1 to 256)")),
+        })
+        .collect()
+}
+
+/// One random-read run at `qd`: (operations, seconds).
+fn bench_qd(fd: i32, blocks: u64, qd: u32, secs: f64) -> Result<(u64, f64), String> {
+    let qdu = qd as usize;
+    let mut ring =
+        IoUring::new(qd.next_power_of_two().max(8)).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let pool = map(qdu * BLOCK);
+    let iov = [libc::iovec {
+        iov_base: pool.cast(),
+        iov_len: qdu * BLOCK,
+    }];
+    // SAFETY: the pool is never unmapped.
+    unsafe { ring.submitter().register_buffers(&iov) }.map_err(|e| format!("register: {e}"))?;
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(qd);
+    let push = |ring: &mut IoUring, slot: usize, rng: &mut u64| {
+        let off = (next_rand(rng) % blocks) * BLOCK as u64;
+        // SAFETY: slot < qd, inside the registered pool.
+        let ptr = unsafe { pool.add(slot * BLOCK) };
+        let sqe = opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
+            .offset(off)
+            .build()
+            .user_data(slot as u64);
+        // SAFETY: each slot has one read in flight at most; the pool lives on.
+        unsafe { ring.submission().push(&sqe) }.map_err(|_| "SQ full".to_string())
+    };
+    for slot in 0..qdu {
+        push(&mut ring, slot, &mut rng)?;
+    }
+    let t0 = std::time::Instant::now();
+    let end = t0 + std::time::Duration::from_secs_f64(secs);
+    let mut ops = 0u64;
+    let mut inflight = qdu;
+    while inflight > 0 {
+        ring.submit_and_wait(1)
+            .map_err(|e| format!("io_uring_enter: {e}"))?;
+        let done: Vec<(usize, i32)> = ring
+            .completion()
+            .map(|c| (c.user_data() as usize, c.result()))
+            .collect();
+        let stop = std::time::Instant::now() >= end;
+        for (slot, res) in done {
+            if res != BLOCK as i32 {
+                return Err(format!("READ_FIXED at qd {qd}: result {res}"));
+            }
+            ops += 1;
+            inflight -= 1;
+            if !stop {
+                push(&mut ring, slot, &mut rng)?;
+                inflight += 1;
+            }
+        }
+    }
+    Ok((ops, t0.elapsed().as_secs_f64()))
+}
+
+fn bench_fail(detail: &str) -> ! {
+    println!(
+        "{{\"kind\":\"blk-io-bench-error\",\"detail\":\"{}\"}}",
+        detail.replace(['"', '\\'], "'")
+    );
+    std::process::exit(1);
+}
+
+/// Benchmark mode: see the module documentation.
+fn bench(dev: &str, qds: &str, secs: f64) -> ! {
+    let qds = parse_qds(qds).unwrap_or_else(|e| bench_fail(&e));
+    let fd = open(dev, libc::O_RDONLY | libc::O_DIRECT)
+        .unwrap_or_else(|e| bench_fail(&format!("open {dev} O_DIRECT: errno {e}")));
+    // SAFETY: lseek on an open descriptor.
+    let size = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
+    let blocks = if size > 0 {
+        size as u64 / BLOCK as u64
+    } else {
+        0
+    };
+    if blocks == 0 {
+        bench_fail(&format!("{dev}: size {size}"));
+    }
+    for qd in qds {
+        let (ops, s) = bench_qd(fd, blocks, qd, secs).unwrap_or_else(|e| bench_fail(&e));
+        println!(
+            "{{\"kind\":\"blk-io-bench\",\"op\":\"randread\",\"qd\":{qd},\"block\":{BLOCK},\"span_bytes\":{},\"ops\":{ops},\"secs\":{s:.6},\"iops\":{:.0}}}",
+            blocks * BLOCK as u64,
+            ops as f64 / s
+        );
+    }
+    std::process::exit(0);
+}
+
 pub fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
@@ -200,6 +312,17 @@ pub fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let dev = arg("--dev").unwrap_or_else(|| "/dev/vda".into());
+    if let Some(qds) = arg("--bench-qd") {
+        let secs = arg("--bench-secs")
+            .map(|s| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|v| *v > 0.0 && *v <= 3600.0)
+                    .unwrap_or_else(|| bench_fail(&format!("bad --bench-secs {s:?}")))
+            })
+            .unwrap_or(2.0);
+        bench(&dev, &qds, secs);
+    }
     let ro_dev = arg("--ro-dev");
     let rings: usize = arg("--rings").and_then(|v| v.parse().ok()).unwrap_or(3);
     let mut t = Tally {
@@ -355,4 +478,17 @@ pub fn main() {
 
     println!("blk-io: {} passed, {} failed", t.passed, t.failed);
     std::process::exit(i32::from(t.failed > 0));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_depths_parse_and_are_bounded() {
+        assert_eq!(parse_qds("1,32"), Ok(vec![1, 32]));
+        assert!(parse_qds("0").is_err());
+        assert!(parse_qds("1,x").is_err());
+        assert!(parse_qds("257").is_err());
+    }
 }

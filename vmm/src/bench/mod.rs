@@ -1,0 +1,500 @@
+//! `ringvisor bench`: the project's measurements, three suites.
+//!
+//! - `registration`: registering a buffer pool on a ring again versus
+//!   cloning it (IORING_REGISTER_CLONE_BUFFERS), on the host in-process and
+//!   in guests (`ring-pool` through the guest kernel, `pv-bench` through
+//!   /dev/vuring, which also clones from the host buffer table);
+//! - `io`: 4 KiB random O_DIRECT reads at QD1 and QD32 of one host file,
+//!   host-native io_uring, a guest over virtio-blk (`blk-io --bench-qd`) and
+//!   a guest over pv-uring rings (`pv-bench`);
+//! - `boot`: time to /init, the VMM's share of vCPU time, its memory
+//!   beyond guest RAM.
+//!
+//! Guests run as child `ringvisor run` processes; their JSON lines come on
+//! the child's stdout (the guest console). A child that fails, or prints
+//! no figure it was asked for, fails the whole run: no figure is ever
+//! reported that was not measured.
+//!
+//! Results go to `DIR/results.json` (the machine, every raw sample with
+//! its unit, every figure as `{"value": .., "unit": ..}`) and SVG charts.
+
+pub mod boot;
+mod charts;
+mod io;
+mod registration;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Map, Value};
+use thiserror::Error;
+
+use crate::guest_image::{self, GuestImage, GuestImageError};
+
+/// Errors of a benchmark run.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    /// The guest image could not be built.
+    #[error(transparent)]
+    Image(#[from] GuestImageError),
+    /// A child VMM could not be started.
+    #[error("starting {exe}: {source}")]
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    /// A guest run failed: no figure is reported for it.
+    #[error("{what} failed with exit status {status:?}\n--- guest console (tail):\n{stdout}\n--- VMM stderr (tail):\n{stderr}")]
+    RunFailed {
+        what: String,
+        status: Option<i32>,
+        stdout: String,
+        stderr: String,
+    },
+    /// A guest run printed no line of the kind asked for.
+    #[error("{what}: the guest printed no {kind} line\n--- guest console (tail):\n{stdout}")]
+    Missing {
+        what: String,
+        kind: String,
+        stdout: String,
+    },
+    /// The child printed no timings.
+    #[error("boot run {run} printed no RINGVISOR_TIMINGS line")]
+    NoTimings { run: usize },
+    /// A figure that is not a positive finite number.
+    #[error("{what}: measured {value} {unit}, not a positive number")]
+    BadFigure {
+        what: String,
+        value: f64,
+        unit: String,
+    },
+    /// A host-native measurement failed.
+    #[error("{what}: {source}")]
+    Host {
+        what: String,
+        source: std::io::Error,
+    },
+    /// Writing results failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Drawing a chart failed.
+    #[error("chart {path}: {msg}")]
+    Chart { path: PathBuf, msg: String },
+}
+
+/// Which suites to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    Registration,
+    Io,
+    Boot,
+}
+
+impl Suite {
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Registration => "registration",
+            Suite::Io => "io",
+            Suite::Boot => "boot",
+        }
+    }
+}
+
+/// What the user asked for.
+pub struct Options {
+    pub suites: Vec<Suite>,
+    pub out: PathBuf,
+    pub quick: bool,
+    /// Boots of the boot suite (1 with `quick`).
+    pub runs: usize,
+    /// Guest RAM of the boot suite's guests.
+    pub memory: String,
+}
+
+/// Everything a suite needs.
+pub struct Ctx {
+    pub exe: PathBuf,
+    pub image: GuestImage,
+    pub out: PathBuf,
+    pub quick: bool,
+    pub runs: usize,
+    pub memory: String,
+}
+
+/// A figure: `{"value": v, "unit": u}`, refused unless positive and finite.
+pub fn fig(what: &str, value: f64, unit: &str) -> Result<Value, BenchError> {
+    if value.is_finite() && value > 0.0 {
+        Ok(json!({"value": value, "unit": unit}))
+    } else {
+        Err(BenchError::BadFigure {
+            what: what.into(),
+            value,
+            unit: unit.into(),
+        })
+    }
+}
+
+/// Raw samples with their unit.
+pub fn samples(values: &[f64], unit: &str) -> Value {
+    json!({"unit": unit, "values": values})
+}
+
+/// One planned measurement: a label and its estimated duration.
+pub struct Point {
+    pub label: String,
+    pub est: Duration,
+}
+
+/// What a suite gives back: its JSON and lines of the summary table.
+pub struct SuiteOutput {
+    pub json: Value,
+    pub table: Vec<[String; 3]>,
+}
+
+/// The output of a guest run.
+pub struct GuestRun {
+    pub what: String,
+    pub stdout: String,
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+impl GuestRun {
+    /// Every JSON object on the console whose `kind` is `kind`.
+    pub fn lines(&self, kind: &str) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let start = l.find('{')?;
+                serde_json::from_str::<Value>(&l[start..]).ok()
+            })
+            .filter(|v| v["kind"] == kind)
+            .collect()
+    }
+
+    /// Like [`GuestRun::lines`], failing when there is none.
+    pub fn require(&self, kind: &str) -> Result<Vec<Value>, BenchError> {
+        let v = self.lines(kind);
+        if v.is_empty() {
+            return Err(BenchError::Missing {
+                what: self.what.clone(),
+                kind: kind.into(),
+                stdout: tail(&self.stdout, 40),
+            });
+        }
+        Ok(v)
+    }
+
+    /// A number field of a guest line, as a positive figure.
+    pub fn num(&self, line: &Value, key: &str) -> Result<f64, BenchError> {
+        let v = line[key].as_f64().unwrap_or(f64::NAN);
+        fig(&format!("{}: {key}", self.what), v, "")?;
+        Ok(v)
+    }
+}
+
+/// Boots a guest with `args` after `run --kernel K --initramfs I`; fails
+/// unless it exits 0. Error lines (`*-error` kinds) fail it too.
+pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, BenchError> {
+    let output = Command::new(&ctx.exe)
+        .arg("run")
+        .arg("--kernel")
+        .arg(&ctx.image.kernel)
+        .arg("--initramfs")
+        .arg(ctx.image.smallest_initramfs())
+        .args(["--timings", "--timeout", "900"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BenchError::Spawn {
+            exe: ctx.exe.clone(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let failed_line = stdout
+        .lines()
+        .any(|l| l.contains("-error\",") || l.contains("-error\"}"));
+    if !output.status.success() || failed_line {
+        return Err(BenchError::RunFailed {
+            what: what.into(),
+            status: output.status.code(),
+            stdout: tail(&stdout, 40),
+            stderr: tail(&stderr, 20),
+        });
+    }
+    Ok(GuestRun {
+        what: what.into(),
+        stdout,
+    })
+}
+
+/// A progress bar over `points`.
+pub fn bar(suite: &str, points: &[Point]) -> ProgressBar {
+    let pb = ProgressBar::new(points.len() as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>13} [{bar:30}] {pos}/{len} {elapsed_precise} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(suite.to_string());
+    pb
+}
+
+/// Minimum, median, 99th percentile of samples (any unit).
+pub fn stats(values: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let p99 = v[((n as f64 * 0.99).ceil() as usize).clamp(1, n) - 1];
+    Some((v[0], v[n / 2], p99))
+}
+
+fn read_trim(p: impl AsRef<Path>) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// The machine the figures come from.
+pub fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // SAFETY: uname fills the zeroed struct.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname.
+    let kernel = if unsafe { libc::uname(&mut u) } == 0 {
+        let f = |b: &[libc::c_char]| {
+            let bytes: Vec<u8> = b
+                .iter()
+                .take_while(|c| **c != 0)
+                .map(|c| *c as u8)
+                .collect();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        format!("{} {} {}", f(&u.sysname), f(&u.release), f(&u.machine))
+    } else {
+        "unknown".into()
+    };
+    let kvm = if Path::new("/sys/module/kvm_pvm").exists() {
+        "PVM"
+    } else {
+        "hardware"
+    };
+    let mut huge = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/sys/kernel/mm/hugepages") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kb: u64 = name
+                .trim_start_matches("hugepages-")
+                .trim_end_matches("kB")
+                .parse()
+                .unwrap_or(0);
+            let n = |f: &str| {
+                read_trim(e.path().join(f))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            huge.push(json!({"size_bytes": kb * 1024, "total": n("nr_hugepages"), "free": n("free_hugepages")}));
+        }
+    }
+    json!({"cpu_model": cpu, "cpus": cpus, "kernel": kernel, "kvm": kvm, "hugepages": huge})
+}
+
+/// Free host hugepages of `bytes` size.
+pub fn free_hugepages(bytes: u64) -> u64 {
+    read_trim(format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB/free_hugepages",
+        bytes / 1024
+    ))
+    .and_then(|s| s.parse().ok())
+    .unwrap_or(0)
+}
+
+/// `64M`-style label of a byte count.
+pub fn size_label(b: u64) -> String {
+    if b >= 1 << 30 && b.is_multiple_of(1 << 30) {
+        format!("{}G", b >> 30)
+    } else if b >= 1 << 20 && b.is_multiple_of(1 << 20) {
+        format!("{}M", b >> 20)
+    } else {
+        format!("{}K", b >> 10)
+    }
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), BenchError> {
+    std::fs::write(path, data).map_err(|source| BenchError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs the suites, writes `results.json` and the charts, prints a table.
+pub fn run(opts: Options) -> Result<(), BenchError> {
+    std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Write {
+        path: opts.out.clone(),
+        source,
+    })?;
+    let image = guest_image::build_default()?;
+    let exe = std::env::current_exe().map_err(|source| BenchError::Spawn {
+        exe: PathBuf::from("ringvisor"),
+        source,
+    })?;
+    let ctx = Ctx {
+        exe,
+        image,
+        out: opts.out.clone(),
+        quick: opts.quick,
+        runs: if opts.quick { 1 } else { opts.runs },
+        memory: opts.memory.clone(),
+    };
+    let plans: Vec<(Suite, Vec<Point>)> = opts
+        .suites
+        .iter()
+        .map(|&s| {
+            let points = match s {
+                Suite::Registration => registration::plan(&ctx),
+                Suite::Io => io::plan(&ctx),
+                Suite::Boot => boot::plan(&ctx),
+            };
+            (s, points)
+        })
+        .collect();
+    let total: Duration = plans.iter().flat_map(|p| &p.1).map(|p| p.est).sum();
+    let guests = plans
+        .iter()
+        .flat_map(|p| &p.1)
+        .filter(|p| p.label.starts_with("guest"))
+        .count();
+    eprintln!(
+        "bench: {} suite(s), {} points ({guests} guest boots): estimated {}",
+        plans.len(),
+        plans.iter().map(|p| p.1.len()).sum::<usize>(),
+        human(total)
+    );
+    let started = Instant::now();
+    let mut suites = Map::new();
+    let mut table = Vec::new();
+    for (suite, points) in &plans {
+        let pb = bar(suite.name(), points);
+        let out = match suite {
+            Suite::Registration => registration::run(&ctx, points, &pb),
+            Suite::Io => io::run(&ctx, points, &pb),
+            Suite::Boot => boot::run(&ctx, points, &pb),
+        };
+        match out {
+            Ok(o) => {
+                pb.finish_with_message("done");
+                suites.insert(suite.name().into(), o.json);
+                table.push((suite.name(), o.table));
+            }
+            Err(e) => {
+                pb.abandon_with_message("FAILED");
+                return Err(e);
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let results = json!({
+        "ringvisor_version": env!("CARGO_PKG_VERSION"),
+        "quick": opts.quick,
+        "started_unix_s": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(elapsed.as_secs())),
+        "duration": fig("bench duration", elapsed.as_secs_f64(), "s")?,
+        "machine": machine(),
+        "guest": {
+            "kernel": ctx.image.kernel,
+            "initramfs": ctx.image.smallest_initramfs(),
+        },
+        "suites": Value::Object(suites),
+    });
+    let path = ctx.out.join("results.json");
+    write(
+        &path,
+        serde_json::to_string_pretty(&results)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    let charts = charts::draw(&ctx.out, &results)?;
+    println!("summary ({} in all):", human(elapsed));
+    for (suite, rows) in table {
+        println!("{suite}:");
+        for [a, b, c] in rows {
+            println!("  {a:<46} {b:>26}  {c}");
+        }
+    }
+    println!("results: {}", path.display());
+    for c in charts {
+        println!("chart:   {}", c.display());
+    }
+    Ok(())
+}
+
+/// `1 min 20 s` style.
+pub fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 {
+        format!("{} min {} s", s / 60, s % 60)
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_must_be_positive_and_finite() {
+        assert_eq!(fig("x", 2.0, "us").unwrap()["unit"], "us");
+        assert!(fig("x", 0.0, "us").is_err());
+        assert!(fig("x", f64::NAN, "us").is_err());
+        assert!(fig("x", -1.0, "us").is_err());
+    }
+
+    #[test]
+    fn stats_min_median_p99() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(stats(&v), Some((1.0, 51.0, 99.0)));
+        assert_eq!(stats(&[5.0]), Some((5.0, 5.0, 5.0)));
+        assert_eq!(stats(&[]), None);
+    }
+
+    #[test]
+    fn guest_lines_are_found_among_console_output() {
+        let run = GuestRun {
+            what: "t".into(),
+            stdout: "[ 1.0] boot\r\n{\"kind\":\"a\",\"x\":1}\r\nrv-init: {\"kind\":\"b\"}\n".into(),
+        };
+        assert_eq!(run.lines("a").len(), 1);
+        assert_eq!(run.lines("b").len(), 1);
+        assert!(run.require("c").is_err());
+    }
+
+    #[test]
+    fn size_labels() {
+        assert_eq!(size_label(64 << 20), "64M");
+        assert_eq!(size_label(2 << 30), "2G");
+        assert_eq!(size_label(4096), "4K");
+    }
+}
