@@ -1,0 +1,156 @@
+//! `ringvisor bench --quick`: every suite runs (host-native io_uring, guests
+//! running ring-pool, pv-bench and blk-io, boots) and results.json is
+//! complete: the machine, points of every suite, and every figure a
+//! positive number with its unit.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{ringvisor, skip_without_kvm};
+use serde_json::Value;
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every `{"value", "unit"}` object under `v`, with its JSON path.
+fn figures<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("value") && m.contains_key("unit") {
+                out.push((path.clone(), v));
+            }
+            for (k, c) in m {
+                figures(c, format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(a) => {
+            for (i, c) in a.iter().enumerate() {
+                figures(c, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn positive(v: &Value) -> bool {
+    v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)
+}
+
+#[test]
+fn quick_bench_writes_complete_results() {
+    if skip_without_kvm() {
+        return;
+    }
+    let dir = TempDir(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id())),
+    );
+    let out = ringvisor()
+        .args(["bench", "--quick", "--out"])
+        .arg(&dir.0)
+        .env(
+            "RINGVISOR_GUEST_BUILD",
+            common::repo_root().join("guest-images/build.sh"),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("spawning ringvisor bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench --quick failed ({:?})\n--- stdout:\n{stdout}\n--- stderr:\n{stderr}",
+        out.status
+    );
+    assert!(
+        stderr.contains("estimated"),
+        "no duration estimate:\n{stderr}"
+    );
+    assert!(stdout.contains("summary"), "no summary table:\n{stdout}");
+
+    let text = std::fs::read_to_string(dir.0.join("results.json")).expect("results.json");
+    let r: Value = serde_json::from_str(&text).expect("results.json is JSON");
+    let m = &r["machine"];
+    for key in ["cpu_model", "kernel", "kvm"] {
+        assert!(
+            m[key].as_str().is_some_and(|s| !s.is_empty()),
+            "machine.{key} missing: {m}"
+        );
+    }
+    assert!(m["kvm"] == "PVM" || m["kvm"] == "hardware", "{m}");
+    assert!(m["hugepages"].is_array(), "{m}");
+
+    // Registration: register and clone on the host and in both guests.
+    let reg = r["suites"]["registration"]["points"]
+        .as_array()
+        .expect("registration points");
+    for (source, method) in [
+        ("host", "register"),
+        ("host", "clone"),
+        ("guest-ring-pool", "register"),
+        ("guest-ring-pool", "clone"),
+        ("guest-pv-bench", "register"),
+        ("guest-pv-bench", "clone"),
+    ] {
+        let p = reg
+            .iter()
+            .find(|p| p["source"] == source && p["method"] == method)
+            .unwrap_or_else(|| panic!("no {source} {method} point in {text}"));
+        for f in ["min", "median", "p99"] {
+            assert_eq!(p[f]["unit"], "us", "{source} {method} {f}");
+        }
+        assert!(p["min"]["value"].as_f64() <= p["median"]["value"].as_f64());
+        assert!(p["median"]["value"].as_f64() <= p["p99"]["value"].as_f64());
+    }
+    let host_reg = reg
+        .iter()
+        .find(|p| p["source"] == "host" && p["method"] == "register")
+        .unwrap();
+    let raw = &host_reg["samples"];
+    assert_eq!(raw["unit"], "us");
+    let values = raw["values"].as_array().expect("raw host samples");
+    assert!(!values.is_empty() && values.iter().all(positive), "{raw}");
+    let ratios = r["suites"]["registration"]["ratios"].as_array().unwrap();
+    assert!(ratios.len() >= 3, "register/clone ratios: {ratios:?}");
+
+    // I/O: three paths at QD1 and QD32, and ratios to the host.
+    let io = r["suites"]["io"]["points"].as_array().expect("io points");
+    for path in ["host", "guest-virtio-blk", "guest-pv-ring"] {
+        for qd in [1, 32] {
+            let p = io
+                .iter()
+                .find(|p| p["path"] == path && p["qd"] == qd)
+                .unwrap_or_else(|| panic!("no {path} qd {qd} point in {text}"));
+            assert_eq!(p["iops"]["unit"], "IOPS");
+            assert!(p["samples"]["unit"].is_string(), "{p}");
+        }
+    }
+    assert_eq!(r["suites"]["io"]["ratios"].as_array().unwrap().len(), 4);
+
+    // Boot: the three medians.
+    let boot = &r["suites"]["boot"]["median"];
+    for key in ["to_init", "vmm_share", "rss_beyond_guest_ram"] {
+        assert!(boot[key].is_object(), "boot.median.{key}: {boot}");
+    }
+
+    // Every figure anywhere: a positive number and a unit.
+    let mut all = Vec::new();
+    figures(&r, String::new(), &mut all);
+    assert!(all.len() > 30, "only {} figures", all.len());
+    for (path, f) in all {
+        assert!(positive(&f["value"]), "{path}: {f}");
+        assert!(
+            f["unit"].as_str().is_some_and(|u| !u.is_empty()),
+            "{path}: {f}"
+        );
+    }
+    for chart in ["registration.svg", "io.svg"] {
+        let svg = std::fs::read_to_string(dir.0.join(chart)).expect(chart);
+        assert!(svg.contains("<svg"), "{chart}");
+    }
+}
