@@ -8,7 +8,7 @@ use common::{boot, run_raw, skip_without_kvm, token};
 
 /// A hung guest is given this long (VMM start to kill): enough to boot under
 /// a loaded 2-core machine, so that the kill provably hits a running guest.
-const HANG_TIMEOUT_SECS: &str = "150";
+const HANG_TIMEOUT_SECS: &str = "90";
 /// Upper bound for any test boot that should finish by itself.
 const BOOT_TIMEOUT_SECS: &str = "400";
 
