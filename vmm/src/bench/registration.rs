@@ -79,14 +79,18 @@ fn label(w: Where) -> String {
     }
 }
 
-/// Seconds a point is expected to take on nested PVM.
+/// Seconds a point is expected to take on nested PVM (fitted to a full
+/// run on a 2-core nested-PVM Xeon, 2026-11-25).
 fn estimate(w: Where) -> Duration {
     let mib = |s: u64| (s >> 20) as f64;
     Duration::from_secs_f64(match w {
-        // Populate and ~70 register/unregister rounds of ~0.1 ms per MiB.
-        Where::Host(s, _) => 1.0 + mib(s) * 0.02,
-        // A boot, then 7 registrations of ~14 ms per MiB in the guest.
-        Where::RingPool(s) | Where::PvBench(s) => 16.0 + mib(s) * 0.1,
+        // Populate, then ~70 register rounds of ~20 us per MiB.
+        Where::Host(s, _) => 1.0 + mib(s) * 0.005,
+        // A boot, then ~8 registrations: in the guest kernel registering
+        // grows as size^1.9 (0.2 s at 16 MiB, 31 s at 256 MiB).
+        Where::RingPool(s) => 16.0 + 8.0 * 0.2 * (mib(s) / 16.0).powf(1.9),
+        // A boot, then ~8 registrations of ~6 ms per MiB through /dev/vuring.
+        Where::PvBench(s) => 16.0 + 8.0 * 0.006 * mib(s),
     })
 }
 
