@@ -148,6 +148,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         exits: vm.stats.exits.load(Ordering::Relaxed),
         rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
         pinned_at_exit: crate::timings::pinned_memory(),
+        vmm_threads_cpu: crate::timings::vmm_threads_cpu(),
         guest_ram,
         backing: format!("{:?}", vm.ram.backing),
         pvm: vm.pvm,

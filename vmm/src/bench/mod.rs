@@ -160,6 +160,8 @@ pub struct SuiteOutput {
 pub struct GuestRun {
     pub what: String,
     pub stdout: String,
+    /// The child VMM's RINGVISOR_TIMINGS object.
+    pub timings: Option<Value>,
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -235,6 +237,10 @@ pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, Ben
     Ok(GuestRun {
         what: what.into(),
         stdout,
+        timings: stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
+            .and_then(|j| serde_json::from_str(j).ok()),
     })
 }
 
@@ -485,6 +491,7 @@ mod tests {
         let run = GuestRun {
             what: "t".into(),
             stdout: "[ 1.0] boot\r\n{\"kind\":\"a\",\"x\":1}\r\nrv-init: {\"kind\":\"b\"}\n".into(),
+            timings: None,
         };
         assert_eq!(run.lines("a").len(), 1);
         assert_eq!(run.lines("b").len(), 1);
