@@ -24,10 +24,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use io_uring::IoUring;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
-use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::engine::{DiskInfo, Engine};
@@ -263,62 +263,95 @@ fn config_space(disk: &DiskInfo, num_queues: u16) -> Vec<u8> {
     c
 }
 
-/// Epoll tokens of the worker.
-const TOKEN_RING: u64 = u64::MAX;
-const TOKEN_STOP: u64 = u64::MAX - 1;
+/// Event tokens of the worker (queue events use their queue index).
+const TOKEN_RING: u32 = u32::MAX;
+const TOKEN_STOP: u32 = u32::MAX - 1;
 
-fn worker_loop(mut engine: Engine, queue_events: Vec<EventFd>, ring_event: EventFd, stop: EventFd) {
-    let result = (|| -> std::io::Result<()> {
-        let epoll = Epoll::new()?;
-        for (i, evt) in queue_events.iter().enumerate() {
-            epoll.ctl(
-                ControlOperation::Add,
-                evt.as_raw_fd(),
-                EpollEvent::new(EventSet::IN, i as u64),
-            )?;
+/// The device's event handler: queue notifications (ioeventfds), the host
+/// ring's completion eventfd and the stop request, driven by an
+/// event-manager `EventManager` on the worker thread.
+struct BlockWorker {
+    engine: Engine,
+    queue_events: Vec<EventFd>,
+    ring_event: EventFd,
+    stop: EventFd,
+    stopped: bool,
+}
+
+impl MutEventSubscriber for BlockWorker {
+    fn init(&mut self, ops: &mut EventOps) {
+        let mut sources: Vec<(&EventFd, u32)> = self
+            .queue_events
+            .iter()
+            .enumerate()
+            .map(|(i, evt)| (evt, i as u32))
+            .collect();
+        sources.push((&self.ring_event, TOKEN_RING));
+        sources.push((&self.stop, TOKEN_STOP));
+        for (evt, token) in sources {
+            if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
+                log::error!("virtio-blk: cannot watch event {token}: {e:?}");
+                self.stopped = true;
+            }
         }
-        epoll.ctl(
-            ControlOperation::Add,
-            ring_event.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_RING),
-        )?;
-        epoll.ctl(
-            ControlOperation::Add,
-            stop.as_raw_fd(),
-            EpollEvent::new(EventSet::IN, TOKEN_STOP),
-        )?;
-        // Requests queued before the worker started.
-        for qi in 0..queue_events.len() {
-            engine.process_queue(qi);
-        }
-        let mut events = vec![EpollEvent::default(); queue_events.len() + 2];
-        loop {
-            let n = match epoll.wait(-1, &mut events) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            for ev in &events[..n] {
-                match ev.data() {
-                    TOKEN_STOP => return Ok(()),
-                    TOKEN_RING => {
-                        let _ = ring_event.read();
-                        engine.reap();
-                    }
-                    qi => {
-                        let qi = qi as usize;
-                        let _ = queue_events[qi].read();
-                        engine.process_queue(qi);
-                    }
+    }
+
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        match events.data() {
+            TOKEN_STOP => self.stopped = true,
+            TOKEN_RING => {
+                let _ = self.ring_event.read();
+                self.engine.reap();
+            }
+            qi => {
+                let qi = qi as usize;
+                if let Some(evt) = self.queue_events.get(qi) {
+                    let _ = evt.read();
+                    self.engine.process_queue(qi);
                 }
             }
         }
-    })();
-    if let Err(e) = result {
-        log::error!("virtio-blk: worker stopped: {e}");
     }
-    engine.drain();
-    log::debug!("virtio-blk: worker done: {:?}", engine.stats);
+}
+
+fn worker_loop(engine: Engine, queue_events: Vec<EventFd>, ring_event: EventFd, stop: EventFd) {
+    let mut manager = match EventManager::<BlockWorker>::new() {
+        Ok(m) => m,
+        Err(e) => {
+            log::error!("virtio-blk: no event manager: {e:?}");
+            let mut engine = engine;
+            engine.drain();
+            return;
+        }
+    };
+    let queues = queue_events.len();
+    let id = manager.add_subscriber(BlockWorker {
+        engine,
+        queue_events,
+        ring_event,
+        stop,
+        stopped: false,
+    });
+    // Requests queued before the worker started.
+    if let Ok(worker) = manager.subscriber_mut(id) {
+        for qi in 0..queues {
+            worker.engine.process_queue(qi);
+        }
+    }
+    loop {
+        let stopped = manager.subscriber_mut(id).map_or(true, |w| w.stopped);
+        if stopped {
+            break;
+        }
+        if let Err(e) = manager.run() {
+            log::error!("virtio-blk: worker stopped: {e:?}");
+            break;
+        }
+    }
+    if let Ok(mut worker) = manager.remove_subscriber(id) {
+        worker.engine.drain();
+        log::debug!("virtio-blk: worker done: {:?}", worker.engine.stats);
+    }
 }
 
 impl VirtioDevice for Block {

@@ -835,7 +835,22 @@ fn create_destroy_cycles_release_pinned_memory() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     let mut rig = Rig::new(ALL_FEATURES);
-    let start = vm_pin_kib();
+    // Rings of earlier tests in this process are torn down asynchronously
+    // by the host kernel: wait until their pins are gone (or VmPin has
+    // stopped moving) before taking the baseline.
+    let settle = Instant::now() + Duration::from_secs(10);
+    let mut start = vm_pin_kib();
+    let mut stable_since = Instant::now();
+    while start != 0 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = vm_pin_kib();
+        if now != start {
+            start = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() > Duration::from_millis(1500) {
+            break;
+        }
+    }
     let t0 = Instant::now();
     let mut peak = start;
     for i in 0..cycles {
