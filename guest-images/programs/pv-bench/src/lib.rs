@@ -18,7 +18,7 @@ mod stats;
 
 use params::{Params, USAGE};
 use pv_uring::{CloneSrc, Device, Error, FixedBuf, PvRing};
-use stats::{num, string, Latency};
+use stats::{latency_fields, num, string, Latency};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -171,7 +171,7 @@ fn registration(p: &Params, dev: &Device) -> Result<Vec<PvRing>, Failure> {
         if let Some(l) = Latency::from_ns(samples) {
             println!(
                 "{{\"kind\":\"pv-bench\",\"method\":\"{method}\",{desc},{}}}",
-                l.fields()
+                latency_fields(&l)
             );
             results.push((method, l));
         }
@@ -352,7 +352,7 @@ fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<PvRing, Failure> {
         p.span,
         num((secs * 1e6).round() / 1e6),
         num((ops as f64 / secs).round()),
-        l.fields()
+        latency_fields(&l)
     );
     Ok(r)
 }

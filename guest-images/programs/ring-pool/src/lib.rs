@@ -14,7 +14,7 @@
 mod bench;
 mod params;
 mod pool;
-mod stats;
+pub mod stats;
 mod sys;
 
 use params::{Params, USAGE};
