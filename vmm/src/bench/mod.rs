@@ -441,7 +441,6 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    let charts = charts::draw(&ctx.out, &results)?;
     println!("summary ({} in all):", human(elapsed));
     for (suite, rows) in table {
         println!("{suite}:");
@@ -450,6 +449,9 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         }
     }
     println!("results: {}", path.display());
+    // After the table and results.json: a chart that cannot be drawn (no
+    // font, say) fails the command but loses no figure.
+    let charts = charts::draw(&ctx.out, &results)?;
     for c in charts {
         println!("chart:   {}", c.display());
     }
