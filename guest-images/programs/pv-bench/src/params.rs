@@ -4,8 +4,9 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     pub dev: String,
-    /// Rings of the registration measurement (ring 0 registers first).
-    pub rings: usize,
+    /// Ring counts of the registration measurement (ring 0 registers
+    /// first), measured in turn on fresh rings and the same pool.
+    pub rings: Vec<usize>,
     /// Pool bytes.
     pub size: u64,
     /// 2 MiB hugetlb pages (falls back to 4 KiB with a warning).
@@ -30,7 +31,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             dev: pv_uring::DEFAULT_PATH.into(),
-            rings: 8,
+            rings: vec![8],
             size: 16 << 20,
             huge: true,
             buf: 16 << 20,
@@ -45,7 +46,7 @@ impl Default for Params {
 }
 
 pub const USAGE: &str =
-    "usage: pv-bench [--dev PATH] [--rings N] [--size S] [--page 2M|4K] [--buf B] \
+    "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--only reg|io]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
@@ -76,7 +77,12 @@ impl Params {
     fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
         match k.replace('_', "-").as_str() {
             "dev" => self.dev = v.into(),
-            "rings" => self.rings = int(k, v)?,
+            "rings" => {
+                self.rings = v
+                    .split(',')
+                    .map(|n| int::<usize>(k, n))
+                    .collect::<Result<_, _>>()?
+            }
             "size" => {
                 self.size = parse_size(v)?;
                 self.buf = self.size.min(1 << 30);
@@ -143,8 +149,8 @@ impl Params {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.rings < 2 {
-            return Err("rings must be at least 2".into());
+        if self.rings.contains(&0) {
+            return Err("ring counts must be at least 1".into());
         }
         if self.buf > self.size || self.buf > 1 << 30 {
             return Err(format!(
@@ -173,7 +179,10 @@ mod tests {
             "x rv.pvbench.rings=4 rv.pvbench.io_ms=500 rv.pvbench.qd=1,8,32 -- rv.pvbench.rings=9",
         )
         .unwrap();
-        assert_eq!((p.rings, p.io_ms, p.qds.clone()), (4, 500, vec![1, 8, 32]));
+        assert_eq!(
+            (p.rings.clone(), p.io_ms, p.qds.clone()),
+            (vec![4], 500, vec![1, 8, 32])
+        );
         assert!(p
             .apply_args(["--size", "64M", "--page=4K", "--only", "io"].map(String::from))
             .unwrap());
@@ -185,7 +194,12 @@ mod tests {
         assert!(p.apply_args(["--bogus", "1"].map(String::from)).is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("512K"), Ok(512 << 10));
-        p.rings = 1;
+        assert!(p
+            .apply_args(["--rings", "1,2,64"].map(String::from))
+            .unwrap());
+        assert_eq!(p.rings, vec![1, 2, 64]);
+        assert!(p.validate().is_ok());
+        p.rings = vec![2, 0];
         assert!(p.validate().is_err());
     }
 }
