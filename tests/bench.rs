@@ -118,19 +118,42 @@ fn quick_bench_writes_complete_results() {
     let ratios = r["suites"]["registration"]["ratios"].as_array().unwrap();
     assert!(ratios.len() >= 3, "register/clone ratios: {ratios:?}");
 
-    // I/O: three paths at QD1 and QD32, and ratios to the host.
+    // I/O: random reads and writes on five paths at QD1 and QD32, and
+    // ratios: virtio-blk to the host; each pv ring to the host, to the
+    // host's SQPOLL ring and to virtio-blk.
     let io = r["suites"]["io"]["points"].as_array().expect("io points");
-    for path in ["host", "guest-virtio-blk", "guest-pv-ring"] {
-        for qd in [1, 32] {
-            let p = io
-                .iter()
-                .find(|p| p["path"] == path && p["qd"] == qd)
-                .unwrap_or_else(|| panic!("no {path} qd {qd} point in {text}"));
-            assert_eq!(p["iops"]["unit"], "IOPS");
-            assert!(p["samples"]["unit"].is_string(), "{p}");
+    let paths = [
+        "host",
+        "host-sqpoll",
+        "guest-virtio-blk",
+        "guest-pv-ring",
+        "guest-pv-ring-sqpoll",
+    ];
+    for path in paths {
+        for op in ["randread", "randwrite"] {
+            for qd in [1, 32] {
+                let p = io
+                    .iter()
+                    .find(|p| p["path"] == path && p["op"] == op && p["qd"] == qd)
+                    .unwrap_or_else(|| panic!("no {path} {op} qd {qd} point in {text}"));
+                assert_eq!(p["iops"]["unit"], "IOPS");
+                assert!(p["samples"]["unit"].is_string(), "{p}");
+            }
         }
     }
-    assert_eq!(r["suites"]["io"]["ratios"].as_array().unwrap().len(), 4);
+    assert_eq!(io.len(), paths.len() * 2 * 2, "io points: {io:?}");
+    let io_ratios = r["suites"]["io"]["ratios"].as_array().unwrap();
+    assert_eq!(io_ratios.len(), 4 * (1 + 2 * 3), "io ratios: {io_ratios:?}");
+    for pv in ["guest-pv-ring", "guest-pv-ring-sqpoll"] {
+        for over in ["guest/host", "guest/host-sqpoll", "guest/guest-virtio-blk"] {
+            assert!(
+                io_ratios
+                    .iter()
+                    .any(|q| q["path"] == pv && q["op"] == "randwrite" && q["ratio"] == over),
+                "no {pv} randwrite {over} ratio: {io_ratios:?}"
+            );
+        }
+    }
 
     // Boot: the three medians.
     let boot = &r["suites"]["boot"]["median"];

@@ -21,6 +21,12 @@ pub struct Params {
     pub qds: Vec<u32>,
     /// Milliseconds per random-read run.
     pub io_ms: u64,
+    /// Operations of the I/O runs (`--op randread,randwrite`; writes need
+    /// a writable backend).
+    pub ops: Vec<crate::io::Op>,
+    /// How the I/O rings' host side learns of SQEs (`--submit
+    /// doorbell,sqpoll`), one ring per mode.
+    pub submits: Vec<crate::io::Submit>,
     /// Run the registration measurement.
     pub reg: bool,
     /// Run the random-read measurement.
@@ -39,6 +45,8 @@ impl Default for Params {
             span: 1 << 20,
             qds: vec![1, 32],
             io_ms: 2000,
+            ops: vec![crate::io::Op::Read],
+            submits: vec![crate::io::Submit::Doorbell],
             reg: true,
             io: true,
         }
@@ -47,7 +55,8 @@ impl Default for Params {
 
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
-[--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--only reg|io]
+[--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
+[--submit doorbell,sqpoll] [--only reg|io]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -104,6 +113,18 @@ impl Params {
                     .collect::<Result<_, _>>()?
             }
             "io-ms" => self.io_ms = int(k, v)?,
+            "op" => {
+                self.ops = v
+                    .split(',')
+                    .map(crate::io::Op::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "submit" => {
+                self.submits = v
+                    .split(',')
+                    .map(crate::io::Submit::parse)
+                    .collect::<Result<_, _>>()?
+            }
             "only" => match v {
                 "reg" => (self.reg, self.io) = (true, false),
                 "io" => (self.reg, self.io) = (false, true),
@@ -164,6 +185,9 @@ impl Params {
         if self.qds.iter().any(|&q| q == 0 || q > 256) {
             return Err("queue depths must be 1..=256".into());
         }
+        if self.ops.is_empty() || self.submits.is_empty() {
+            return Err("--op and --submit need at least one value".into());
+        }
         Ok(())
     }
 }
@@ -192,6 +216,17 @@ mod tests {
         );
         assert!(p.validate().is_ok());
         assert!(p.apply_args(["--bogus", "1"].map(String::from)).is_err());
+        assert!(p
+            .apply_args(["--op", "randread,randwrite", "--submit=sqpoll"].map(String::from))
+            .unwrap());
+        assert_eq!(
+            (p.ops.clone(), p.submits.clone()),
+            (
+                vec![crate::io::Op::Read, crate::io::Op::Write],
+                vec![crate::io::Submit::Sqpoll]
+            )
+        );
+        assert!(p.apply_args(["--op", "trim"].map(String::from)).is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert!(p
