@@ -114,6 +114,9 @@ pub struct Options {
     pub runs: usize,
     /// Guest RAM of the boot suite's guests.
     pub memory: String,
+    /// Raise the host's 2 MiB hugepage pool (as root) for the registration
+    /// suite's host points when too few are free, restoring it afterwards.
+    pub reserve_hugepages: bool,
 }
 
 /// Everything a suite needs.
@@ -124,6 +127,8 @@ pub struct Ctx {
     pub quick: bool,
     pub runs: usize,
     pub memory: String,
+    /// See [`Options::reserve_hugepages`].
+    pub reserve_hugepages: bool,
 }
 
 /// A figure: `{"value": v, "unit": u}`, refused unless positive and finite.
@@ -372,6 +377,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         quick: opts.quick,
         runs: if opts.quick { 1 } else { opts.runs },
         memory: opts.memory.clone(),
+        reserve_hugepages: opts.reserve_hugepages,
     };
     let plans: Vec<(Suite, Vec<Point>)> = opts
         .suites
