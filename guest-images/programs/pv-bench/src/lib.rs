@@ -157,7 +157,7 @@ fn run(p: &Params) -> Result<(), Failure> {
     if p.io {
         let max_qd = p.qds.iter().copied().max().unwrap_or(1);
         for &submit in &p.submits {
-            let mut ring = io::IoRing::new(&dev, submit, max_qd)?;
+            let mut ring = io::IoRing::new(&dev, submit, max_qd, p.cq_eventfd)?;
             for &op in &p.ops {
                 for &qd in &p.qds {
                     io::random_io(p, &mut ring, op, qd)?;

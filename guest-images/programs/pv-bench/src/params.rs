@@ -27,6 +27,9 @@ pub struct Params {
     /// How the I/O rings' host side learns of SQEs (`--submit
     /// doorbell,sqpoll`), one ring per mode.
     pub submits: Vec<crate::io::Submit>,
+    /// Leave the I/O rings' completion eventfd (the guest interrupt) on
+    /// (`--cq-eventfd on`); off by default: the runs busy-poll.
+    pub cq_eventfd: bool,
     /// Run the registration measurement.
     pub reg: bool,
     /// Run the random-read measurement.
@@ -47,6 +50,7 @@ impl Default for Params {
             io_ms: 2000,
             ops: vec![crate::io::Op::Read],
             submits: vec![crate::io::Submit::Doorbell],
+            cq_eventfd: false,
             reg: true,
             io: true,
         }
@@ -56,7 +60,7 @@ impl Default for Params {
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
-[--submit doorbell,sqpoll] [--only reg|io]
+[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -124,6 +128,13 @@ impl Params {
                     .split(',')
                     .map(crate::io::Submit::parse)
                     .collect::<Result<_, _>>()?
+            }
+            "cq-eventfd" => {
+                self.cq_eventfd = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("bad value {v:?} for cq-eventfd (on or off)")),
+                }
             }
             "only" => match v {
                 "reg" => (self.reg, self.io) = (true, false),
@@ -227,6 +238,14 @@ mod tests {
             )
         );
         assert!(p.apply_args(["--op", "trim"].map(String::from)).is_err());
+        assert!(!p.cq_eventfd);
+        assert!(p
+            .apply_args(["--cq-eventfd", "on"].map(String::from))
+            .unwrap());
+        assert!(p.cq_eventfd);
+        assert!(p
+            .apply_args(["--cq-eventfd", "1"].map(String::from))
+            .is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert!(p
