@@ -413,8 +413,11 @@ fn reserve_huge(ctx: &Ctx, needed: u64, record: &mut Value) -> Result<Option<Res
         ));
     }
     record["status"] = "reserved".into();
+    // A kill (SIGINT included: no handler) skips the Drop: say how to
+    // undo it by hand.
     eprintln!(
-        "bench: raised {} from {previous} to {got} for the host 2 MiB points (restored after them)",
+        "bench: raised {0} from {previous} to {got} for the host 2 MiB points, restored after them \
+         (if the bench is killed before: echo {previous} > {0})",
         nr_file.display()
     );
     Ok(Some(r))
