@@ -4,9 +4,10 @@
 //!   cloning it (IORING_REGISTER_CLONE_BUFFERS), on the host in-process and
 //!   in guests (`ring-pool` through the guest kernel, `pv-bench` through
 //!   /dev/vuring, which also clones from the host buffer table);
-//! - `io`: 4 KiB random O_DIRECT reads at QD1 and QD32 of one host file,
-//!   host-native io_uring, a guest over virtio-blk (`blk-io --bench-qd`) and
-//!   a guest over pv-uring rings (`pv-bench`);
+//! - `io`: 4 KiB random O_DIRECT reads and writes at QD1 and QD32 of one
+//!   host file, host-native io_uring (plain and SQPOLL), a guest over
+//!   virtio-blk (`blk-io --bench-qd`) and a guest over pv-uring rings
+//!   (`pv-bench`, a doorbell ring and an SQPOLL ring);
 //! - `boot`: time to /init, the VMM's share of vCPU time, its memory
 //!   beyond guest RAM.
 //!
