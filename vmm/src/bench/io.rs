@@ -201,7 +201,10 @@ fn host_io(
         builder.setup_sqpoll(SQ_THREAD_IDLE_MS);
     }
     let mut ring = builder
-        .build(qd.next_power_of_two().max(8))
+        // An SQ thread may post a batch's CQEs before it publishes the SQ
+        // head that consumed it: room for a second batch keeps the refill
+        // from finding the SQ full.
+        .build((qd * if sqpoll { 2 } else { 1 }).next_power_of_two().max(8))
         .map_err(host_err(format!("{what}: io_uring_setup")))?;
     let mut pool = vec![0xa5u8; (qdu + 1) * BLOCK];
     let align = pool.as_ptr().align_offset(BLOCK);
@@ -234,11 +237,20 @@ fn host_io(
         }
         .user_data(slot as u64);
         started[slot] = Instant::now();
+        // A full SQ can only be the SQ thread's late head update (see the
+        // ring size): wait for it, briefly.
+        let deadline = Instant::now() + Duration::from_secs(1);
         // SAFETY: one request per slot in flight; the buffer lives on.
-        unsafe { ring.submission().push(&sqe) }.map_err(|_| BenchError::Host {
-            what: "SQ full".into(),
-            source: std::io::Error::from_raw_os_error(libc::EBUSY),
-        })
+        while unsafe { ring.submission().push(&sqe) }.is_err() {
+            if !sqpoll || Instant::now() > deadline {
+                return Err(BenchError::Host {
+                    what: format!("{what}: SQ full"),
+                    source: std::io::Error::from_raw_os_error(libc::EBUSY),
+                });
+            }
+            std::hint::spin_loop();
+        }
+        Ok(())
     };
     for slot in 0..qdu {
         push(&mut ring, slot, &mut started)?;
