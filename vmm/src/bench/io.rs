@@ -612,3 +612,78 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         table,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::FileExt;
+
+    /// A sparse file of the suite's size (O_DIRECT needs a real file
+    /// system: the target directory, not a tmpfs /tmp).
+    fn sparse_target(name: &str) -> Target {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}-{}.img", std::process::id()));
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(FILE_BYTES).unwrap();
+        Target(path)
+    }
+
+    #[test]
+    fn host_writes_land_in_the_file_and_reads_complete() {
+        let t = sparse_target("rv-io-host");
+        for sqpoll in [false, true] {
+            let (_, lat, iops) = host_io(&t.0, Op::Write, 4, sqpoll, 0.05).unwrap();
+            assert!(iops > 0.0 && !lat.is_empty(), "sqpoll {sqpoll}: {iops}");
+            assert!(lat.iter().all(|&l| l > 0.0));
+        }
+        let f = std::fs::File::open(&t.0).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), FILE_BYTES, "size unchanged");
+        // The first block a write allocated holds the write buffer's bytes.
+        // SAFETY: lseek on an open descriptor.
+        let data = unsafe { libc::lseek(std::os::fd::AsRawFd::as_raw_fd(&f), 0, libc::SEEK_DATA) };
+        assert!(data >= 0, "no block was written");
+        let mut block = vec![0u8; BLOCK];
+        f.read_exact_at(&mut block, data as u64 & !(BLOCK as u64 - 1))
+            .unwrap();
+        assert!(block.iter().all(|&b| b == 0xa5), "written block at {data}");
+        for sqpoll in [false, true] {
+            let (_, lat, iops) = host_io(&t.0, Op::Read, 8, sqpoll, 0.05).unwrap();
+            assert!(iops > 0.0 && lat.len() >= 8, "sqpoll {sqpoll}: {iops}");
+        }
+        assert_eq!(f.metadata().unwrap().len(), FILE_BYTES, "size unchanged");
+    }
+
+    #[test]
+    fn guest_lines_are_told_apart_by_op_qd_and_submit() {
+        let run = GuestRun {
+            what: "t".into(),
+            stdout: String::new(),
+            timings: None,
+        };
+        let lines: Vec<Value> = [
+            ("randread", "doorbell", 1),
+            ("randwrite", "doorbell", 1),
+            ("randwrite", "sqpoll", 1),
+            ("randwrite", "sqpoll", 32),
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, (op, s, qd))| json!({"op": op, "submit": s, "qd": qd, "i": i}))
+        .collect();
+        let i = |op, qd, s| {
+            guest_line(&run, &lines, "pv-bench-io", op, qd, s)
+                .map(|l| l["i"].as_u64().unwrap())
+                .ok()
+        };
+        assert_eq!(i(Op::Read, 1, Some("doorbell")), Some(0));
+        assert_eq!(i(Op::Write, 1, Some("sqpoll")), Some(2));
+        assert_eq!(i(Op::Write, 32, Some("sqpoll")), Some(3));
+        assert_eq!(i(Op::Write, 1, None), Some(1), "first of the op and qd");
+        assert_eq!(i(Op::Read, 32, None), None);
+        assert!(matches!(
+            guest_line(&run, &lines, "pv-bench-io", Op::Read, 1, Some("sqpoll")),
+            Err(BenchError::Missing { .. })
+        ));
+    }
+}
