@@ -252,3 +252,98 @@ pub fn concurrent_rings(ctx: &Ctx) -> CaseResult {
     }
     Ok(())
 }
+
+/// Fixed-file index of the host's teardown sentinel (docs/pv-uring.md): a
+/// read of it stays in flight until the ring is destroyed.
+const SENTINEL_FILE: u32 = 16;
+
+/// Closing a ring with reads in flight: the close (DESTROY_RING) returns
+/// only once the host kernel has finished or cancelled every request of the
+/// ring, so afterwards no byte of the ring's buffers changes. Each block is
+/// then either untouched or the whole host-pattern block it asked for; the
+/// block of a read that never completes (the sentinel) stays untouched.
+/// A new ring works afterwards.
+pub fn destroy_with_reads_in_flight(ctx: &Ctx) -> CaseResult {
+    const READS: usize = 15;
+    let mut r = ctx.ring()?;
+    let t = ctx.reg_a(&mut r)?;
+    // The first READS + 1 blocks of the pool's buffers: (index, host, user).
+    let slots: Vec<(u16, u64, *mut u8)> = t
+        .iter()
+        .enumerate()
+        .flat_map(|(i, e)| {
+            (0..e.len / BLOCK as u64).map(move |k| {
+                let off = k * BLOCK as u64;
+                (i as u16, e.host_addr + off, (e.user_addr + off) as *mut u8)
+            })
+        })
+        .take(READS + 1)
+        .collect();
+    ensure!(
+        slots.len() == READS + 1,
+        "pool A holds {} blocks, want {}",
+        slots.len(),
+        READS + 1
+    );
+    for &(_, _, user) in &slots {
+        // SAFETY: a block of pool A; nothing is in flight yet.
+        unsafe { memset(user, 0xa5, BLOCK) };
+    }
+    let (idx, host, _) = slots[0];
+    let stuck = opcode::ReadFixed::new(
+        types::Fixed(SENTINEL_FILE),
+        host as *mut u8,
+        BLOCK as u32,
+        idx,
+    )
+    .build()
+    .user_data(ctx.next_ud());
+    // SAFETY: the SQEs target pool A, which outlives the ring and is not
+    // read until the ring is gone.
+    step("push sentinel read", unsafe { r.push(&stuck) })?;
+    let blocks: Vec<u64> = (1..=READS as u64).map(|k| ctx.block(k)).collect();
+    for (k, &b) in blocks.iter().enumerate() {
+        let (idx, host, _) = slots[k + 1];
+        let sqe = ctx
+            .read_fixed(idx, host, BLOCK as u32, b * BLOCK as u64)
+            .user_data(ctx.next_ud());
+        // SAFETY: as above.
+        step("push read", unsafe { r.push(&sqe) })?;
+    }
+    r.submit();
+    drop(r);
+    let snap = || -> Vec<Vec<u8>> {
+        slots
+            .iter()
+            // SAFETY: blocks of pool A, readable; the ring is destroyed.
+            .map(|&(_, _, user)| unsafe { snapshot(user, BLOCK) })
+            .collect()
+    };
+    let first = snap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let later = snap();
+    if let Some(k) = first.iter().zip(&later).position(|(a, b)| a != b) {
+        fail!("block {k} of the destroyed ring's buffers changed after the close returned");
+    }
+    ensure!(
+        first[0].iter().all(|&v| v == 0xa5),
+        "the sentinel read wrote its buffer"
+    );
+    let seed = ctx.p.seed;
+    let mut landed = 0;
+    for (k, &b) in blocks.iter().enumerate() {
+        let got = &first[k + 1];
+        if got.iter().all(|&v| v == 0xa5) {
+            continue;
+        }
+        if let Some(at) = pattern::check(got, b, |b, j| pattern::host_word(seed, b, j)) {
+            fail!("read {k} (block {b}) left a partial or foreign block: byte {at} differs");
+        }
+        landed += 1;
+    }
+    if ctx.p.verbose {
+        eprintln!("pv-suite: {landed} of {READS} reads landed before the destroy");
+    }
+    let mut again = ctx.ring()?;
+    ctx.good_io(&mut again, 77)
+}

@@ -27,6 +27,10 @@ pub static CASES: &[Case] = &[
     case!("write-guest-pattern", data::write_guest_pattern),
     case!("fsync", data::fsync),
     case!("concurrent-rings", data::concurrent_rings),
+    case!(
+        "destroy-with-reads-in-flight",
+        data::destroy_with_reads_in_flight
+    ),
     case!("create-errors", control::create_errors),
     case!("slot-reuse-fresh-state", control::slot_reuse_fresh_state),
     case!("register-errors", control::register_errors),
