@@ -24,6 +24,17 @@ export RINGVISOR_KERNEL="$kernel" RINGVISOR_INITRAMFS="$initramfs"
 echo "kernel: $kernel" >&2
 echo "initramfs: $initramfs" >&2
 
+step "host packages the tests need"
+# The bench's PNG charts lay out text with a TrueType font
+# (vmm/src/bench/charts.rs); the project ships none.
+if ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "ok installed"; then
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q update >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q \
+        --no-install-recommends install fonts-dejavu-core >&2
+fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

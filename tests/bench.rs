@@ -1,7 +1,8 @@
 //! `ringvisor bench --quick`: every suite runs (host-native io_uring, guests
 //! running ring-pool, pv-bench and blk-io, boots) and results.json is
-//! complete: the machine, points of every suite, and every figure a
-//! positive number with its unit.
+//! complete: the machine, points of every suite (the registration suite's
+//! rings sweep and every raw sample included), what became of the host
+//! 2 MiB points, and every figure a positive number with its unit.
 
 mod common;
 
@@ -107,30 +108,131 @@ fn quick_bench_writes_complete_results() {
         assert!(p["min"]["value"].as_f64() <= p["median"]["value"].as_f64());
         assert!(p["median"]["value"].as_f64() <= p["p99"]["value"].as_f64());
     }
-    let host_reg = reg
-        .iter()
-        .find(|p| p["source"] == "host" && p["method"] == "register")
-        .unwrap();
-    let raw = &host_reg["samples"];
-    assert_eq!(raw["unit"], "us");
-    let values = raw["values"].as_array().expect("raw host samples");
-    assert!(!values.is_empty() && values.iter().all(positive), "{raw}");
-    let ratios = r["suites"]["registration"]["ratios"].as_array().unwrap();
-    assert!(ratios.len() >= 3, "register/clone ratios: {ratios:?}");
-
-    // I/O: three paths at QD1 and QD32, and ratios to the host.
-    let io = r["suites"]["io"]["points"].as_array().expect("io points");
-    for path in ["host", "guest-virtio-blk", "guest-pv-ring"] {
-        for qd in [1, 32] {
-            let p = io
-                .iter()
-                .find(|p| p["path"] == path && p["qd"] == qd)
-                .unwrap_or_else(|| panic!("no {path} qd {qd} point in {text}"));
-            assert_eq!(p["iops"]["unit"], "IOPS");
-            assert!(p["samples"]["unit"].is_string(), "{p}");
+    let sweep = r["suites"]["registration"]["rings_sweep"]
+        .as_array()
+        .expect("registration rings_sweep");
+    // Every point, host and guest: its raw samples (as many as it counts)
+    // and the time until all its rings hold the pool.
+    for p in reg.iter().chain(sweep) {
+        let raw = &p["samples"];
+        assert_eq!(raw["unit"], "us", "{p}");
+        let values = raw["values"].as_array().expect("raw samples");
+        assert!(!values.is_empty() && values.iter().all(positive), "{p}");
+        assert_eq!(Some(values.len() as u64), p["sample_count"].as_u64(), "{p}");
+        assert_eq!(p["total"]["unit"], "us", "{p}");
+        assert!(p["rings"].as_u64().is_some_and(|n| n >= 1), "{p}");
+    }
+    assert!(
+        reg.iter().all(|p| p["rings"] == 8),
+        "pool-size points have 8 rings"
+    );
+    // The rings sweep: one ring is the first registration only; 2 to 64
+    // rings register again and clone, one sample per ring but ring 0 in
+    // the guests.
+    for source in ["host", "guest-ring-pool", "guest-pv-bench"] {
+        let at = |method: &str, rings: u64| {
+            sweep.iter().find(|p| {
+                p["source"] == source
+                    && p["method"] == method
+                    && p["rings"] == rings
+                    && (source != "host" || p["page"] == "4K")
+            })
+        };
+        let one = at("first-register", 1).unwrap_or_else(|| panic!("{source}: 1 ring"));
+        assert_eq!(one["sample_count"], 1);
+        assert!(at("register", 1).is_none() && at("clone", 1).is_none());
+        for n in [2u64, 4, 8, 16, 32, 64] {
+            for method in ["first-register", "register", "clone"] {
+                let p = at(method, n).unwrap_or_else(|| panic!("no {source} {method} {n}"));
+                let count = p["sample_count"].as_u64().unwrap();
+                let want = if method == "first-register" { 1 } else { n - 1 };
+                if source == "host" {
+                    assert!(count >= want, "{p}");
+                } else {
+                    assert_eq!(count, want, "{p}");
+                }
+            }
         }
     }
-    assert_eq!(r["suites"]["io"]["ratios"].as_array().unwrap().len(), 4);
+    assert!(
+        sweep
+            .iter()
+            .any(|p| p["source"] == "guest-pv-bench" && p["method"] == "table-clone"),
+        "pv-bench table-clone in the sweep"
+    );
+    let ratios = r["suites"]["registration"]["ratios"].as_array().unwrap();
+    assert!(ratios.len() >= 3, "register/clone ratios: {ratios:?}");
+    let sweep_ratios = r["suites"]["registration"]["rings_sweep_ratios"]
+        .as_array()
+        .unwrap();
+    assert!(sweep_ratios.len() >= 18, "sweep ratios: {sweep_ratios:?}");
+
+    // Host 2 MiB pages: measured (with free or reserved hugepages, the
+    // pool restored), or each point skipped with its reason; never left
+    // out silently.
+    let huge = &r["suites"]["registration"]["host_hugepages"];
+    let skipped = r["suites"]["registration"]["skipped"].as_array().unwrap();
+    for sweep_point in [false, true] {
+        let list = if sweep_point { sweep } else { reg };
+        let measured = list
+            .iter()
+            .any(|p| p["source"] == "host" && p["page"] == "2M");
+        let skip = skipped.iter().find(|s| {
+            let l = s["point"].as_str().unwrap_or("");
+            l.contains("2M pages") && l.contains("rings") == sweep_point
+        });
+        assert!(measured != skip.is_some(), "host 2M: {huge} {skipped:?}");
+        if let Some(s) = skip {
+            assert!(s["reason"].as_str().is_some_and(|r| !r.is_empty()), "{s}");
+            assert!(
+                stdout.contains("skipped"),
+                "skip not in the table:\n{stdout}"
+            );
+        }
+    }
+    if huge["status"] == "reserved" {
+        assert_eq!(
+            huge["nr_hugepages_restored_to"],
+            huge["nr_hugepages_before"]
+        );
+    }
+
+    // I/O: random reads and writes on five paths at QD1 and QD32, and
+    // ratios: virtio-blk to the host; each pv ring to the host, to the
+    // host's SQPOLL ring and to virtio-blk.
+    let io = r["suites"]["io"]["points"].as_array().expect("io points");
+    let paths = [
+        "host",
+        "host-sqpoll",
+        "guest-virtio-blk",
+        "guest-pv-ring",
+        "guest-pv-ring-sqpoll",
+    ];
+    for path in paths {
+        for op in ["randread", "randwrite"] {
+            for qd in [1, 32] {
+                let p = io
+                    .iter()
+                    .find(|p| p["path"] == path && p["op"] == op && p["qd"] == qd)
+                    .unwrap_or_else(|| panic!("no {path} {op} qd {qd} point in {text}"));
+                assert_eq!(p["iops"]["unit"], "IOPS");
+                assert!(p["samples"]["unit"].is_string(), "{p}");
+            }
+        }
+    }
+    assert_eq!(io.len(), paths.len() * 2 * 2, "io points: {io:?}");
+    let io_ratios = r["suites"]["io"]["ratios"].as_array().unwrap();
+    assert_eq!(io_ratios.len(), 4 * (1 + 2 * 3), "io ratios: {io_ratios:?}");
+    for pv in ["guest-pv-ring", "guest-pv-ring-sqpoll"] {
+        for over in ["guest/host", "guest/host-sqpoll", "guest/guest-virtio-blk"] {
+            assert!(
+                io_ratios
+                    .iter()
+                    .any(|q| q["path"] == pv && q["op"] == "randwrite" && q["ratio"] == over),
+                "no {pv} randwrite {over} ratio: {io_ratios:?}"
+            );
+        }
+    }
 
     // Boot: the three medians.
     let boot = &r["suites"]["boot"]["median"];

@@ -1,6 +1,9 @@
-//! The io suite: 4 KiB random O_DIRECT reads at QD1 and QD32 of one host
-//! file, host-native io_uring in-process, a guest over virtio-blk
-//! (`blk-io --bench-qd`) and a guest over pv-uring rings (`pv-bench`).
+//! The io suite: 4 KiB random O_DIRECT reads and writes at QD1 and QD32 of
+//! one host file (the suite's own temporary file, written by every path):
+//! host-native io_uring in-process (a plain ring waiting in
+//! `io_uring_enter`, and an SQPOLL ring busy-polled like a pv ring), a
+//! guest over virtio-blk (`blk-io --bench-qd`) and a guest over pv-uring
+//! rings (`pv-bench`: a doorbell ring and an SQPOLL ring).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -18,20 +21,67 @@ const BLOCK: usize = 4096;
 const FILE_BYTES: u64 = 256 << 20;
 /// Queue depths measured.
 const QDS: [u32; 2] = [1, 32];
+/// Operations measured, in this order on every path.
+const OPS: [Op; 2] = [Op::Read, Op::Write];
+/// SQ thread idle time of the host SQPOLL reference: the pv-uring
+/// device's (devices/src/virtio/uring/ring.rs).
+const SQ_THREAD_IDLE_MS: u32 = 1000;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+/// What the requests do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+}
+
+impl Op {
+    fn name(self) -> &'static str {
+        match self {
+            Op::Read => "randread",
+            Op::Write => "randwrite",
+        }
+    }
+
+    fn opcode(self) -> &'static str {
+        match self {
+            Op::Read => "READ_FIXED",
+            Op::Write => "WRITE_FIXED",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Path_ {
+    /// Host io_uring, waiting in io_uring_enter: the reference.
     Host,
+    /// Host io_uring with an SQPOLL thread, CQ busy-polled.
+    HostSqpoll,
     VirtioBlk,
+    /// pv ring, a doorbell write per submission.
     PvRing,
+    /// pv ring with a host SQPOLL thread.
+    PvRingSqpoll,
 }
 
 impl Path_ {
     fn name(self) -> &'static str {
         match self {
             Path_::Host => "host",
+            Path_::HostSqpoll => "host-sqpoll",
             Path_::VirtioBlk => "guest-virtio-blk",
             Path_::PvRing => "guest-pv-ring",
+            Path_::PvRingSqpoll => "guest-pv-ring-sqpoll",
+        }
+    }
+
+    /// The label in the summary table.
+    fn label(self) -> &'static str {
+        match self {
+            Path_::Host => "host io_uring",
+            Path_::HostSqpoll => "host io_uring SQPOLL",
+            Path_::VirtioBlk => "guest virtio-blk",
+            Path_::PvRing => "guest pv ring (doorbell)",
+            Path_::PvRingSqpoll => "guest pv ring (SQPOLL)",
         }
     }
 }
@@ -46,20 +96,37 @@ fn secs(ctx: &Ctx) -> f64 {
 
 pub fn plan(ctx: &Ctx) -> Vec<Point> {
     let s = secs(ctx);
+    let runs = (QDS.len() * OPS.len()) as f64;
     vec![
         Point {
-            label: "host io_uring QD1+QD32".into(),
-            est: Duration::from_secs_f64(2.0 + 2.0 * s),
+            label: "host io_uring read+write QD1+QD32".into(),
+            est: Duration::from_secs_f64(1.0 + runs * s),
         },
         Point {
-            label: "guest virtio-blk QD1+QD32".into(),
-            est: Duration::from_secs_f64(14.0 + 2.0 * s),
+            label: "host io_uring SQPOLL read+write QD1+QD32".into(),
+            est: Duration::from_secs_f64(1.0 + runs * s),
         },
         Point {
-            label: "guest pv rings QD1+QD32".into(),
-            est: Duration::from_secs_f64(16.0 + 2.0 * s),
+            label: "guest virtio-blk read+write QD1+QD32".into(),
+            est: Duration::from_secs_f64(14.0 + runs * s),
+        },
+        Point {
+            label: "guest pv rings (doorbell, SQPOLL) read+write QD1+QD32".into(),
+            est: Duration::from_secs_f64(16.0 + 2.0 * runs * s),
         },
     ]
+}
+
+/// The host's 1-minute load average: other work on a small shared host
+/// takes CPU from the guests' polling threads (and from an SQ thread), so
+/// each path records what the host looked like when it ran.
+fn host_load() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The target file, filled with data (reads of unwritten extents would
@@ -99,12 +166,27 @@ fn make_target(dir: &Path) -> Result<Target, BenchError> {
     Ok(t)
 }
 
-/// Host-native random reads at `qd` for `secs`: (IOPS per 100 ms slice,
-/// latency samples in µs, total IOPS).
-fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f64), BenchError> {
-    let what = format!("host randread qd {qd}");
+/// Host-native random `op`s at `qd` for `secs`: (IOPS per 100 ms slice,
+/// latency samples in µs, total IOPS). A plain ring waits for completions
+/// in `io_uring_enter` (submit_and_wait); an SQPOLL ring (`sqpoll`) is
+/// driven the way a guest drives its pv ring: SQEs reach the kernel's
+/// poller without a system call while it is awake, and the CQ is
+/// busy-polled in user space.
+fn host_io(
+    path: &Path,
+    op: Op,
+    qd: u32,
+    sqpoll: bool,
+    secs: f64,
+) -> Result<(Vec<f64>, Vec<f64>, f64), BenchError> {
+    let what = format!(
+        "host{} {} qd {qd}",
+        if sqpoll { " sqpoll" } else { "" },
+        op.name()
+    );
     let f = std::fs::OpenOptions::new()
         .read(true)
+        .write(op == Op::Write)
         .custom_flags(libc::O_DIRECT)
         .open(path)
         .map_err(host_err(format!(
@@ -113,9 +195,18 @@ fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f6
         )))?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let qdu = qd as usize;
-    let mut ring = IoUring::new(qd.next_power_of_two().max(8))
+    let mut builder = IoUring::builder();
+    if sqpoll {
+        // The pv-uring device's SQ thread idle time.
+        builder.setup_sqpoll(SQ_THREAD_IDLE_MS);
+    }
+    let mut ring = builder
+        // An SQ thread may post a batch's CQEs before it publishes the SQ
+        // head that consumed it: room for a second batch keeps the refill
+        // from finding the SQ full.
+        .build((qd * if sqpoll { 2 } else { 1 }).next_power_of_two().max(8))
         .map_err(host_err(format!("{what}: io_uring_setup")))?;
-    let mut pool = vec![0u8; (qdu + 1) * BLOCK];
+    let mut pool = vec![0xa5u8; (qdu + 1) * BLOCK];
     let align = pool.as_ptr().align_offset(BLOCK);
     // SAFETY: align < BLOCK, and qd blocks fit after it.
     let base = unsafe { pool.as_mut_ptr().add(align) };
@@ -127,7 +218,7 @@ fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f6
     unsafe { ring.submitter().register_buffers(&iov) }
         .map_err(host_err(format!("{what}: register")))?;
     let blocks = FILE_BYTES / BLOCK as u64;
-    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(qd);
+    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(qd) ^ ((op as u64) << 32);
     let mut started = vec![Instant::now(); qdu];
     let mut push = |ring: &mut IoUring, slot: usize, started: &mut [Instant]| {
         rng ^= rng >> 12;
@@ -136,16 +227,30 @@ fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f6
         let off = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks) * BLOCK as u64;
         // SAFETY: slot < qd: inside the registered buffer.
         let ptr = unsafe { base.add(slot * BLOCK) };
-        let sqe = opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
-            .offset(off)
-            .build()
-            .user_data(slot as u64);
+        let sqe = match op {
+            Op::Read => opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build(),
+            Op::Write => opcode::WriteFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build(),
+        }
+        .user_data(slot as u64);
         started[slot] = Instant::now();
-        // SAFETY: one read per slot in flight; the buffer lives on.
-        unsafe { ring.submission().push(&sqe) }.map_err(|_| BenchError::Host {
-            what: "SQ full".into(),
-            source: std::io::Error::from_raw_os_error(libc::EBUSY),
-        })
+        // A full SQ can only be the SQ thread's late head update (see the
+        // ring size): wait for it, briefly.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        // SAFETY: one request per slot in flight; the buffer lives on.
+        while unsafe { ring.submission().push(&sqe) }.is_err() {
+            if !sqpoll || Instant::now() > deadline {
+                return Err(BenchError::Host {
+                    what: format!("{what}: SQ full"),
+                    source: std::io::Error::from_raw_os_error(libc::EBUSY),
+                });
+            }
+            std::hint::spin_loop();
+        }
+        Ok(())
     };
     for slot in 0..qdu {
         push(&mut ring, slot, &mut started)?;
@@ -158,18 +263,44 @@ fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f6
     let mut lat = Vec::new();
     let mut ops = 0u64;
     let mut inflight = qdu;
+    let mut last_progress = t0;
+    let mut done: Vec<(usize, i32)> = Vec::with_capacity(qdu);
     while inflight > 0 {
-        ring.submit_and_wait(1)
-            .map_err(host_err(format!("{what}: io_uring_enter")))?;
-        let done: Vec<(usize, i32)> = ring
-            .completion()
-            .map(|c| (c.user_data() as usize, c.result()))
-            .collect();
+        if sqpoll {
+            // No system call while the poller is awake (it wakes it when
+            // IORING_SQ_NEED_WAKEUP is set).
+            ring.submit()
+                .map_err(host_err(format!("{what}: io_uring_enter")))?;
+            loop {
+                done.extend(
+                    ring.completion()
+                        .map(|c| (c.user_data() as usize, c.result())),
+                );
+                if !done.is_empty() {
+                    break;
+                }
+                std::hint::spin_loop();
+                if last_progress.elapsed() > Duration::from_secs(30) {
+                    return Err(BenchError::Host {
+                        what: format!("{what}: no completion for 30 s"),
+                        source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+                    });
+                }
+            }
+        } else {
+            ring.submit_and_wait(1)
+                .map_err(host_err(format!("{what}: io_uring_enter")))?;
+            done.extend(
+                ring.completion()
+                    .map(|c| (c.user_data() as usize, c.result())),
+            );
+        }
         let now = Instant::now();
-        for (slot, res) in done {
+        last_progress = now;
+        for (slot, res) in done.drain(..) {
             if res != BLOCK as i32 {
                 return Err(BenchError::Host {
-                    what: format!("{what}: READ_FIXED returned {res}"),
+                    what: format!("{what}: {} returned {res}", op.opcode()),
                     source: std::io::Error::from_raw_os_error(-res.min(0)),
                 });
             }
@@ -193,15 +324,27 @@ fn host_reads(path: &Path, qd: u32, secs: f64) -> Result<(Vec<f64>, Vec<f64>, f6
     Ok((slices, lat, total))
 }
 
-fn point(path: Path_, qd: u32, iops: f64, raw: Value, extra: Value) -> Result<Value, BenchError> {
-    let what = format!("{} qd {qd}", path.name());
+/// One measured point: path, op, qd, IOPS as a figure, the raw samples,
+/// the host's load when it ran, and `extra` fields.
+fn point(
+    path: Path_,
+    op: Op,
+    qd: u32,
+    iops: f64,
+    raw: Value,
+    load: Option<f64>,
+    extra: Value,
+) -> Result<Value, BenchError> {
+    let what = format!("{} {} qd {qd}", path.name(), op.name());
     let mut v = json!({
         "path": path.name(),
+        "op": op.name(),
         "qd": qd,
         "block_bytes": BLOCK,
         "span_bytes": FILE_BYTES,
         "iops": fig(&what, iops, "IOPS")?,
         "samples": raw,
+        "host_load_1min": load,
     });
     if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
         for (k, val) in e {
@@ -209,6 +352,25 @@ fn point(path: Path_, qd: u32, iops: f64, raw: Value, extra: Value) -> Result<Va
         }
     }
     Ok(v)
+}
+
+/// The guest line of `kind` for `op` at `qd` (and `submit`, for pv-bench).
+fn guest_line<'a>(
+    run: &GuestRun,
+    lines: &'a [Value],
+    kind: &str,
+    op: Op,
+    qd: u32,
+    submit: Option<&str>,
+) -> Result<&'a Value, BenchError> {
+    lines
+        .iter()
+        .find(|l| l["qd"] == qd && l["op"] == op.name() && submit.is_none_or(|s| l["submit"] == s))
+        .ok_or_else(|| BenchError::Missing {
+            what: run.what.clone(),
+            kind: format!("{kind} {} qd {qd}{}", op.name(), submit.unwrap_or("")),
+            stdout: String::new(),
+        })
 }
 
 /// The child VMM's CPU time outside its vCPU threads (device workers and
@@ -242,38 +404,52 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     let s = secs(ctx);
     let mut pts = Vec::new();
 
-    pb.set_message(plan[0].label.clone());
-    for qd in QDS {
-        let (slices, lat, iops) = host_reads(&target.0, qd, s)?;
-        let (min, med, p99) = super::stats(&lat).unwrap_or((0.0, 0.0, 0.0));
-        let what = format!("host qd {qd} latency");
-        pts.push(point(
-            Path_::Host,
-            qd,
-            iops,
-            samples(&slices, "IOPS per 100 ms slice"),
-            json!({
-                "latency": {
-                    "min": fig(&what, min, "us")?,
-                    "median": fig(&what, med, "us")?,
-                    "p99": fig(&what, p99, "us")?,
-                },
-                "ops": lat.len(),
-            }),
-        )?);
+    for (i, (path, sqpoll)) in [(Path_::Host, false), (Path_::HostSqpoll, true)]
+        .into_iter()
+        .enumerate()
+    {
+        pb.set_message(plan[i].label.clone());
+        for op in OPS {
+            for qd in QDS {
+                let load = host_load();
+                let (slices, lat, iops) = host_io(&target.0, op, qd, sqpoll, s)?;
+                let (min, med, p99) = super::stats(&lat).unwrap_or((0.0, 0.0, 0.0));
+                let what = format!("{} {} qd {qd} latency", path.name(), op.name());
+                pts.push(point(
+                    path,
+                    op,
+                    qd,
+                    iops,
+                    samples(&slices, "IOPS per 100 ms slice"),
+                    load,
+                    json!({
+                        "latency": {
+                            "min": fig(&what, min, "us")?,
+                            "median": fig(&what, med, "us")?,
+                            "p99": fig(&what, p99, "us")?,
+                        },
+                        "ops": lat.len(),
+                    }),
+                )?);
+            }
+        }
+        pb.inc(1);
     }
-    pb.inc(1);
 
-    pb.set_message(plan[1].label.clone());
+    // The guests get the file writable: the write runs overwrite it (it
+    // is the suite's own temporary file, removed at the end).
+    pb.set_message(plan[2].label.clone());
     let qds = QDS.map(|q| q.to_string()).join(",");
+    let ops = OPS.map(Op::name).join(",");
+    let load = host_load();
     let run = run_guest(
         ctx,
-        &plan[1].label,
+        &plan[2].label,
         &[
             "--disk".into(),
-            format!("path={file},direct=on,readonly=on"),
+            format!("path={file},direct=on"),
             "--cmdline".into(),
-            format!("-- /bin/blk-io --bench-qd {qds} --bench-secs {s}"),
+            format!("-- /bin/blk-io --bench-qd {qds} --bench-op {ops} --bench-secs {s}"),
         ],
     )?;
     let lines = run.require("blk-io-bench")?;
@@ -281,105 +457,135 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         "path": Path_::VirtioBlk.name(),
         "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
     })];
-    for qd in QDS {
-        let l = lines
-            .iter()
-            .find(|l| l["qd"] == qd)
-            .ok_or_else(|| BenchError::Missing {
-                what: run.what.clone(),
-                kind: format!("blk-io-bench qd {qd}"),
-                stdout: String::new(),
-            })?;
-        let iops = run.num(l, "iops")?;
-        pts.push(point(
-            Path_::VirtioBlk,
-            qd,
-            iops,
-            samples(&[iops], "IOPS"),
-            json!({"ops": l["ops"], "secs": l["secs"]}),
-        )?);
+    for op in OPS {
+        for qd in QDS {
+            let l = guest_line(&run, &lines, "blk-io-bench", op, qd, None)?;
+            let iops = run.num(l, "iops")?;
+            pts.push(point(
+                Path_::VirtioBlk,
+                op,
+                qd,
+                iops,
+                samples(&[iops], "IOPS"),
+                load,
+                json!({"ops": l["ops"], "secs": l["secs"]}),
+            )?);
+        }
     }
     pb.inc(1);
 
-    pb.set_message(plan[2].label.clone());
+    pb.set_message(plan[3].label.clone());
+    let load = host_load();
     let run = run_guest(
         ctx,
-        &plan[2].label,
+        &plan[3].label,
         &[
             "--uring".into(),
             "rings=8".into(),
             "--uring-backend".into(),
-            format!("path={file},direct=on,readonly=on"),
+            format!("path={file},direct=on"),
             "--cmdline".into(),
             format!(
-                "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --span {FILE_BYTES} --io-ms {}",
+                "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {}",
                 (s * 1000.0) as u64
             ),
         ],
     )?;
     let lines = run.require("pv-bench-io")?;
+    // One guest runs both rings: the VMM's CPU covers both, SQ thread
+    // polling included.
     vmm_cpu.push(json!({
-        "path": Path_::PvRing.name(),
+        "path": "guest-pv-ring+guest-pv-ring-sqpoll",
         "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
     }));
-    for qd in QDS {
-        let l = lines
-            .iter()
-            .find(|l| l["qd"] == qd)
-            .ok_or_else(|| BenchError::Missing {
-                what: run.what.clone(),
-                kind: format!("pv-bench-io qd {qd}"),
-                stdout: String::new(),
-            })?;
-        let iops = run.num(l, "iops")?;
-        let what = format!("guest pv qd {qd} latency");
-        pts.push(point(
-            Path_::PvRing,
-            qd,
-            iops,
-            samples(&[iops], "IOPS"),
-            json!({
-                "latency": {
-                    "min": fig(&what, run.num(l, "min_us")?, "us")?,
-                    "median": fig(&what, run.num(l, "median_us")?, "us")?,
-                    "p99": fig(&what, run.num(l, "p99_us")?, "us")?,
-                },
-                "ops": l["ops"], "secs": l["secs"],
-            }),
-        )?);
+    for (path, submit) in [(Path_::PvRing, "doorbell"), (Path_::PvRingSqpoll, "sqpoll")] {
+        for op in OPS {
+            for qd in QDS {
+                let l = guest_line(&run, &lines, "pv-bench-io", op, qd, Some(submit))?;
+                let iops = run.num(l, "iops")?;
+                let what = format!("{} {} qd {qd} latency", path.name(), op.name());
+                pts.push(point(
+                    path,
+                    op,
+                    qd,
+                    iops,
+                    samples(&[iops], "IOPS"),
+                    load,
+                    json!({
+                        "latency": {
+                            "min": fig(&what, run.num(l, "min_us")?, "us")?,
+                            "median": fig(&what, run.num(l, "median_us")?, "us")?,
+                            "p99": fig(&what, run.num(l, "p99_us")?, "us")?,
+                        },
+                        "ops": l["ops"], "secs": l["secs"],
+                        // Where the guest's time went (pv-bench's own
+                        // measurements; plain numbers, null when none).
+                        "diag": {
+                            "doorbells": l["doorbells"],
+                            "doorbell_median_us": l["doorbell_median_us"],
+                            "pickup_median_us": l["pickup_median_us"],
+                            "pickup_p99_us": l["pickup_p99_us"],
+                            "stalls": l["stalls"],
+                            "stalled_ms": l["stalled_ms"],
+                        },
+                    }),
+                )?);
+            }
+        }
     }
     pb.inc(1);
     drop(target);
 
-    let iops_of = |p: Path_, qd: u32| {
+    let iops_of = |p: Path_, op: Op, qd: u32| {
         pts.iter()
-            .find(|v| v["path"] == p.name() && v["qd"] == qd)
+            .find(|v| v["path"] == p.name() && v["op"] == op.name() && v["qd"] == qd)
             .and_then(|v| v["iops"]["value"].as_f64())
             .unwrap_or(f64::NAN)
     };
     let mut ratios = Vec::new();
     let mut table = Vec::new();
-    for qd in QDS {
-        let host = iops_of(Path_::Host, qd);
-        table.push([
-            format!("host io_uring QD{qd}"),
-            format!("{host:.0} IOPS"),
-            String::new(),
-        ]);
-        for p in [Path_::VirtioBlk, Path_::PvRing] {
-            let g = iops_of(p, qd);
-            let r = g / host;
-            ratios.push(json!({
-                "path": p.name(),
-                "qd": qd,
-                "ratio": "guest/host",
-                "value": fig(&format!("{} qd {qd} / host", p.name()), r, "x")?,
-            }));
+    let mut ratio = |p: Path_, op: Op, qd: u32, over: Path_| -> Result<f64, BenchError> {
+        let r = iops_of(p, op, qd) / iops_of(over, op, qd);
+        let label = match over {
+            Path_::Host => "guest/host".to_string(),
+            o => format!("guest/{}", o.name()),
+        };
+        ratios.push(json!({
+            "path": p.name(),
+            "op": op.name(),
+            "qd": qd,
+            "ratio": label,
+            "value": fig(&format!("{} {} qd {qd} / {}", p.name(), op.name(), over.name()), r, "x")?,
+        }));
+        Ok(r)
+    };
+    for op in OPS {
+        for qd in QDS {
+            for p in [Path_::Host, Path_::HostSqpoll] {
+                table.push([
+                    format!("{} {} QD{qd}", p.label(), op.name()),
+                    format!("{:.0} IOPS", iops_of(p, op, qd)),
+                    String::new(),
+                ]);
+            }
+            let blk = ratio(Path_::VirtioBlk, op, qd, Path_::Host)?;
             table.push([
-                format!("{} QD{qd}", p.name()),
-                format!("{g:.0} IOPS"),
-                format!("{:.3}x host", r),
+                format!("{} {} QD{qd}", Path_::VirtioBlk.label(), op.name()),
+                format!("{:.0} IOPS", iops_of(Path_::VirtioBlk, op, qd)),
+                format!("{blk:.3}x host"),
             ]);
+            for p in [Path_::PvRing, Path_::PvRingSqpoll] {
+                let host = ratio(p, op, qd, Path_::Host)?;
+                let host_sq = ratio(p, op, qd, Path_::HostSqpoll)?;
+                let over_blk = ratio(p, op, qd, Path_::VirtioBlk)?;
+                table.push([
+                    format!("{} {} QD{qd}", p.label(), op.name()),
+                    format!("{:.0} IOPS", iops_of(p, op, qd)),
+                    format!(
+                        "{host:.2}x host, {host_sq:.2}x host SQPOLL, {over_blk:.0}x virtio-blk"
+                    ),
+                ]);
+            }
         }
     }
     for c in &vmm_cpu {

@@ -4,9 +4,10 @@
 //!   cloning it (IORING_REGISTER_CLONE_BUFFERS), on the host in-process and
 //!   in guests (`ring-pool` through the guest kernel, `pv-bench` through
 //!   /dev/vuring, which also clones from the host buffer table);
-//! - `io`: 4 KiB random O_DIRECT reads at QD1 and QD32 of one host file,
-//!   host-native io_uring, a guest over virtio-blk (`blk-io --bench-qd`) and
-//!   a guest over pv-uring rings (`pv-bench`);
+//! - `io`: 4 KiB random O_DIRECT reads and writes at QD1 and QD32 of one
+//!   host file, host-native io_uring (plain and SQPOLL), a guest over
+//!   virtio-blk (`blk-io --bench-qd`) and a guest over pv-uring rings
+//!   (`pv-bench`, a doorbell ring and an SQPOLL ring);
 //! - `boot`: time to /init, the VMM's share of vCPU time, its memory
 //!   beyond guest RAM.
 //!
@@ -114,6 +115,9 @@ pub struct Options {
     pub runs: usize,
     /// Guest RAM of the boot suite's guests.
     pub memory: String,
+    /// Raise the host's 2 MiB hugepage pool (as root) for the registration
+    /// suite's host points when too few are free, restoring it afterwards.
+    pub reserve_hugepages: bool,
 }
 
 /// Everything a suite needs.
@@ -124,6 +128,8 @@ pub struct Ctx {
     pub quick: bool,
     pub runs: usize,
     pub memory: String,
+    /// See [`Options::reserve_hugepages`].
+    pub reserve_hugepages: bool,
 }
 
 /// A figure: `{"value": v, "unit": u}`, refused unless positive and finite.
@@ -372,6 +378,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         quick: opts.quick,
         runs: if opts.quick { 1 } else { opts.runs },
         memory: opts.memory.clone(),
+        reserve_hugepages: opts.reserve_hugepages,
     };
     let plans: Vec<(Suite, Vec<Point>)> = opts
         .suites
@@ -441,7 +448,6 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    let charts = charts::draw(&ctx.out, &results)?;
     println!("summary ({} in all):", human(elapsed));
     for (suite, rows) in table {
         println!("{suite}:");
@@ -450,6 +456,9 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         }
     }
     println!("results: {}", path.display());
+    // After the table and results.json: a chart that cannot be drawn (no
+    // font, say) fails the command but loses no figure.
+    let charts = charts::draw(&ctx.out, &results)?;
     for c in charts {
         println!("chart:   {}", c.display());
     }

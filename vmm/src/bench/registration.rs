@@ -1,8 +1,15 @@
 //! The registration suite: registering a buffer pool again on each ring
 //! versus cloning it from ring 0 (IORING_REGISTER_CLONE_BUFFERS), on the
 //! host in-process and in guests (`ring-pool`, `pv-bench`).
+//!
+//! Two series: pool size at 8 rings (`points`), and the number of rings
+//! at one pool size (`rings_sweep`: 1 to 64 rings; one ring has only its
+//! first registration). Host points on 2 MiB pages need free host
+//! hugepages; as root the suite raises the pool for them and restores it
+//! before the guests run ([`Reservation`]), and records what it did.
 
 use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -18,18 +25,30 @@ use super::{
 const HUGE_2M: u64 = 2 << 20;
 /// The kernel's largest registered buffer (`SZ_1G`).
 const MAX_BUF: u64 = 1 << 30;
-/// Rings of a guest measurement (ring 0 registers first).
-const GUEST_RINGS: usize = 8;
+/// Rings of a pool-size point (ring 0 registers first).
+const SIZE_RINGS: usize = 8;
+/// Ring counts of the rings sweep. One ring: the first registration only.
+const SWEEP_RINGS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 /// One measurement point.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Debug)]
 enum Where {
-    /// In-process io_uring on the host: pool bytes, 2 MiB pages?
+    /// In-process io_uring on the host, 8 rings: pool bytes, 2 MiB pages?
     Host(u64, bool),
-    /// A guest running ring-pool: pool bytes (2 MiB guest pages).
+    /// In-process io_uring on the host, every count of [`SWEEP_RINGS`]:
+    /// pool bytes, 2 MiB pages?
+    HostSweep(u64, bool),
+    /// A guest running ring-pool: pool bytes (2 MiB guest pages); at the
+    /// sweep size every count of [`SWEEP_RINGS`], else 8 rings.
     RingPool(u64),
-    /// A guest running pv-bench --only reg: pool bytes (2 MiB guest pages).
+    /// A guest running pv-bench --only reg, like `RingPool`.
     PvBench(u64),
+}
+
+impl Where {
+    fn huge_host(self) -> bool {
+        matches!(self, Where::Host(_, true) | Where::HostSweep(_, true))
+    }
 }
 
 fn host_sizes(ctx: &Ctx) -> Vec<u64> {
@@ -48,15 +67,35 @@ fn guest_sizes(ctx: &Ctx) -> Vec<u64> {
     }
 }
 
+/// Pool size of the rings sweep: one of [`guest_sizes`], so that its
+/// 8-ring measurement is also that size's point (one boot fewer).
+fn sweep_size(ctx: &Ctx) -> u64 {
+    if ctx.quick {
+        16 << 20
+    } else {
+        64 << 20
+    }
+}
+
+/// 2 MiB host pages the host points need at most (one point at a time).
+fn host_huge_needed(ctx: &Ctx) -> u64 {
+    let largest = host_sizes(ctx)
+        .into_iter()
+        .chain([sweep_size(ctx)])
+        .max()
+        .unwrap_or(0);
+    largest.div_ceil(HUGE_2M)
+}
+
+/// Host points first (their 2 MiB hugepages are given back before any
+/// guest boots, so that guest RAM is backed as in a run without them).
 fn points(ctx: &Ctx) -> Vec<Where> {
     let mut v = Vec::new();
-    for s in host_sizes(ctx) {
-        v.push(Where::Host(s, false));
-    }
-    for s in host_sizes(ctx) {
-        if free_hugepages(HUGE_2M) >= s / HUGE_2M {
-            v.push(Where::Host(s, true));
+    for huge in [false, true] {
+        for s in host_sizes(ctx) {
+            v.push(Where::Host(s, huge));
         }
+        v.push(Where::HostSweep(sweep_size(ctx), huge));
     }
     for s in guest_sizes(ctx) {
         v.push(Where::RingPool(s));
@@ -67,30 +106,70 @@ fn points(ctx: &Ctx) -> Vec<Where> {
     v
 }
 
-fn label(w: Where) -> String {
-    match w {
-        Where::Host(s, h) => format!(
-            "host io_uring {} of {} pages",
-            size_label(s),
-            if h { "2M" } else { "4K" }
-        ),
-        Where::RingPool(s) => format!("guest ring-pool {}", size_label(s)),
-        Where::PvBench(s) => format!("guest pv-bench {}", size_label(s)),
+fn page(huge: bool) -> &'static str {
+    if huge {
+        "2M"
+    } else {
+        "4K"
     }
 }
 
-/// Seconds a point is expected to take on nested PVM (fitted to a full
-/// run on a 2-core nested-PVM Xeon, 2026-11-25).
-fn estimate(w: Where) -> Duration {
+fn rings_arg(ctx: &Ctx, size: u64) -> String {
+    if size == sweep_size(ctx) {
+        SWEEP_RINGS.map(|n| n.to_string()).join(",")
+    } else {
+        SIZE_RINGS.to_string()
+    }
+}
+
+fn label(ctx: &Ctx, w: Where) -> String {
+    match w {
+        Where::Host(s, h) => format!("host io_uring {} of {} pages", size_label(s), page(h)),
+        Where::HostSweep(s, h) => format!(
+            "host io_uring {} of {} pages, 1 to 64 rings",
+            size_label(s),
+            page(h)
+        ),
+        Where::RingPool(s) => format!(
+            "guest ring-pool {}, rings {}",
+            size_label(s),
+            rings_arg(ctx, s)
+        ),
+        Where::PvBench(s) => format!(
+            "guest pv-bench {}, rings {}",
+            size_label(s),
+            rings_arg(ctx, s)
+        ),
+    }
+}
+
+/// Registrations a guest run makes (ring 0's included).
+fn guest_registrations(ctx: &Ctx, size: u64) -> f64 {
+    if size == sweep_size(ctx) {
+        SWEEP_RINGS.iter().sum::<usize>() as f64
+    } else {
+        SIZE_RINGS as f64
+    }
+}
+
+/// Seconds a point is expected to take on nested PVM (fitted to runs on
+/// a 2-core nested-PVM Xeon, 2026-11-25).
+fn estimate(ctx: &Ctx, w: Where) -> Duration {
     let mib = |s: u64| (s >> 20) as f64;
     Duration::from_secs_f64(match w {
         // Populate, then ~70 register rounds of ~20 us per MiB.
         Where::Host(s, _) => 1.0 + mib(s) * 0.005,
-        // A boot, then ~8 registrations: in the guest kernel registering
-        // grows as size^1.9 (0.2 s at 16 MiB, 31 s at 256 MiB).
-        Where::RingPool(s) => 16.0 + 8.0 * 0.2 * (mib(s) / 16.0).powf(1.9),
-        // A boot, then ~8 registrations of ~6 ms per MiB through /dev/vuring.
-        Where::PvBench(s) => 16.0 + 8.0 * 0.006 * mib(s),
+        // ~63 samples per count, 7 counts.
+        Where::HostSweep(s, _) => 1.0 + 7.0 * mib(s) * 0.005,
+        // A boot, then per ring a registration, an unregistration and a
+        // clone: in the guest kernel registering grows as size^1.9 (0.2 s
+        // at 16 MiB, 31 s at 256 MiB), the rest ~0.3 s a ring.
+        Where::RingPool(s) => {
+            16.0 + guest_registrations(ctx, s) * (0.2 * (mib(s) / 16.0).powf(1.9) + 0.3)
+        }
+        // A boot, then per ring ~6 ms per MiB through /dev/vuring, plus
+        // ~0.2 s of unregistering, cloning and ring setup.
+        Where::PvBench(s) => 16.0 + guest_registrations(ctx, s) * (0.006 * mib(s) + 0.2),
     })
 }
 
@@ -98,8 +177,8 @@ pub fn plan(ctx: &Ctx) -> Vec<Point> {
     points(ctx)
         .into_iter()
         .map(|w| Point {
-            label: label(w),
-            est: estimate(w),
+            label: label(ctx, w),
+            est: estimate(ctx, w),
         })
         .collect()
 }
@@ -199,9 +278,6 @@ fn host_err(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
     move |source| BenchError::Host { what, source }
 }
 
-/// Samples in µs and (min, median, p99) in µs from their histogram.
-type HostSamples = (Vec<f64>, (f64, f64, f64));
-
 /// 1 ns to 1000 s at 3 significant digits.
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 1_000_000_000_000, 3).expect("valid bounds")
@@ -215,218 +291,584 @@ fn summary(h: &Histogram<u64>) -> (f64, f64, f64) {
     )
 }
 
-/// (method, samples) of one host-native point.
-fn host_point(
-    size: u64,
-    huge: bool,
-    quick: bool,
-) -> Result<Vec<(&'static str, HostSamples)>, BenchError> {
-    const RINGS: usize = 8;
-    let what = label(Where::Host(size, huge));
-    let m = Mapping::new(size as usize, huge).map_err(host_err(format!("{what}: mmap")))?;
+/// The host's pool of 2 MiB hugepages (sysfs).
+fn huge_dir() -> PathBuf {
+    PathBuf::from(format!(
+        "/sys/kernel/mm/hugepages/hugepages-{}kB",
+        HUGE_2M / 1024
+    ))
+}
+
+fn read_u64(p: &Path) -> std::io::Result<u64> {
+    std::fs::read_to_string(p)?
+        .trim()
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Host hugepages added for the suite: the pool's previous size is
+/// written back by [`Reservation::restore`], or on drop (an error, a
+/// panic) at the latest.
+struct Reservation {
+    file: PathBuf,
+    previous: u64,
+    restored: bool,
+}
+
+impl Reservation {
+    /// Writes the previous size back (once).
+    fn restore(&mut self) -> std::io::Result<()> {
+        if !self.restored {
+            self.restored = true;
+            std::fs::write(&self.file, self.previous.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Err(e) = self.restore() {
+            eprintln!(
+                "bench: could not restore {} to {}: {e}; set it back by hand",
+                self.file.display(),
+                self.previous
+            );
+        }
+    }
+}
+
+/// Waits until `pages` 2 MiB host hugepages are free, or `limit` has
+/// passed: the previous point's rings let go of their pinned pages in a
+/// kernel worker after they are closed, not at once.
+fn wait_for_free_huge(pages: u64, limit: Duration) {
+    let t = Instant::now();
+    while free_hugepages(HUGE_2M) < pages && t.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What the host 2 MiB points got: `Ok(reservation, if any)` when they
+/// can run, `Err(reason)` when they are skipped. `record` (results.json's
+/// `host_hugepages`) says what was found and done.
+fn reserve_huge(ctx: &Ctx, needed: u64, record: &mut Value) -> Result<Option<Reservation>, String> {
+    let dir = huge_dir();
+    let free = free_hugepages(HUGE_2M);
+    let nr_file = dir.join("nr_hugepages");
+    *record = json!({
+        "page_bytes": HUGE_2M,
+        "needed": needed,
+        "free_before": free,
+        "file": nr_file,
+    });
+    if free >= needed {
+        record["status"] = "enough-free".into();
+        return Ok(None);
+    }
+    let short = format!("{free} free 2 MiB host hugepages, {needed} needed");
+    let previous = match read_u64(&nr_file) {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(format!(
+                "{short}; no pool to raise ({}: {e})",
+                nr_file.display()
+            ))
+        }
+    };
+    record["nr_hugepages_before"] = previous.into();
+    if !ctx.reserve_hugepages {
+        return Err(format!("{short}; --no-reserve-hugepages"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(format!(
+            "{short}; not root, so the pool was not raised (echo {} > {} as root)",
+            previous + needed - free,
+            nr_file.display()
+        ));
+    }
+    let target = previous + (needed - free);
+    let mut r = Reservation {
+        file: nr_file.clone(),
+        previous,
+        restored: false,
+    };
+    if let Err(e) = std::fs::write(&nr_file, target.to_string()) {
+        r.restored = true; // nothing was changed
+        return Err(format!(
+            "{short}; writing {target} to {}: {e}",
+            nr_file.display()
+        ));
+    }
+    // The kernel allocates what it can: a fragmented host gives fewer.
+    let got = read_u64(&nr_file).unwrap_or(0);
+    let free_now = free_hugepages(HUGE_2M);
+    record["nr_hugepages_raised_to"] = got.into();
+    record["reserved"] = got.saturating_sub(previous).into();
+    if free_now < needed {
+        let restore = r.restore();
+        record["nr_hugepages_restored"] = json!(restore.is_ok());
+        return Err(format!(
+            "{short}; raising nr_hugepages from {previous} to {target} gave {got} ({free_now} free): allocation short, restored"
+        ));
+    }
+    record["status"] = "reserved".into();
+    // A kill (SIGINT included: no handler) skips the Drop: say how to
+    // undo it by hand.
+    eprintln!(
+        "bench: raised {0} from {previous} to {got} for the host 2 MiB points, restored after them \
+         (if the bench is killed before: echo {previous} > {0})",
+        nr_file.display()
+    );
+    Ok(Some(r))
+}
+
+/// One host measurement on `rings` rings: the pool registered on ring 0
+/// (timed once), then `rounds` passes over the other rings, each ring
+/// registering again and cloning (each timed), in µs.
+struct HostRun {
+    first_us: f64,
+    register: Vec<f64>,
+    clone: Vec<f64>,
+}
+
+fn host_measure(
+    what: &str,
+    m: &Mapping,
+    rings: usize,
+    rounds: usize,
+) -> Result<HostRun, BenchError> {
     let iovs = m.iovecs();
-    let rings: Vec<IoUring> = (0..RINGS)
+    let rings: Vec<IoUring> = (0..rings)
         .map(|_| IoUring::new(8))
         .collect::<Result<_, _>>()
         .map_err(host_err(format!("{what}: io_uring_setup")))?;
+    let t = Instant::now();
     // SAFETY: the pool outlives the rings' use of it (dropped after them).
     unsafe { rings[0].submitter().register_buffers(&iovs) }
         .map_err(host_err(format!("{what}: register on ring 0")))?;
-    // Enough rounds for a p99 of ~70 samples or more, within ~1 s per method.
-    let rounds = if quick { 5 } else { 10 };
-    let mut reg = histogram();
-    let mut clo = histogram();
-    let (mut reg_raw, mut clo_raw) = (Vec::new(), Vec::new());
+    let first_us = t.elapsed().as_nanos() as f64 / 1e3;
+    let (mut register, mut clone) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         for r in &rings[1..] {
             let t = Instant::now();
             // SAFETY: as above.
             unsafe { r.submitter().register_buffers(&iovs) }
                 .map_err(host_err(format!("{what}: register again")))?;
-            let ns = t.elapsed().as_nanos() as u64;
-            reg.saturating_record(ns.max(1));
-            reg_raw.push(ns as f64 / 1e3);
+            register.push(t.elapsed().as_nanos() as f64 / 1e3);
             r.submitter()
                 .unregister_buffers()
                 .map_err(host_err(format!("{what}: unregister")))?;
             let t = Instant::now();
             clone_buffers(r, &rings[0])
                 .map_err(host_err(format!("{what}: IORING_REGISTER_CLONE_BUFFERS")))?;
-            let ns = t.elapsed().as_nanos() as u64;
-            clo.saturating_record(ns.max(1));
-            clo_raw.push(ns as f64 / 1e3);
+            clone.push(t.elapsed().as_nanos() as f64 / 1e3);
             r.submitter()
                 .unregister_buffers()
                 .map_err(host_err(format!("{what}: unregister")))?;
         }
     }
-    drop(rings);
-    drop(m);
-    Ok(vec![
-        ("register", (reg_raw, summary(&reg))),
-        ("clone", (clo_raw, summary(&clo))),
-    ])
+    Ok(HostRun {
+        first_us,
+        register,
+        clone,
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
-fn point_json(
-    source: &str,
-    method: &str,
-    size: u64,
-    page: &str,
-    rings: usize,
-    raw: Option<&[f64]>,
-    min: f64,
-    median: f64,
-    p99: f64,
-    count: u64,
-) -> Result<Value, BenchError> {
-    let what = format!("{source} {method} {} {page}", size_label(size));
-    let mut v = json!({
-        "source": source,
-        "method": method,
-        "pool_bytes": size,
-        "page": page,
-        "rings": rings,
-        "sample_count": count,
-        "min": fig(&what, min, "us")?,
-        "median": fig(&what, median, "us")?,
-        "p99": fig(&what, p99, "us")?,
-    });
-    if let Some(raw) = raw {
-        v["samples"] = samples(raw, "us");
+/// Min, median, p99 (µs) of samples in µs, through an HDR histogram
+/// (3 significant digits), like every host figure.
+fn host_stats(raw: &[f64]) -> (f64, f64, f64) {
+    let mut h = histogram();
+    for us in raw {
+        h.saturating_record(((us * 1e3) as u64).max(1));
     }
-    Ok(v)
+    summary(&h)
 }
 
-/// Points of a guest run's `kind` lines (`min_us`, `median_us`, `p99_us`).
-fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, BenchError> {
+/// One point: `{"source", "method", "pool_bytes", "page", "rings",
+/// "sample_count", "min", "median", "p99", "total", "samples"}`.
+struct Pt<'a> {
+    source: &'a str,
+    method: &'a str,
+    size: u64,
+    page: &'a str,
+    rings: usize,
+    /// Every sample in µs, in the order measured.
+    raw: &'a [f64],
+    /// (min, median, p99) in µs.
+    stats: (f64, f64, f64),
+    /// µs until all `rings` rings hold the pool this way: ring 0's first
+    /// registration plus one pass of this method over the other rings.
+    total: f64,
+}
+
+fn point_json(p: &Pt) -> Result<Value, BenchError> {
+    let what = format!(
+        "{} {} {} {} pages, {} rings",
+        p.source,
+        p.method,
+        size_label(p.size),
+        p.page,
+        p.rings
+    );
+    Ok(json!({
+        "source": p.source,
+        "method": p.method,
+        "pool_bytes": p.size,
+        "page": p.page,
+        "rings": p.rings,
+        "sample_count": p.raw.len(),
+        "min": fig(&what, p.stats.0, "us")?,
+        "median": fig(&what, p.stats.1, "us")?,
+        "p99": fig(&what, p.stats.2, "us")?,
+        "total": fig(&what, p.total, "us")?,
+        "samples": samples(p.raw, "us"),
+    }))
+}
+
+/// Points of one host run; `with_first`: a `first-register` point too
+/// (the rings sweep; the only point of one ring).
+fn host_points(
+    size: u64,
+    huge: bool,
+    rings: usize,
+    r: &HostRun,
+    with_first: bool,
+) -> Result<Vec<Value>, BenchError> {
+    let pass = rings - 1;
     let mut out = Vec::new();
-    for l in run.require(kind)? {
-        let method = l["method"].as_str().unwrap_or("?");
-        if method == "publish" {
-            // One PUBLISH, not a per-ring latency.
+    if with_first {
+        let raw = [r.first_us];
+        out.push(point_json(&Pt {
+            source: "host",
+            method: "first-register",
+            size,
+            page: page(huge),
+            rings,
+            raw: &raw,
+            stats: (r.first_us, r.first_us, r.first_us),
+            total: r.first_us,
+        })?);
+    }
+    for (method, raw) in [("register", &r.register), ("clone", &r.clone)] {
+        if raw.is_empty() {
             continue;
         }
-        out.push(point_json(
-            source,
+        out.push(point_json(&Pt {
+            source: "host",
             method,
-            l["pool_bytes"].as_u64().unwrap_or(0),
-            l["page"].as_str().unwrap_or("?"),
-            l["rings"].as_u64().unwrap_or(0) as usize,
-            None,
-            run.num(&l, "min_us")?,
-            run.num(&l, "median_us")?,
-            run.num(&l, "p99_us")?,
-            l["samples"].as_u64().unwrap_or(0),
-        )?);
+            size,
+            page: page(huge),
+            rings,
+            raw,
+            stats: host_stats(raw),
+            total: r.first_us + raw[..pass].iter().sum::<f64>(),
+        })?);
     }
     Ok(out)
 }
 
-fn guest_args(size: u64, pv: bool) -> Vec<String> {
+/// Passes over the rings of a host point: enough for ~63 samples or
+/// more per method (a p99 that is not the maximum of a handful).
+fn host_rounds(rings: usize, quick: bool) -> usize {
+    match rings {
+        0 | 1 => 0,
+        SIZE_RINGS => {
+            if quick {
+                5
+            } else {
+                10
+            }
+        }
+        n => 63usize.div_ceil(n - 1),
+    }
+}
+
+/// Every point of a guest run (`kind` lines of ring-pool or pv-bench),
+/// first-register included; `publish` (one PUBLISH, not a per-ring
+/// latency) only adds to table-clone's total. Each line must carry its
+/// raw samples.
+fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, BenchError> {
+    let lines = run.require(kind)?;
+    let missing = |what: String| BenchError::Missing {
+        what: run.what.clone(),
+        kind: what,
+        stdout: String::new(),
+    };
+    // The one sample of a method at a ring count, e.g. ring 0's first
+    // registration.
+    let single = |method: &str, rings: u64| -> Option<f64> {
+        lines
+            .iter()
+            .find(|l| l["method"] == method && l["rings"] == rings)
+            .and_then(|l| l["samples_us"][0].as_f64())
+    };
+    let mut out = Vec::new();
+    for l in &lines {
+        let method = l["method"].as_str().unwrap_or("?");
+        if method == "publish" {
+            continue;
+        }
+        let rings = l["rings"].as_u64().unwrap_or(0);
+        let count = l["samples"].as_u64().unwrap_or(0);
+        let raw: Vec<f64> = l["samples_us"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        if raw.len() as u64 != count || count == 0 {
+            return Err(missing(format!(
+                "{kind} {method} line with its {count} samples in samples_us (got {})",
+                raw.len()
+            )));
+        }
+        let first = single("first-register", rings)
+            .ok_or_else(|| missing(format!("{kind} first-register line for {rings} rings")))?;
+        let total = match method {
+            "first-register" => first,
+            "table-clone" => {
+                let publish = single("publish", rings)
+                    .ok_or_else(|| missing(format!("{kind} publish line for {rings} rings")))?;
+                first + publish + raw.iter().sum::<f64>()
+            }
+            _ => first + raw.iter().sum::<f64>(),
+        };
+        out.push(point_json(&Pt {
+            source,
+            method,
+            size: l["pool_bytes"].as_u64().unwrap_or(0),
+            page: l["page"].as_str().unwrap_or("?"),
+            rings: rings as usize,
+            raw: &raw,
+            stats: (
+                run.num(l, "min_us")?,
+                run.num(l, "median_us")?,
+                run.num(l, "p99_us")?,
+            ),
+            total,
+        })?);
+    }
+    Ok(out)
+}
+
+fn guest_args(ctx: &Ctx, size: u64, pv: bool) -> Vec<String> {
     let pages = size / HUGE_2M + 4;
     let mem_mib = (size >> 20) * 2 + 256;
+    let rings = rings_arg(ctx, size);
     let mut a = vec![
         "--memory".to_string(),
         format!("size={mem_mib}M,hugepages=2M"),
     ];
     if pv {
+        // Every ring stays open to the end, plus pv-bench's check counts
+        // its two I/O rings.
+        let total: usize = if size == sweep_size(ctx) {
+            SWEEP_RINGS.iter().sum()
+        } else {
+            SIZE_RINGS
+        };
         a.extend([
             "--uring".into(),
-            format!("rings={}", GUEST_RINGS + 2),
+            format!("rings={}", total + 2),
             "--cmdline".into(),
             format!(
-                "hugepages={pages} -- /bin/pv-bench --only reg --rings {GUEST_RINGS} --size {} --page 2M",
-                size
+                "hugepages={pages} -- /bin/pv-bench --only reg --rings {rings} --size {size} --page 2M"
             ),
         ]);
     } else {
         a.extend([
             "--cmdline".into(),
-            format!(
-                "hugepages={pages} -- /bin/ring-pool --rings {GUEST_RINGS} --size {} --page 2M",
-                size
-            ),
+            format!("hugepages={pages} -- /bin/ring-pool --rings {rings} --size {size} --page 2M"),
         ]);
     }
     a
 }
 
-pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
-    let mut pts: Vec<Value> = Vec::new();
-    for (w, p) in points(ctx).into_iter().zip(plan) {
-        pb.set_message(p.label.clone());
-        match w {
-            Where::Host(size, huge) => {
-                let page = if huge { "2M" } else { "4K" };
-                for (method, (raw, (min, med, p99))) in host_point(size, huge, ctx.quick)? {
-                    pts.push(point_json(
-                        "host",
-                        method,
-                        size,
-                        page,
-                        8,
-                        Some(&raw),
-                        min,
-                        med,
-                        p99,
-                        raw.len() as u64,
-                    )?);
+/// Hands the host hugepages back (before any guest boots), recording
+/// what the pool was restored to.
+fn release(huge: &mut Option<Result<Option<Reservation>, String>>, record: &mut Value) {
+    if let Some(Ok(slot)) = huge {
+        if let Some(mut r) = slot.take() {
+            match r.restore() {
+                Ok(()) => record["nr_hugepages_restored_to"] = r.previous.into(),
+                Err(e) => {
+                    record["restore_error"] =
+                        format!("writing {} to {}: {e}", r.previous, r.file.display()).into()
                 }
             }
-            Where::RingPool(size) => {
-                let run = run_guest(ctx, &p.label, &guest_args(size, false))?;
-                pts.extend(guest_points(&run, "ring-pool", "guest-ring-pool")?);
+        }
+    }
+}
+
+/// Register / other-method ratios of medians, and summary-table rows, of
+/// `pts` (each (source, size, page, rings) once).
+fn ratios(pts: &[Value], sweep: bool) -> Result<(Vec<Value>, Vec<[String; 3]>), BenchError> {
+    let find = |p: &Value, m: &str| {
+        pts.iter().find(|q| {
+            q["source"] == p["source"]
+                && q["method"] == m
+                && q["pool_bytes"] == p["pool_bytes"]
+                && q["page"] == p["page"]
+                && q["rings"] == p["rings"]
+        })
+    };
+    let med = |p: &Value| p["median"]["value"].as_f64().unwrap_or(f64::NAN);
+    let tot = |p: &Value| p["total"]["value"].as_f64().unwrap_or(f64::NAN);
+    let mut ratios = Vec::new();
+    let mut table = Vec::new();
+    for p in pts {
+        let (src, size, pg, rings) = (
+            p["source"].as_str().unwrap_or(""),
+            p["pool_bytes"].as_u64().unwrap_or(0),
+            p["page"].as_str().unwrap_or(""),
+            p["rings"].as_u64().unwrap_or(0),
+        );
+        let name = if sweep {
+            let s = if rings == 1 { "" } else { "s" };
+            format!("{src} {} of {pg} pages, {rings} ring{s}", size_label(size))
+        } else {
+            format!("{src} {} of {pg} pages", size_label(size))
+        };
+        if p["method"] == "first-register" && rings == 1 {
+            table.push([
+                name,
+                format!("first register {}", us(med(p))),
+                "1 ring".into(),
+            ]);
+            continue;
+        }
+        if p["method"] != "register" {
+            continue;
+        }
+        let reg = med(p);
+        for other in ["clone", "table-clone"] {
+            let Some(c) = find(p, other) else {
+                continue;
+            };
+            let what = format!("{src} {} {pg} {rings} rings", size_label(size));
+            ratios.push(json!({
+                "source": src,
+                "pool_bytes": size,
+                "page": pg,
+                "rings": rings,
+                "ratio": format!("register/{other}"),
+                "value": fig(&what, reg / med(c), "x")?,
+            }));
+            let third = if sweep {
+                format!(
+                    "{:.1}x; all {rings} rings: {} / {}",
+                    reg / med(c),
+                    us(tot(p)),
+                    us(tot(c))
+                )
+            } else {
+                format!("{:.1}x", reg / med(c))
+            };
+            table.push([
+                name.clone(),
+                format!("register {} / {other} {}", us(reg), us(med(c))),
+                third,
+            ]);
+        }
+    }
+    Ok((ratios, table))
+}
+
+pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
+    let mut pts: Vec<Value> = Vec::new();
+    let mut sweep: Vec<Value> = Vec::new();
+    let mut skipped: Vec<Value> = Vec::new();
+    let mut huge_record = Value::Null;
+    // Decided at the first 2 MiB host point; a reservation lives until
+    // the first guest point (or an error: its Drop restores the pool).
+    let mut huge: Option<Result<Option<Reservation>, String>> = None;
+    for (w, p) in points(ctx).into_iter().zip(plan) {
+        pb.set_message(p.label.clone());
+        if w.huge_host() && huge.is_none() {
+            huge = Some(reserve_huge(ctx, host_huge_needed(ctx), &mut huge_record));
+        }
+        let huge_skip = match &huge {
+            Some(Err(reason)) if w.huge_host() => Some(reason.clone()),
+            _ => None,
+        };
+        if let Some(reason) = huge_skip {
+            skipped.push(json!({"point": p.label, "reason": reason}));
+            pb.inc(1);
+            continue;
+        }
+        match w {
+            Where::Host(size, h) | Where::HostSweep(size, h) => {
+                let what = label(ctx, w);
+                if h {
+                    wait_for_free_huge(size.div_ceil(HUGE_2M), Duration::from_secs(10));
+                }
+                let m = match Mapping::new(size as usize, h) {
+                    Ok(m) => m,
+                    // Another process may take the hugepages between the
+                    // check and the mapping: a skip, said as such.
+                    Err(e) if h => {
+                        skipped.push(json!({
+                            "point": p.label,
+                            "reason": format!("mmap of {} of 2 MiB host pages: {e}", size_label(size)),
+                        }));
+                        pb.inc(1);
+                        continue;
+                    }
+                    Err(e) => return Err(host_err(format!("{what}: mmap"))(e)),
+                };
+                if matches!(w, Where::Host(..)) {
+                    let r =
+                        host_measure(&what, &m, SIZE_RINGS, host_rounds(SIZE_RINGS, ctx.quick))?;
+                    pts.extend(host_points(size, h, SIZE_RINGS, &r, false)?);
+                } else {
+                    for n in SWEEP_RINGS {
+                        let r = host_measure(&what, &m, n, host_rounds(n, ctx.quick))?;
+                        sweep.extend(host_points(size, h, n, &r, true)?);
+                    }
+                }
             }
-            Where::PvBench(size) => {
-                let run = run_guest(ctx, &p.label, &guest_args(size, true))?;
-                pts.extend(guest_points(&run, "pv-bench", "guest-pv-bench")?);
+            Where::RingPool(size) | Where::PvBench(size) => {
+                // Guest RAM is backed as it would be without the suite's
+                // host hugepages.
+                release(&mut huge, &mut huge_record);
+                let pv = matches!(w, Where::PvBench(_));
+                let run = run_guest(ctx, &p.label, &guest_args(ctx, size, pv))?;
+                let got = if pv {
+                    guest_points(&run, "pv-bench", "guest-pv-bench")?
+                } else {
+                    guest_points(&run, "ring-pool", "guest-ring-pool")?
+                };
+                for g in got {
+                    if g["rings"] == SIZE_RINGS && g["method"] != "first-register" {
+                        pts.push(g.clone());
+                    }
+                    if size == sweep_size(ctx) {
+                        sweep.push(g);
+                    }
+                }
             }
         }
         pb.inc(1);
     }
-    // Ratios of medians: register / clone, register / table-clone.
-    let mut ratios = Vec::new();
-    let mut table = Vec::new();
-    let find = |src: &str, m: &str, size: u64, page: &str| {
-        pts.iter()
-            .find(|p| {
-                p["source"] == src
-                    && p["method"] == m
-                    && p["pool_bytes"] == size
-                    && p["page"] == page
-            })
-            .and_then(|p| p["median"]["value"].as_f64())
-    };
-    for p in pts.iter().filter(|p| p["method"] == "register") {
-        let (src, size, page) = (
-            p["source"].as_str().unwrap_or(""),
-            p["pool_bytes"].as_u64().unwrap_or(0),
-            p["page"].as_str().unwrap_or(""),
-        );
-        let reg = p["median"]["value"].as_f64().unwrap_or(f64::NAN);
-        for other in ["clone", "table-clone"] {
-            let Some(c) = find(src, other, size, page) else {
-                continue;
-            };
-            let what = format!("{src} {} {page}", size_label(size));
-            ratios.push(json!({
-                "source": src,
-                "pool_bytes": size,
-                "page": page,
-                "ratio": format!("register/{other}"),
-                "value": fig(&what, reg / c, "x")?,
-            }));
-            table.push([
-                format!("{src} {} of {page} pages", size_label(size)),
-                format!("register {} / {other} {}", us(reg), us(c)),
-                format!("{:.1}x", reg / c),
-            ]);
-        }
+    release(&mut huge, &mut huge_record);
+    let (ratios_size, mut table) = ratios(&pts, false)?;
+    let (ratios_sweep, table_sweep) = ratios(&sweep, true)?;
+    table.extend(table_sweep);
+    for s in &skipped {
+        table.push([
+            s["point"].as_str().unwrap_or("?").to_string(),
+            "skipped".into(),
+            s["reason"].as_str().unwrap_or("?").to_string(),
+        ]);
     }
     Ok(SuiteOutput {
-        json: json!({"points": pts, "ratios": ratios}),
+        json: json!({
+            "points": pts,
+            "ratios": ratios_size,
+            "rings_sweep": sweep,
+            "rings_sweep_ratios": ratios_sweep,
+            "host_hugepages": huge_record,
+            "skipped": skipped,
+        }),
         table,
     })
 }
@@ -442,6 +884,23 @@ fn us(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::guest_image::GuestImage;
+
+    fn ctx(quick: bool) -> Ctx {
+        Ctx {
+            exe: PathBuf::from("ringvisor"),
+            image: GuestImage {
+                kernel: PathBuf::from("vmlinux"),
+                initramfs: PathBuf::from("initramfs.cpio"),
+                initramfs_min: None,
+            },
+            out: PathBuf::from("out"),
+            quick,
+            runs: 1,
+            memory: String::new(),
+            reserve_hugepages: true,
+        }
+    }
 
     #[test]
     fn histogram_keeps_large_samples() {
@@ -453,5 +912,151 @@ mod tests {
         assert!((min - 548.5).abs() < 1.0, "{min}");
         assert!((med - 580.3).abs() < 1.0, "{med}");
         assert!(p99 > 1.9e6, "{p99}");
+    }
+
+    #[test]
+    fn host_points_come_first_and_the_sweep_size_is_a_guest_size() {
+        for quick in [true, false] {
+            let c = ctx(quick);
+            let pts = points(&c);
+            let first_guest = pts
+                .iter()
+                .position(|w| matches!(w, Where::RingPool(_) | Where::PvBench(_)))
+                .unwrap();
+            assert!(pts[first_guest..]
+                .iter()
+                .all(|w| matches!(w, Where::RingPool(_) | Where::PvBench(_))));
+            assert!(pts.contains(&Where::HostSweep(sweep_size(&c), true)));
+            assert!(guest_sizes(&c).contains(&sweep_size(&c)));
+            assert!(host_huge_needed(&c) * HUGE_2M >= *host_sizes(&c).iter().max().unwrap());
+        }
+        assert_eq!(host_huge_needed(&ctx(true)), 32);
+        assert_eq!(host_huge_needed(&ctx(false)), 512);
+    }
+
+    #[test]
+    fn guest_arguments_of_the_sweep() {
+        let c = ctx(false);
+        let a = guest_args(&c, 64 << 20, true).join(" ");
+        assert!(a.contains("--uring rings=129"), "{a}");
+        assert!(
+            a.contains("--rings 1,2,4,8,16,32,64 --size 67108864"),
+            "{a}"
+        );
+        let a = guest_args(&c, 256 << 20, false).join(" ");
+        assert!(
+            a.contains("/bin/ring-pool --rings 8 --size 268435456"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn host_rounds_give_enough_samples() {
+        assert_eq!(host_rounds(1, true), 0);
+        assert_eq!(host_rounds(8, true), 5);
+        assert_eq!(host_rounds(8, false), 10);
+        for n in [2, 4, 16, 32, 64] {
+            assert!(host_rounds(n, true) * (n - 1) >= 63, "{n}");
+        }
+    }
+
+    fn run_of(lines: &[&str]) -> GuestRun {
+        GuestRun {
+            what: "t".into(),
+            stdout: lines.join("\r\n"),
+            timings: None,
+        }
+    }
+
+    #[test]
+    fn guest_totals_and_raw_samples() {
+        let d = r#""rings":3,"pool_bytes":16777216,"page":"2M""#;
+        let run = run_of(&[
+            &format!(
+                r#"{{"kind":"pv-bench","method":"first-register",{d},"samples":1,"min_us":100.0,"median_us":100.0,"p99_us":100.0,"samples_us":[100.0]}}"#
+            ),
+            &format!(
+                r#"{{"kind":"pv-bench","method":"register",{d},"samples":2,"min_us":90.0,"median_us":90.0,"p99_us":95.0,"samples_us":[95.0,90.0]}}"#
+            ),
+            &format!(
+                r#"{{"kind":"pv-bench","method":"publish",{d},"samples":1,"min_us":4.0,"median_us":4.0,"p99_us":4.0,"samples_us":[4.0]}}"#
+            ),
+            &format!(
+                r#"{{"kind":"pv-bench","method":"table-clone",{d},"samples":2,"min_us":2.0,"median_us":2.0,"p99_us":3.0,"samples_us":[2.0,3.0]}}"#
+            ),
+        ]);
+        let pts = guest_points(&run, "pv-bench", "guest-pv-bench").unwrap();
+        let methods: Vec<&str> = pts.iter().map(|p| p["method"].as_str().unwrap()).collect();
+        assert_eq!(methods, ["first-register", "register", "table-clone"]);
+        let total = |i: usize| pts[i]["total"]["value"].as_f64().unwrap();
+        assert_eq!((total(0), total(1), total(2)), (100.0, 285.0, 109.0));
+        assert_eq!(pts[1]["samples"]["values"], json!([95.0, 90.0]));
+        assert_eq!(pts[1]["sample_count"], 2);
+        assert_eq!(pts[1]["rings"], 3);
+
+        let (ratios, table) = ratios(&pts, true).unwrap();
+        assert_eq!(ratios[0]["ratio"], "register/table-clone");
+        assert_eq!(ratios[0]["value"]["value"], 45.0);
+        assert!(
+            table[0][2].contains("all 3 rings: 285.0 us / 109.0 us"),
+            "{table:?}"
+        );
+    }
+
+    #[test]
+    fn a_guest_line_without_its_samples_fails() {
+        let run = run_of(&[
+            r#"{"kind":"ring-pool","method":"first-register","rings":2,"pool_bytes":1,"page":"2M","samples":1,"min_us":1.0,"median_us":1.0,"p99_us":1.0,"samples_us":[1.0]}"#,
+            r#"{"kind":"ring-pool","method":"clone","rings":2,"pool_bytes":1,"page":"2M","samples":1,"min_us":1.0,"median_us":1.0,"p99_us":1.0}"#,
+        ]);
+        let e = guest_points(&run, "ring-pool", "guest-ring-pool").unwrap_err();
+        assert!(e.to_string().contains("samples_us"), "{e}");
+        let run = run_of(&[
+            r#"{"kind":"ring-pool","method":"clone","rings":2,"pool_bytes":1,"page":"2M","samples":1,"min_us":1.0,"median_us":1.0,"p99_us":1.0,"samples_us":[1.0]}"#,
+        ]);
+        let e = guest_points(&run, "ring-pool", "guest-ring-pool").unwrap_err();
+        assert!(e.to_string().contains("first-register"), "{e}");
+    }
+
+    #[test]
+    fn a_reservation_restores_the_pool_on_drop() {
+        let dir = std::env::temp_dir().join(format!("rv-huge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("nr_hugepages");
+        std::fs::write(&file, "40").unwrap();
+        {
+            let _r = Reservation {
+                file: file.clone(),
+                previous: 8,
+                restored: false,
+            };
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "8");
+        // Restored once: a later change by someone else is left alone.
+        let mut r = Reservation {
+            file: file.clone(),
+            previous: 3,
+            restored: false,
+        };
+        r.restore().unwrap();
+        std::fs::write(&file, "7").unwrap();
+        drop(r);
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "7");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn not_reserving_is_recorded_with_its_reason() {
+        let mut c = ctx(false);
+        c.reserve_hugepages = false;
+        let mut record = Value::Null;
+        // More pages than any host here has free.
+        let r = reserve_huge(&c, 1 << 40, &mut record);
+        let reason = r.err().expect("cannot have 2^40 free hugepages");
+        assert!(
+            reason.contains("--no-reserve-hugepages") || reason.contains("no pool"),
+            "{reason}"
+        );
+        assert_eq!(record["needed"], 1u64 << 40);
     }
 }

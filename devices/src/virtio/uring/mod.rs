@@ -13,6 +13,19 @@
 //! The device knows nothing of KVM: the VMM routes each ring's doorbell
 //! (a KVM ioeventfd) and completion eventfd (a KVM irqfd) through
 //! [`RingHooks`].
+//!
+//! Retiring a ring. The host kernel tears an io_uring down asynchronously
+//! and waits for requests it cannot cancel, so DESTROY_RING is answered
+//! only once the kernel has freed the ring ([`ring::Teardown`]): until
+//! then its requests may still write guest pages that the guest driver
+//! would unpin on the answer. The worker does not block meanwhile: the
+//! DESTROY chain stays unanswered (virtio lets a device use chains out of
+//! order), the slot is quarantined (not reusable, nothing routed to it),
+//! and the worker watches the ring's sentinel fd next to the doorbells. A
+//! DESTROY still waiting after [`IDLE_TIMEOUT`] is answered `-ETIMEDOUT`
+//! and the slot stays quarantined until the kernel lets go. A device reset
+//! or the VM ending (dropping the [`Executor`]) retires every ring the same
+//! way and waits for them, up to [`IDLE_TIMEOUT`] in all.
 
 pub mod control;
 pub mod ring;
@@ -26,6 +39,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
@@ -33,7 +47,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use self::control::{CloneSource, Command, Limits, Response, RESP_LEN};
-use self::ring::{check_clone, errno_of, Buf, HostRing, RingArea, SLOT_SIZE};
+use self::ring::{check_clone, errno_of, Buf, HostRing, RingArea, Teardown, SLOT_SIZE};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::BusDevice;
 
@@ -55,8 +69,13 @@ pub const MAX_ENTRIES: u32 = 4096;
 pub const MAX_BUFFERS: u32 = 1024;
 /// Entries of the host buffer table.
 pub const MAX_TABLE: u32 = 64;
-/// Most backends.
-pub const MAX_BACKENDS: usize = 16;
+/// Most backends (fixed-file indices below the teardown sentinel's).
+pub const MAX_BACKENDS: usize = ring::SENTINEL_FILE as usize;
+/// How long a DESTROY_RING waits for the host kernel to let go of the ring
+/// before it is answered `-ETIMEDOUT`; also the most a device reset waits
+/// for all rings. Requests on regular files and block devices finish in
+/// far less; the bound is for a host whose storage hangs.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Size of the doorbell page.
 pub const DOORBELL_LEN: u64 = 0x1000;
 /// Bytes of the configuration space.
@@ -178,25 +197,74 @@ impl BusDevice for DoorbellPage {
     }
 }
 
-/// A guest ring: the host ring, its doorbell and completion eventfds.
-struct GuestRing {
+/// How a guest ring is reached: its doorbell and completion eventfds, and
+/// where they are routed. Dropping it stops routing them.
+struct Routing {
     id: u32,
-    ring: HostRing,
     doorbell: Arc<EventFd>,
     completion: EventFd,
     hooks: Arc<dyn RingHooks>,
     doorbells: Arc<Doorbells>,
 }
 
-impl Drop for GuestRing {
+impl Drop for Routing {
     fn drop(&mut self) {
         self.doorbells.set(self.id, None);
         self.hooks
             .ring_destroyed(self.id, &self.doorbell, &self.completion);
-        // The ring fd closes after this: the kernel tears the ring down
-        // (asynchronously), unpinning its memory and buffers.
     }
 }
+
+/// A guest ring: its routing and the host ring.
+struct GuestRing {
+    // Dropped first: the doorbell stops before the ring closes.
+    routing: Routing,
+    ring: HostRing,
+}
+
+impl GuestRing {
+    /// Stops serving the ring's doorbell and completions, then closes the
+    /// host ring.
+    fn retire(self) -> Option<Teardown> {
+        let GuestRing { routing, ring } = self;
+        drop(routing);
+        ring.retire()
+    }
+}
+
+/// Where the answer to a deferred command goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Head index of the chain.
+    pub head: u16,
+    /// Its device-writable descriptors.
+    pub descs: Vec<Desc>,
+}
+
+/// A DESTROY_RING waiting for the kernel to let go of the ring.
+struct Waiter {
+    reply: Reply,
+    deadline: Instant,
+}
+
+/// A ring slot.
+enum Slot {
+    /// No ring; CREATE_RING may use it.
+    Free,
+    /// A guest ring.
+    Live(GuestRing),
+    /// A destroyed ring that the host kernel is still tearing down: its
+    /// requests may still write guest memory. Quarantined: nothing is routed
+    /// to it and CREATE_RING does not reuse it until the kernel let go.
+    Retiring {
+        teardown: Teardown,
+        waiters: Vec<Waiter>,
+    },
+}
+
+/// A DESTROY_RING answered by [`Executor::reap`]: the chain's head and the
+/// used length.
+pub type Answered = (u16, u32);
 
 /// Executes control commands: owns every ring and table entry of one
 /// activation of the device. Dropping it releases everything.
@@ -207,11 +275,13 @@ pub struct Executor {
     _backend_files: Arc<Vec<File>>,
     limits: Limits,
     features: u64,
-    rings: Vec<Option<GuestRing>>,
+    rings: Vec<Slot>,
     table: Vec<Option<HostRing>>,
     hooks: Arc<dyn RingHooks>,
     doorbells: Arc<Doorbells>,
     created: Vec<u32>,
+    retired: Vec<u32>,
+    idle_timeout: Duration,
 }
 
 impl Executor {
@@ -235,12 +305,20 @@ impl Executor {
                 max_buffers: MAX_BUFFERS,
             },
             features,
-            rings: (0..slots).map(|_| None).collect(),
+            rings: (0..slots).map(|_| Slot::Free).collect(),
             table: (0..MAX_TABLE).map(|_| None).collect(),
             hooks,
             doorbells,
             created: Vec::new(),
+            retired: Vec::new(),
+            idle_timeout: IDLE_TIMEOUT,
         }
+    }
+
+    /// Sets how long a DESTROY_RING (and dropping the executor) waits for
+    /// the host kernel ([`IDLE_TIMEOUT`] by default; tests shorten it).
+    pub fn set_idle_timeout(&mut self, timeout: Duration) {
+        self.idle_timeout = timeout;
     }
 
     /// The request limits.
@@ -250,7 +328,26 @@ impl Executor {
 
     /// Number of live rings.
     pub fn ring_count(&self) -> usize {
-        self.rings.iter().flatten().count()
+        self.rings
+            .iter()
+            .filter(|s| matches!(s, Slot::Live(_)))
+            .count()
+    }
+
+    /// Number of destroyed rings the host kernel has not let go of yet
+    /// (quarantined slots).
+    pub fn retiring_count(&self) -> usize {
+        self.rings
+            .iter()
+            .filter(|s| matches!(s, Slot::Retiring { .. }))
+            .count()
+    }
+
+    fn live(&self, id: u32) -> Option<&GuestRing> {
+        match self.rings.get(id as usize)? {
+            Slot::Live(r) => Some(r),
+            _ => None,
+        }
     }
 
     /// Number of table entries.
@@ -261,11 +358,11 @@ impl Executor {
     /// The doorbell: submits ring `id`'s pending SQEs. Unknown ids are
     /// ignored.
     pub fn doorbell(&self, id: u32) {
-        let Some(Some(r)) = self.rings.get(id as usize) else {
+        let Some(r) = self.live(id) else {
             log::debug!("pv-uring: doorbell for unknown ring {id}");
             return;
         };
-        let _ = r.doorbell.read();
+        let _ = r.routing.doorbell.read();
         if let Err(e) = r.ring.submit() {
             log::debug!("pv-uring: ring {id}: io_uring_enter: {e}");
         }
@@ -273,15 +370,18 @@ impl Executor {
 
     /// The doorbell eventfd of ring `id`.
     pub fn doorbell_fd(&self, id: u32) -> Option<RawFd> {
-        self.rings
-            .get(id as usize)?
-            .as_ref()
-            .map(|r| r.doorbell.as_raw_fd())
+        self.live(id).map(|r| r.routing.doorbell.as_raw_fd())
+    }
+
+    /// The host io_uring fd of ring `id` (tests).
+    #[cfg(test)]
+    fn host_fd(&self, id: u32) -> Option<RawFd> {
+        self.live(id).map(|r| r.ring.fd())
     }
 
     /// The completion eventfd of ring `id` (tests).
     pub fn completion_fd(&self, id: u32) -> Option<&EventFd> {
-        self.rings.get(id as usize)?.as_ref().map(|r| &r.completion)
+        self.live(id).map(|r| &r.routing.completion)
     }
 
     /// Rings created since the last call.
@@ -289,27 +389,123 @@ impl Executor {
         std::mem::take(&mut self.created)
     }
 
+    /// Rings retired since the last call, with the fd that reports
+    /// `POLLERR` when the kernel has let go of each ([`Executor::reap`]
+    /// then answers its DESTROYs).
+    pub fn take_retired(&mut self) -> Vec<(u32, RawFd)> {
+        let ids = std::mem::take(&mut self.retired);
+        ids.into_iter()
+            .filter_map(|id| match self.rings.get(id as usize)? {
+                Slot::Retiring { teardown, .. } => Some((id, teardown.fd())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The earliest time a waiting DESTROY times out.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.rings
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Retiring { waiters, .. } => waiters.iter().map(|w| w.deadline).min(),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Answers the DESTROYs whose ring the kernel has let go of (status 0)
+    /// or whose wait timed out (`-ETIMEDOUT`), and frees the slots of rings
+    /// that are gone. Returns the chains answered.
+    pub fn reap(&mut self) -> Vec<Answered> {
+        let now = Instant::now();
+        let mut answered = Vec::new();
+        for (id, slot) in self.rings.iter_mut().enumerate() {
+            let Slot::Retiring { teardown, waiters } = slot else {
+                continue;
+            };
+            if teardown.is_done() {
+                for w in waiters.drain(..) {
+                    let used = write_response(&self.mem, &w.reply.descs, &Response::ok());
+                    answered.push((w.reply.head, used));
+                }
+                *slot = Slot::Free;
+                continue;
+            }
+            waiters.retain(|w| {
+                if w.deadline > now {
+                    return true;
+                }
+                log::warn!(
+                    "pv-uring: ring {id}: the host kernel still runs its requests after {:?}; \
+                     DESTROY answered -ETIMEDOUT, the slot stays quarantined",
+                    self.idle_timeout
+                );
+                let used =
+                    write_response(&self.mem, &w.reply.descs, &Response::error(libc::ETIMEDOUT));
+                answered.push((w.reply.head, used));
+                false
+            });
+        }
+        answered
+    }
+
     fn has(&self, feature: u32) -> bool {
         self.features & (1 << feature) != 0
     }
 
     fn ring_mut(&mut self, id: u32) -> Result<&mut GuestRing, i32> {
-        self.rings
-            .get_mut(id as usize)
-            .and_then(Option::as_mut)
-            .ok_or(libc::ENOENT)
+        match self.rings.get_mut(id as usize) {
+            Some(Slot::Live(r)) => Ok(r),
+            _ => Err(libc::ENOENT),
+        }
     }
 
-    /// Runs one command.
-    pub fn execute(&mut self, cmd: &Command) -> Response {
+    /// DESTROY_RING: stops routing the ring, closes it and quarantines its
+    /// slot; `reply` is answered by [`Executor::reap`]. A ring whose
+    /// earlier DESTROY timed out is waited for again.
+    fn destroy(&mut self, id: u32, reply: Reply) -> Result<Option<Response>, i32> {
+        let deadline = Instant::now() + self.idle_timeout;
+        let slot = self.rings.get_mut(id as usize).ok_or(libc::ENOENT)?;
+        match std::mem::replace(slot, Slot::Free) {
+            Slot::Free => Err(libc::ENOENT),
+            Slot::Live(r) => match r.retire() {
+                Some(teardown) => {
+                    *slot = Slot::Retiring {
+                        teardown,
+                        waiters: vec![Waiter { reply, deadline }],
+                    };
+                    self.retired.push(id);
+                    Ok(None)
+                }
+                // Guest rings always have a sentinel; without one there
+                // is nothing to wait for.
+                None => Ok(Some(Response::ok())),
+            },
+            Slot::Retiring {
+                teardown,
+                mut waiters,
+            } => {
+                // A guest that re-offers chains cannot grow this forever.
+                if waiters.len() >= usize::from(QUEUE_SIZE) {
+                    *slot = Slot::Retiring { teardown, waiters };
+                    return Err(libc::EBUSY);
+                }
+                waiters.push(Waiter { reply, deadline });
+                *slot = Slot::Retiring { teardown, waiters };
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs one command. `None`: the answer is deferred ([`Executor::reap`]
+    /// writes it to `reply` later).
+    pub fn execute(&mut self, cmd: &Command, reply: Reply) -> Option<Response> {
         let result = match cmd {
             Command::CreateRing { entries, sqpoll } => self.create(*entries, *sqpoll),
-            Command::DestroyRing { ring } => match self.rings.get_mut(*ring as usize) {
-                Some(slot @ Some(_)) => {
-                    *slot = None;
-                    Ok(Response::ok())
-                }
-                _ => Err(libc::ENOENT),
+            Command::DestroyRing { ring } => match self.destroy(*ring, reply) {
+                Ok(None) => return None,
+                Ok(Some(r)) => Ok(r),
+                Err(e) => Err(e),
             },
             Command::RegisterBuffers { ring, extents } => self.register(*ring, extents),
             Command::UnregisterBuffers { ring } => self.ring_mut(*ring).and_then(|r| {
@@ -342,7 +538,7 @@ impl Executor {
                 }
             }
         };
-        result.unwrap_or_else(Response::error)
+        Some(result.unwrap_or_else(Response::error))
     }
 
     fn create(&mut self, entries: u32, sqpoll: bool) -> Result<Response, i32> {
@@ -352,7 +548,7 @@ impl Executor {
         let id = self
             .rings
             .iter()
-            .position(Option::is_none)
+            .position(|s| matches!(s, Slot::Free))
             .ok_or(libc::ENOSPC)? as u32;
         let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| errno_of(&e));
         let (doorbell, completion) = (Arc::new(eventfd()?), eventfd()?);
@@ -376,13 +572,15 @@ impl Executor {
             })?;
         self.doorbells.set(id, Some(doorbell.clone()));
         let output = ring.params().to_bytes().to_vec();
-        self.rings[id as usize] = Some(GuestRing {
-            id,
+        self.rings[id as usize] = Slot::Live(GuestRing {
+            routing: Routing {
+                id,
+                doorbell,
+                completion,
+                hooks: self.hooks.clone(),
+                doorbells: self.doorbells.clone(),
+            },
             ring,
-            doorbell,
-            completion,
-            hooks: self.hooks.clone(),
-            doorbells: self.doorbells.clone(),
         });
         self.created.push(id);
         Ok(Response {
@@ -490,6 +688,34 @@ impl Executor {
     }
 }
 
+impl Drop for Executor {
+    /// A device reset or the VM ending: retires every ring, then waits until
+    /// the host kernel has let go of all of them (up to the idle timeout in
+    /// all), so that no request writes guest memory after the reset.
+    /// Unanswered DESTROYs are dropped with the queue.
+    fn drop(&mut self) {
+        let deadline = Instant::now() + self.idle_timeout;
+        let mut teardowns = Vec::new();
+        for (id, slot) in self.rings.iter_mut().enumerate() {
+            let teardown = match std::mem::replace(slot, Slot::Free) {
+                Slot::Free => None,
+                Slot::Live(r) => r.retire(),
+                Slot::Retiring { teardown, .. } => Some(teardown),
+            };
+            teardowns.extend(teardown.map(|t| (id, t)));
+        }
+        for (id, t) in teardowns {
+            if !t.wait_until(deadline) {
+                log::error!(
+                    "pv-uring: ring {id}: the host kernel still runs its requests {:?} after \
+                     the reset; they may write guest memory",
+                    self.idle_timeout
+                );
+            }
+        }
+    }
+}
+
 /// A descriptor of a control chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Desc {
@@ -501,10 +727,37 @@ pub struct Desc {
     pub write_only: bool,
 }
 
-/// Serves one control chain: checks its shape, reads the request, runs
-/// it, writes the response. Returns the used length (0: malformed chain,
-/// no response).
-pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc]) -> u32 {
+/// Writes `response` over the device-writable `descs`; returns the used
+/// length (0 when a descriptor cannot be written).
+fn write_response(mem: &GuestMemoryMmap, descs: &[Desc], response: &Response) -> u32 {
+    let bytes = response.to_bytes();
+    let mut written = 0usize;
+    for d in descs {
+        if written == bytes.len() {
+            break;
+        }
+        let n = (d.len as usize).min(bytes.len() - written);
+        if mem
+            .write_slice(&bytes[written..written + n], GuestAddress(d.addr))
+            .is_err()
+        {
+            return 0;
+        }
+        written += n;
+    }
+    written as u32
+}
+
+/// Serves one control chain (head index `head`): checks its shape, reads
+/// the request, runs it, writes the response. Returns the used length
+/// (0: malformed chain, no response), or `None` when the answer is
+/// deferred: [`Executor::reap`] gives it later.
+pub fn process_chain(
+    exec: &mut Executor,
+    mem: &GuestMemoryMmap,
+    head: u16,
+    descs: &[Desc],
+) -> Option<u32> {
     let split = descs
         .iter()
         .position(|d| d.write_only)
@@ -512,12 +765,12 @@ pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc])
     let (readable, writable) = descs.split_at(split);
     if readable.is_empty() || writable.is_empty() || writable.iter().any(|d| !d.write_only) {
         log::debug!("pv-uring: control chain of the wrong shape");
-        return 0;
+        return Some(0);
     }
     for d in descs {
         if d.len == 0 || !mem.check_range(GuestAddress(d.addr), d.len as usize) {
             log::debug!("pv-uring: control descriptor outside guest RAM");
-            return 0;
+            return Some(0);
         }
     }
     let mut request = Vec::new();
@@ -532,7 +785,7 @@ pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc])
             .read_slice(&mut request[at..], GuestAddress(d.addr))
             .is_err()
         {
-            return 0;
+            return Some(0);
         }
     }
     let capacity: usize = writable.iter().map(|d| d.len as usize).sum();
@@ -540,9 +793,14 @@ pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc])
         Ok(cmd) => {
             if capacity < cmd.response_len() {
                 log::debug!("pv-uring: response buffer too small for {cmd:?}");
-                return 0;
+                return Some(0);
             }
-            exec.execute(&cmd)
+            let reply = Reply {
+                head,
+                descs: writable.to_vec(),
+            };
+            // None: deferred.
+            exec.execute(&cmd, reply)?
         }
         Err(e) => match e.errno() {
             Some(errno) if capacity >= RESP_LEN => {
@@ -551,26 +809,11 @@ pub fn process_chain(exec: &mut Executor, mem: &GuestMemoryMmap, descs: &[Desc])
             }
             _ => {
                 log::debug!("pv-uring: malformed control chain: {e}");
-                return 0;
+                return Some(0);
             }
         },
     };
-    let bytes = response.to_bytes();
-    let mut written = 0usize;
-    for d in writable {
-        if written == bytes.len() {
-            break;
-        }
-        let n = (d.len as usize).min(bytes.len() - written);
-        if mem
-            .write_slice(&bytes[written..written + n], GuestAddress(d.addr))
-            .is_err()
-        {
-            return 0;
-        }
-        written += n;
-    }
-    written as u32
+    Some(write_response(mem, writable, &response))
 }
 
 /// Serves every available chain of the control queue; returns whether the
@@ -591,11 +834,14 @@ pub fn process_queue(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMm
                     write_only: d.is_write_only(),
                 })
                 .collect();
-            let len = process_chain(exec, mem, &descs);
-            if let Err(e) = queue.add_used(mem, head, len) {
-                log::warn!("pv-uring: control queue: add_used: {e}");
+            // A deferred answer is added to the used ring by the worker
+            // when the executor gives it (answer_deferred).
+            if let Some(len) = process_chain(exec, mem, head, &descs) {
+                if let Err(e) = queue.add_used(mem, head, len) {
+                    log::warn!("pv-uring: control queue: add_used: {e}");
+                }
+                used = true;
             }
-            used = true;
         }
         match queue.enable_notification(mem) {
             Ok(true) => continue,
@@ -623,6 +869,21 @@ fn interrupt_suppressed(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
         .is_ok_and(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
 }
 
+/// Puts the chains the executor answered late ([`Executor::reap`]) on the
+/// used ring; returns whether the guest should be interrupted.
+pub fn answer_deferred(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMmap) -> bool {
+    let answered = exec.reap();
+    if answered.is_empty() {
+        return false;
+    }
+    for (head, len) in answered {
+        if let Err(e) = queue.add_used(mem, head, len) {
+            log::warn!("pv-uring: control queue: add_used: {e}");
+        }
+    }
+    queue.needs_notification(mem).unwrap_or(true)
+}
+
 struct Worker {
     stop: EventFd,
     handle: JoinHandle<()>,
@@ -630,6 +891,9 @@ struct Worker {
 
 const TOKEN_CONTROL: u64 = u64::MAX;
 const TOKEN_STOP: u64 = u64::MAX - 1;
+/// Ring ids below 2^32 are doorbell tokens; this bit marks a retired
+/// ring's teardown sentinel.
+const TOKEN_TEARDOWN: u64 = 1 << 32;
 
 fn worker_loop(
     mut exec: Executor,
@@ -657,7 +921,9 @@ fn worker_loop(
                 interrupt.signal_used_queue();
             }
             // New rings' doorbells join the loop (a closed eventfd leaves
-            // it by itself when its ring is destroyed).
+            // it by itself when its ring is destroyed), and so do retired
+            // rings' sentinels (POLLERR needs no event bit; the fd leaves
+            // when reap frees the slot).
             for id in exec.take_created() {
                 if let Some(fd) = exec.doorbell_fd(id) {
                     epoll.ctl(
@@ -667,15 +933,30 @@ fn worker_loop(
                     )?;
                 }
             }
+            for (id, fd) in exec.take_retired() {
+                epoll.ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::empty(), TOKEN_TEARDOWN | u64::from(id)),
+                )?;
+            }
             Ok(())
         };
         serve(&mut exec, &mut queue)?;
         loop {
-            let n = match epoll.wait(-1, &mut events) {
+            // Wake up for the earliest DESTROY timeout, if any.
+            let timeout = exec.next_deadline().map_or(-1, |d| {
+                let left = d.saturating_duration_since(Instant::now());
+                // Rounded up: waking early would spin.
+                (left.as_micros().div_ceil(1000)).min(i32::MAX as u128) as i32
+            });
+            let n = match epoll.wait(timeout, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            // A DESTROY timed out (even if doorbells keep the loop busy).
+            let mut reap = n == 0 || exec.next_deadline().is_some_and(|d| d <= Instant::now());
             for ev in &events[..n] {
                 match ev.data() {
                     TOKEN_STOP => return Ok(()),
@@ -683,15 +964,23 @@ fn worker_loop(
                         let _ = queue_event.read();
                         serve(&mut exec, &mut queue)?;
                     }
+                    t if t & TOKEN_TEARDOWN != 0 => reap = true,
                     id => exec.doorbell(id as u32),
                 }
+            }
+            // Teardowns that finished, DESTROYs that timed out.
+            if reap && answer_deferred(&mut queue, &mut exec, &mem) {
+                interrupt.signal_used_queue();
             }
         }
     })();
     if let Err(e) = result {
         log::error!("pv-uring: worker stopped: {e}");
     }
-    // Dropping the executor destroys every ring and table entry.
+    // Dropping the executor destroys every ring and table entry, and waits
+    // for the host kernel to let go of the rings. This thread submitted
+    // their requests: it must stay alive and able to run io_uring task work
+    // while it waits (it does: the wait is an interruptible poll).
 }
 
 /// The pv-uring device.

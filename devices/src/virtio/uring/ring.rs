@@ -11,10 +11,27 @@
 //!
 //! Hidden rings (the host buffer table) are ordinary rings that are never
 //! submitted to: they only hold registered buffers to clone from.
+//!
+//! Knowing when a guest ring is idle. Closing an io_uring fd only starts
+//! its teardown: the host kernel (Linux 6.18 `io_ring_exit_work`) cancels
+//! what it can, waits for every other request (a read already at the disk
+//! cannot be cancelled), and only then frees the ring
+//! (`io_ring_ctx_free`), unpinning its memory and dropping its fixed
+//! files. `IORING_REGISTER_SYNC_CANCEL` is no substitute: with
+//! `IORING_ASYNC_CANCEL_ANY` it returns after one pass without waiting for
+//! requests that are running, and it never sees requests issued inline
+//! (a `READ_FIXED` that returned `-EIOCBQUEUED`). So every guest ring gets
+//! a [`Teardown`] sentinel: the read end of a pipe of ours, registered as
+//! fixed file [`SENTINEL_FILE`], whose write end we keep. The ring holds
+//! the only other reference to the read end, so the write end reports
+//! `POLLERR` (no readers left) exactly when the kernel has freed the ring,
+//! which is after the last of its requests was freed: from then on nothing
+//! of the ring writes guest memory.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 /// Constants and structures of the io_uring uAPI (Linux 6.18) that the
 /// installed headers may lack.
@@ -195,6 +212,13 @@ pub fn errno_of(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(libc::EIO)
 }
 
+/// Fixed-file index of a guest ring's teardown sentinel (after the
+/// highest backend index; indices between the backends and it are empty).
+/// A guest request on it fails: reads with `-EAGAIN` (an empty
+/// non-blocking pipe), writes with `-EBADF` (a read end), fsync with
+/// `-EINVAL`.
+pub const SENTINEL_FILE: u32 = 16;
+
 /// Bytes per ring slot.
 pub const SLOT_SIZE: usize = 2 << 20;
 /// Offset of the SQE array in a slot.
@@ -294,14 +318,15 @@ impl RingArea {
         (off < self.len).then(|| self.host_addr() + off as u64)
     }
 
-    /// Gives slot `id` fresh zeroed pages. Zeroing in place is not enough:
-    /// a destroyed ring's host io_uring is torn down asynchronously and may
-    /// still write its CQ tail into the pages it pinned after the slot is
-    /// reused. Punching the range out of the memfd leaves those pages to the
-    /// old ring alone (they are freed when it unpins them); the new ring,
-    /// and the guest through its memslot, fault in new ones. They are
-    /// populated at once, so a short hugepage pool is an error here, never a
-    /// SIGBUS later.
+    /// Gives slot `id` fresh zeroed pages (the kernel does not initialize
+    /// user-provided ring memory). The device reuses a slot only once the
+    /// kernel has freed its previous ring ([`Teardown`]), but that ring
+    /// unpins the slot's pages a moment after it drops its files; punching
+    /// the range out of the memfd, rather than zeroing in place, leaves
+    /// those pages to the old ring alone (they are freed when it unpins
+    /// them); the new ring, and the guest through its memslot, fault in
+    /// new ones. They are populated at once, so a short hugepage pool is an
+    /// error here, never a SIGBUS later.
     fn fresh_slot(&self, id: u32) -> io::Result<()> {
         let Some(addr) = self.slot_addr(id) else {
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
@@ -357,6 +382,77 @@ pub struct HostRing {
     params: IoUringParams,
     /// `bufs[i]`: buffer index i (None: an empty entry).
     bufs: Vec<Option<Buf>>,
+    /// Guest rings: the write end of the teardown sentinel (module docs).
+    sentinel: Option<OwnedFd>,
+}
+
+/// A closed host ring that the kernel may still be tearing down: its
+/// requests may still be running and writing their buffers until
+/// [`Teardown::is_done`].
+#[derive(Debug)]
+pub struct Teardown {
+    /// The sentinel pipe's write end.
+    sentinel: OwnedFd,
+}
+
+impl Teardown {
+    /// The fd to watch: it reports `POLLERR` (epoll reports it without
+    /// being asked) once the kernel has freed the ring.
+    pub fn fd(&self) -> RawFd {
+        self.sentinel.as_raw_fd()
+    }
+
+    /// Whether the kernel has freed the ring: none of its requests is in
+    /// flight any more, and none will be.
+    pub fn is_done(&self) -> bool {
+        self.poll(0)
+    }
+
+    /// Waits until [`Teardown::is_done`] or `deadline`; returns whether it
+    /// is done. The wait is interruptible on purpose: the kernel's teardown
+    /// may need this thread to run io_uring task work (completions of the
+    /// requests it submitted), which a signal-like notification delivers
+    /// by interrupting `poll`.
+    pub fn wait_until(&self, deadline: Instant) -> bool {
+        loop {
+            if self.is_done() {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            // Round up, so that a sub-millisecond rest still sleeps.
+            let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+            if self.poll(ms) {
+                return true;
+            }
+        }
+    }
+
+    /// `poll` for `POLLERR` for up to `ms` milliseconds (EINTR: not yet).
+    fn poll(&self, ms: i32) -> bool {
+        let mut p = libc::pollfd {
+            fd: self.sentinel.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, ms) };
+        n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
+    }
+}
+
+/// A pipe whose both ends are non-blocking and close-on-exec:
+/// (read end, write end).
+fn sentinel_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds has room for the two fds pipe2 writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: two new fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// What a guest ring may do (docs/pv-uring.md).
@@ -421,24 +517,33 @@ impl HostRing {
         }
         p.cq_off.user_addr = slot;
         p.sq_off.user_addr = slot + SQES_OFFSET as u64;
+        if backends.len() > SENTINEL_FILE as usize {
+            return Err(io::Error::from_raw_os_error(libc::E2BIG));
+        }
+        let (sentinel_rd, sentinel_wr) = sentinel_pipe()?;
         let fd = io_uring_setup(entries, &mut p)?;
         let mut ring = Self {
             fd,
             params: p,
             bufs: Vec::new(),
+            sentinel: Some(sentinel_wr),
         };
         let raw = ring.fd.as_raw_fd();
-        if !backends.is_empty() {
-            // SAFETY: an array of backends.len() fds.
-            unsafe {
-                io_uring_register(
-                    raw,
-                    IORING_REGISTER_FILES,
-                    backends.as_ptr().cast(),
-                    backends.len() as u32,
-                )
-            }?;
-        }
+        // Backends, empty entries (-1), the sentinel's read end.
+        let mut files = backends.to_vec();
+        files.resize(SENTINEL_FILE as usize, -1);
+        files.push(sentinel_rd.as_raw_fd());
+        // SAFETY: an array of files.len() fds.
+        unsafe {
+            io_uring_register(
+                raw,
+                IORING_REGISTER_FILES,
+                files.as_ptr().cast(),
+                files.len() as u32,
+            )
+        }?;
+        // The ring now holds the only other reference to the read end.
+        drop(sentinel_rd);
         // SAFETY: a pointer to one fd.
         unsafe {
             io_uring_register(
@@ -475,7 +580,17 @@ impl HostRing {
             fd,
             params: p,
             bufs: Vec::new(),
+            sentinel: None,
         })
+    }
+
+    /// Closes the ring, returning what tells when the kernel has finished
+    /// tearing it down (`None` for a hidden ring, which never has requests).
+    /// Closing also stops an SQPOLL ring's thread from taking new SQEs: the
+    /// kernel submits nothing for a ring that is going away.
+    pub fn retire(mut self) -> Option<Teardown> {
+        self.sentinel.take().map(|sentinel| Teardown { sentinel })
+        // self.fd closes here.
     }
 
     /// The ring's params as the guest sees them (`user_addr`s are offsets

@@ -16,11 +16,13 @@
 //! to open for writing and reads the host pattern. Prints `N passed, M
 //! failed` and exits 1 on any failure.
 //!
-//! Benchmark mode (`--bench-qd 1,32 [--bench-secs S] [--dev /dev/vda]`):
-//! 4 KiB random READ_FIXED over the whole disk, O_DIRECT, at each queue
-//! depth for S seconds (default 2); one JSON line per depth,
-//! `{"kind":"blk-io-bench","qd":N,"ops":..,"secs":..,"iops":..}`. Any
-//! failure prints `{"kind":"blk-io-bench-error",...}` and exits 1.
+//! Benchmark mode (`--bench-qd 1,32 [--bench-op randread,randwrite]
+//! [--bench-secs S] [--dev /dev/vda]`): 4 KiB random READ_FIXED (and/or
+//! WRITE_FIXED: the disk must be writable, and its contents are
+//! overwritten) over the whole disk, O_DIRECT, for each op at each queue
+//! depth for S seconds (default 2); one JSON line per run,
+//! `{"kind":"blk-io-bench","op":"randread","qd":N,"ops":..,"secs":..,"iops":..}`.
+//! Any failure prints `{"kind":"blk-io-bench-error",...}` and exits 1.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -216,12 +218,35 @@ fn parse_qds(s: &str) -> Result<Vec<u32>, String> {
         .collect()
 }
 
-/// One random-read run at `qd`: (operations, seconds).
-fn bench_qd(fd: i32, blocks: u64, qd: u32, secs: f64) -> Result<(u64, f64), String> {
+/// Parses `randread,randwrite` into ops (`true`: write).
+fn parse_ops(s: &str) -> Result<Vec<bool>, String> {
+    s.split(',')
+        .map(|v| match v.trim() {
+            "randread" | "read" => Ok(false),
+            "randwrite" | "write" => Ok(true),
+            _ => Err(format!("bad op {v:?} (randread or randwrite)")),
+        })
+        .collect()
+}
+
+/// The op's name in the JSON lines.
+fn op_name(write: bool) -> &'static str {
+    if write {
+        "randwrite"
+    } else {
+        "randread"
+    }
+}
+
+/// One random-read (or write) run at `qd`: (operations, seconds).
+fn bench_qd(fd: i32, blocks: u64, qd: u32, write: bool, secs: f64) -> Result<(u64, f64), String> {
     let qdu = qd as usize;
     let mut ring =
         IoUring::new(qd.next_power_of_two().max(8)).map_err(|e| format!("io_uring_setup: {e}"))?;
     let pool = map(qdu * BLOCK);
+    // What the writes send (reads overwrite it).
+    // SAFETY: the pool is qdu * BLOCK bytes, mapped and not in use yet.
+    unsafe { std::ptr::write_bytes(pool, 0xa5, qdu * BLOCK) };
     let iov = [libc::iovec {
         iov_base: pool.cast(),
         iov_len: qdu * BLOCK,
@@ -233,11 +258,17 @@ fn bench_qd(fd: i32, blocks: u64, qd: u32, secs: f64) -> Result<(u64, f64), Stri
         let off = (next_rand(rng) % blocks) * BLOCK as u64;
         // SAFETY: slot < qd, inside the registered pool.
         let ptr = unsafe { pool.add(slot * BLOCK) };
-        let sqe = opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
-            .offset(off)
-            .build()
-            .user_data(slot as u64);
-        // SAFETY: each slot has one read in flight at most; the pool lives on.
+        let sqe = if write {
+            opcode::WriteFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build()
+        } else {
+            opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build()
+        }
+        .user_data(slot as u64);
+        // SAFETY: each slot has one request in flight at most; the pool lives on.
         unsafe { ring.submission().push(&sqe) }.map_err(|_| "SQ full".to_string())
     };
     for slot in 0..qdu {
@@ -257,7 +288,7 @@ fn bench_qd(fd: i32, blocks: u64, qd: u32, secs: f64) -> Result<(u64, f64), Stri
         let stop = std::time::Instant::now() >= end;
         for (slot, res) in done {
             if res != BLOCK as i32 {
-                return Err(format!("READ_FIXED at qd {qd}: result {res}"));
+                return Err(format!("{} at qd {qd}: result {res}", op_name(write)));
             }
             ops += 1;
             inflight -= 1;
@@ -279,9 +310,16 @@ fn bench_fail(detail: &str) -> ! {
 }
 
 /// Benchmark mode: see the module documentation.
-fn bench(dev: &str, qds: &str, secs: f64) -> ! {
+fn bench(dev: &str, qds: &str, ops: &str, secs: f64) -> ! {
     let qds = parse_qds(qds).unwrap_or_else(|e| bench_fail(&e));
-    let fd = open(dev, libc::O_RDONLY | libc::O_DIRECT)
+    let ops = parse_ops(ops).unwrap_or_else(|e| bench_fail(&e));
+    // Read-only unless asked to write: a read-only disk still serves reads.
+    let mode = if ops.contains(&true) {
+        libc::O_RDWR
+    } else {
+        libc::O_RDONLY
+    };
+    let fd = open(dev, mode | libc::O_DIRECT)
         .unwrap_or_else(|e| bench_fail(&format!("open {dev} O_DIRECT: errno {e}")));
     // SAFETY: lseek on an open descriptor.
     let size = unsafe { libc::lseek(fd, 0, libc::SEEK_END) };
@@ -293,13 +331,16 @@ fn bench(dev: &str, qds: &str, secs: f64) -> ! {
     if blocks == 0 {
         bench_fail(&format!("{dev}: size {size}"));
     }
-    for qd in qds {
-        let (ops, s) = bench_qd(fd, blocks, qd, secs).unwrap_or_else(|e| bench_fail(&e));
-        println!(
-            "{{\"kind\":\"blk-io-bench\",\"op\":\"randread\",\"qd\":{qd},\"block\":{BLOCK},\"span_bytes\":{},\"ops\":{ops},\"secs\":{s:.6},\"iops\":{:.0}}}",
-            blocks * BLOCK as u64,
-            ops as f64 / s
-        );
+    for write in ops {
+        for &qd in &qds {
+            let (n, s) = bench_qd(fd, blocks, qd, write, secs).unwrap_or_else(|e| bench_fail(&e));
+            println!(
+                "{{\"kind\":\"blk-io-bench\",\"op\":\"{}\",\"qd\":{qd},\"block\":{BLOCK},\"span_bytes\":{},\"ops\":{n},\"secs\":{s:.6},\"iops\":{:.0}}}",
+                op_name(write),
+                blocks * BLOCK as u64,
+                n as f64 / s
+            );
+        }
     }
     std::process::exit(0);
 }
@@ -321,7 +362,8 @@ pub fn main() {
                     .unwrap_or_else(|| bench_fail(&format!("bad --bench-secs {s:?}")))
             })
             .unwrap_or(2.0);
-        bench(&dev, &qds, secs);
+        let ops = arg("--bench-op").unwrap_or_else(|| "randread".into());
+        bench(&dev, &qds, &ops, secs);
     }
     let ro_dev = arg("--ro-dev");
     let rings: usize = arg("--rings").and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -490,5 +532,13 @@ mod tests {
         assert!(parse_qds("0").is_err());
         assert!(parse_qds("1,x").is_err());
         assert!(parse_qds("257").is_err());
+    }
+
+    #[test]
+    fn ops_parse() {
+        assert_eq!(parse_ops("randread,randwrite"), Ok(vec![false, true]));
+        assert_eq!(parse_ops("write"), Ok(vec![true]));
+        assert!(parse_ops("randread,trim").is_err());
+        assert_eq!(op_name(true), "randwrite");
     }
 }

@@ -1,11 +1,96 @@
-//! 4 KiB random reads on a backend at a queue depth, submitted and reaped
-//! without system calls.
+//! 4 KiB random reads or writes on a backend at a queue depth, submitted
+//! and reaped without system calls, on a ring whose host side learns of new
+//! SQEs either from the doorbell (an MMIO write per submission: a VM exit,
+//! a KVM ioeventfd, the VMM's device thread calling `io_uring_enter`) or
+//! from a host SQPOLL thread (no exit while the poller is awake).
+//!
+//! Besides IOPS and latency, each run reports where the time goes, measured
+//! in the guest: how long the doorbell write keeps the vCPU, how long the
+//! host takes to pick submitted SQEs up (SQ head reaching the tail), and
+//! how often and for how long the polling loop lost the CPU (guest timer
+//! interrupts and host preemption: gaps in a loop that never blocks).
 
 use crate::params::Params;
 use crate::stats::{latency_fields, num, Latency};
 use crate::{ns, Failure, Mapping};
-use pv_uring::{Device, FixedBuf, PvRing};
+use pv_uring::{Device, FixedBuf, PvRing, VURING_RING_SQPOLL};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+/// Bytes per request.
+const BS: usize = 4096;
+/// Most latency samples kept per run.
+const MAX_SAMPLES: usize = 1 << 20;
+/// A gap between two turns of the polling loop longer than this means the
+/// loop was not running (the vCPU was interrupted or preempted).
+const STALL: Duration = Duration::from_micros(50);
+/// `IORING_SQ_NEED_WAKEUP` in the SQ flags word: the SQPOLL thread sleeps.
+const SQ_NEED_WAKEUP: u32 = 1;
+/// `IORING_CQ_EVENTFD_DISABLED` in the CQ flags word: the host kernel does
+/// not signal the ring's eventfd, so the device raises no completion
+/// interrupt.
+const CQ_EVENTFD_DISABLED: u32 = 1;
+
+/// What the requests do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// READ_FIXED.
+    Read,
+    /// WRITE_FIXED (the backend must be writable).
+    Write,
+    /// NOP: the pv path's own round trip, without the disk.
+    Nop,
+}
+
+impl Op {
+    /// The name in JSON lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Read => "randread",
+            Op::Write => "randwrite",
+            Op::Nop => "nop",
+        }
+    }
+
+    /// Parses `randread`/`read` or `randwrite`/`write`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "randread" | "read" => Ok(Op::Read),
+            "randwrite" | "write" => Ok(Op::Write),
+            "nop" => Ok(Op::Nop),
+            _ => Err(format!("bad op {s:?} (randread, randwrite or nop)")),
+        }
+    }
+}
+
+/// How the host learns of new SQEs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// A doorbell write per submission (ring flags 0).
+    Doorbell,
+    /// A host SQPOLL thread (`VURING_RING_SQPOLL`); the doorbell only when
+    /// it sleeps.
+    Sqpoll,
+}
+
+impl Submit {
+    /// The name in JSON lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Submit::Doorbell => "doorbell",
+            Submit::Sqpoll => "sqpoll",
+        }
+    }
+
+    /// Parses `doorbell` or `sqpoll`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "doorbell" => Ok(Submit::Doorbell),
+            "sqpoll" => Ok(Submit::Sqpoll),
+            _ => Err(format!("bad submit mode {s:?} (doorbell or sqpoll)")),
+        }
+    }
+}
 
 /// xorshift64*.
 struct Rng(u64);
@@ -19,62 +104,213 @@ impl Rng {
     }
 }
 
-/// Most latency samples kept per run.
-const MAX_SAMPLES: usize = 1 << 20;
+/// One ring for every run of a submit mode, with `max qd` 4 KiB slots of
+/// registered memory. Reusing it keeps an SQPOLL ring's host thread the
+/// only one (a fresh SQPOLL ring per run would leave the previous ring's
+/// thread spinning through its idle time, on a 2-core host next to ours).
+pub(crate) struct IoRing {
+    // Field order: the ring (which references the pinned pages) goes first.
+    r: PvRing,
+    _mem: Mapping,
+    slots: Vec<FixedBuf>,
+    submit: Submit,
+    cq_eventfd: bool,
+}
 
-pub(crate) fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<PvRing, Failure> {
-    const BS: usize = 4096;
+impl IoRing {
+    /// `cq_eventfd` false sets `IORING_CQ_EVENTFD_DISABLED` in the ring's
+    /// CQ flags (shared memory the guest may write, as liburing's
+    /// `io_uring_cq_eventfd_toggle` does): a busy-polling program needs no
+    /// completion interrupt, and on nested PVM each one costs the vCPU
+    /// about 200 us of emulated guest kernel work (entry, handler, EOI,
+    /// return) before the program sees the completion.
+    pub(crate) fn new(
+        dev: &Device,
+        submit: Submit,
+        max_qd: u32,
+        cq_eventfd: bool,
+    ) -> Result<Self, Failure> {
+        let qd = max_qd as usize;
+        let entries = max_qd.next_power_of_two().max(8);
+        let flags = match submit {
+            Submit::Doorbell => 0,
+            Submit::Sqpoll => {
+                if dev.info().features & pv_uring::abi::PVU_F_SQPOLL == 0 {
+                    return Err(Failure::msg("the device does not offer PVU_F_SQPOLL"));
+                }
+                VURING_RING_SQPOLL
+            }
+        };
+        let mut r = PvRing::new(dev, entries, flags)
+            .map_err(|e| Failure::new(format!("create {} ring", submit.name()), e))?;
+        if !cq_eventfd {
+            let off = r.params().cq_off.flags as usize;
+            if !off.is_multiple_of(4) || off + 4 > pv_uring::abi::SQES_OFFSET {
+                return Err(Failure::msg(format!(
+                    "cq_off.flags {off:#x} outside the ring words"
+                )));
+            }
+            // SAFETY: a 4-aligned word inside the ring region of the mapped
+            // slot (checked above), which lives as long as `r`; the host
+            // kernel only reads it, and atomically.
+            let word = unsafe { &*(r.slot_ptr().add(off) as *const AtomicU32) };
+            word.fetch_or(CQ_EVENTFD_DISABLED, Ordering::Release);
+        }
+        let m = Mapping::new(qd * BS, false).map_err(|e| Failure::msg(format!("mmap: {e}")))?;
+        // Writes send this pattern; reads overwrite it.
+        for i in 0..qd * BS {
+            // SAFETY: inside the mapping, before any I/O uses it.
+            unsafe { m.ptr.add(i).write((i as u8) ^ 0x5a) };
+        }
+        r.register_buffers(&m.iovecs(qd * BS, qd * BS))
+            .map_err(|e| Failure::new("register", e))?;
+        let slots: Vec<FixedBuf> = (0..qd)
+            // SAFETY (pointer arithmetic): inside the mapping.
+            .map(|i| r.translate(unsafe { m.ptr.add(i * BS) }, BS))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::new("translate", e))?;
+        Ok(IoRing {
+            r,
+            _mem: m,
+            slots,
+            submit,
+            cq_eventfd,
+        })
+    }
+}
+
+/// Where a run's time went, as the guest saw it.
+#[derive(Default)]
+struct Diag {
+    /// Submissions that made SQEs visible.
+    submits: u64,
+    /// Time spent in each submission that wrote the doorbell (tail store,
+    /// fence, MMIO write: the VM exit and its return).
+    doorbell_ns: Vec<u64>,
+    /// Submission to the SQ head reaching the tail it published (the host
+    /// consumed the batch), sampled: one batch at a time.
+    pickup_ns: Vec<u64>,
+    /// Polling-loop gaps above [`STALL`] and their total.
+    stalls: u64,
+    stalled_ns: u64,
+}
+
+/// One run of `op` at `qd` for `p.io_ms` on `ring`; prints its JSON line.
+pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Result<(), Failure> {
     let qd = qd as usize;
-    let entries = (qd as u32).next_power_of_two().max(8);
-    let mut r = PvRing::new(dev, entries, 0).map_err(|e| Failure::new("create ring", e))?;
-    let m = Mapping::new(qd * BS, false).map_err(|e| Failure::msg(format!("mmap: {e}")))?;
-    r.register_buffers(&m.iovecs(qd * BS, qd * BS))
-        .map_err(|e| Failure::new("register", e))?;
-    let slots: Vec<FixedBuf> = (0..qd)
-        // SAFETY (pointer arithmetic): inside the mapping.
-        .map(|i| r.translate(unsafe { m.ptr.add(i * BS) }, BS))
-        .collect::<Result<_, _>>()
-        .map_err(|e| Failure::new("translate", e))?;
+    if qd > ring.slots.len() {
+        return Err(Failure::msg(format!(
+            "qd {qd} above the ring's {} slots",
+            ring.slots.len()
+        )));
+    }
+    let submit = ring.submit;
+    let cq_eventfd = ring.cq_eventfd;
+    let backend = p.backend;
+    let slots = &ring.slots;
+    let r = &mut ring.r;
     let blocks = p.span / BS as u64;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64 ^ ((op as u64) << 32));
     let mut started = vec![Instant::now(); qd];
     let mut lat = Vec::with_capacity(MAX_SAMPLES.min(1 << 16));
+    let mut d = Diag::default();
     let issue = |r: &mut PvRing, slot: usize, started: &mut [Instant], rng: &mut Rng| {
         let off = (rng.next() % blocks) * BS as u64;
         let f = slots[slot];
-        let sqe = io_uring::opcode::ReadFixed::new(
-            io_uring::types::Fixed(p.backend),
-            f.host_addr as *mut u8,
-            BS as u32,
-            f.buf_index,
-        )
-        .offset(off)
-        .build()
+        let file = io_uring::types::Fixed(backend);
+        let sqe = match op {
+            Op::Read => io_uring::opcode::ReadFixed::new(
+                file,
+                f.host_addr as *mut u8,
+                BS as u32,
+                f.buf_index,
+            )
+            .offset(off)
+            .build(),
+            Op::Write => io_uring::opcode::WriteFixed::new(
+                file,
+                f.host_addr as *const u8,
+                BS as u32,
+                f.buf_index,
+            )
+            .offset(off)
+            .build(),
+            Op::Nop => io_uring::opcode::Nop::new()
+                .build()
+                .flags(io_uring::squeue::Flags::FIXED_FILE),
+        }
         .user_data(slot as u64);
         started[slot] = Instant::now();
         // SAFETY: each slot's 4 KiB is targeted by at most one request at a
-        // time and nothing reads it; the mapping outlives the ring's use.
+        // time and nothing else touches it; the mapping outlives the ring.
         unsafe { r.push(&sqe) }
     };
+    // Publishes the tail (and rings the doorbell when the library decides
+    // to), timing the doorbell writes.
+    // The oldest submission whose SQEs the host has not consumed yet: when,
+    // and the SQ tail it published.
+    let mut pending: Option<(Instant, u32)> = None;
+    let picked_up = |r: &PvRing, d: &mut Diag, pending: &mut Option<(Instant, u32)>| {
+        if let Some((since, tail)) = *pending {
+            let (head, ..) = r.ring_indices();
+            if head.wrapping_sub(tail) as i32 >= 0 {
+                d.pickup_ns.push(ns(since.elapsed()));
+                *pending = None;
+            }
+        }
+    };
+    let flush = |r: &mut PvRing, d: &mut Diag, pending: &mut Option<(Instant, u32)>| {
+        let rings = match submit {
+            Submit::Doorbell => true,
+            Submit::Sqpoll => r.sq_flags() & SQ_NEED_WAKEUP != 0,
+        };
+        let t = Instant::now();
+        let n = r.submit();
+        if n > 0 {
+            d.submits += 1;
+            if rings {
+                d.doorbell_ns.push(ns(t.elapsed()));
+            }
+            if pending.is_none() {
+                *pending = Some((t, r.ring_indices().1));
+            }
+        }
+    };
     for s in 0..qd {
-        issue(&mut r, s, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
+        issue(r, s, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
     }
-    r.submit();
+    flush(r, &mut d, &mut pending);
     let t0 = Instant::now();
     let end = t0 + Duration::from_millis(p.io_ms);
     let mut ops: u64 = 0;
     let mut inflight = qd;
     let mut stopping = false;
     let mut last_progress = t0;
+    let mut last_turn = t0;
     let mut idle: Vec<usize> = Vec::with_capacity(qd);
     while inflight > 0 || !idle.is_empty() {
+        let turn = Instant::now();
+        let gap = turn - last_turn;
+        if gap > STALL {
+            d.stalls += 1;
+            d.stalled_ns += ns(gap);
+        }
+        last_turn = turn;
+        picked_up(r, &mut d, &mut pending);
         let mut reaped = 0;
         while let Some(c) = r.completion().next() {
             let now = Instant::now();
             let slot = c.user_data as usize;
-            if c.res != BS as i32 {
+            let want = if op == Op::Nop { 0 } else { BS as i32 };
+            if c.res != want {
                 return Err(Failure::msg(format!(
-                    "READ_FIXED of 4 KiB at qd {qd}: res {}",
+                    "{} of 4 KiB at qd {qd} ({}): res {}",
+                    match op {
+                        Op::Read => "READ_FIXED",
+                        Op::Write => "WRITE_FIXED",
+                        Op::Nop => "NOP",
+                    },
+                    submit.name(),
                     pv_uring::Errno::res(c.res)
                 )));
             }
@@ -99,33 +335,69 @@ pub(crate) fn random_reads(p: &Params, dev: &Device, qd: u32) -> Result<PvRing, 
             if r.sq_space() == 0 {
                 break;
             }
-            issue(&mut r, slot, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
+            issue(r, slot, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
             idle.pop();
             inflight += 1;
             reaped += 1;
         }
         if reaped > 0 {
-            r.submit();
+            // A NOP's CQE can come before the SQ head moves: look again
+            // before the next submission takes the pending slot.
+            picked_up(r, &mut d, &mut pending);
+            flush(r, &mut d, &mut pending);
         } else {
             std::hint::spin_loop();
             if last_progress.elapsed() > Duration::from_secs(30) {
                 return Err(Failure::msg(format!(
-                    "no completion for 30 s ({inflight} in flight)"
+                    "no completion for 30 s ({inflight} in flight; {})",
+                    r.debug_state()
                 )));
             }
             continue;
         }
         last_progress = Instant::now();
+        // The bookkeeping above is the loop's own work, not a stall.
+        last_turn = last_progress;
     }
     let secs = t0.elapsed().as_secs_f64();
     let l = Latency::from_ns(&lat).ok_or_else(|| Failure::msg("no completions"))?;
+    let pickup = Latency::from_ns(&d.pickup_ns);
+    let doorbell = Latency::from_ns(&d.doorbell_ns);
+    let us = |v: f64| num((v * 1000.0).round() / 1000.0);
     println!(
-        "{{\"kind\":\"pv-bench-io\",\"op\":\"randread\",\"qd\":{qd},\"block\":{BS},\"backend\":{},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{}}}",
-        p.backend,
+        "{{\"kind\":\"pv-bench-io\",\"op\":\"{}\",\"submit\":\"{}\",\"cq_eventfd\":{cq_eventfd},\"qd\":{qd},\"block\":{BS},\"backend\":{backend},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{},\"submits\":{},\"doorbells\":{},\"doorbell_median_us\":{},\"doorbell_mean_us\":{},\"pickup_median_us\":{},\"pickup_p99_us\":{},\"stalls\":{},\"stalled_ms\":{}}}",
+        op.name(),
+        submit.name(),
         p.span,
         num((secs * 1e6).round() / 1e6),
         num((ops as f64 / secs).round()),
-        latency_fields(&l)
+        latency_fields(&l),
+        d.submits,
+        d.doorbell_ns.len(),
+        doorbell.as_ref().map_or("null".into(), |l| us(l.median_us)),
+        doorbell.as_ref().map_or("null".into(), |l| us(l.mean_us)),
+        pickup.as_ref().map_or("null".into(), |l| us(l.median_us)),
+        pickup.as_ref().map_or("null".into(), |l| us(l.p99_us)),
+        d.stalls,
+        us(d.stalled_ns as f64 / 1e6),
     );
-    Ok(r)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back() {
+        for op in [Op::Read, Op::Write] {
+            assert_eq!(Op::parse(op.name()), Ok(op));
+        }
+        for s in [Submit::Doorbell, Submit::Sqpoll] {
+            assert_eq!(Submit::parse(s.name()), Ok(s));
+        }
+        assert_eq!(Op::parse("write"), Ok(Op::Write));
+        assert!(Op::parse("trim").is_err());
+        assert!(Submit::parse("irq").is_err());
+    }
 }

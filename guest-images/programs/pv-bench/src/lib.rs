@@ -1,15 +1,18 @@
 //! pv-bench: measurements of the pv-uring device through /dev/vuring, one
 //! JSON line each on stdout (progress on stderr):
 //!
-//! - registration of one buffer pool on N rings, per ring: registering the
+//! - registration of one buffer pool on N rings (each count of a list such
+//!   as `--rings 1,2,4` in turn, on fresh rings), per ring: registering the
 //!   pool again (`method":"register"`), cloning it from ring 0
 //!   (`"clone"`), and cloning it from a host table entry published by ring
 //!   0 (`"table-clone"`; `"publish"` is the one PUBLISH), in ring-pool's
 //!   shape (`kind`, `method`, `rings`, `pool_bytes`, `page`, `samples`,
-//!   `min_us`, `median_us`, `p99_us`, ...), then a `pv-bench-summary` line;
-//! - 4 KiB random READ_FIXED on a backend at each queue depth
-//!   (`{"kind":"pv-bench-io","qd":N,...,"iops":...}`), submitted and reaped
-//!   without system calls.
+//!   `min_us`, `median_us`, `p99_us`, ..., every sample in `samples_us`;
+//!   `"first-register"` is ring 0's), then a `pv-bench-summary` line;
+//! - 4 KiB random READ_FIXED or WRITE_FIXED on a backend at each queue
+//!   depth, on a doorbell ring and/or an SQPOLL ring
+//!   (`{"kind":"pv-bench-io","op":"randread","submit":"doorbell","qd":N,...,"iops":...}`),
+//!   submitted and reaped without system calls.
 //!
 //! A failure prints `{"kind":"pv-bench-error",...}` and exits 1.
 
@@ -146,21 +149,32 @@ fn run(p: &Params) -> Result<(), Failure> {
         i.max_rings, i.max_buffers, i.nr_backends, i.max_table, i.features
     );
     if p.reg {
-        if p.rings + p.qds.len() > i.max_rings as usize {
+        let reg_rings: usize = p.rings.iter().sum();
+        if reg_rings + p.submits.len() > i.max_rings as usize {
             return Err(Failure::msg(format!(
-                "{} rings + {} I/O rings asked, the device has {} (--uring rings=N)",
-                p.rings,
-                p.qds.len(),
+                "{reg_rings} rings + {} I/O rings asked, the device has {} (--uring rings=N)",
+                p.submits.len(),
                 i.max_rings
             )));
         }
         keep.extend(registration::registration(p, &dev)?);
     }
+    // One ring per submit mode, reused by every op and queue depth; kept
+    // open to the end like the others.
+    let mut io_rings = Vec::new();
     if p.io {
-        for &qd in &p.qds {
-            keep.push(io::random_reads(p, &dev, qd)?);
+        let max_qd = p.qds.iter().copied().max().unwrap_or(1);
+        for &submit in &p.submits {
+            let mut ring = io::IoRing::new(&dev, submit, max_qd, p.cq_eventfd)?;
+            for &op in &p.ops {
+                for &qd in &p.qds {
+                    io::random_io(p, &mut ring, op, qd)?;
+                }
+            }
+            io_rings.push(ring);
         }
     }
+    drop(io_rings);
     Ok(())
 }
 

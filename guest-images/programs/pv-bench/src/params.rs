@@ -4,8 +4,9 @@
 #[derive(Debug, Clone, PartialEq)]
 pub struct Params {
     pub dev: String,
-    /// Rings of the registration measurement (ring 0 registers first).
-    pub rings: usize,
+    /// Ring counts of the registration measurement (ring 0 registers
+    /// first), measured in turn on fresh rings and the same pool.
+    pub rings: Vec<usize>,
     /// Pool bytes.
     pub size: u64,
     /// 2 MiB hugetlb pages (falls back to 4 KiB with a warning).
@@ -20,6 +21,15 @@ pub struct Params {
     pub qds: Vec<u32>,
     /// Milliseconds per random-read run.
     pub io_ms: u64,
+    /// Operations of the I/O runs (`--op randread,randwrite`; writes need
+    /// a writable backend).
+    pub ops: Vec<crate::io::Op>,
+    /// How the I/O rings' host side learns of SQEs (`--submit
+    /// doorbell,sqpoll`), one ring per mode.
+    pub submits: Vec<crate::io::Submit>,
+    /// Leave the I/O rings' completion eventfd (the guest interrupt) on
+    /// (`--cq-eventfd on`); off by default: the runs busy-poll.
+    pub cq_eventfd: bool,
     /// Run the registration measurement.
     pub reg: bool,
     /// Run the random-read measurement.
@@ -30,7 +40,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             dev: pv_uring::DEFAULT_PATH.into(),
-            rings: 8,
+            rings: vec![8],
             size: 16 << 20,
             huge: true,
             buf: 16 << 20,
@@ -38,6 +48,9 @@ impl Default for Params {
             span: 1 << 20,
             qds: vec![1, 32],
             io_ms: 2000,
+            ops: vec![crate::io::Op::Read],
+            submits: vec![crate::io::Submit::Doorbell],
+            cq_eventfd: false,
             reg: true,
             io: true,
         }
@@ -45,8 +58,9 @@ impl Default for Params {
 }
 
 pub const USAGE: &str =
-    "usage: pv-bench [--dev PATH] [--rings N] [--size S] [--page 2M|4K] [--buf B] \
-[--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--only reg|io]
+    "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
+[--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
+[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -76,7 +90,12 @@ impl Params {
     fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
         match k.replace('_', "-").as_str() {
             "dev" => self.dev = v.into(),
-            "rings" => self.rings = int(k, v)?,
+            "rings" => {
+                self.rings = v
+                    .split(',')
+                    .map(|n| int::<usize>(k, n))
+                    .collect::<Result<_, _>>()?
+            }
             "size" => {
                 self.size = parse_size(v)?;
                 self.buf = self.size.min(1 << 30);
@@ -98,6 +117,25 @@ impl Params {
                     .collect::<Result<_, _>>()?
             }
             "io-ms" => self.io_ms = int(k, v)?,
+            "op" => {
+                self.ops = v
+                    .split(',')
+                    .map(crate::io::Op::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "submit" => {
+                self.submits = v
+                    .split(',')
+                    .map(crate::io::Submit::parse)
+                    .collect::<Result<_, _>>()?
+            }
+            "cq-eventfd" => {
+                self.cq_eventfd = match v {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(format!("bad value {v:?} for cq-eventfd (on or off)")),
+                }
+            }
             "only" => match v {
                 "reg" => (self.reg, self.io) = (true, false),
                 "io" => (self.reg, self.io) = (false, true),
@@ -143,8 +181,8 @@ impl Params {
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        if self.rings < 2 {
-            return Err("rings must be at least 2".into());
+        if self.rings.contains(&0) {
+            return Err("ring counts must be at least 1".into());
         }
         if self.buf > self.size || self.buf > 1 << 30 {
             return Err(format!(
@@ -157,6 +195,9 @@ impl Params {
         }
         if self.qds.iter().any(|&q| q == 0 || q > 256) {
             return Err("queue depths must be 1..=256".into());
+        }
+        if self.ops.is_empty() || self.submits.is_empty() {
+            return Err("--op and --submit need at least one value".into());
         }
         Ok(())
     }
@@ -173,7 +214,10 @@ mod tests {
             "x rv.pvbench.rings=4 rv.pvbench.io_ms=500 rv.pvbench.qd=1,8,32 -- rv.pvbench.rings=9",
         )
         .unwrap();
-        assert_eq!((p.rings, p.io_ms, p.qds.clone()), (4, 500, vec![1, 8, 32]));
+        assert_eq!(
+            (p.rings.clone(), p.io_ms, p.qds.clone()),
+            (vec![4], 500, vec![1, 8, 32])
+        );
         assert!(p
             .apply_args(["--size", "64M", "--page=4K", "--only", "io"].map(String::from))
             .unwrap());
@@ -183,9 +227,33 @@ mod tests {
         );
         assert!(p.validate().is_ok());
         assert!(p.apply_args(["--bogus", "1"].map(String::from)).is_err());
+        assert!(p
+            .apply_args(["--op", "randread,randwrite", "--submit=sqpoll"].map(String::from))
+            .unwrap());
+        assert_eq!(
+            (p.ops.clone(), p.submits.clone()),
+            (
+                vec![crate::io::Op::Read, crate::io::Op::Write],
+                vec![crate::io::Submit::Sqpoll]
+            )
+        );
+        assert!(p.apply_args(["--op", "trim"].map(String::from)).is_err());
+        assert!(!p.cq_eventfd);
+        assert!(p
+            .apply_args(["--cq-eventfd", "on"].map(String::from))
+            .unwrap());
+        assert!(p.cq_eventfd);
+        assert!(p
+            .apply_args(["--cq-eventfd", "1"].map(String::from))
+            .is_err());
         assert!(parse_size("0").is_err());
         assert_eq!(parse_size("512K"), Ok(512 << 10));
-        p.rings = 1;
+        assert!(p
+            .apply_args(["--rings", "1,2,64"].map(String::from))
+            .unwrap());
+        assert_eq!(p.rings, vec![1, 2, 64]);
+        assert!(p.validate().is_ok());
+        p.rings = vec![2, 0];
         assert!(p.validate().is_err());
     }
 }

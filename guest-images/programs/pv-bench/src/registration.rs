@@ -1,8 +1,9 @@
 //! The registration measurement: one pool on N rings, register again vs
-//! clone from ring 0 vs clone from a host table entry.
+//! clone from ring 0 vs clone from a host table entry; for each ring count
+//! of `--rings` in turn (a sweep), on fresh rings and the same pool.
 
 use crate::params::Params;
-use crate::stats::{latency_fields, num, Latency};
+use crate::stats::{latency_fields, num, samples_field, Latency};
 use crate::{ns, Failure, Mapping};
 use pv_uring::{CloneSrc, Device, PvRing};
 use std::time::Instant;
@@ -20,12 +21,28 @@ fn pool(p: &Params) -> Result<Mapping, Failure> {
     Mapping::new(p.size as usize, false).map_err(|e| Failure::msg(format!("mmap pool: {e}")))
 }
 
+/// Every ring count of `p.rings` in turn; returns every ring (each count's
+/// rings stay open to the end: see `run`).
 pub(crate) fn registration(p: &Params, dev: &Device) -> Result<Vec<PvRing>, Failure> {
+    // One pool for every count: the rings keep their registrations (pinned
+    // guest pages) until the end, so a pool per count would need the
+    // hugepages of all of them.
     let m = pool(p)?;
+    let mut keep = Vec::new();
+    for &n in &p.rings {
+        keep.extend(measure(p, dev, &m, n)?);
+    }
+    Ok(keep)
+}
+
+/// One ring count `n`: prints a line per method (`first-register`: ring
+/// 0's registration; `register`, `clone`, `publish`, `table-clone`; none
+/// for a method without samples) and the summary.
+fn measure(p: &Params, dev: &Device, m: &Mapping, n: usize) -> Result<Vec<PvRing>, Failure> {
     let iovs = m.iovecs(p.buf as usize, p.size as usize);
     let page = if m.huge { "2M" } else { "4K" };
-    let mut rings = Vec::with_capacity(p.rings);
-    for k in 0..p.rings {
+    let mut rings = Vec::with_capacity(n);
+    for k in 0..n {
         rings
             .push(PvRing::new(dev, 8, 0).map_err(|e| Failure::new(format!("create ring {k}"), e))?);
     }
@@ -35,29 +52,32 @@ pub(crate) fn registration(p: &Params, dev: &Device) -> Result<Vec<PvRing>, Fail
     let table = src
         .register_buffers(&iovs)
         .map_err(|e| Failure::new("register on ring 0", e))?;
-    let first_us = t0.elapsed().as_secs_f64() * 1e6;
+    let first_ns = ns(t0.elapsed());
+    let first_us = first_ns as f64 / 1e3;
     eprintln!(
-        "pv-bench: pool {} bytes ({page} pages) in {} extents, first registration {first_us:.1} us",
+        "pv-bench: {n} rings: pool {} bytes ({page} pages) in {} extents, first registration {first_us:.1} us",
         p.size,
         table.len()
     );
     let desc = format!(
-        "\"rings\":{},\"pool_bytes\":{},\"buf_bytes\":{},\"bufs\":{},\"page\":\"{page}\"",
-        p.rings,
+        "\"rings\":{n},\"pool_bytes\":{},\"buf_bytes\":{},\"bufs\":{},\"page\":\"{page}\"",
         p.size,
         p.buf,
         table.len()
     );
     let mut results: Vec<(&str, Latency)> = Vec::new();
     let mut emit = |method: &'static str, samples: &[u64]| {
+        // No samples (one ring): no line, no figure made up.
         if let Some(l) = Latency::from_ns(samples) {
             println!(
-                "{{\"kind\":\"pv-bench\",\"method\":\"{method}\",{desc},{}}}",
-                latency_fields(&l)
+                "{{\"kind\":\"pv-bench\",\"method\":\"{method}\",{desc},{},{}}}",
+                latency_fields(&l),
+                samples_field(samples)
             );
             results.push((method, l));
         }
     };
+    emit("first-register", &[first_ns]);
     // Register again on every other ring.
     let mut s = Vec::new();
     for (k, r) in rest.iter_mut().enumerate() {

@@ -17,6 +17,16 @@ pub fn latency_fields(l: &Latency) -> String {
     )
 }
 
+/// `"samples_us":[..]`: every sample in microseconds, in the order
+/// measured (no braces).
+pub fn samples_field(ns: &[u64]) -> String {
+    let v: Vec<String> = ring_pool::stats::samples_us(ns)
+        .into_iter()
+        .map(num)
+        .collect();
+    format!("\"samples_us\":[{}]", v.join(","))
+}
+
 /// A JSON number (finite; non-finite values become null).
 pub fn num(v: f64) -> String {
     if !v.is_finite() {
@@ -70,5 +80,10 @@ mod tests {
         assert_eq!(num(7.301), "7.301");
         assert_eq!(num(f64::INFINITY), "null");
         assert_eq!(string("a\"b\\c\n"), r#""a\"b\\c\u000a""#);
+        assert_eq!(
+            samples_field(&[7_301, 2_000, 123_456_789]),
+            r#""samples_us":[7.301,2.0,123456.789]"#
+        );
+        assert_eq!(samples_field(&[]), r#""samples_us":[]"#);
     }
 }

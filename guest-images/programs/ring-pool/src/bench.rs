@@ -2,7 +2,7 @@
 
 use crate::params::{split, PageSize, Params};
 use crate::pool::{free_hugepages_2m, Pool};
-use crate::stats::{line, ratio, Latency, MethodRecord, PoolDesc, SummaryRecord};
+use crate::stats::{line, ratio, samples_us, Latency, MethodRecord, PoolDesc, SummaryRecord};
 use crate::sys::{self, now_ns, Errno};
 use io_uring::IoUring;
 use std::os::fd::AsRawFd;
@@ -99,24 +99,28 @@ fn classify_probe(r: Result<(), Errno>) -> Result<(), RunError> {
     }
 }
 
-/// Runs the workload and prints its JSON lines.
+/// A fresh ring; `index` names it in errors.
+fn ring(index: usize) -> Result<IoUring, RunError> {
+    IoUring::builder()
+        .build(4)
+        .map_err(|source| RunError::Setup { index, source })
+}
+
+/// Runs the workload and prints its JSON lines: for each ring count of
+/// `p.rings`, in turn, on the same pool.
 pub fn run(p: &Params) -> Result<(), RunError> {
     let t0 = now_ns();
-    let rings = (0..p.rings)
-        .map(|index| {
-            IoUring::builder()
-                .build(4)
-                .map_err(|source| RunError::Setup { index, source })
-        })
-        .collect::<Result<Vec<IoUring>, _>>()?;
-    let fds: Vec<i32> = rings.iter().map(|r| r.as_raw_fd()).collect();
-    probe_clone(fds[1], fds[0])?;
+    // Every ring stays open to the end: closing a ring that holds buffers
+    // leaves unpinning to a kernel worker, which would run (emulated, slow)
+    // during the next count's measurement.
+    let mut keep: Vec<IoUring> = vec![ring(0)?, ring(1)?];
+    probe_clone(keep[1].as_raw_fd(), keep[0].as_raw_fd())?;
 
     let pool = map_pool(p)?;
     let pieces = split(pool.len(), p.buf_bytes());
     let iovs = pool.iovecs(&pieces);
     eprintln!(
-        "ring-pool: {} rings, pool {} MiB of {} pages in {} buffer(s) of up to {} MiB; populating",
+        "ring-pool: rings {:?}, pool {} MiB of {} pages in {} buffer(s) of up to {} MiB; populating",
         p.rings,
         pool.len() >> 20,
         pool.page.label(),
@@ -124,25 +128,45 @@ pub fn run(p: &Params) -> Result<(), RunError> {
         p.buf_bytes() >> 20
     );
     let populate_s = pool.populate(5.0);
-    eprintln!("ring-pool: populated in {populate_s:.2} s; registering on ring 0");
+    eprintln!("ring-pool: populated in {populate_s:.2} s");
+    for &n in &p.rings {
+        keep.extend(measure(p, n, &pool, &iovs, populate_s, t0)?);
+    }
+    drop(keep);
+    Ok(())
+}
 
+/// One ring count: `n` fresh rings, the pool registered on ring 0 (timed:
+/// `first-register`), then given to each other ring by registering again
+/// and by cloning (both timed). Prints the method lines and the summary;
+/// returns the rings (still holding their clones).
+fn measure(
+    p: &Params,
+    n: usize,
+    pool: &Pool,
+    iovs: &[libc::iovec],
+    populate_s: f64,
+    t0: u64,
+) -> Result<Vec<IoUring>, RunError> {
+    let rings = (0..n).map(ring).collect::<Result<Vec<IoUring>, _>>()?;
+    let fds: Vec<i32> = rings.iter().map(|r| r.as_raw_fd()).collect();
     let s = now_ns();
-    sys::register_buffers(fds[0], &iovs).map_err(|errno| RunError::Register {
+    sys::register_buffers(fds[0], iovs).map_err(|errno| RunError::Register {
         what: "register",
         index: 0,
         errno,
     })?;
     let first_register_ns = now_ns() - s;
     eprintln!(
-        "ring-pool: ring 0 registered in {:.3} ms",
+        "ring-pool: {n} rings: ring 0 registered in {:.3} ms",
         first_register_ns as f64 / 1e6
     );
 
-    let mut reg_ns = Vec::with_capacity(p.rings - 1);
-    let mut clone_ns = Vec::with_capacity(p.rings - 1);
+    let mut reg_ns = Vec::with_capacity(n - 1);
+    let mut clone_ns = Vec::with_capacity(n - 1);
     for (i, &fd) in fds.iter().enumerate().skip(1) {
         let s = now_ns();
-        let r = sys::register_buffers(fd, &iovs);
+        let r = sys::register_buffers(fd, iovs);
         let e = now_ns();
         r.map_err(|errno| RunError::Register {
             what: "register",
@@ -167,7 +191,7 @@ pub fn run(p: &Params) -> Result<(), RunError> {
         clone_ns.push(e - s);
         eprintln!(
             "ring-pool: ring {i}/{}: register {:.3} ms, clone {:.3} us, {:.1} s elapsed",
-            p.rings - 1,
+            n - 1,
             (reg_ns[i - 1]) as f64 / 1e6,
             us(clone_ns[i - 1]),
             (now_ns() - t0) as f64 / 1e9
@@ -175,33 +199,36 @@ pub fn run(p: &Params) -> Result<(), RunError> {
     }
 
     let desc = PoolDesc {
-        rings: p.rings,
+        rings: n,
         pool_bytes: pool.len(),
         buf_bytes: p.buf_bytes(),
         bufs: iovs.len(),
         page: pool.page.label(),
         page_requested: p.page.label(),
     };
-    let reg = Latency::from_ns(&reg_ns).expect("rings >= 2");
-    let clo = Latency::from_ns(&clone_ns).expect("rings >= 2");
-    println!(
-        "{}",
-        line(&MethodRecord {
-            kind: "ring-pool",
-            method: "register",
-            pool: &desc,
-            latency: reg
-        })
-    );
-    println!(
-        "{}",
-        line(&MethodRecord {
-            kind: "ring-pool",
-            method: "clone",
-            pool: &desc,
-            latency: clo
-        })
-    );
+    let methods = [
+        ("first-register", vec![first_register_ns]),
+        ("register", reg_ns),
+        ("clone", clone_ns),
+    ];
+    let mut medians = [None; 3];
+    for (k, &(method, ref ns)) in methods.iter().enumerate() {
+        // One ring: nothing registered again or cloned, no line made up.
+        let Some(latency) = Latency::from_ns(ns) else {
+            continue;
+        };
+        medians[k] = Some(latency);
+        println!(
+            "{}",
+            line(&MethodRecord {
+                kind: "ring-pool",
+                method,
+                pool: &desc,
+                latency,
+                samples_us: samples_us(ns),
+            })
+        );
+    }
     println!(
         "{}",
         line(&SummaryRecord {
@@ -210,13 +237,15 @@ pub fn run(p: &Params) -> Result<(), RunError> {
             kernel: sys::kernel_release(),
             populate_s: (populate_s * 1000.0).round() / 1000.0,
             first_register_us: us(first_register_ns),
-            register_median_us: reg.median_us,
-            clone_median_us: clo.median_us,
-            ratio_register_over_clone: ratio(&reg, &clo),
+            register_median_us: medians[1].map(|l| l.median_us),
+            clone_median_us: medians[2].map(|l| l.median_us),
+            ratio_register_over_clone: match (medians[1], medians[2]) {
+                (Some(r), Some(c)) => Some(ratio(&r, &c)),
+                _ => None,
+            },
         })
     );
-    drop(rings);
-    Ok(())
+    Ok(rings)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub enum ParamError {
     Size(String),
     #[error("bad page size {0:?} (want 2M or 4K)")]
     Page(String),
-    #[error("bad ring count {0:?} (want an integer >= 2)")]
+    #[error("bad ring count {0:?} (want an integer >= 1, or a list such as 1,2,4,8)")]
     Rings(String),
     #[error("unknown option {0:?} (see --help)")]
     Unknown(String),
@@ -50,7 +50,9 @@ impl PageSize {
 /// What the user asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
-    pub rings: usize,
+    /// Ring counts, measured one after the other on the same pool (a
+    /// sweep); each count gets fresh rings.
+    pub rings: Vec<usize>,
     pub size: u64,
     pub page: PageSize,
     /// Bytes per registered buffer; `None`: min(size, 1 GiB).
@@ -60,7 +62,7 @@ pub struct Params {
 impl Default for Params {
     fn default() -> Self {
         Params {
-            rings: 8,
+            rings: vec![8],
             size: 16 << 20,
             page: PageSize::Huge2M,
             buf: None,
@@ -102,11 +104,18 @@ pub fn parse_page(s: &str) -> Result<PageSize, ParamError> {
     }
 }
 
-fn parse_rings(s: &str) -> Result<usize, ParamError> {
-    match s.trim().parse::<usize>() {
-        Ok(n) if n >= 2 => Ok(n),
-        _ => Err(ParamError::Rings(s.to_string())),
-    }
+/// Most rings of one count: far beyond any sweep, below the default
+/// RLIMIT_NOFILE of 1024 with the rings of the other counts.
+pub const MAX_RINGS: usize = 512;
+
+/// `8` or `1,2,4,8`: each count from 1 to [`MAX_RINGS`].
+fn parse_rings(s: &str) -> Result<Vec<usize>, ParamError> {
+    s.split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_RINGS).contains(&n) => Ok(n),
+            _ => Err(ParamError::Rings(s.to_string())),
+        })
+        .collect()
 }
 
 impl Params {
@@ -173,6 +182,14 @@ impl Params {
 
     /// Checks the limits the kernel imposes on a registration.
     pub fn validate(&self) -> Result<(), ParamError> {
+        // Every ring stays open to the end (plus two for the clone probe),
+        // each an fd: stay under the default RLIMIT_NOFILE of 1024.
+        let open: usize = self.rings.iter().sum::<usize>() + 2;
+        if open > 1000 {
+            return Err(ParamError::Invalid(format!(
+                "{open} rings open at once: at most 1000 (fewer or smaller ring counts)"
+            )));
+        }
         let buf = self.buf_bytes();
         if buf > MAX_BUF {
             return Err(ParamError::Invalid(format!(
@@ -206,10 +223,12 @@ pub fn split(size: u64, buf: u64) -> Vec<(u64, u64)> {
         .collect()
 }
 
-pub const USAGE: &str = "usage: ring-pool [--rings N] [--size S] [--page 2M|4K] [--buf B]
+pub const USAGE: &str = "usage: ring-pool [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B]
 Times giving N-1 rings a pool of S bytes (buffers of B bytes, at most 1 GiB
 each) already registered on a first ring: by registering it again and by
-cloning it (IORING_REGISTER_CLONE_BUFFERS). Defaults: 8 rings, 16M, 2M pages
+cloning it (IORING_REGISTER_CLONE_BUFFERS). A list of ring counts measures
+each count in turn on fresh rings and the same pool (N=1: the first
+registration only). Every sample is printed. Defaults: 8 rings, 16M, 2M pages
 (4K if no hugepages are free), B = min(S, 1G). The kernel command line's
 rv.pool.rings= rv.pool.size= rv.pool.page= rv.pool.buf= apply first; flags
 override them. Results are JSON lines on stdout, progress on stderr.";
@@ -250,7 +269,7 @@ mod tests {
         assert_eq!(
             p,
             Params {
-                rings: 4,
+                rings: vec![4],
                 size: 64 << 20,
                 page: PageSize::Small4K,
                 buf: None
@@ -261,19 +280,24 @@ mod tests {
         assert_eq!(
             p,
             Params {
-                rings: 4,
+                rings: vec![4],
                 size: 1 << 30,
                 page: PageSize::Huge2M,
                 buf: Some(256 << 20)
             }
         );
         assert_eq!(p.apply_args(["--help".to_string()]), Ok(false));
+        let sweep = ["--rings", "1,2,4,64"].map(String::from);
+        assert_eq!(p.apply_args(sweep), Ok(true));
+        assert_eq!(p.rings, vec![1, 2, 4, 64]);
     }
 
     #[test]
     fn cmdline_errors() {
         let mut p = Params::default();
-        assert!(p.apply_cmdline("rv.pool.rings=1").is_err());
+        assert!(p.apply_cmdline("rv.pool.rings=0").is_err());
+        assert!(p.apply_cmdline("rv.pool.rings=1,,2").is_err());
+        assert!(p.apply_cmdline("rv.pool.rings=513").is_err());
         assert!(p.apply_cmdline("rv.pool.sise=1M").is_err());
         assert!(p.apply_cmdline("rv.pool.size").is_err());
         assert!(p.apply_args(["--rings".to_string()]).is_err());
@@ -301,6 +325,11 @@ mod tests {
             ..Params::default()
         };
         assert!(p.validate().is_err(), "262144 buffers");
+        let p = Params {
+            rings: vec![500, 500],
+            ..Params::default()
+        };
+        assert!(p.validate().is_err(), "1002 rings open");
         assert_eq!(split(10, 4), vec![(0, 4), (4, 4), (8, 2)]);
         assert_eq!(split(8, 4), vec![(0, 4), (4, 4)]);
     }

@@ -60,7 +60,14 @@ pub struct PoolDesc {
     pub page_requested: &'static str,
 }
 
-/// One method's line: `{"kind":"ring-pool","method":...}`.
+/// Every sample in microseconds, in the order measured (ring 1 first).
+pub fn samples_us(ns: &[u64]) -> Vec<f64> {
+    ns.iter().map(|&n| us(n)).collect()
+}
+
+/// One method's line: `{"kind":"ring-pool","method":...}`, its statistics
+/// and every raw sample (`samples_us`, in the order measured; one per
+/// ring, so a line stays around 12 bytes a ring).
 #[derive(Debug, Serialize)]
 pub struct MethodRecord<'a> {
     pub kind: &'static str,
@@ -69,6 +76,7 @@ pub struct MethodRecord<'a> {
     pub pool: &'a PoolDesc,
     #[serde(flatten)]
     pub latency: Latency,
+    pub samples_us: Vec<f64>,
 }
 
 /// The closing line: `{"kind":"ring-pool-summary",...}`.
@@ -80,9 +88,10 @@ pub struct SummaryRecord<'a> {
     pub kernel: String,
     pub populate_s: f64,
     pub first_register_us: f64,
-    pub register_median_us: f64,
-    pub clone_median_us: f64,
-    pub ratio_register_over_clone: f64,
+    /// `None` (null) with one ring: nothing was registered again.
+    pub register_median_us: Option<f64>,
+    pub clone_median_us: Option<f64>,
+    pub ratio_register_over_clone: Option<f64>,
 }
 
 /// A failure line: `{"kind":"ring-pool-error",...}`.
@@ -161,10 +170,11 @@ mod tests {
             method: "clone",
             pool: &pool,
             latency: l,
+            samples_us: samples_us(&[3000, 1000, 2000]),
         });
         assert_eq!(
             s,
-            r#"{"kind":"ring-pool","method":"clone","rings":8,"pool_bytes":16777216,"buf_bytes":16777216,"bufs":1,"page":"4K","page_requested":"2M","samples":3,"min_us":1.0,"median_us":2.0,"p99_us":3.0,"max_us":3.0,"mean_us":2.0}"#
+            r#"{"kind":"ring-pool","method":"clone","rings":8,"pool_bytes":16777216,"buf_bytes":16777216,"bufs":1,"page":"4K","page_requested":"2M","samples":3,"min_us":1.0,"median_us":2.0,"p99_us":3.0,"max_us":3.0,"mean_us":2.0,"samples_us":[3.0,1.0,2.0]}"#
         );
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         assert_eq!(v["median_us"], 2.0);
