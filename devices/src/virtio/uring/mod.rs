@@ -852,7 +852,21 @@ pub fn process_queue(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMm
             }
         }
     }
-    used && queue.needs_notification(mem).unwrap_or(true)
+    // needs_notification() also resets the queue's count of used entries.
+    used && queue.needs_notification(mem).unwrap_or(true) && !interrupt_suppressed(queue, mem)
+}
+
+/// `VRING_AVAIL_F_NO_INTERRUPT` in the avail ring's flags, which
+/// virtio-queue does not look at. The guest driver polls the control queue
+/// and sets it: an interrupt nobody waits for costs the guest an emulated
+/// interrupt entry and two register accesses on nested PVM, and unhandled
+/// ones would make its kernel disable the line. A driver that clears the
+/// flag checks the used ring afterwards (the virtio 1.x handshake), and
+/// needs_notification() has fenced our used-index store before this load.
+fn interrupt_suppressed(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+    const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
+    mem.read_obj::<u16>(GuestAddress(queue.avail_ring()))
+        .is_ok_and(|flags| u16::from_le(flags) & VRING_AVAIL_F_NO_INTERRUPT != 0)
 }
 
 /// Puts the chains the executor answered late ([`Executor::reap`]) on the

@@ -1353,3 +1353,38 @@ fn worker_serves_the_control_queue_and_doorbells() {
     let tail = view.u32_at(view.p.cq_off.tail).load(Ordering::Acquire);
     assert_eq!(head, tail);
 }
+
+/// The guest driver polls the control queue with
+/// `VRING_AVAIL_F_NO_INTERRUPT` set: served chains then raise no
+/// interrupt; with the flag clear they do.
+#[test]
+fn no_interrupt_flag_suppresses_the_control_interrupt() {
+    use virtio_bindings::bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
+    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+    use virtio_queue::mock::MockSplitQueue;
+    let _s = serial();
+    let mut rig = Rig::new(ALL_FEATURES);
+    let mock = MockSplitQueue::create(&rig.mem, GuestAddress(0x10_0000 - 0x1_0000), QUEUE_SIZE);
+    let mut queue = mock.create_queue().unwrap();
+    let avail = mock.avail_addr();
+    let mut serve = |no_interrupt: bool| {
+        // One malformed chain (served with used length 0) is enough.
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQ, 8, VRING_DESC_F_NEXT as u16, 1)),
+            RawDescriptor::from(SplitDescriptor::new(
+                RESP,
+                RESP_CAP,
+                VRING_DESC_F_WRITE as u16,
+                0,
+            )),
+        ];
+        mock.add_desc_chains(&descs, 0).unwrap();
+        rig.mem
+            .write_obj(u16::from(no_interrupt).to_le(), avail)
+            .unwrap();
+        process_queue(&mut queue, &mut rig.exec, &rig.mem)
+    };
+    assert!(serve(false));
+    assert!(!serve(true));
+    assert!(serve(false));
+}

@@ -44,13 +44,21 @@ impl Mapping {
         } else {
             (len.div_ceil(4096) * 4096, 0)
         };
+        // Hugepages are faulted in from the top down: the guest kernel's
+        // hugetlb free list hands out its pages last-freed first, so
+        // highest guest-physical address first, and touching the pool
+        // upwards (MAP_POPULATE) would map it guest-physically backwards,
+        // one pv-uring extent (host buffer) per 2 MiB page. From the top
+        // down, the pool is as guest-physically contiguous as the free
+        // list, usually one extent per GiB.
+        let populate = if huge { 0 } else { libc::MAP_POPULATE };
         // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | extra,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate | extra,
                 -1,
                 0,
             )
@@ -64,7 +72,7 @@ impl Mapping {
             huge,
         };
         let step = if huge { 2 << 20 } else { 4096 };
-        for off in (0..len).step_by(step) {
+        for off in (0..len).step_by(step).rev() {
             // SAFETY: inside the mapping.
             unsafe { m.ptr.add(off).write_volatile(0) };
         }
