@@ -326,6 +326,15 @@ fn host_io(
 
 /// One measured point: path, op, qd, IOPS as a figure, the raw samples,
 /// the host's load when it ran, and `extra` fields.
+/// `{"min", "median", "p99"}` latency figures in µs of the point `what`.
+fn latency(what: &str, min: f64, median: f64, p99: f64) -> Result<Value, BenchError> {
+    Ok(json!({
+        "min": fig(what, min, "us")?,
+        "median": fig(what, median, "us")?,
+        "p99": fig(what, p99, "us")?,
+    }))
+}
+
 fn point(
     path: Path_,
     op: Op,
@@ -423,11 +432,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                     samples(&slices, "IOPS per 100 ms slice"),
                     load,
                     json!({
-                        "latency": {
-                            "min": fig(&what, min, "us")?,
-                            "median": fig(&what, med, "us")?,
-                            "p99": fig(&what, p99, "us")?,
-                        },
+                        "latency": latency(&what, min, med, p99)?,
                         "ops": lat.len(),
                     }),
                 )?);
@@ -513,11 +518,12 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                     samples(&[iops], "IOPS"),
                     load,
                     json!({
-                        "latency": {
-                            "min": fig(&what, run.num(l, "min_us")?, "us")?,
-                            "median": fig(&what, run.num(l, "median_us")?, "us")?,
-                            "p99": fig(&what, run.num(l, "p99_us")?, "us")?,
-                        },
+                        "latency": latency(
+                            &what,
+                            run.num(l, "min_us")?,
+                            run.num(l, "median_us")?,
+                            run.num(l, "p99_us")?,
+                        )?,
                         "ops": l["ops"], "secs": l["secs"],
                         // Where the guest's time went (pv-bench's own
                         // measurements; plain numbers, null when none).
