@@ -14,7 +14,6 @@ use crate::params::Params;
 use crate::stats::{latency_fields, num, Latency};
 use crate::{ns, Failure, Mapping};
 use pv_uring::{Device, FixedBuf, PvRing, VURING_RING_SQPOLL};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bytes per request.
@@ -26,10 +25,6 @@ const MAX_SAMPLES: usize = 1 << 20;
 const STALL: Duration = Duration::from_micros(50);
 /// `IORING_SQ_NEED_WAKEUP` in the SQ flags word: the SQPOLL thread sleeps.
 const SQ_NEED_WAKEUP: u32 = 1;
-/// `IORING_CQ_EVENTFD_DISABLED` in the CQ flags word: the host kernel does
-/// not signal the ring's eventfd, so the device raises no completion
-/// interrupt.
-const CQ_EVENTFD_DISABLED: u32 = 1;
 
 /// What the requests do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +113,8 @@ pub(crate) struct IoRing {
 }
 
 impl IoRing {
-    /// `cq_eventfd` false sets `IORING_CQ_EVENTFD_DISABLED` in the ring's
-    /// CQ flags (shared memory the guest may write, as liburing's
-    /// `io_uring_cq_eventfd_toggle` does): a busy-polling program needs no
+    /// `cq_eventfd` false turns the completion interrupt off
+    /// ([`PvRing::set_cq_eventfd`]): a busy-polling program needs no
     /// completion interrupt, and on nested PVM each one costs the vCPU
     /// about 200 us of emulated guest kernel work (entry, handler, EOI,
     /// return) before the program sees the completion.
@@ -143,19 +137,7 @@ impl IoRing {
         };
         let mut r = PvRing::new(dev, entries, flags)
             .map_err(|e| Failure::new(format!("create {} ring", submit.name()), e))?;
-        if !cq_eventfd {
-            let off = r.params().cq_off.flags as usize;
-            if !off.is_multiple_of(4) || off + 4 > pv_uring::abi::SQES_OFFSET {
-                return Err(Failure::msg(format!(
-                    "cq_off.flags {off:#x} outside the ring words"
-                )));
-            }
-            // SAFETY: a 4-aligned word inside the ring region of the mapped
-            // slot (checked above), which lives as long as `r`; the host
-            // kernel only reads it, and atomically.
-            let word = unsafe { &*(r.slot_ptr().add(off) as *const AtomicU32) };
-            word.fetch_or(CQ_EVENTFD_DISABLED, Ordering::Release);
-        }
+        r.set_cq_eventfd(cq_eventfd);
         let m = Mapping::new(qd * BS, false).map_err(|e| Failure::msg(format!("mmap: {e}")))?;
         // Writes send this pattern; reads overwrite it.
         for i in 0..qd * BS {

@@ -199,6 +199,9 @@ pub const SQES_OFFSET: usize = 0x10_0000;
 pub const IORING_SQ_NEED_WAKEUP: u32 = 1 << 0;
 /// `IORING_SQ_CQ_OVERFLOW`.
 pub const IORING_SQ_CQ_OVERFLOW: u32 = 1 << 1;
+/// `IORING_CQ_EVENTFD_DISABLED`: in the CQ flags word, no eventfd signal
+/// for completions.
+pub const IORING_CQ_EVENTFD_DISABLED: u32 = 1 << 0;
 /// `IORING_SETUP_SQPOLL`.
 pub const IORING_SETUP_SQPOLL: u32 = 1 << 1;
 /// `IORING_SETUP_SQE128`.

@@ -4,8 +4,8 @@
 //! slot + 1 MiB. Nothing here makes a system call.
 
 use crate::abi::{
-    IoUringParams, CQE_BYTES, IORING_SETUP_CQE32, IORING_SETUP_NO_SQARRAY, IORING_SETUP_SQE128,
-    IORING_SQ_NEED_WAKEUP, SQES_OFFSET, SQE_BYTES,
+    IoUringParams, CQE_BYTES, IORING_CQ_EVENTFD_DISABLED, IORING_SETUP_CQE32,
+    IORING_SETUP_NO_SQARRAY, IORING_SETUP_SQE128, IORING_SQ_NEED_WAKEUP, SQES_OFFSET, SQE_BYTES,
 };
 use crate::error::{Error, Result};
 use std::sync::atomic::{fence, AtomicU32, Ordering};
@@ -66,6 +66,7 @@ pub fn validate(p: &IoUringParams, slot_len: usize) -> Result<()> {
     word("cq ring_mask", c.ring_mask)?;
     word("cq ring_entries", c.ring_entries)?;
     word("cq overflow", c.overflow)?;
+    word("cq flags", c.flags)?;
     word("sq array", s.array)?;
     if s.array as u64 + p.sq_entries as u64 * 4 > rings_end {
         return bad(format!(
@@ -118,6 +119,7 @@ pub(crate) struct Queues {
     cq_head: *const AtomicU32,
     cq_tail: *const AtomicU32,
     cq_overflow: *const AtomicU32,
+    cq_flags: *const AtomicU32,
     cqes: *const Cqe,
     cq_mask: u32,
     cq_entries: u32,
@@ -178,6 +180,7 @@ impl Queues {
             cq_head: at(c.head).cast(),
             cq_tail: at(c.tail).cast(),
             cq_overflow: at(c.overflow).cast(),
+            cq_flags: at(c.flags).cast(),
             cqes: at(c.cqes).cast(),
             cq_mask,
             cq_entries,
@@ -193,6 +196,23 @@ impl Queues {
 
     pub(crate) fn sq_entries(&self) -> u32 {
         self.sq_entries
+    }
+
+    /// Sets or clears `IORING_CQ_EVENTFD_DISABLED` in the CQ flags word:
+    /// the application's switch (liburing's `io_uring_cq_eventfd_toggle`)
+    /// that the host kernel reads before it signals the ring's eventfd,
+    /// which on a pv ring is the completion interrupt.
+    pub(crate) fn set_cq_eventfd(&self, enabled: bool) {
+        let w = self.word(self.cq_flags);
+        if enabled {
+            w.fetch_and(!IORING_CQ_EVENTFD_DISABLED, Ordering::Release);
+        } else {
+            w.fetch_or(IORING_CQ_EVENTFD_DISABLED, Ordering::Release);
+        }
+    }
+
+    pub(crate) fn cq_eventfd_enabled(&self) -> bool {
+        self.word(self.cq_flags).load(Ordering::Acquire) & IORING_CQ_EVENTFD_DISABLED == 0
     }
     pub(crate) fn cq_entries(&self) -> u32 {
         self.cq_entries
@@ -598,5 +618,41 @@ mod tests {
         q.push_bytes(&[0; 64], None).unwrap();
         assert_eq!(q.flush(), (1, true));
         assert_eq!(q.sq_flags(), IORING_SQ_NEED_WAKEUP);
+    }
+
+    #[test]
+    fn cq_eventfd_switch_flips_only_its_bit() {
+        let mut f = FakeSlot::new(4, 0);
+        let p = f.params;
+        // Another flag bit the host kernel might own stays as it is.
+        f.set(p.cq_off.flags, 0x8000_0000);
+        // SAFETY: as above.
+        let q = unsafe { Queues::new(f.base(), SLOT, &p) }.unwrap();
+        assert!(q.cq_eventfd_enabled());
+        q.set_cq_eventfd(false);
+        assert_eq!(
+            f.get(p.cq_off.flags),
+            0x8000_0000 | IORING_CQ_EVENTFD_DISABLED
+        );
+        assert!(!q.cq_eventfd_enabled());
+        q.set_cq_eventfd(false);
+        assert_eq!(
+            f.get(p.cq_off.flags),
+            0x8000_0000 | IORING_CQ_EVENTFD_DISABLED
+        );
+        q.set_cq_eventfd(true);
+        assert_eq!(f.get(p.cq_off.flags), 0x8000_0000);
+        assert!(q.cq_eventfd_enabled());
+    }
+
+    #[test]
+    fn cq_flags_outside_the_ring_area_is_refused() {
+        let f = FakeSlot::new(4, 0);
+        let mut p = f.params;
+        p.cq_off.flags = SQES_OFFSET as u32;
+        let e = validate(&p, SLOT).unwrap_err();
+        assert!(e.to_string().contains("cq flags"), "{e}");
+        p.cq_off.flags = 282;
+        assert!(validate(&p, SLOT).is_err());
     }
 }
