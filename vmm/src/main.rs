@@ -70,8 +70,12 @@ enum Command {
     /// workload (the ring-pool registration benchmark), printing what it
     /// measured.
     Demo(DemoArgs),
-    /// Measure the default guest: time to /init, the VMM's share of vCPU
-    /// time and its memory beyond guest RAM, with the project's targets.
+    /// Measure registration latency from the guest (registering again
+    /// versus cloning, in-guest and through the pv device), I/O (host,
+    /// virtio-blk, pv rings) and boot, against host-native io_uring in the
+    /// same run; writes results.json and SVG/PNG charts.
+    ///
+    /// Example: ringvisor bench --suite registration --quick --out /tmp/bench
     Bench(BenchArgs),
 }
 
@@ -81,8 +85,9 @@ enum Suite {
     /// Registering a buffer pool again versus cloning it: host, ring-pool
     /// in a guest, pv-bench through /dev/vuring.
     Registration,
-    /// 4 KiB random O_DIRECT reads at QD1 and QD32: host io_uring, guest
-    /// virtio-blk, guest pv-uring rings.
+    /// 4 KiB random O_DIRECT reads and writes at QD1 and QD32: host
+    /// io_uring (plain and SQPOLL), guest virtio-blk, guest pv-uring rings
+    /// (doorbell and SQPOLL).
     Io,
     /// Boot time, VMM share, VMM memory overhead.
     Boot,

@@ -131,6 +131,9 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
             }
         }
     };
+    // Before the vCPU threads are told to stop: one that has exited would
+    // count as the VMM's.
+    let vmm_threads_cpu = crate::timings::vmm_threads_cpu();
     vm.stop.store(true, Ordering::SeqCst);
     if matches!(outcome, Outcome::Timeout(_) | Outcome::Unhandled(_)) {
         locate_vcpus(&threads);
@@ -148,7 +151,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         exits: vm.stats.exits.load(Ordering::Relaxed),
         rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
         pinned_at_exit: crate::timings::pinned_memory(),
-        vmm_threads_cpu: crate::timings::vmm_threads_cpu(),
+        vmm_threads_cpu,
         guest_ram,
         backing: format!("{:?}", vm.ram.backing),
         pvm: vm.pvm,

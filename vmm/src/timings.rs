@@ -53,32 +53,40 @@ pub fn rss_beyond_guest_ram_from(status: &str) -> Option<u64> {
     Some((status_kib(status, "RssAnon")? + status_kib(status, "RssFile")?) * 1024)
 }
 
-/// Sums user + system CPU time of this process's threads whose name does
-/// not start with "vcpu", from /proc/self/task/*/stat, in seconds.
+/// User + system CPU time, in clock ticks, from a /proc `stat` line
+/// ("pid (comm) state ..."; comm may hold spaces and parentheses): the
+/// comm and utime + stime.
+fn stat_comm_and_ticks(stat: &str) -> Option<(&str, u64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    // After the comm: state is field 3, utime 14 and stime 15.
+    let cpu = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
+    Some((stat.get(open + 1..close)?, cpu(14)? + cpu(15)?))
+}
+
+/// CPU time of the VMM's own threads, in seconds: the whole process's
+/// user + system time (/proc/self/stat, which includes threads that have
+/// exited, such as the SQ thread of a pv ring destroyed before the end)
+/// minus that of the live threads named "vcpu*" (/proc/self/task/*/stat).
+/// Call it while the vCPU threads are still alive.
 pub fn vmm_threads_cpu() -> Option<f64> {
     // SAFETY: sysconf has no preconditions.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks <= 0 {
         return None;
     }
-    let mut total = 0u64;
+    let (_, process) = stat_comm_and_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let mut vcpus = 0u64;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
             continue;
         };
-        // "pid (comm) state ...": comm may hold spaces, so split at ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if stat[open + 1..close].starts_with("vcpu") {
-            continue;
+        match stat_comm_and_ticks(&stat) {
+            Some((comm, t)) if comm.starts_with("vcpu") => vcpus += t,
+            _ => {}
         }
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        // After the comm: state is field 3, utime 14 and stime 15.
-        let cpu = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<u64>().ok());
-        total += cpu(14).unwrap_or(0) + cpu(15).unwrap_or(0);
     }
-    Some(total as f64 / ticks as f64)
+    Some(process.saturating_sub(vcpus) as f64 / ticks as f64)
 }
 
 /// VmPin of this process, in bytes.
@@ -185,6 +193,33 @@ mod tests {
         }
         assert!(x > 0);
         assert!(vmm_threads_cpu().unwrap() > 0.0);
+    }
+
+    #[test]
+    fn cpu_time_of_an_exited_thread_still_counts() {
+        let before = vmm_threads_cpu().unwrap();
+        std::thread::Builder::new()
+            .name("iou-sqp-test".into())
+            .spawn(|| {
+                let start = std::time::Instant::now();
+                while start.elapsed() < Duration::from_millis(300) {
+                    std::hint::black_box(0u64);
+                }
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        let after = vmm_threads_cpu().unwrap();
+        // 300 ms of CPU at 100 ticks a second, less scheduling slack.
+        assert!(after - before >= 0.2, "{before} -> {after}");
+    }
+
+    #[test]
+    fn stat_lines_with_odd_comms() {
+        let line = "42 (vcpu 0 (x)) R 1 2 3 4 5 6 7 8 9 10 250 50 0 0";
+        assert_eq!(stat_comm_and_ticks(line), Some(("vcpu 0 (x)", 300)));
+        assert_eq!(stat_comm_and_ticks("42 (x) R 1"), None);
+        assert_eq!(stat_comm_and_ticks("garbage"), None);
     }
 
     #[test]
