@@ -90,18 +90,21 @@ fn quick_bench_writes_complete_results() {
     let reg = r["suites"]["registration"]["points"]
         .as_array()
         .expect("registration points");
-    for (source, method) in [
-        ("host", "register"),
-        ("host", "clone"),
-        ("guest-ring-pool", "register"),
-        ("guest-ring-pool", "clone"),
-        ("guest-pv-bench", "register"),
-        ("guest-pv-bench", "clone"),
+    // Guest pools of both page sizes: 2 MiB (hugetlbfs) and 4 KiB.
+    for (source, method, page) in [
+        ("host", "register", "4K"),
+        ("host", "clone", "4K"),
+        ("guest-ring-pool", "register", "2M"),
+        ("guest-ring-pool", "clone", "2M"),
+        ("guest-ring-pool", "register", "4K"),
+        ("guest-ring-pool", "clone", "4K"),
+        ("guest-pv-bench", "register", "2M"),
+        ("guest-pv-bench", "clone", "2M"),
     ] {
         let p = reg
             .iter()
-            .find(|p| p["source"] == source && p["method"] == method)
-            .unwrap_or_else(|| panic!("no {source} {method} point in {text}"));
+            .find(|p| p["source"] == source && p["method"] == method && p["page"] == page)
+            .unwrap_or_else(|| panic!("no {source} {method} {page} point in {text}"));
         for f in ["min", "median", "p99"] {
             assert_eq!(p[f]["unit"], "us", "{source} {method} {f}");
         }

@@ -47,6 +47,8 @@ enum Where {
     RingPool(u64),
     /// A guest running pv-bench --only reg, like `RingPool`.
     PvBench(u64),
+    /// A guest running ring-pool on ordinary 4 KiB guest pages, 8 rings.
+    RingPoolSmall(u64),
 }
 
 impl Where {
@@ -72,6 +74,19 @@ fn guest_sizes(ctx: &Ctx) -> Vec<u64> {
         vec![16 << 20]
     } else {
         (0..7).map(|i| (64u64 << 20) << i).collect()
+    }
+}
+
+/// Guest pools of 4 KiB pages (ring-pool only: a pv table holds one
+/// extent per guest-physically contiguous run, which 4 KiB pages rarely
+/// make): 64 and 256 MiB; `--quick`: 16 MiB. Registering 4 KiB pages
+/// costs the guest kernel ~53 ms per MiB, 7 times 2 MiB pages' cost: a
+/// 1 GiB point would take 15 min.
+fn guest_small_sizes(ctx: &Ctx) -> Vec<u64> {
+    if ctx.quick {
+        vec![16 << 20]
+    } else {
+        vec![64 << 20, 256 << 20]
     }
 }
 
@@ -110,6 +125,9 @@ fn points(ctx: &Ctx) -> Vec<Where> {
     }
     for s in guest_sizes(ctx) {
         v.push(Where::PvBench(s));
+    }
+    for s in guest_small_sizes(ctx) {
+        v.push(Where::RingPoolSmall(s));
     }
     v
 }
@@ -157,6 +175,10 @@ fn label(ctx: &Ctx, w: Where) -> String {
             size_label(s),
             rings_arg(ctx, s)
         ),
+        Where::RingPoolSmall(s) => format!(
+            "guest ring-pool {} of 4K pages, rings {SIZE_RINGS}",
+            size_label(s)
+        ),
     }
 }
 
@@ -191,6 +213,9 @@ fn estimate(ctx: &Ctx, w: Where) -> Duration {
         Where::PvBench(s) => {
             boot_and_populate(s) + guest_registrations(ctx, s) * (0.006 * mib(s) + 0.2)
         }
+        // No hugepages to zero, a fault per 4 KiB page instead; per ring
+        // a registration (~53 ms per MiB), an unregistration and a clone.
+        Where::RingPoolSmall(s) => boot_and_populate(s) + SIZE_RINGS as f64 * (0.1 * mib(s) + 0.3),
     })
 }
 
@@ -725,6 +750,17 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool) -> Vec<String> {
     a
 }
 
+/// A ring-pool guest on ordinary 4 KiB guest pages (no guest hugepages).
+fn guest_small_args(size: u64) -> Vec<String> {
+    let mem_mib = (size >> 20) + (size >> 20).min(1024) + 256;
+    vec![
+        "--memory".into(),
+        format!("size={mem_mib}M"),
+        "--cmdline".into(),
+        format!("-- /bin/ring-pool --rings {SIZE_RINGS} --size {size} --page 4K"),
+    ]
+}
+
 /// Hands the host hugepages back (before any guest boots), recording
 /// what the pool was restored to.
 fn release(huge: &mut Option<Result<Option<Reservation>, String>>, record: &mut Value) {
@@ -893,6 +929,22 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                     }
                 }
             }
+            Where::RingPoolSmall(size) => {
+                release(&mut huge, &mut huge_record);
+                let run = run_guest(ctx, &p.label, &guest_small_args(size))?;
+                for g in guest_points(&run, "ring-pool", "guest-ring-pool")? {
+                    if g["page"] != "4K" {
+                        return Err(BenchError::Missing {
+                            what: run.what.clone(),
+                            kind: format!("ring-pool line of 4K pages (got {})", g["page"]),
+                            stdout: String::new(),
+                        });
+                    }
+                    if g["rings"] == SIZE_RINGS && g["method"] != "first-register" {
+                        pts.push(g);
+                    }
+                }
+            }
         }
         pb.inc(1);
     }
@@ -968,11 +1020,17 @@ mod tests {
             let pts = points(&c);
             let first_guest = pts
                 .iter()
-                .position(|w| matches!(w, Where::RingPool(_) | Where::PvBench(_)))
+                .position(|w| {
+                    matches!(
+                        w,
+                        Where::RingPool(_) | Where::PvBench(_) | Where::RingPoolSmall(_)
+                    )
+                })
                 .unwrap();
-            assert!(pts[first_guest..]
-                .iter()
-                .all(|w| matches!(w, Where::RingPool(_) | Where::PvBench(_))));
+            assert!(pts[first_guest..].iter().all(|w| matches!(
+                w,
+                Where::RingPool(_) | Where::PvBench(_) | Where::RingPoolSmall(_)
+            )));
             assert!(pts.contains(&Where::HostSweep(sweep_size(&c), true)));
             assert!(guest_sizes(&c).contains(&sweep_size(&c)));
             assert!(host_huge_needed(&c) * HUGE_2M >= *host_sizes(&c).iter().max().unwrap());
@@ -1001,6 +1059,13 @@ mod tests {
         assert!(a.contains("--rings 4 --size 4294967296"), "{a}");
         assert!(a.contains("--uring rings=6"), "{a}");
         assert!(a.contains("size=5376M"), "{a}");
+        let a = guest_small_args(64 << 20).join(" ");
+        assert!(a.contains("--memory size=384M --cmdline"), "{a}");
+        assert!(
+            a.ends_with("/bin/ring-pool --rings 8 --size 67108864 --page 4K"),
+            "{a}"
+        );
+        assert!(points(&c).contains(&Where::RingPoolSmall(256 << 20)));
         let a = guest_args(&c, 256 << 20, false).join(" ");
         assert!(
             a.contains("/bin/ring-pool --rings 8 --size 268435456"),
