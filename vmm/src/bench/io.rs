@@ -387,6 +387,11 @@ fn point(
     Ok(v)
 }
 
+/// Whether `v` is the point of `path` for `op` at `qd`.
+fn is_point(v: &Value, path: Path_, op: Op, qd: u32) -> bool {
+    v["path"] == path.name() && v["op"] == op.name() && v["qd"] == qd
+}
+
 /// The guest line of `kind` for `op` at `qd` (and `submit`, for pv-bench).
 fn guest_line<'a>(
     run: &GuestRun,
@@ -572,7 +577,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             let (slices, _, iops) = host_io(&target.0, op, qd, false, s)?;
             let p = pts
                 .iter_mut()
-                .find(|v| v["path"] == Path_::Host.name() && v["op"] == op.name() && v["qd"] == qd)
+                .find(|v| is_point(v, Path_::Host, op, qd))
                 .ok_or_else(|| {
                     host_err(format!("host {} qd {qd}", op.name()))(std::io::Error::other(
                         "no first run",
@@ -586,7 +591,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
 
     let iops_of = |p: Path_, op: Op, qd: u32| {
         pts.iter()
-            .find(|v| v["path"] == p.name() && v["op"] == op.name() && v["qd"] == qd)
+            .find(|v| is_point(v, p, op, qd))
             .and_then(|v| v["iops"]["value"].as_f64())
             .unwrap_or(f64::NAN)
     };
@@ -612,7 +617,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             for p in [Path_::Host, Path_::HostSqpoll] {
                 let drift = pts
                     .iter()
-                    .find(|v| v["path"] == p.name() && v["op"] == op.name() && v["qd"] == qd)
+                    .find(|v| is_point(v, p, op, qd))
                     .and_then(|v| v["drift"]["value"].as_f64())
                     .map(|d| format!("mean of runs before and after the guests ({d:.2}x apart)"))
                     .unwrap_or_default();

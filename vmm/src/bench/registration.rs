@@ -715,11 +715,16 @@ fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, 
     Ok(out)
 }
 
+/// Guest RAM for a pool of `size` bytes, in MiB: the pool, room for the
+/// rings and the program (the pool again up to 1 GiB), and 256 MiB for
+/// the kernel and initramfs.
+fn guest_mem_mib(size: u64) -> u64 {
+    (size >> 20) + (size >> 20).min(1024) + 256
+}
+
 fn guest_args(ctx: &Ctx, size: u64, pv: bool) -> Vec<String> {
     let pages = size / HUGE_2M + 4;
-    // The pool's hugepages, room for the rings and the program (the
-    // pool again up to 1 GiB), and 256 MiB for the kernel and initramfs.
-    let mem_mib = (size >> 20) + (size >> 20).min(1024) + 256;
+    let mem_mib = guest_mem_mib(size);
     let rings = rings_arg(ctx, size);
     let mut a = vec![
         "--memory".to_string(),
@@ -752,7 +757,7 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool) -> Vec<String> {
 
 /// A ring-pool guest on ordinary 4 KiB guest pages (no guest hugepages).
 fn guest_small_args(size: u64) -> Vec<String> {
-    let mem_mib = (size >> 20) + (size >> 20).min(1024) + 256;
+    let mem_mib = guest_mem_mib(size);
     vec![
         "--memory".into(),
         format!("size={mem_mib}M"),
