@@ -11,15 +11,14 @@
 //! interrupts and host preemption: gaps in a loop that never blocks).
 
 use crate::params::Params;
-use crate::stats::{latency_fields, num, Latency};
+use crate::stats::{histogram, latency_fields, latency_of, num};
 use crate::{ns, Failure, Mapping};
+use hdrhistogram::Histogram;
 use pv_uring::{Device, FixedBuf, PvRing, VURING_RING_SQPOLL};
 use std::time::{Duration, Instant};
 
 /// Bytes per request.
 const BS: usize = 4096;
-/// Most latency samples kept per run.
-const MAX_SAMPLES: usize = 1 << 20;
 /// A gap between two turns of the polling loop longer than this means the
 /// loop was not running (the vCPU was interrupted or preempted).
 const STALL: Duration = Duration::from_micros(50);
@@ -161,20 +160,70 @@ impl IoRing {
     }
 }
 
-/// Where a run's time went, as the guest saw it.
-#[derive(Default)]
+/// Where a run's time went, as the guest saw it. Every figure is kept in
+/// memory allocated and touched before the timed loop: a page fault in the
+/// loop is a guest kernel entry (about a millisecond of emulated kernel
+/// code on a PVM host) that the benchmark would charge to the ring.
 struct Diag {
     /// Submissions that made SQEs visible.
     submits: u64,
     /// Time spent in each submission that wrote the doorbell (tail store,
-    /// fence, MMIO write: the VM exit and its return).
-    doorbell_ns: Vec<u64>,
+    /// fence, MMIO write: the VM exit and its return), in ns.
+    doorbell_ns: Histogram<u64>,
     /// Submission to the SQ head reaching the tail it published (the host
-    /// consumed the batch), sampled: one batch at a time.
-    pickup_ns: Vec<u64>,
+    /// consumed the batch), sampled: one batch at a time, in ns.
+    pickup_ns: Histogram<u64>,
     /// Polling-loop gaps above [`STALL`] and their total.
     stalls: u64,
     stalled_ns: u64,
+    /// The same gaps by length: count and total per [`STALL_BUCKETS_US`]
+    /// bucket (the last one is open-ended). Guest timer ticks, host
+    /// interrupts and host preemption leave gaps of different lengths.
+    stall_buckets: [(u64, u64); STALL_BUCKETS_US.len() + 1],
+}
+
+/// Upper bounds (µs) of the stall-length buckets in the diagnostics.
+const STALL_BUCKETS_US: [u64; 6] = [100, 200, 500, 1000, 2000, 5000];
+
+impl Diag {
+    fn new() -> Self {
+        Diag {
+            submits: 0,
+            doorbell_ns: histogram(),
+            pickup_ns: histogram(),
+            stalls: 0,
+            stalled_ns: 0,
+            stall_buckets: Default::default(),
+        }
+    }
+
+    fn stalled(&mut self, gap: Duration) {
+        let gap_ns = ns(gap);
+        self.stalls += 1;
+        self.stalled_ns += gap_ns;
+        let bucket = STALL_BUCKETS_US
+            .iter()
+            .position(|&le| gap_ns <= le * 1000)
+            .unwrap_or(STALL_BUCKETS_US.len());
+        self.stall_buckets[bucket].0 += 1;
+        self.stall_buckets[bucket].1 += gap_ns;
+    }
+
+    /// `[[upper bound µs or null, count, ms], ...]`.
+    fn stall_hist_json(&self) -> String {
+        let rows: Vec<String> = self
+            .stall_buckets
+            .iter()
+            .enumerate()
+            .map(|(i, (n, total))| {
+                let le = STALL_BUCKETS_US
+                    .get(i)
+                    .map_or("null".to_string(), |v| v.to_string());
+                format!("[{le},{n},{}]", num((*total as f64 / 1e3).round() / 1e3))
+            })
+            .collect();
+        format!("[{}]", rows.join(","))
+    }
 }
 
 /// One run of `op` at `qd` for `p.io_ms` on `ring`; prints its JSON line.
@@ -194,8 +243,9 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
     let blocks = p.span / BS as u64;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64 ^ ((op as u64) << 32));
     let mut started = vec![Instant::now(); qd];
-    let mut lat = Vec::with_capacity(MAX_SAMPLES.min(1 << 16));
-    let mut d = Diag::default();
+    // Request latencies in ns, every one of them.
+    let mut lat = histogram();
+    let mut d = Diag::new();
     let issue = |r: &mut PvRing, slot: usize, started: &mut [Instant], rng: &mut Rng| {
         let off = (rng.next() % blocks) * BS as u64;
         let f = slots[slot];
@@ -236,7 +286,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
         if let Some((since, tail)) = *pending {
             let (head, ..) = r.ring_indices();
             if head.wrapping_sub(tail) as i32 >= 0 {
-                d.pickup_ns.push(ns(since.elapsed()));
+                d.pickup_ns.saturating_record(ns(since.elapsed()));
                 *pending = None;
             }
         }
@@ -251,7 +301,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
         if n > 0 {
             d.submits += 1;
             if rings {
-                d.doorbell_ns.push(ns(t.elapsed()));
+                d.doorbell_ns.saturating_record(ns(t.elapsed()));
             }
             if pending.is_none() {
                 *pending = Some((t, r.ring_indices().1));
@@ -274,8 +324,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
         let turn = Instant::now();
         let gap = turn - last_turn;
         if gap > STALL {
-            d.stalls += 1;
-            d.stalled_ns += ns(gap);
+            d.stalled(gap);
         }
         last_turn = turn;
         picked_up(r, &mut d, &mut pending);
@@ -297,9 +346,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
                 )));
             }
             ops += 1;
-            if lat.len() < MAX_SAMPLES {
-                lat.push(ns(now - started[slot]));
-            }
+            lat.saturating_record(ns(now - started[slot]));
             inflight -= 1;
             reaped += 1;
             if !stopping {
@@ -342,12 +389,12 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
         last_turn = last_progress;
     }
     let secs = t0.elapsed().as_secs_f64();
-    let l = Latency::from_ns(&lat).ok_or_else(|| Failure::msg("no completions"))?;
-    let pickup = Latency::from_ns(&d.pickup_ns);
-    let doorbell = Latency::from_ns(&d.doorbell_ns);
+    let l = latency_of(&lat).ok_or_else(|| Failure::msg("no completions"))?;
+    let pickup = latency_of(&d.pickup_ns);
+    let doorbell = latency_of(&d.doorbell_ns);
     let us = |v: f64| num((v * 1000.0).round() / 1000.0);
     println!(
-        "{{\"kind\":\"pv-bench-io\",\"op\":\"{}\",\"submit\":\"{}\",\"cq_eventfd\":{cq_eventfd},\"qd\":{qd},\"block\":{BS},\"backend\":{backend},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{},\"submits\":{},\"doorbells\":{},\"doorbell_median_us\":{},\"doorbell_mean_us\":{},\"pickup_median_us\":{},\"pickup_p99_us\":{},\"stalls\":{},\"stalled_ms\":{}}}",
+        "{{\"kind\":\"pv-bench-io\",\"op\":\"{}\",\"submit\":\"{}\",\"cq_eventfd\":{cq_eventfd},\"qd\":{qd},\"block\":{BS},\"backend\":{backend},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{},\"submits\":{},\"doorbells\":{},\"doorbell_median_us\":{},\"doorbell_mean_us\":{},\"pickup_median_us\":{},\"pickup_p99_us\":{},\"stalls\":{},\"stalled_ms\":{},\"stall_hist\":{}}}",
         op.name(),
         submit.name(),
         p.span,
@@ -362,6 +409,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
         pickup.as_ref().map_or("null".into(), |l| us(l.p99_us)),
         d.stalls,
         us(d.stalled_ns as f64 / 1e6),
+        d.stall_hist_json(),
     );
     Ok(())
 }

@@ -138,15 +138,48 @@ pub(crate) fn ns(d: Duration) -> u64 {
     d.as_nanos() as u64
 }
 
+/// Moves this process to guest CPU `cpu` (and keeps it there).
+fn pin_to_cpu(cpu: usize) -> Result<(), Failure> {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(Failure::msg(format!("cpu {cpu} out of range")));
+    }
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes inside
+    // it (cpu checked above); sched_setaffinity reads the set it is given.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        let errno = pv_uring::Errno::last();
+        return Err(Failure::new(
+            format!("pin to cpu {cpu}"),
+            Error::Sys {
+                op: "sched_setaffinity",
+                errno,
+            },
+        ));
+    }
+    Ok(())
+}
+
 fn run(p: &Params) -> Result<(), Failure> {
+    if let Some(cpu) = p.cpu {
+        pin_to_cpu(cpu)?;
+    }
     // Every ring stays open until the end: a new ring never takes the slot
     // of one closed moments before (see pv-suite slot-reuse-fresh-state).
     let mut keep: Vec<PvRing> = Vec::new();
     let dev = Device::open_path(&p.dev).map_err(|e| Failure::new(format!("open {}", p.dev), e))?;
     let i = dev.info();
     eprintln!(
-        "pv-bench: max_rings {} max_buffers {} nr_backends {} max_table {} features {:#x}",
-        i.max_rings, i.max_buffers, i.nr_backends, i.max_table, i.features
+        "pv-bench: max_rings {} max_buffers {} nr_backends {} max_table {} features {:#x} cpu {}",
+        i.max_rings,
+        i.max_buffers,
+        i.nr_backends,
+        i.max_table,
+        i.features,
+        p.cpu.map_or("any".into(), |c| c.to_string())
     );
     if p.reg {
         let reg_rings: usize = p.rings.iter().sum();

@@ -34,6 +34,9 @@ pub struct Params {
     pub reg: bool,
     /// Run the random-read measurement.
     pub io: bool,
+    /// Guest CPU to run on (`--cpu N`): a `nohz_full` CPU keeps the guest
+    /// timer tick out of the polling loops.
+    pub cpu: Option<usize>,
 }
 
 impl Default for Params {
@@ -53,6 +56,7 @@ impl Default for Params {
             cq_eventfd: false,
             reg: true,
             io: true,
+            cpu: None,
         }
     }
 }
@@ -60,7 +64,7 @@ impl Default for Params {
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
-[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io]
+[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io] [--cpu N]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -117,6 +121,7 @@ impl Params {
                     .collect::<Result<_, _>>()?
             }
             "io-ms" => self.io_ms = int(k, v)?,
+            "cpu" => self.cpu = Some(int(k, v)?),
             "op" => {
                 self.ops = v
                     .split(',')
@@ -253,6 +258,10 @@ mod tests {
             .unwrap());
         assert_eq!(p.rings, vec![1, 2, 64]);
         assert!(p.validate().is_ok());
+        assert_eq!(p.cpu, None);
+        assert!(p.apply_args(["--cpu", "1"].map(String::from)).unwrap());
+        assert_eq!(p.cpu, Some(1));
+        assert!(p.apply_args(["--cpu", "-1"].map(String::from)).is_err());
         p.rings = vec![2, 0];
         assert!(p.validate().is_err());
     }
