@@ -19,9 +19,20 @@ fn token_exit_status_and_two_vcpus_come_back_from_the_guest() {
     }
     let token = token();
     let script = format!("-- /bin/sh -c \"echo {token}; echo cpus=$(nproc); exit 3\"");
+    // Both vCPU threads on one host CPU (the first this test may use):
+    // --vcpu-affinity in a real boot.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let cpu: String = allowed.chars().take_while(char::is_ascii_digit).collect();
     let run = boot(&[
         "--cpus",
         "2",
+        "--vcpu-affinity",
+        &cpu,
         "--timeout",
         BOOT_TIMEOUT_SECS,
         "--timings",
@@ -122,6 +133,31 @@ fn missing_kernel_is_a_clear_error() {
         run.stderr.contains("/nonexistent/ringvisor-vmlinux"),
         "the error names the path",
     );
+}
+
+#[test]
+fn unavailable_host_cpus_are_refused_with_status_2() {
+    for (args, says) in [
+        (
+            &["run", "--kernel", "k", "--vcpu-affinity", "999"][..],
+            "--vcpu-affinity 999: host CPU 999 is not available to ringvisor (allowed: ",
+        ),
+        (
+            &["run", "--kernel", "k", "--uring", "rings=2,sq-cpu=999"],
+            "--uring sq-cpu=999: host CPU 999 is not available to ringvisor (allowed: ",
+        ),
+        (
+            &["run", "--kernel", "k", "--vcpu-affinity", "2-1"],
+            "invalid --vcpu-affinity \"2-1\"",
+        ),
+    ] {
+        let run = run_raw(args);
+        run.check(run.status == Some(2), "unusable host CPUs exit with 2");
+        run.check(
+            run.stderr.trim().lines().count() == 1 && run.stderr.contains(says),
+            "the one-line error names the flag, the value and the allowed set",
+        );
+    }
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The VM's configuration: parsed and validated from the command line, with
-//! no I/O, so that every rule is unit-tested.
+//! no I/O (but for reading the process's CPU affinity in
+//! [`VmConfig::validate`]), so that every rule is unit-tested.
 
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
+
+use crate::affinity::{self, CpuListError};
 
 /// Errors in a user-supplied configuration value.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,8 +43,37 @@ pub enum ConfigError {
     #[error("too many disks ({0}): at most {max}", max = MAX_DISKS)]
     TooManyDisks(usize),
     /// A `--uring` value that does not parse.
-    #[error("invalid --uring {0:?}: expected rings=N with N from 1 to {max}", max = MAX_URING_RINGS)]
+    #[error(
+        "invalid --uring {0:?}: expected rings=N (N from 1 to {max}) and/or sq-cpu=C (one host CPU)",
+        max = MAX_URING_RINGS
+    )]
     InvalidUring(String),
+    /// A host CPU list (`--vcpu-affinity`, `--uring sq-cpu=`) that does not
+    /// parse.
+    #[error("invalid {flag} {value:?}: {reason}; expected host CPUs such as 1, 0-3 or 0,2-3")]
+    InvalidCpuList {
+        /// The option (`--vcpu-affinity`, `--uring`).
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: CpuListError,
+    },
+    /// A host CPU that the ringvisor process may not run on.
+    #[error("{flag} {value}: host CPU {cpu} is not available to ringvisor (allowed: {allowed})")]
+    CpuNotAvailable {
+        /// The option (`--vcpu-affinity`, `--uring`).
+        flag: &'static str,
+        /// Its value.
+        value: String,
+        /// The first CPU outside the allowed set.
+        cpu: usize,
+        /// The CPUs the process may run on, in CPU-list syntax.
+        allowed: String,
+    },
+    /// The process's own CPU affinity cannot be read.
+    #[error("cannot check host CPUs: {0}")]
+    HostCpusUnknown(String),
     /// A `--uring-backend` value that does not parse.
     #[error("invalid --uring-backend {0:?}: expected path=FILE[,readonly=on|off][,direct=on|off]")]
     InvalidUringBackend(String),
@@ -65,24 +97,83 @@ pub const MAX_URING_BACKENDS: usize = 16;
 pub struct UringConfig {
     /// Ring slots.
     pub rings: u32,
+    /// The host CPU every SQPOLL ring's kernel thread is bound to
+    /// (`sq-cpu=`); `None` leaves it to the scheduler.
+    pub sq_cpu: Option<usize>,
     /// Host files every ring reaches as fixed files 0.., in order.
     pub backends: Vec<DiskConfig>,
 }
 
-/// Parses a `--uring` value: empty (the default) or `rings=N`.
-pub fn parse_uring_rings(s: &str) -> Result<u32, ConfigError> {
+/// What a `--uring` value says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringOptions {
+    /// Ring slots (`rings=`).
+    pub rings: u32,
+    /// The SQPOLL threads' host CPU (`sq-cpu=`).
+    pub sq_cpu: Option<usize>,
+}
+
+/// Parses a `--uring` value: empty (the defaults) or comma-separated
+/// `rings=N` and `sq-cpu=C`. Whether CPU C is available to the process is
+/// checked by [`VmConfig::validate`].
+pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
     let bad = || ConfigError::InvalidUring(s.to_string());
-    let mut rings = DEFAULT_URING_RINGS;
+    let mut options = UringOptions {
+        rings: DEFAULT_URING_RINGS,
+        sq_cpu: None,
+    };
     for item in s.split(',').filter(|i| !i.is_empty()) {
         match item.split_once('=') {
-            Some(("rings", v)) => rings = v.parse().map_err(|_| bad())?,
+            Some(("rings", v)) => options.rings = v.parse().map_err(|_| bad())?,
+            Some(("sq-cpu", v)) => {
+                let cpus =
+                    affinity::parse_cpu_list(v).map_err(|reason| ConfigError::InvalidCpuList {
+                        flag: "--uring",
+                        value: s.to_string(),
+                        reason,
+                    })?;
+                match cpus[..] {
+                    [cpu] if !v.contains([',', '-']) => options.sq_cpu = Some(cpu),
+                    _ => return Err(bad()),
+                }
+            }
             _ => return Err(bad()),
         }
     }
-    if rings == 0 || rings > MAX_URING_RINGS {
+    if options.rings == 0 || options.rings > MAX_URING_RINGS {
         return Err(bad());
     }
-    Ok(rings)
+    Ok(options)
+}
+
+/// Parses a `--vcpu-affinity` value (a host CPU list: `1`, `0-3`,
+/// `0,2-3`). Whether the CPUs are available to the process is checked by
+/// [`VmConfig::validate`].
+pub fn parse_vcpu_affinity(s: &str) -> Result<Vec<usize>, ConfigError> {
+    affinity::parse_cpu_list(s).map_err(|reason| ConfigError::InvalidCpuList {
+        flag: "--vcpu-affinity",
+        value: s.to_string(),
+        reason,
+    })
+}
+
+/// Checks that every CPU in `cpus` is in `allowed` (the process's
+/// affinity); the error names `flag`, `value` and the allowed set.
+pub fn check_host_cpus(
+    flag: &'static str,
+    value: &str,
+    cpus: &[usize],
+    allowed: &[usize],
+) -> Result<(), ConfigError> {
+    match cpus.iter().find(|c| !allowed.contains(c)) {
+        None => Ok(()),
+        Some(&cpu) => Err(ConfigError::CpuNotAvailable {
+            flag,
+            value: value.to_string(),
+            cpu,
+            allowed: affinity::format_cpu_list(allowed),
+        }),
+    }
 }
 
 /// Parses a `--uring-backend` value (the `--disk` syntax).
@@ -303,11 +394,40 @@ pub struct VmConfig {
     pub disks: Vec<DiskConfig>,
     /// The pv-uring device, if enabled.
     pub uring: Option<UringConfig>,
+    /// The host CPUs every vCPU thread is restricted to; `None` leaves
+    /// them where the process may run.
+    pub vcpu_affinity: Option<Vec<usize>>,
 }
 
 impl VmConfig {
-    /// Checks the values that depend on each other.
+    /// Checks the values that depend on each other and, when host CPUs are
+    /// named, that the process may run on them (`sched_getaffinity`).
     pub fn validate(self) -> Result<Self, ConfigError> {
+        let names_cpus =
+            self.vcpu_affinity.is_some() || self.uring.as_ref().is_some_and(|u| u.sq_cpu.is_some());
+        let allowed = if names_cpus {
+            affinity::current_thread_cpus()
+                .map_err(|e| ConfigError::HostCpusUnknown(e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        self.validate_for_host(&allowed)
+    }
+
+    /// [`VmConfig::validate`] with the host CPUs the process may run on
+    /// given.
+    pub fn validate_for_host(self, allowed: &[usize]) -> Result<Self, ConfigError> {
+        if let Some(cpus) = &self.vcpu_affinity {
+            check_host_cpus(
+                "--vcpu-affinity",
+                &affinity::format_cpu_list(cpus),
+                cpus,
+                allowed,
+            )?;
+        }
+        if let Some(cpu) = self.uring.as_ref().and_then(|u| u.sq_cpu) {
+            check_host_cpus("--uring", &format!("sq-cpu={cpu}"), &[cpu], allowed)?;
+        }
         if self.cpus == 0 || self.cpus > MAX_VCPUS {
             return Err(ConfigError::CpusOutOfRange(self.cpus));
         }
@@ -409,6 +529,7 @@ mod tests {
             timings: false,
             disks: Vec::new(),
             uring: None,
+            vcpu_affinity: None,
         };
         assert!(config.clone().validate().is_ok());
         let zero = VmConfig {
@@ -434,9 +555,25 @@ mod tests {
 
     #[test]
     fn uring_specs_parse_and_validate() {
-        assert_eq!(parse_uring_rings(""), Ok(32));
-        assert_eq!(parse_uring_rings("rings=1"), Ok(1));
-        assert_eq!(parse_uring_rings("rings=256"), Ok(256));
+        let rings = |s| parse_uring(s).map(|o| o.rings);
+        assert_eq!(rings(""), Ok(32));
+        assert_eq!(rings("rings=1"), Ok(1));
+        assert_eq!(rings("rings=256"), Ok(256));
+        assert_eq!(
+            parse_uring("rings=2,sq-cpu=1"),
+            Ok(UringOptions {
+                rings: 2,
+                sq_cpu: Some(1)
+            })
+        );
+        assert_eq!(
+            parse_uring("sq-cpu=0"),
+            Ok(UringOptions {
+                rings: 32,
+                sq_cpu: Some(0)
+            })
+        );
+        assert_eq!(parse_uring("rings=4").unwrap().sq_cpu, None);
         for bad in [
             "rings=0",
             "rings=257",
@@ -444,9 +581,12 @@ mod tests {
             "rings",
             "ring=4",
             "rings=4,x=1",
+            "sq-cpu=0-1",
+            "sq-cpu=0,rings=2,1",
+            "rings=2,sq-cpu=1,2",
         ] {
             assert_eq!(
-                parse_uring_rings(bad),
+                parse_uring(bad),
                 Err(ConfigError::InvalidUring(bad.into())),
                 "{bad:?}"
             );
@@ -470,8 +610,10 @@ mod tests {
             pvm: PvmMode::Auto,
             timings: false,
             disks: Vec::new(),
+            vcpu_affinity: None,
             uring: Some(UringConfig {
                 rings: 32,
+                sq_cpu: None,
                 backends: vec![parse_uring_backend("path=f").unwrap(); MAX_URING_BACKENDS],
             }),
         };
@@ -494,6 +636,69 @@ mod tests {
             ..base
         };
         assert_eq!(disks.validate(), Err(ConfigError::UringWithTooManyDisks));
+    }
+
+    #[test]
+    fn host_cpus_are_checked_against_the_allowed_set() {
+        assert_eq!(parse_vcpu_affinity("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(
+            parse_vcpu_affinity("3-1"),
+            Err(ConfigError::InvalidCpuList {
+                flag: "--vcpu-affinity",
+                value: "3-1".into(),
+                reason: CpuListError::Backwards("3-1".into())
+            })
+        );
+        assert!(matches!(
+            parse_uring("rings=2,sq-cpu=x"),
+            Err(ConfigError::InvalidCpuList {
+                flag: "--uring",
+                ..
+            })
+        ));
+        let base = VmConfig {
+            kernel: "vmlinux".into(),
+            initramfs: None,
+            cmdline: String::new(),
+            cpus: 2,
+            memory: MemoryConfig::default(),
+            timeout: None,
+            pvm: PvmMode::Auto,
+            timings: false,
+            disks: Vec::new(),
+            uring: Some(UringConfig {
+                rings: 2,
+                sq_cpu: Some(1),
+                backends: Vec::new(),
+            }),
+            vcpu_affinity: Some(vec![0]),
+        };
+        assert!(base.clone().validate_for_host(&[0, 1]).is_ok());
+        let e = VmConfig {
+            vcpu_affinity: Some(vec![5]),
+            ..base.clone()
+        }
+        .validate_for_host(&[0, 1])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--vcpu-affinity 5: host CPU 5 is not available to ringvisor (allowed: 0-1)"
+        );
+        let e = VmConfig {
+            vcpu_affinity: Some(vec![0, 2, 3]),
+            ..base.clone()
+        }
+        .validate_for_host(&[0, 1, 3])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--vcpu-affinity 0,2-3: host CPU 2 is not available to ringvisor (allowed: 0-1,3)"
+        );
+        let e = base.validate_for_host(&[0]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--uring sq-cpu=1: host CPU 1 is not available to ringvisor (allowed: 0)"
+        );
     }
 
     #[test]

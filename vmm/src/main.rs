@@ -1,6 +1,7 @@
 //! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
 //! (in later parts) serves its io_uring rings from the host.
 
+mod affinity;
 mod bench;
 mod boot;
 mod config;
@@ -163,15 +164,24 @@ struct RunArgs {
     #[arg(long = "disk", value_name = "SPEC", value_parser = parse_disk)]
     disks: Vec<config::DiskConfig>,
     /// The paravirtual io_uring device (/dev/vuring in the guest), with N
-    /// ring slots (default 32, at most 256).
-    #[arg(long, value_name = "rings=N", num_args = 0..=1, default_missing_value = "",
+    /// ring slots (default 32, at most 256). sq-cpu=C binds the host SQPOLL
+    /// thread of every ring the guest creates with SQPOLL to host CPU C
+    /// (e.g. the CPU that takes the backend disk's interrupts, with the
+    /// vCPUs kept off it by --vcpu-affinity).
+    #[arg(long, value_name = "rings=N,sq-cpu=C", num_args = 0..=1, default_missing_value = "",
           value_parser = parse_uring)]
-    uring: Option<u32>,
+    uring: Option<config::UringOptions>,
     /// A host file the pv-uring rings reach as fixed file 0, 1, ...:
     /// path=FILE[,readonly=on][,direct=on]. Repeatable (at most 16);
     /// implies --uring.
     #[arg(long = "uring-backend", value_name = "SPEC", value_parser = parse_uring_backend)]
     uring_backends: Vec<config::DiskConfig>,
+    /// Restrict every vCPU thread to these host CPUs (the kernel's list
+    /// syntax: 1, 0-3, 0,2-3), e.g. to keep a polling guest off the CPU
+    /// that takes the backend disk's interrupts. Each CPU must be one
+    /// ringvisor may run on.
+    #[arg(long, value_name = "CPULIST", value_parser = parse_vcpu_affinity)]
+    vcpu_affinity: Option<CpuList>,
     /// Print boot timings, the VMM's share of vCPU time, its memory overhead
     /// and what PVM compatibility handled (on stderr) at exit.
     #[arg(long)]
@@ -188,8 +198,16 @@ fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
 }
 
-fn parse_uring(s: &str) -> Result<u32, String> {
-    config::parse_uring_rings(s).map_err(|e| e.to_string())
+fn parse_uring(s: &str) -> Result<config::UringOptions, String> {
+    config::parse_uring(s).map_err(|e| e.to_string())
+}
+
+/// Host CPU numbers; the alias keeps clap from taking a `Vec` argument for a
+/// repeatable one.
+type CpuList = Vec<usize>;
+
+fn parse_vcpu_affinity(s: &str) -> Result<CpuList, String> {
+    config::parse_vcpu_affinity(s).map_err(|e| e.to_string())
 }
 
 fn parse_uring_backend(s: &str) -> Result<config::DiskConfig, String> {
@@ -286,10 +304,12 @@ fn main() -> ExitCode {
                 disks: args.disks,
                 uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
                     config::UringConfig {
-                        rings: args.uring.unwrap_or(config::DEFAULT_URING_RINGS),
+                        rings: args.uring.map_or(config::DEFAULT_URING_RINGS, |u| u.rings),
+                        sq_cpu: args.uring.and_then(|u| u.sq_cpu),
                         backends: args.uring_backends,
                     }
                 }),
+                vcpu_affinity: args.vcpu_affinity,
             },
             started,
         ),
@@ -344,6 +364,7 @@ fn main() -> ExitCode {
                     timings: true,
                     disks: Vec::new(),
                     uring: None,
+                    vcpu_affinity: None,
                 },
                 // Time the boot, not the image build.
                 Instant::now(),
@@ -403,6 +424,7 @@ mod tests {
         assert!(args.disks[1].readonly && args.disks[1].direct);
         assert_eq!(args.uring, None);
         assert!(args.uring_backends.is_empty());
+        assert_eq!(args.vcpu_affinity, None);
     }
 
     #[test]
@@ -417,12 +439,21 @@ mod tests {
             }
         };
         let a = run(&["--uring"]).unwrap();
-        assert_eq!(a.uring, Some(32));
+        assert_eq!(a.uring.map(|u| u.rings), Some(32));
         let a = run(&["--uring", "--timings"]).unwrap();
-        assert_eq!(a.uring, Some(32));
+        assert_eq!(a.uring.map(|u| u.rings), Some(32));
         assert!(a.timings);
         let a = run(&["--uring", "rings=8"]).unwrap();
-        assert_eq!(a.uring, Some(8));
+        assert_eq!(a.uring.map(|u| u.rings), Some(8));
+        let a = run(&["--uring", "rings=2,sq-cpu=1", "--vcpu-affinity", "0,2-3"]).unwrap();
+        assert_eq!(
+            a.uring,
+            Some(config::UringOptions {
+                rings: 2,
+                sq_cpu: Some(1)
+            })
+        );
+        assert_eq!(a.vcpu_affinity, Some(vec![0, 2, 3]));
         let a = run(&[
             "--uring-backend",
             "path=a",
@@ -437,6 +468,10 @@ mod tests {
             &["--uring", "rings=0"][..],
             &["--uring", "rings=257"],
             &["--uring", "slots=4"],
+            &["--uring", "rings=2,sq-cpu=x"],
+            &["--uring", "rings=2,sq-cpu=0-1"],
+            &["--vcpu-affinity", "1-0"],
+            &["--vcpu-affinity", ""],
             &["--uring-backend", "readonly=on"],
             &["--uring-backend"],
         ] {

@@ -79,17 +79,64 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
     if let Err(e) = crate::vcpu::install_kick_handler() {
         log::warn!("no vCPU kick signal handler ({e}): a hung guest cannot be located");
     }
+    // Each vCPU thread first restricts itself to --vcpu-affinity and says
+    // how that went; none enters KVM_RUN before every one has (a failure
+    // ends the run before the guest starts).
+    let (placed_tx, placed_rx) = mpsc::channel();
     let mut threads = Vec::new();
+    let mut gates = Vec::new();
     for vcpu in vm.vcpus {
         let id = vcpu.id;
+        let cpus = config.vcpu_affinity.clone();
+        let placed = placed_tx.clone();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
         let handle = thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || vcpu.run())
+            .spawn(move || {
+                let pinned = cpus
+                    .as_deref()
+                    .map_or(Ok(()), crate::affinity::pin_current_thread);
+                let ok = pinned.is_ok();
+                let _ = placed.send((id, pinned));
+                drop(placed);
+                // A dropped gate (the run failed) ends the thread.
+                if ok && go_rx.recv().is_ok() {
+                    vcpu.run();
+                }
+            })
             .map_err(|e| VmError::Device {
                 what: "vCPU thread",
                 detail: e.to_string(),
             })?;
         threads.push(handle);
+        gates.push(go_tx);
+    }
+    drop(placed_tx);
+    let mut failed = None;
+    for _ in 0..threads.len() {
+        match placed_rx.recv() {
+            Ok((_, Ok(()))) => {}
+            Ok((cpu, Err(source))) => {
+                failed.get_or_insert(VmError::VcpuAffinity { cpu, source });
+            }
+            Err(_) => {
+                failed.get_or_insert(VmError::Device {
+                    what: "vCPU thread",
+                    detail: "a vCPU thread ended before it started".into(),
+                });
+                break;
+            }
+        }
+    }
+    if let Some(e) = failed {
+        drop(gates);
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    for gate in gates {
+        let _ = gate.send(());
     }
     spawn_console_input(vm.serial.clone());
 

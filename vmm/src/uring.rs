@@ -174,6 +174,8 @@ pub fn attach(
             completion_irq: COMPLETION_IRQ,
             doorbell_gpa: DOORBELL_GPA,
             ring_area_gpa: area_gpa,
+            // Parsed CPU numbers are below CPU_SETSIZE (1024).
+            sq_cpu: uring.sq_cpu.map(|cpu| cpu as u32),
         },
         hooks,
     )

@@ -49,6 +49,14 @@ pub enum VmError {
     /// Device set-up.
     #[error("setting up device {what}: {detail}")]
     Device { what: &'static str, detail: String },
+    /// A vCPU thread cannot be restricted to `--vcpu-affinity`.
+    #[error("--vcpu-affinity: vCPU {cpu}: {source}")]
+    VcpuAffinity {
+        /// The vCPU.
+        cpu: u8,
+        /// Why.
+        source: crate::affinity::AffinityError,
+    },
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {

@@ -107,6 +107,10 @@ pub struct PvUringConfig {
     pub doorbell_gpa: u64,
     /// Guest-physical address of the ring area (shared-memory region 0).
     pub ring_area_gpa: u64,
+    /// The host CPU every SQPOLL ring's kernel thread is bound to
+    /// (`IORING_SETUP_SQ_AFF`); `None` lets the scheduler place it. Rings
+    /// without SQPOLL ignore it.
+    pub sq_cpu: Option<u32>,
 }
 
 /// Errors building the device.
@@ -282,10 +286,12 @@ pub struct Executor {
     created: Vec<u32>,
     retired: Vec<u32>,
     idle_timeout: Duration,
+    sq_cpu: Option<u32>,
 }
 
 impl Executor {
-    /// An executor with no rings. `features`: what the driver accepted.
+    /// An executor with no rings. `features`: what the driver accepted;
+    /// `sq_cpu`: see [`PvUringConfig::sq_cpu`].
     pub fn new(
         mem: GuestMemoryMmap,
         area: Arc<RingArea>,
@@ -293,6 +299,7 @@ impl Executor {
         features: u64,
         hooks: Arc<dyn RingHooks>,
         doorbells: Arc<Doorbells>,
+        sq_cpu: Option<u32>,
     ) -> Self {
         let slots = area.len() / SLOT_SIZE;
         Self {
@@ -312,6 +319,7 @@ impl Executor {
             created: Vec::new(),
             retired: Vec::new(),
             idle_timeout: IDLE_TIMEOUT,
+            sq_cpu,
         }
     }
 
@@ -557,6 +565,7 @@ impl Executor {
             id,
             entries,
             sqpoll,
+            self.sq_cpu,
             &self.backends,
             completion.as_raw_fd(),
         )
@@ -993,6 +1002,7 @@ pub struct PvUring {
     doorbells: Arc<Doorbells>,
     queue_sizes: [u16; 1],
     worker: Option<Worker>,
+    sq_cpu: Option<u32>,
 }
 
 impl PvUring {
@@ -1053,6 +1063,7 @@ impl PvUring {
             doorbells: Arc::new(Doorbells::default()),
             queue_sizes: [QUEUE_SIZE],
             worker: None,
+            sq_cpu: config.sq_cpu,
         })
     }
 
@@ -1075,6 +1086,7 @@ impl PvUring {
             features,
             self.hooks.clone(),
             self.doorbells.clone(),
+            self.sq_cpu,
         )
     }
 }

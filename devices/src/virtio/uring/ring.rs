@@ -38,6 +38,8 @@ use std::time::Instant;
 pub mod sys {
     /// `IORING_SETUP_SQPOLL`.
     pub const IORING_SETUP_SQPOLL: u32 = 1 << 1;
+    /// `IORING_SETUP_SQ_AFF`: the SQPOLL thread is bound to `sq_thread_cpu`.
+    pub const IORING_SETUP_SQ_AFF: u32 = 1 << 2;
     /// `IORING_SETUP_R_DISABLED`.
     pub const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
     /// `IORING_SETUP_NO_MMAP`.
@@ -495,11 +497,14 @@ impl HostRing {
     /// `completion`, restricted and enabled. The slot gets fresh zeroed
     /// pages first (the kernel does not initialize user-provided ring
     /// memory, and the slot's previous ring may still be tearing down).
+    /// `sq_cpu`: the host CPU an SQPOLL ring's kernel thread is bound to
+    /// (`IORING_SETUP_SQ_AFF`); ignored without `sqpoll`.
     pub fn create_guest(
         area: &RingArea,
         id: u32,
         entries: u32,
         sqpoll: bool,
+        sq_cpu: Option<u32>,
         backends: &[RawFd],
         completion: RawFd,
     ) -> io::Result<Self> {
@@ -514,6 +519,10 @@ impl HostRing {
         if sqpoll {
             p.flags |= IORING_SETUP_SQPOLL;
             p.sq_thread_idle = 1000;
+            if let Some(cpu) = sq_cpu {
+                p.flags |= IORING_SETUP_SQ_AFF;
+                p.sq_thread_cpu = cpu;
+            }
         }
         p.cq_off.user_addr = slot;
         p.sq_off.user_addr = slot + SQES_OFFSET as u64;

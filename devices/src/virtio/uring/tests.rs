@@ -98,6 +98,10 @@ impl Rig {
     }
 
     fn with_rings(rings: u32, features: u64) -> Self {
+        Self::with_sq_cpu(rings, features, None)
+    }
+
+    fn with_sq_cpu(rings: u32, features: u64, sq_cpu: Option<u32>) -> Self {
         let file = TempFile::new(&pattern(FILE_LEN, 7));
         let ro = TempFile::new(&pattern(4096, 9));
         let config = PvUringConfig {
@@ -117,6 +121,7 @@ impl Rig {
             completion_irq: 10,
             doorbell_gpa: 0xcf00_0000,
             ring_area_gpa: 0x4000_0000,
+            sq_cpu,
         };
         let dev = PvUring::new(&config, Arc::new(NoHooks)).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[
@@ -843,6 +848,80 @@ fn sqpoll_ring_and_doorbell_wakeup() {
     assert_eq!(rig.exec.retiring_count(), 0);
 }
 
+/// The `iou-sqp-*` threads of this process: (tid, Cpus_allowed_list).
+fn sq_threads() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let dir = task.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("iou-sqp-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        out.push((task.file_name().to_string_lossy().into_owned(), allowed));
+    }
+    out
+}
+
+#[test]
+fn sq_cpu_binds_the_sqpoll_thread() {
+    let _s = serial();
+    // CPU 0 unless this process may not run there (the kernel refuses an
+    // SQ_AFF CPU outside the creator's cpuset).
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
+    // writes at most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a live cpu_set_t of the size passed.
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(
+        rc,
+        0,
+        "sched_getaffinity: {}",
+        std::io::Error::last_os_error()
+    );
+    let cpu = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: i < CPU_SETSIZE, within the set.
+        .find(|&i| unsafe { libc::CPU_ISSET(i, &set) })
+        .unwrap() as u32;
+    let before: Vec<String> = sq_threads().into_iter().map(|(tid, _)| tid).collect();
+    let mut rig = Rig::with_sq_cpu(4, ALL_FEATURES, Some(cpu));
+    let r = rig.simple(cmd::CREATE_RING, 0, PVU_RING_SQPOLL, 8, 0, 0, 0);
+    assert_eq!(r.status, 0, "{r:?}");
+    let view = rig.view(r.id, &r.output);
+    assert_ne!(view.p.flags & IORING_SETUP_SQPOLL, 0);
+    assert_ne!(view.p.flags & IORING_SETUP_SQ_AFF, 0);
+    assert_eq!(view.p.sq_thread_cpu, cpu);
+    // The SQ thread binds itself once it first runs: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let new = loop {
+        let new: Vec<_> = sq_threads()
+            .into_iter()
+            .filter(|(tid, _)| !before.contains(tid))
+            .collect();
+        let bound = !new.is_empty() && new.iter().all(|(_, a)| *a == cpu.to_string());
+        if bound || Instant::now() > deadline {
+            break new;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(new.len(), 1, "new SQ threads: {new:?}");
+    assert_eq!(new[0].1, cpu.to_string(), "SQ thread {new:?}");
+    // A ring without SQPOLL ignores sq_cpu.
+    let plain = rig.simple(cmd::CREATE_RING, 0, 0, 8, 0, 0, 0);
+    assert_eq!(plain.status, 0, "{plain:?}");
+    let pv = rig.view(plain.id, &plain.output);
+    assert_eq!(pv.p.flags & (IORING_SETUP_SQPOLL | IORING_SETUP_SQ_AFF), 0);
+    for id in [r.id, plain.id] {
+        assert_eq!(rig.simple(cmd::DESTROY_RING, id, 0, 0, 0, 0, 0).status, 0);
+    }
+}
+
 #[test]
 fn doorbells_for_dead_or_unknown_rings_are_ignored() {
     let _s = serial();
@@ -1217,7 +1296,8 @@ fn device_model_config_features_and_shm() {
             backends: vec![],
             completion_irq: 10,
             doorbell_gpa: 0,
-            ring_area_gpa: 0
+            ring_area_gpa: 0,
+            sq_cpu: None,
         },
         Arc::new(NoHooks)
     )
