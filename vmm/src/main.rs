@@ -1,7 +1,7 @@
 //! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
 //! (in later parts) serves its io_uring rings from the host.
 
-mod affinity;
+use devices::affinity;
 mod bench;
 mod boot;
 mod config;
@@ -119,6 +119,13 @@ struct BenchArgs {
     /// nr_hugepages for those points and restores it right after.
     #[arg(long)]
     no_reserve_hugepages: bool,
+    /// Leave the io suite's threads where the scheduler puts them. By
+    /// default a short probe finds the CPU that takes the target disk's
+    /// interrupts: SQ threads run there, vCPUs and the host reference's
+    /// submitting thread on the quietest other CPU (results.json's
+    /// `placement` says what was chosen, or why nothing was).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 /// Options shared by every command that boots a VM.
@@ -331,6 +338,7 @@ fn main() -> ExitCode {
                 runs: usize::from(args.runs),
                 memory: args.memory,
                 reserve_hugepages: !args.no_reserve_hugepages,
+                pin: !args.no_pin,
             }) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -14,6 +14,7 @@ use indicatif::ProgressBar;
 use io_uring::{opcode, types, IoUring};
 use serde_json::{json, Value};
 
+use super::placement::{IrqCounts, Placement};
 use super::{fig, run_guest, samples, BenchError, Ctx, GuestRun, Point, SuiteOutput};
 
 const BLOCK: usize = 4096;
@@ -26,6 +27,8 @@ const OPS: [Op; 2] = [Op::Read, Op::Write];
 /// SQ thread idle time of the host SQPOLL reference: the pv-uring
 /// device's (devices/src/virtio/uring/ring.rs).
 const SQ_THREAD_IDLE_MS: u32 = 1000;
+/// Length of the probe that finds the disk's interrupt CPU.
+const PROBE_SECS: f64 = 0.3;
 
 /// What the requests do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -195,19 +198,26 @@ fn make_target(dir: &Path) -> Result<Target, BenchError> {
 /// in `io_uring_enter` (submit_and_wait); an SQPOLL ring (`sqpoll`) is
 /// driven the way a guest drives its pv ring: SQEs reach the kernel's
 /// poller without a system call while it is awake, and the CQ is
-/// busy-polled in user space.
+/// busy-polled in user space. With `cpus` (submitting CPU, SQ thread CPU)
+/// the calling thread runs on the first for the run, and an SQ thread on
+/// the second: the placement the guests get (see `placement`).
 fn host_io(
     path: &Path,
     op: Op,
     qd: u32,
     sqpoll: bool,
     secs: f64,
+    cpus: Option<(usize, usize)>,
 ) -> Result<(Vec<f64>, Vec<f64>, f64), BenchError> {
     let what = format!(
         "host{} {} qd {qd}",
         if sqpoll { " sqpoll" } else { "" },
         op.name()
     );
+    let _pinned = cpus
+        .map(|(app, _)| PinnedThread::to(app))
+        .transpose()
+        .map_err(host_err(format!("{what}: pin to a CPU")))?;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(op == Op::Write)
@@ -223,6 +233,9 @@ fn host_io(
     if sqpoll {
         // The pv-uring device's SQ thread idle time.
         builder.setup_sqpoll(SQ_THREAD_IDLE_MS);
+        if let Some((_, sq)) = cpus {
+            builder.setup_sqpoll_cpu(sq as u32);
+        }
     }
     let mut ring = builder
         // An SQ thread may post a batch's CQEs before it publishes the SQ
@@ -348,6 +361,38 @@ fn host_io(
     Ok((slices, lat, total))
 }
 
+/// The calling thread kept on one CPU until dropped, then given back the
+/// CPUs it had.
+struct PinnedThread(Vec<usize>);
+
+impl PinnedThread {
+    fn to(cpu: usize) -> std::io::Result<Self> {
+        let had = crate::affinity::current_thread_cpus()?;
+        crate::affinity::pin_current_thread(&[cpu])?;
+        Ok(PinnedThread(had))
+    }
+}
+
+impl Drop for PinnedThread {
+    fn drop(&mut self) {
+        if let Err(e) = crate::affinity::pin_current_thread(&self.0) {
+            log::warn!("bench: giving the thread its CPUs back: {e}");
+        }
+    }
+}
+
+/// Finds where the polling threads go (see `placement`): a short plain
+/// QD32 read run on the target, with the device interrupts it raises
+/// counted per CPU.
+fn place(target: &Path) -> Result<Placement, BenchError> {
+    let allowed = crate::affinity::current_thread_cpus()
+        .map_err(host_err("io placement: sched_getaffinity"))?;
+    let irqs = || IrqCounts::read().map_err(host_err("io placement: read /proc/interrupts"));
+    let before = irqs()?;
+    host_io(target, Op::Read, 32, false, PROBE_SECS, None)?;
+    Ok(Placement::decide(&allowed, &before, &irqs()?))
+}
+
 /// One measured point: path, op, qd, IOPS as a figure, the raw samples,
 /// the host's load when it ran, and `extra` fields.
 /// `{"min", "median", "p99"}` latency figures in µs of the point `what`.
@@ -441,6 +486,16 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     let file = target.0.display().to_string();
     let s = secs(ctx);
     let mut pts = Vec::new();
+    let placement = if ctx.pin {
+        place(&target.0)?
+    } else {
+        Placement::Unpinned("--no-pin".into())
+    };
+    // The SQPOLL reference gets the pv SQPOLL ring's placement; the plain
+    // reference, one thread that sleeps in io_uring_enter, is left where
+    // the scheduler puts it (next to the interrupts it waits for: faster
+    // here than pinned away from them).
+    let sqpoll_cpus = placement.host_cpus();
 
     for (i, (path, sqpoll)) in [(Path_::Host, false), (Path_::HostSqpoll, true)]
         .into_iter()
@@ -450,7 +505,8 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         for op in OPS {
             for qd in QDS {
                 let load = host_load();
-                let (slices, lat, iops) = host_io(&target.0, op, qd, sqpoll, s)?;
+                let cpus = if sqpoll { sqpoll_cpus } else { None };
+                let (slices, lat, iops) = host_io(&target.0, op, qd, sqpoll, s, cpus)?;
                 let (min, med, p99) = super::stats(&lat).unwrap_or((0.0, 0.0, 0.0));
                 let what = format!("{} {} qd {qd} latency", path.name(), op.name());
                 pts.push(point(
@@ -480,11 +536,15 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         ctx,
         &plan[2].label,
         &[
-            "--disk".into(),
-            format!("path={file},direct=on"),
-            "--cmdline".into(),
-            format!("-- /bin/blk-io --bench-qd {qds} --bench-op {ops} --bench-secs {s}"),
-        ],
+            placement.vcpu_args(),
+            vec![
+                "--disk".into(),
+                format!("path={file},direct=on"),
+                "--cmdline".into(),
+                format!("-- /bin/blk-io --bench-qd {qds} --bench-op {ops} --bench-secs {s}"),
+            ],
+        ]
+        .concat(),
     )?;
     let lines = run.require("blk-io-bench")?;
     let mut vmm_cpu = vec![json!({
@@ -514,16 +574,20 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         ctx,
         &plan[3].label,
         &[
-            "--uring".into(),
-            "rings=8".into(),
-            "--uring-backend".into(),
-            format!("path={file},direct=on"),
-            "--cmdline".into(),
-            format!(
-                "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {}",
-                (s * 1000.0) as u64
-            ),
-        ],
+            placement.vcpu_args(),
+            vec![
+                "--uring".into(),
+                placement.uring_arg(8),
+                "--uring-backend".into(),
+                format!("path={file},direct=on"),
+                "--cmdline".into(),
+                format!(
+                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {}",
+                    (s * 1000.0) as u64
+                ),
+            ],
+        ]
+        .concat(),
     )?;
     let lines = run.require("pv-bench-io")?;
     // One guest runs both rings: the VMM's CPU covers both, and the SQ
@@ -562,6 +626,8 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                             "pickup_p99_us": l["pickup_p99_us"],
                             "stalls": l["stalls"],
                             "stalled_ms": l["stalled_ms"],
+                            // [[upper bound µs or null, count, ms], ...]
+                            "stall_hist": l["stall_hist"],
                         },
                     }),
                 )?);
@@ -574,7 +640,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     pb.set_message(plan[4].label.clone());
     for op in OPS {
         for qd in QDS {
-            let (slices, _, iops) = host_io(&target.0, op, qd, false, s)?;
+            let (slices, _, iops) = host_io(&target.0, op, qd, false, s, None)?;
             let p = pts
                 .iter_mut()
                 .find(|v| is_point(v, Path_::Host, op, qd))
@@ -647,6 +713,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             }
         }
     }
+    table.push(["placement".into(), String::new(), placement.describe()]);
     for c in &vmm_cpu {
         let v = &c["vmm_cpu_per_request"]["value"];
         table.push([
@@ -663,6 +730,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         json: json!({
             "file_bytes": FILE_BYTES,
             "secs_per_run": s,
+            "placement": placement.json(),
             "points": pts,
             "ratios": ratios,
             "vmm_cpu": vmm_cpu,
@@ -691,7 +759,7 @@ mod tests {
     fn host_writes_land_in_the_file_and_reads_complete() {
         let t = sparse_target("rv-io-host");
         for sqpoll in [false, true] {
-            let (_, lat, iops) = host_io(&t.0, Op::Write, 4, sqpoll, 0.05).unwrap();
+            let (_, lat, iops) = host_io(&t.0, Op::Write, 4, sqpoll, 0.05, None).unwrap();
             assert!(iops > 0.0 && !lat.is_empty(), "sqpoll {sqpoll}: {iops}");
             assert!(lat.iter().all(|&l| l > 0.0));
         }
@@ -705,9 +773,13 @@ mod tests {
         f.read_exact_at(&mut block, data as u64 & !(BLOCK as u64 - 1))
             .unwrap();
         assert!(block.iter().all(|&b| b == 0xa5), "written block at {data}");
-        for sqpoll in [false, true] {
-            let (_, lat, iops) = host_io(&t.0, Op::Read, 8, sqpoll, 0.05).unwrap();
+        // Pinned (both threads on one allowed CPU: any machine has one),
+        // the thread gets its CPUs back afterwards.
+        let had = crate::affinity::current_thread_cpus().unwrap();
+        for (sqpoll, cpus) in [(false, None), (true, None), (true, Some((had[0], had[0])))] {
+            let (_, lat, iops) = host_io(&t.0, Op::Read, 8, sqpoll, 0.05, cpus).unwrap();
             assert!(iops > 0.0 && lat.len() >= 8, "sqpoll {sqpoll}: {iops}");
+            assert_eq!(crate::affinity::current_thread_cpus().unwrap(), had);
         }
         assert_eq!(f.metadata().unwrap().len(), FILE_BYTES, "size unchanged");
     }

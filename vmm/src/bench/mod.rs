@@ -22,6 +22,7 @@
 pub mod boot;
 mod charts;
 mod io;
+mod placement;
 mod registration;
 
 use std::path::{Path, PathBuf};
@@ -118,6 +119,10 @@ pub struct Options {
     /// Raise the host's 2 MiB hugepage pool (as root) for the registration
     /// suite's host points when too few are free, restoring it afterwards.
     pub reserve_hugepages: bool,
+    /// Place the io suite's polling threads: submitting threads (vCPUs,
+    /// the host reference's) off the CPU that takes the disk's interrupts,
+    /// SQ threads on it (see `placement`).
+    pub pin: bool,
 }
 
 /// Everything a suite needs.
@@ -130,6 +135,8 @@ pub struct Ctx {
     pub memory: String,
     /// See [`Options::reserve_hugepages`].
     pub reserve_hugepages: bool,
+    /// See [`Options::pin`].
+    pub pin: bool,
 }
 
 /// A figure: `{"value": v, "unit": u}`, refused unless positive and finite.
@@ -379,6 +386,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         runs: if opts.quick { 1 } else { opts.runs },
         memory: opts.memory.clone(),
         reserve_hugepages: opts.reserve_hugepages,
+        pin: opts.pin,
     };
     let plans: Vec<(Suite, Vec<Point>)> = opts
         .suites

@@ -1003,6 +1003,7 @@ mod tests {
             runs: 1,
             memory: String::new(),
             reserve_hugepages: true,
+            pin: true,
         }
     }
 

@@ -107,9 +107,11 @@ pub struct PvUringConfig {
     pub doorbell_gpa: u64,
     /// Guest-physical address of the ring area (shared-memory region 0).
     pub ring_area_gpa: u64,
-    /// The host CPU every SQPOLL ring's kernel thread is bound to
-    /// (`IORING_SETUP_SQ_AFF`); `None` lets the scheduler place it. Rings
-    /// without SQPOLL ignore it.
+    /// The host CPU of the device's submitting threads: every SQPOLL
+    /// ring's kernel thread (`IORING_SETUP_SQ_AFF`) and the worker that
+    /// serves doorbells; `None` lets the scheduler place them. Keeping
+    /// them on the CPU that takes the backends' interrupts, and polling
+    /// vCPUs elsewhere, keeps interrupts and wakeups out of the guest.
     pub sq_cpu: Option<u32>,
 }
 
@@ -1133,9 +1135,19 @@ impl VirtioDevice for PvUring {
         let exec = self.executor(mem.clone(), acked_features);
         let queue = queues.into_iter().next().expect("one queue");
         let queue_event = queue_events.into_iter().next().expect("one event");
+        // The worker submits for doorbell rings: it belongs with the SQ
+        // threads (see `PvUringConfig::sq_cpu`).
+        let worker_cpu = self.sq_cpu;
         let handle = std::thread::Builder::new()
             .name("pv-uring".into())
-            .spawn(move || worker_loop(exec, mem, queue, queue_event, interrupt, stop_worker))
+            .spawn(move || {
+                if let Some(cpu) = worker_cpu {
+                    if let Err(e) = crate::affinity::pin_current_thread(&[cpu as usize]) {
+                        log::warn!("pv-uring: worker stays unpinned: {e}");
+                    }
+                }
+                worker_loop(exec, mem, queue, queue_event, interrupt, stop_worker)
+            })
             .map_err(|e| host("spawning the worker", e))?;
         self.worker = Some(Worker { stop, handle });
         Ok(())

@@ -850,11 +850,17 @@ fn sqpoll_ring_and_doorbell_wakeup() {
 
 /// The `iou-sqp-*` threads of this process: (tid, Cpus_allowed_list).
 fn sq_threads() -> Vec<(String, String)> {
+    threads_named("iou-sqp-")
+}
+
+/// The threads of this process whose name starts with `prefix`: (tid,
+/// Cpus_allowed_list).
+fn threads_named(prefix: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
         let dir = task.path();
         let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
-        if !comm.starts_with("iou-sqp-") {
+        if !comm.starts_with(prefix) {
             continue;
         }
         let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
@@ -872,23 +878,9 @@ fn sq_threads() -> Vec<(String, String)> {
 #[test]
 fn sq_cpu_binds_the_sqpoll_thread() {
     let _s = serial();
-    // CPU 0 unless this process may not run there (the kernel refuses an
-    // SQ_AFF CPU outside the creator's cpuset).
-    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity
-    // writes at most size_of::<cpu_set_t>() bytes into it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a live cpu_set_t of the size passed.
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
-    assert_eq!(
-        rc,
-        0,
-        "sched_getaffinity: {}",
-        std::io::Error::last_os_error()
-    );
-    let cpu = (0..libc::CPU_SETSIZE as usize)
-        // SAFETY: i < CPU_SETSIZE, within the set.
-        .find(|&i| unsafe { libc::CPU_ISSET(i, &set) })
-        .unwrap() as u32;
+    // The first CPU this process may run on (the kernel refuses an SQ_AFF
+    // CPU outside the creator's cpuset).
+    let cpu = crate::affinity::current_thread_cpus().unwrap()[0] as u32;
     let before: Vec<String> = sq_threads().into_iter().map(|(tid, _)| tid).collect();
     let mut rig = Rig::with_sq_cpu(4, ALL_FEATURES, Some(cpu));
     let r = rig.simple(cmd::CREATE_RING, 0, PVU_RING_SQPOLL, 8, 0, 0, 0);
@@ -920,6 +912,46 @@ fn sq_cpu_binds_the_sqpoll_thread() {
     for id in [r.id, plain.id] {
         assert_eq!(rig.simple(cmd::DESTROY_RING, id, 0, 0, 0, 0, 0).status, 0);
     }
+}
+
+/// With `sq_cpu`, the worker that serves doorbells runs there too.
+#[test]
+fn sq_cpu_binds_the_worker() {
+    use virtio_queue::mock::MockSplitQueue;
+    let _s = serial();
+    let cpu = crate::affinity::current_thread_cpus().unwrap()[0];
+    let mut rig = Rig::with_sq_cpu(4, ALL_FEATURES, Some(cpu as u32));
+    let mock = MockSplitQueue::create(&rig.mem, GuestAddress(0x10_0000 - 0x1_0000), QUEUE_SIZE);
+    let irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+    let interrupt = VirtioInterrupt::new(Arc::new(AtomicU32::new(0)), irq);
+    let mem = rig.mem.clone();
+    rig.dev
+        .activate(
+            mem,
+            ALL_FEATURES,
+            vec![mock.create_queue().unwrap()],
+            vec![EventFd::new(libc::EFD_NONBLOCK).unwrap()],
+            interrupt,
+        )
+        .unwrap();
+    // The worker pins itself first thing: give it a moment.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let workers = loop {
+        let w = threads_named("pv-uring");
+        if w.iter().all(|(_, a)| *a == cpu.to_string()) && !w.is_empty()
+            || Instant::now() > deadline
+        {
+            break w;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(workers.len(), 1, "workers: {workers:?}");
+    assert_eq!(workers[0].1, cpu.to_string(), "worker {workers:?}");
+    rig.dev.reset();
+    assert!(
+        threads_named("pv-uring").is_empty(),
+        "reset joins the worker"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! Host CPU placement: the kernel's CPU-list syntax (`1`, `0-3`,
+//! Host CPU placement (vCPU threads, SQ threads, device workers): the kernel's CPU-list syntax (`1`, `0-3`,
 //! `0,2-3`) and the calling thread's affinity (`sched_getaffinity` /
 //! `sched_setaffinity`).
 
