@@ -224,6 +224,37 @@ fn quick_bench_writes_complete_results() {
         }
     }
     assert_eq!(io.len(), paths.len() * 2 * 2, "io points: {io:?}");
+    // The pv rings' stall diagnostics: the buckets by length add up to
+    // the stall count.
+    for p in io.iter().filter(|p| {
+        p["path"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("guest-pv"))
+    }) {
+        let d = &p["diag"];
+        let hist = d["stall_hist"].as_array().expect("stall_hist");
+        assert_eq!(hist.len(), 7, "{d}");
+        let counted: u64 = hist.iter().map(|b| b[1].as_u64().unwrap()).sum();
+        assert_eq!(Some(counted), d["stalls"].as_u64(), "{d}");
+    }
+    // Thread placement: chosen (two different CPUs, the SQ threads' one
+    // with most of the disk's interrupts) or not, with the reason.
+    let placement = &r["suites"]["io"]["placement"];
+    match placement["pinned"].as_bool() {
+        Some(true) => {
+            let share = placement["io_cpu_irq_share"].as_f64().unwrap();
+            assert!(
+                placement["app_cpu"].as_u64().unwrap() != placement["io_cpu"].as_u64().unwrap()
+                    && (0.5..=1.0).contains(&share),
+                "{placement}"
+            );
+        }
+        Some(false) => assert!(
+            placement["why"].as_str().is_some_and(|w| !w.is_empty()),
+            "{placement}"
+        ),
+        None => panic!("no io placement: {placement}"),
+    }
     let io_ratios = r["suites"]["io"]["ratios"].as_array().unwrap();
     assert_eq!(io_ratios.len(), 4 * (1 + 2 * 3), "io ratios: {io_ratios:?}");
     for pv in ["guest-pv-ring", "guest-pv-ring-sqpoll"] {
