@@ -110,6 +110,11 @@ fn quick_bench_writes_complete_results() {
         }
         assert!(p["min"]["value"].as_f64() <= p["median"]["value"].as_f64());
         assert!(p["median"]["value"].as_f64() <= p["p99"]["value"].as_f64());
+        // A 2 MiB-page guest says what backed its RAM on the host.
+        if source != "host" && page == "2M" {
+            let backing = p["guest_ram_host_pages"].as_str();
+            assert!(matches!(backing, Some("2M" | "4K")), "{p}");
+        }
     }
     let sweep = r["suites"]["registration"]["rings_sweep"]
         .as_array()
