@@ -400,10 +400,21 @@ fn huge_pool_short(pages: u64) -> Option<String> {
 /// passed: the previous point's rings let go of their pinned pages in a
 /// kernel worker after they are closed, not at once.
 fn wait_for_free_huge(pages: u64, limit: Duration) {
+    wait_until(limit, || free_hugepages(HUGE_2M) >= pages);
+}
+
+/// Polls `done` every 20 ms until it holds or `limit` has passed.
+fn wait_until(limit: Duration, done: impl Fn() -> bool) {
     let t = Instant::now();
-    while free_hugepages(HUGE_2M) < pages && t.elapsed() < limit {
+    while !done() && t.elapsed() < limit {
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Surplus 2 MiB host hugepages: pages still in use beyond the pool's
+/// persistent size (0 when unreadable).
+fn surplus_hugepages() -> u64 {
+    read_u64(&huge_dir().join("surplus_hugepages")).unwrap_or(0)
 }
 
 /// Waits until no surplus 2 MiB host hugepages are left, or `limit` has
@@ -411,11 +422,7 @@ fn wait_for_free_huge(pages: u64, limit: Duration) {
 /// rings still hold stay surplus until a kernel worker lets go of them,
 /// and a reservation made meanwhile would count them as its own.
 fn wait_for_surplus_release(limit: Duration) {
-    let surplus = || read_u64(&huge_dir().join("surplus_hugepages")).unwrap_or(0);
-    let t = Instant::now();
-    while surplus() > 0 && t.elapsed() < limit {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(limit, || surplus_hugepages() == 0);
 }
 
 /// What the host 2 MiB points got: `Ok(reservation, if any)` when they
@@ -440,7 +447,7 @@ fn reserve_huge(ctx: &Ctx, needed: u64, record: &mut Value) -> Result<Option<Res
     // it gave the pool back count in nr_hugepages as surplus until the
     // kernel frees them; restoring to a size with them in it would keep
     // them for good.
-    let surplus = read_u64(&dir.join("surplus_hugepages")).unwrap_or(0);
+    let surplus = surplus_hugepages();
     let previous = match read_u64(&nr_file) {
         Ok(n) => n.saturating_sub(surplus),
         Err(e) => {
