@@ -229,6 +229,19 @@ fn quick_bench_writes_complete_results() {
         }
     }
     assert_eq!(io.len(), paths.len() * 2 * 2, "io points: {io:?}");
+    let io_ratios = r["suites"]["io"]["ratios"].as_array().unwrap();
+    let r_of = |p: &Value, over: &str| {
+        io_ratios
+            .iter()
+            .find(|q| {
+                q["path"] == p["path"]
+                    && q["op"] == p["op"]
+                    && q["qd"] == p["qd"]
+                    && q["ratio"] == over
+            })
+            .and_then(|q| q["value"]["value"].as_f64())
+            .unwrap_or_else(|| panic!("no {over} ratio of {p}"))
+    };
     // The pv rings' stall diagnostics: the buckets by length add up to
     // the stall count.
     for p in io.iter().filter(|p| {
@@ -241,6 +254,23 @@ fn quick_bench_writes_complete_results() {
         assert_eq!(hist.len(), 7, "{d}");
         let counted: u64 = hist.iter().map(|b| b[1].as_u64().unwrap()).sum();
         assert_eq!(Some(counted), d["stalls"].as_u64(), "{d}");
+        // The host reference measured in the guest's pauses right before
+        // and after this run; its mean is what the ratios divide by.
+        let reference = &p["host_reference"];
+        for host in ["host", "host-sqpoll"] {
+            let r = &reference[host];
+            let (before, after, mean) = (
+                r["before"]["value"].as_f64().expect("before"),
+                r["after"]["value"].as_f64().expect("after"),
+                r["mean"]["value"].as_f64().expect("mean"),
+            );
+            assert!((mean - (before + after) / 2.0).abs() < 1e-6, "{reference}");
+            let over = format!("guest/{host}");
+            let ratio = r_of(p, if host == "host" { "guest/host" } else { &over });
+            let want = p["iops"]["value"].as_f64().unwrap() / mean;
+            assert!((ratio - want).abs() < 1e-9 * want, "{ratio} {want} {p}");
+        }
+        assert!(reference["sq_threads_asleep"].is_boolean(), "{reference}");
     }
     // Thread placement: chosen (two different CPUs, the SQ threads' one
     // with most of the disk's interrupts) or not, with the reason.
@@ -260,7 +290,6 @@ fn quick_bench_writes_complete_results() {
         ),
         None => panic!("no io placement: {placement}"),
     }
-    let io_ratios = r["suites"]["io"]["ratios"].as_array().unwrap();
     assert_eq!(io_ratios.len(), 4 * (1 + 2 * 3), "io ratios: {io_ratios:?}");
     for pv in ["guest-pv-ring", "guest-pv-ring-sqpoll"] {
         for over in ["guest/host", "guest/host-sqpoll", "guest/guest-virtio-blk"] {

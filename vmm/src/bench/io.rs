@@ -4,6 +4,14 @@
 //! `io_uring_enter`, and an SQPOLL ring busy-polled like a pv ring), a
 //! guest over virtio-blk (`blk-io --bench-qd`) and a guest over pv-uring
 //! rings (`pv-bench`: a doorbell ring and an SQPOLL ring).
+//!
+//! The host disk here changes speed from minute to minute (by 2x for
+//! writes), so each pv run is compared with host runs of its own minute:
+//! pv-bench pauses right before and right after each run, and in each
+//! pause, with the guest asleep, the bench runs the plain and the SQPOLL
+//! host reference for that operation and depth ([`Bracket`]). The separate
+//! host runs, before and after all guests, remain the reference of the
+//! virtio-blk guest and the host rows of the table.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -15,7 +23,10 @@ use io_uring::{opcode, types, IoUring};
 use serde_json::{json, Value};
 
 use super::placement::{IrqCounts, Placement};
-use super::{fig, run_guest, samples, BenchError, Ctx, GuestRun, Point, SuiteOutput};
+use super::{
+    fig, run_guest, run_guest_paced, samples, sq_threads, BenchError, Ctx, GuestRun, Point,
+    SuiteOutput,
+};
 
 const BLOCK: usize = 4096;
 /// Bytes of the target file.
@@ -29,6 +40,9 @@ const OPS: [Op; 2] = [Op::Read, Op::Write];
 const SQ_THREAD_IDLE_MS: u32 = 1000;
 /// Length of the probe that finds the disk's interrupt CPU.
 const PROBE_SECS: f64 = 0.3;
+/// Longest wait in a guest's pause for the VMM's SQ threads to sleep: their
+/// idle time, and some.
+const SQ_SLEEP_LIMIT: Duration = Duration::from_millis(3 * SQ_THREAD_IDLE_MS as u64);
 
 /// What the requests do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +57,11 @@ impl Op {
             Op::Read => "randread",
             Op::Write => "randwrite",
         }
+    }
+
+    /// The op named `name` (as [`Op::name`] gives it).
+    fn parse(name: &str) -> Option<Self> {
+        OPS.into_iter().find(|op| op.name() == name)
     }
 
     fn opcode(self) -> &'static str {
@@ -114,8 +133,12 @@ pub fn plan(ctx: &Ctx) -> Vec<Point> {
             est: Duration::from_secs_f64(14.0 + runs * s),
         },
         Point {
-            label: "guest pv rings (doorbell, SQPOLL) read+write QD1+QD32".into(),
-            est: Duration::from_secs_f64(16.0 + 2.0 * runs * s),
+            label:
+                "guest pv rings (doorbell, SQPOLL) read+write QD1+QD32, host reference around each"
+                    .into(),
+            // Each pv run, and two host runs in each of its two pauses
+            // (plus up to a second's wait for the SQ thread to sleep).
+            est: Duration::from_secs_f64(16.0 + 2.0 * runs * (s + 4.0 * s + 1.0)),
         },
         Point {
             label: "host io_uring read+write QD1+QD32, again after the guests".into(),
@@ -142,6 +165,118 @@ fn fold_second_host_run(p: &mut Value, after: f64, after_slices: &[f64]) -> Resu
         v.extend(after_slices.iter().map(|&x| json!(x)));
     }
     Ok(())
+}
+
+/// The host reference measured in one of pv-bench's pauses (`--pause on`):
+/// right before or right after the guest's run of `op` at `qd` on its
+/// `submit` ring, the plain host ring and then the host SQPOLL ring run the
+/// same op at the same depth, each as long as the guest's run. A pv figure
+/// is compared with the mean of its two brackets: the host disk's speed
+/// here changes from minute to minute, and the separate host points,
+/// minutes away from the guest's runs, drift by more than the 10% the
+/// ratio must resolve.
+#[derive(Debug, Clone, PartialEq)]
+struct Bracket {
+    /// "before" or "after".
+    at: String,
+    submit: String,
+    op: Op,
+    qd: u32,
+    host: f64,
+    host_sqpoll: f64,
+    /// Whether the VMM's SQ threads slept when the host runs began.
+    sq_threads_asleep: bool,
+}
+
+impl Bracket {
+    /// Reads a `pv-bench-pause` line, waits for the VMM `vmm_pid`'s SQ
+    /// threads to sleep and measures both host references.
+    fn measure(
+        pause: &Value,
+        vmm_pid: u32,
+        target: &Path,
+        secs: f64,
+        sqpoll_cpus: Option<(usize, usize)>,
+    ) -> Result<Self, BenchError> {
+        let (at, submit, op, qd) = Self::parse(pause)?;
+        let sq_threads_asleep = sq_threads::wait_asleep(vmm_pid, SQ_SLEEP_LIMIT);
+        if !sq_threads_asleep {
+            log::warn!(
+                "bench: the VMM's SQ thread still ran {SQ_SLEEP_LIMIT:?} into the guest's pause; \
+                 the host reference for {} QD{qd} runs beside it",
+                op.name()
+            );
+        }
+        let host = host_io(target, op, qd, false, secs, None)?.2;
+        let host_sqpoll = host_io(target, op, qd, true, secs, sqpoll_cpus)?.2;
+        Ok(Bracket {
+            at,
+            submit,
+            op,
+            qd,
+            host,
+            host_sqpoll,
+            sq_threads_asleep,
+        })
+    }
+
+    /// (at, submit, op, qd) of a pause line.
+    fn parse(pause: &Value) -> Result<(String, String, Op, u32), BenchError> {
+        let field = |k: &str| pause[k].as_str().map(str::to_string);
+        let at = field("at").filter(|a| a == "before" || a == "after");
+        let op = pause["op"].as_str().and_then(Op::parse);
+        let qd = pause["qd"].as_u64().and_then(|q| u32::try_from(q).ok());
+        match (at, field("submit"), op, qd) {
+            (Some(at), Some(submit), Some(op), Some(qd)) => Ok((at, submit, op, qd)),
+            _ => Err(host_err("io: the guest's pause line")(
+                std::io::Error::other(format!(
+                    "{pause} lacks at (before/after), submit, a known op or qd"
+                )),
+            )),
+        }
+    }
+
+    /// The progress bar's words for it.
+    fn describe(&self) -> String {
+        format!(
+            "{} {} {} QD{}: {:.0} / {:.0} SQPOLL IOPS",
+            self.at,
+            self.submit,
+            self.op.name(),
+            self.qd,
+            self.host,
+            self.host_sqpoll
+        )
+    }
+
+    /// The `host_reference` of the pv run (`submit`, `op`, `qd`): both
+    /// references before and after it, and their means.
+    fn reference(brackets: &[Bracket], submit: &str, op: Op, qd: u32) -> Result<Value, BenchError> {
+        let find = |at: &str| {
+            brackets
+                .iter()
+                .find(|b| b.at == at && b.submit == submit && b.op == op && b.qd == qd)
+                .ok_or_else(|| BenchError::Missing {
+                    what: "guest pv rings".into(),
+                    kind: format!("pv-bench-pause {at} {submit} {} qd {qd}", op.name()),
+                    stdout: String::new(),
+                })
+        };
+        let (b, a) = (find("before")?, find("after")?);
+        let what = format!("host reference around {submit} {} qd {qd}", op.name());
+        let pair = |x: f64, y: f64| -> Result<Value, BenchError> {
+            Ok(json!({
+                "before": fig(&what, x, "IOPS")?,
+                "after": fig(&what, y, "IOPS")?,
+                "mean": fig(&what, (x + y) / 2.0, "IOPS")?,
+            }))
+        };
+        Ok(json!({
+            Path_::Host.name(): pair(b.host, a.host)?,
+            Path_::HostSqpoll.name(): pair(b.host_sqpoll, a.host_sqpoll)?,
+            "sq_threads_asleep": b.sq_threads_asleep && a.sq_threads_asleep,
+        }))
+    }
 }
 
 /// The host's 1-minute load average: other work on a small shared host
@@ -570,7 +705,11 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
 
     pb.set_message(plan[3].label.clone());
     let load = host_load();
-    let run = run_guest(
+    // The guest pauses before and after each run; in each pause the host
+    // measures its own reference for the same op and depth (see
+    // `Bracket`), while the guest sleeps.
+    let mut brackets = Vec::new();
+    let run = run_guest_paced(
         ctx,
         &plan[3].label,
         &[
@@ -582,12 +721,19 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 format!("path={file},direct=on"),
                 "--cmdline".into(),
                 format!(
-                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {}",
+                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {} --pause on",
                     (s * 1000.0) as u64
                 ),
             ],
         ]
         .concat(),
+        "pv-bench-pause",
+        |pause, vmm_pid| {
+            let b = Bracket::measure(pause, vmm_pid, &target.0, s, sqpoll_cpus)?;
+            pb.set_message(format!("{}: host reference {}", plan[3].label, b.describe()));
+            brackets.push(b);
+            Ok(())
+        },
     )?;
     let lines = run.require("pv-bench-io")?;
     // One guest runs both rings: the VMM's CPU covers both, and the SQ
@@ -602,6 +748,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 let l = guest_line(&run, &lines, "pv-bench-io", op, qd, Some(submit))?;
                 let iops = run.num(l, "iops")?;
                 let what = format!("{} {} qd {qd} latency", path.name(), op.name());
+                let reference = Bracket::reference(&brackets, submit, op, qd)?;
                 pts.push(point(
                     path,
                     op,
@@ -617,6 +764,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                             run.num(l, "p99_us")?,
                         )?,
                         "ops": l["ops"], "secs": l["secs"],
+                        "host_reference": reference,
                         // Where the guest's time went (pv-bench's own
                         // measurements; plain numbers, null when none).
                         "diag": {
@@ -663,8 +811,19 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     };
     let mut ratios = Vec::new();
     let mut table = Vec::new();
+    // A pv path is compared with the host reference of its own pauses
+    // (`Bracket`); virtio-blk with the separate host runs.
+    let same_minute = |p: Path_, op: Op, qd: u32, over: Path_| {
+        pts.iter()
+            .find(|v| is_point(v, p, op, qd))
+            .and_then(|v| v["host_reference"][over.name()]["mean"]["value"].as_f64())
+    };
     let mut ratio = |p: Path_, op: Op, qd: u32, over: Path_| -> Result<f64, BenchError> {
-        let r = iops_of(p, op, qd) / iops_of(over, op, qd);
+        let (reference, measured) = match same_minute(p, op, qd, over) {
+            Some(r) => (r, "runs right before and after the guest's run"),
+            None => (iops_of(over, op, qd), "runs before and after the guests"),
+        };
+        let r = iops_of(p, op, qd) / reference;
         let label = match over {
             Path_::Host => "guest/host".to_string(),
             o => format!("guest/{}", o.name()),
@@ -674,6 +833,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             "op": op.name(),
             "qd": qd,
             "ratio": label,
+            "reference_measured": measured,
             "value": fig(&format!("{} {} qd {qd} / {}", p.name(), op.name(), over.name()), r, "x")?,
         }));
         Ok(r)
@@ -703,11 +863,13 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 let host = ratio(p, op, qd, Path_::Host)?;
                 let host_sq = ratio(p, op, qd, Path_::HostSqpoll)?;
                 let over_blk = ratio(p, op, qd, Path_::VirtioBlk)?;
+                let around = same_minute(p, op, qd, Path_::Host).unwrap_or(f64::NAN);
                 table.push([
                     format!("{} {} QD{qd}", p.label(), op.name()),
                     format!("{:.0} IOPS", iops_of(p, op, qd)),
                     format!(
-                        "{host:.2}x host, {host_sq:.2}x host SQPOLL, {over_blk:.0}x virtio-blk"
+                        "{host:.2}x host ({around:.0} IOPS around it), {host_sq:.2}x host SQPOLL, \
+                         {over_blk:.0}x virtio-blk"
                     ),
                 ]);
             }
@@ -815,6 +977,60 @@ mod tests {
             guest_line(&run, &lines, "pv-bench-io", Op::Read, 1, Some("sqpoll")),
             Err(BenchError::Missing { .. })
         ));
+    }
+
+    fn bracket(at: &str, submit: &str, op: Op, qd: u32, host: f64) -> Bracket {
+        Bracket {
+            at: at.into(),
+            submit: submit.into(),
+            op,
+            qd,
+            host,
+            host_sqpoll: host * 2.0,
+            sq_threads_asleep: true,
+        }
+    }
+
+    #[test]
+    fn pause_lines_are_read_strictly() {
+        let ok = json!({"kind":"pv-bench-pause","at":"after","op":"randwrite","submit":"sqpoll","qd":32});
+        assert_eq!(
+            Bracket::parse(&ok).unwrap(),
+            ("after".into(), "sqpoll".into(), Op::Write, 32)
+        );
+        for (k, bad) in [
+            ("at", json!("during")),
+            ("op", json!("trim")),
+            ("qd", json!(-1)),
+            ("qd", json!(1u64 << 40)),
+            ("submit", json!(3)),
+        ] {
+            let mut v = ok.clone();
+            v[k] = bad;
+            assert!(Bracket::parse(&v).is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn a_pv_run_is_compared_with_the_mean_of_its_own_brackets() {
+        let b = [
+            bracket("before", "doorbell", Op::Read, 32, 50.0),
+            bracket("before", "sqpoll", Op::Read, 32, 100.0),
+            bracket("before", "sqpoll", Op::Read, 1, 7.0),
+            bracket("after", "sqpoll", Op::Read, 32, 120.0),
+            bracket("after", "doorbell", Op::Read, 32, 60.0),
+        ];
+        let r = Bracket::reference(&b, "sqpoll", Op::Read, 32).unwrap();
+        assert_eq!(r["host"]["before"]["value"], 100.0);
+        assert_eq!(r["host"]["after"]["value"], 120.0);
+        assert_eq!(r["host"]["mean"]["value"], 110.0);
+        assert_eq!(r["host-sqpoll"]["mean"]["value"], 220.0);
+        assert_eq!(r["sq_threads_asleep"], true);
+        let r = Bracket::reference(&b, "doorbell", Op::Read, 32).unwrap();
+        assert_eq!(r["host"]["mean"]["value"], 55.0);
+        // No "after" bracket: no reference, rather than a one-sided one.
+        let e = Bracket::reference(&b, "sqpoll", Op::Read, 1).unwrap_err();
+        assert!(e.to_string().contains("after sqpoll randread qd 1"), "{e}");
     }
 
     #[test]

@@ -12,7 +12,9 @@
 //!   beyond guest RAM.
 //!
 //! Guests run as child `ringvisor run` processes; their JSON lines come on
-//! the child's stdout (the guest console). A child that fails, or prints
+//! the child's stdout (the guest console). A guest may pause for the host
+//! ([`run_guest_paced`]): the bench measures meanwhile, and answers on the
+//! guest's console input. A child that fails, or prints
 //! no figure it was asked for, fails the whole run: no figure is ever
 //! reported that was not measured.
 //!
@@ -24,6 +26,7 @@ mod charts;
 mod io;
 mod placement;
 mod registration;
+mod sq_threads;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -187,11 +190,7 @@ impl GuestRun {
     pub fn lines(&self, kind: &str) -> Vec<Value> {
         self.stdout
             .lines()
-            .filter_map(|l| {
-                let l = l.trim();
-                let start = l.find('{')?;
-                serde_json::from_str::<Value>(&l[start..]).ok()
-            })
+            .filter_map(json_line)
             .filter(|v| v["kind"] == kind)
             .collect()
     }
@@ -217,34 +216,36 @@ impl GuestRun {
     }
 }
 
-/// Boots a guest with `args` after `run --kernel K --initramfs I`; fails
-/// unless it exits 0. Error lines (`*-error` kinds) fail it too.
-pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, BenchError> {
-    let output = Command::new(&ctx.exe)
-        .arg("run")
+/// The child `ringvisor run --kernel K --initramfs I ... args`.
+fn guest_command(ctx: &Ctx, args: &[String]) -> Command {
+    let mut c = Command::new(&ctx.exe);
+    c.arg("run")
         .arg("--kernel")
         .arg(&ctx.image.kernel)
         .arg("--initramfs")
         .arg(ctx.image.smallest_initramfs())
         .args(["--timings", "--timeout", "900"])
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BenchError::Spawn {
-            exe: ctx.exe.clone(),
-            source,
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        .args(args);
+    c
+}
+
+/// Checks a finished guest run: it must exit 0 and print no error line
+/// (`*-error` kinds).
+fn finish_guest(
+    what: &str,
+    status: std::process::ExitStatus,
+    stdout: String,
+    stderr: &str,
+) -> Result<GuestRun, BenchError> {
     let failed_line = stdout
         .lines()
         .any(|l| l.contains("-error\",") || l.contains("-error\"}"));
-    if !output.status.success() || failed_line {
+    if !status.success() || failed_line {
         return Err(BenchError::RunFailed {
             what: what.into(),
-            status: output.status.code(),
+            status: status.code(),
             stdout: tail(&stdout, 40),
-            stderr: tail(&stderr, 20),
+            stderr: tail(stderr, 20),
         });
     }
     Ok(GuestRun {
@@ -255,6 +256,101 @@ pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, Ben
             .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
             .and_then(|j| serde_json::from_str(j).ok()),
     })
+}
+
+/// Boots a guest with `args` after `run --kernel K --initramfs I`; fails
+/// unless it exits 0. Error lines (`*-error` kinds) fail it too.
+pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, BenchError> {
+    let output = guest_command(ctx, args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BenchError::Spawn {
+            exe: ctx.exe.clone(),
+            source,
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    finish_guest(what, output.status, stdout, &stderr)
+}
+
+/// Like [`run_guest`], for a guest that pauses: each console line of kind
+/// `pause_kind` is handed to `on_pause` (with the child VMM's pid) while
+/// the guest waits, and a newline on the guest's console answers it. The
+/// host measures in those pauses what the guest's figures are compared
+/// with, in the same minute. When `on_pause` fails, the guest's console
+/// input is closed (the guest sees EOF and gives up) and its error is
+/// returned once the child has exited.
+pub fn run_guest_paced(
+    ctx: &Ctx,
+    what: &str,
+    args: &[String],
+    pause_kind: &str,
+    mut on_pause: impl FnMut(&Value, u32) -> Result<(), BenchError>,
+) -> Result<GuestRun, BenchError> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let spawn_err = |source| BenchError::Spawn {
+        exe: ctx.exe.clone(),
+        source,
+    };
+    let mut child = guest_command(ctx, args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_err)?;
+    let pid = child.id();
+    let mut err_pipe = child.stderr.take();
+    // Drained alongside, so that a chatty VMM never blocks on a full pipe.
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(e) = err_pipe.as_mut() {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    });
+    let mut answer = child.stdin.take();
+    let mut stdout = String::new();
+    let mut failure = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            stdout.push_str(&line);
+            stdout.push('\n');
+            let Some(pause) = json_line(&line).filter(|v| v["kind"] == pause_kind) else {
+                continue;
+            };
+            if failure.is_some() {
+                continue;
+            }
+            let answered = on_pause(&pause, pid).and_then(|()| {
+                let w = answer
+                    .as_mut()
+                    .map_or(Ok(()), |w| w.write_all(b"\n").and_then(|()| w.flush()));
+                w.map_err(|source| BenchError::Host {
+                    what: format!("{what}: answering the guest's pause"),
+                    source,
+                })
+            });
+            if let Err(e) = answered {
+                failure = Some(e);
+                answer = None;
+            }
+        }
+    }
+    drop(answer);
+    let status = child.wait().map_err(spawn_err)?;
+    let stderr = stderr_reader.join().unwrap_or_default();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    finish_guest(what, status, stdout, &stderr)
+}
+
+/// The JSON object on a console line, if any (after any prefix).
+fn json_line(line: &str) -> Option<Value> {
+    let l = line.trim();
+    let start = l.find('{')?;
+    serde_json::from_str::<Value>(&l[start..]).ok()
 }
 
 /// A progress bar over `points`.
@@ -486,6 +582,73 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A context whose "VMM" is the shell script `script`.
+    fn script_ctx(name: &str, script: &str) -> Ctx {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rv-paced-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("fake-vmm");
+        std::fs::write(&exe, format!("#!/bin/sh\n{script}")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Ctx {
+            exe,
+            image: GuestImage {
+                kernel: PathBuf::from("vmlinux"),
+                initramfs: PathBuf::from("initramfs.cpio"),
+                initramfs_min: None,
+            },
+            out: dir,
+            quick: true,
+            runs: 1,
+            memory: String::new(),
+            reserve_hugepages: false,
+            pin: false,
+        }
+    }
+
+    /// Prints two pauses, each answered before the next line; says
+    /// "gave up" and fails when its input closes instead.
+    const PAUSING_GUEST: &str = r#"
+for n in 1 2; do
+  echo "[    1.0] {\"kind\":\"p\",\"n\":$n}"
+  read answer || { echo '{"kind":"x-error","detail":"gave up"}'; exit 1; }
+  echo "{\"kind\":\"after\",\"n\":$n}"
+done
+echo 'RINGVISOR_TIMINGS {"boot_s":1}' >&2
+"#;
+
+    #[test]
+    fn a_paced_guest_waits_for_each_answer() {
+        let ctx = script_ctx("ok", PAUSING_GUEST);
+        let mut seen = Vec::new();
+        let run = run_guest_paced(&ctx, "paced", &[], "p", |pause, pid| {
+            assert!(pid > 0);
+            // The guest has printed nothing after the pause yet.
+            seen.push(pause["n"].as_u64().unwrap());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, [1, 2]);
+        assert_eq!(run.lines("after").len(), 2);
+        assert_eq!(run.timings.unwrap()["boot_s"], 1);
+        let _ = std::fs::remove_dir_all(&ctx.out);
+    }
+
+    #[test]
+    fn a_failed_pause_closes_the_guest_input_and_is_the_error() {
+        let ctx = script_ctx("fail", PAUSING_GUEST);
+        let mut calls = 0;
+        let err = run_guest_paced(&ctx, "paced", &[], "p", |_, _| {
+            calls += 1;
+            Err(BenchError::NoTimings { run: 7 })
+        })
+        .err()
+        .unwrap();
+        assert_eq!(calls, 1, "no pause after the failed one");
+        assert!(matches!(err, BenchError::NoTimings { run: 7 }), "{err}");
+        let _ = std::fs::remove_dir_all(&ctx.out);
+    }
 
     #[test]
     fn figures_must_be_positive_and_finite() {

@@ -12,7 +12,12 @@
 //! - 4 KiB random READ_FIXED or WRITE_FIXED on a backend at each queue
 //!   depth, on a doorbell ring and/or an SQPOLL ring
 //!   (`{"kind":"pv-bench-io","op":"randread","submit":"doorbell","qd":N,...,"iops":...}`),
-//!   submitted and reaped without system calls.
+//!   submitted and reaped without system calls. With `--pause on`, each
+//!   run is bracketed by `{"kind":"pv-bench-pause","at":"before"|"after",
+//!   "op":...,"submit":...,"qd":N}` lines, after each of which the program
+//!   waits for a line on stdin (the console): the host measures its own
+//!   reference for that operation and depth while the guest sleeps, and
+//!   answers.
 //!
 //! A failure prints `{"kind":"pv-bench-error",...}` and exits 1.
 
@@ -201,7 +206,13 @@ fn run(p: &Params) -> Result<(), Failure> {
             let mut ring = io::IoRing::new(&dev, submit, max_qd, p.cq_eventfd)?;
             for &op in &p.ops {
                 for &qd in &p.qds {
+                    if p.pause {
+                        wait_for_host("before", submit, op, qd)?;
+                    }
                     io::random_io(p, &mut ring, op, qd)?;
+                    if p.pause {
+                        wait_for_host("after", submit, op, qd)?;
+                    }
                 }
             }
             io_rings.push(ring);
@@ -209,6 +220,32 @@ fn run(p: &Params) -> Result<(), Failure> {
     }
     drop(io_rings);
     Ok(())
+}
+
+/// Says on stdout that the guest pauses `at` ("before" or "after") a run,
+/// and sleeps until a line (or anything) arrives on stdin. The host runs
+/// its reference meanwhile: the vCPU halts in the read, the I/O ring's SQ
+/// thread falls asleep after its idle time, and nothing of the guest
+/// competes for the host's CPUs.
+fn wait_for_host(at: &str, submit: io::Submit, op: io::Op, qd: u32) -> Result<(), Failure> {
+    use std::io::{BufRead, Write};
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{{\"kind\":\"pv-bench-pause\",\"at\":\"{at}\",\"op\":\"{}\",\"submit\":\"{}\",\"qd\":{qd}}}",
+        op.name(),
+        submit.name()
+    )
+    .and_then(|()| out.flush())
+    .map_err(|e| Failure::msg(format!("pause line: {e}")))?;
+    let mut answer = String::new();
+    match std::io::stdin().lock().read_line(&mut answer) {
+        Ok(0) => Err(Failure::msg(
+            "--pause on: stdin closed before the host answered",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Failure::msg(format!("--pause on: reading stdin: {e}"))),
+    }
 }
 
 /// The program's entry point (run as `/bin/pv-bench` through rv-guest).

@@ -37,6 +37,11 @@ pub struct Params {
     /// Guest CPU to run on (`--cpu N`): a `nohz_full` CPU keeps the guest
     /// timer tick out of the polling loops.
     pub cpu: Option<usize>,
+    /// Before and after each I/O run, print a `pv-bench-pause` line and
+    /// wait for a line on stdin (`--pause on`): the host runs its own
+    /// reference for the same operation and depth in the same minute,
+    /// while this guest sleeps.
+    pub pause: bool,
 }
 
 impl Default for Params {
@@ -57,6 +62,7 @@ impl Default for Params {
             reg: true,
             io: true,
             cpu: None,
+            pause: false,
         }
     }
 }
@@ -64,7 +70,7 @@ impl Default for Params {
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
-[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io] [--cpu N]
+[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io] [--cpu N] [--pause on|off]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -88,6 +94,14 @@ fn int<T: std::str::FromStr>(k: &str, v: &str) -> Result<T, String> {
     v.trim()
         .parse()
         .map_err(|_| format!("bad value {v:?} for {k}"))
+}
+
+fn on_off(k: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("bad value {v:?} for {k} (on or off)")),
+    }
 }
 
 impl Params {
@@ -134,13 +148,8 @@ impl Params {
                     .map(crate::io::Submit::parse)
                     .collect::<Result<_, _>>()?
             }
-            "cq-eventfd" => {
-                self.cq_eventfd = match v {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(format!("bad value {v:?} for cq-eventfd (on or off)")),
-                }
-            }
+            "cq-eventfd" => self.cq_eventfd = on_off(k, v)?,
+            "pause" => self.pause = on_off(k, v)?,
             "only" => match v {
                 "reg" => (self.reg, self.io) = (true, false),
                 "io" => (self.reg, self.io) = (false, true),
@@ -261,6 +270,10 @@ mod tests {
         assert_eq!(p.cpu, None);
         assert!(p.apply_args(["--cpu", "1"].map(String::from)).unwrap());
         assert_eq!(p.cpu, Some(1));
+        assert!(!p.pause);
+        assert!(p.apply_args(["--pause=on"].map(String::from)).unwrap());
+        assert!(p.pause);
+        assert!(p.apply_args(["--pause", "yes"].map(String::from)).is_err());
         assert!(p.apply_args(["--cpu", "-1"].map(String::from)).is_err());
         p.rings = vec![2, 0];
         assert!(p.validate().is_err());
