@@ -277,9 +277,9 @@ pub fn run_guest(ctx: &Ctx, what: &str, args: &[String]) -> Result<GuestRun, Ben
 /// `pause_kind` is handed to `on_pause` (with the child VMM's pid) while
 /// the guest waits, and a newline on the guest's console answers it. The
 /// host measures in those pauses what the guest's figures are compared
-/// with, in the same minute. When `on_pause` fails, the guest's console
-/// input is closed (the guest sees EOF and gives up) and its error is
-/// returned once the child has exited.
+/// with, in the same minute. When `on_pause` fails, the child is killed
+/// (a guest waiting on its console never learns that nobody will answer)
+/// and that error is returned.
 pub fn run_guest_paced(
     ctx: &Ctx,
     what: &str,
@@ -334,6 +334,10 @@ pub fn run_guest_paced(
             if let Err(e) = answered {
                 failure = Some(e);
                 answer = None;
+                // Its console output still drains to EOF below.
+                if let Err(k) = child.kill() {
+                    log::warn!("bench: killing {what} (pid {pid}): {k}");
+                }
             }
         }
     }
@@ -607,12 +611,12 @@ mod tests {
         }
     }
 
-    /// Prints two pauses, each answered before the next line; says
-    /// "gave up" and fails when its input closes instead.
+    /// Prints two pauses, each answered before the next line; waits
+    /// forever, as a guest on its console does, when its input closes.
     const PAUSING_GUEST: &str = r#"
 for n in 1 2; do
   echo "[    1.0] {\"kind\":\"p\",\"n\":$n}"
-  read answer || { echo '{"kind":"x-error","detail":"gave up"}'; exit 1; }
+  read answer || exec sleep 60
   echo "{\"kind\":\"after\",\"n\":$n}"
 done
 echo 'RINGVISOR_TIMINGS {"boot_s":1}' >&2
@@ -636,9 +640,10 @@ echo 'RINGVISOR_TIMINGS {"boot_s":1}' >&2
     }
 
     #[test]
-    fn a_failed_pause_closes_the_guest_input_and_is_the_error() {
+    fn a_failed_pause_kills_the_waiting_guest_and_is_the_error() {
         let ctx = script_ctx("fail", PAUSING_GUEST);
         let mut calls = 0;
+        let start = Instant::now();
         let err = run_guest_paced(&ctx, "paced", &[], "p", |_, _| {
             calls += 1;
             Err(BenchError::NoTimings { run: 7 })
@@ -646,6 +651,10 @@ echo 'RINGVISOR_TIMINGS {"boot_s":1}' >&2
         .err()
         .unwrap();
         assert_eq!(calls, 1, "no pause after the failed one");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the waiting child is killed, not waited for"
+        );
         assert!(matches!(err, BenchError::NoTimings { run: 7 }), "{err}");
         let _ = std::fs::remove_dir_all(&ctx.out);
     }
