@@ -955,6 +955,9 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 let mut ram_record = Value::Null;
                 let ram = reserve_huge(ctx, ram_pages, &mut ram_record);
                 let on_huge = ram.is_ok() && free_hugepages(HUGE_2M) >= ram_pages;
+                if let Err(why) = &ram {
+                    ram_record["error"] = why.clone().into();
+                }
                 let pv = matches!(w, Where::PvBench(_));
                 let run = run_guest(ctx, &p.label, &guest_args(ctx, size, pv, on_huge));
                 drop(ram);
@@ -967,6 +970,9 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 };
                 for mut g in got {
                     g["guest_ram_host_pages"] = ram_pages_used.into();
+                    // What the reservation found and did: why a guest ran
+                    // on 4K pages, when it did.
+                    g["guest_ram_reservation"] = ram_record.clone();
                     if g["rings"] == guest_size_rings(size) && g["method"] != "first-register" {
                         pts.push(g.clone());
                     }
