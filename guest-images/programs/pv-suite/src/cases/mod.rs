@@ -31,6 +31,7 @@ pub static CASES: &[Case] = &[
         "destroy-with-reads-in-flight",
         data::destroy_with_reads_in_flight
     ),
+    case!("commands-beside-destroy", data::commands_beside_destroy),
     case!("create-errors", control::create_errors),
     case!("slot-reuse-fresh-state", control::slot_reuse_fresh_state),
     case!("register-errors", control::register_errors),

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Checks the guest kernel patch series the way a kernel maintainer would:
+# on a pristine Debian linux-source-6.1 tree, each patch in `series` order
+#   1. passes the tree's own scripts/checkpatch.pl --strict (no error, no
+#      warning, no check), run before the patch is applied;
+#   2. applies with `git apply --check` semantics (patch -p1 --dry-run);
+#   3. builds: `make vmlinux` of tinyconfig + guest.config with every patch
+#      up to this one, and no compiler warning in a file the patch touches.
+# A series that passed is remembered (keyed by the tarball's version, the
+# series, every patch, the config fragment and this script) under
+#   ${RINGVISOR_CACHE:-$HOME/.cache/ringvisor}/series-check/
+# so an unchanged rerun takes no time. Needs what guest-images/build.sh
+# installs (linux-source-6.1, build-essential, flex, bison, bc, libelf-dev,
+# libssl-dev); run build.sh first on a fresh machine.
+#
+# usage: guest-kernel-patches/check.sh [--checkpatch-only] [--keep]
+#   --checkpatch-only  step 1 only (seconds; no tree is built)
+#   --keep             keep the work tree (its path is printed)
+set -euo pipefail
+
+log() { echo "check.sh: $*" >&2; }
+die() { echo "check.sh: error: $*" >&2; exit 1; }
+
+CHECKPATCH_ONLY=0
+KEEP=0
+for arg in "$@"; do
+	case "$arg" in
+	--checkpatch-only) CHECKPATCH_ONLY=1 ;;
+	--keep) KEEP=1 ;;
+	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument: $arg (see --help)" ;;
+	esac
+done
+
+SELF="$(readlink -f "${BASH_SOURCE[0]}")"
+PATCH_DIR="$(dirname "$SELF")"
+SERIES="$PATCH_DIR/series"
+FRAGMENT="$PATCH_DIR/guest.config"
+CACHE_ROOT="${RINGVISOR_CACHE:-$HOME/.cache/ringvisor}"
+JOBS="${JOBS:-$(nproc)}"
+KSRC_TARBALL=/usr/src/linux-source-6.1.tar.xz
+
+[[ -f "$KSRC_TARBALL" ]] ||
+	die "$KSRC_TARBALL is missing: run guest-images/build.sh first (it installs linux-source-6.1)"
+KSRC_VERSION="$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null || echo unknown)"
+
+mapfile -t PATCHES < <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e 's/^[[:space:]]*//' "$SERIES" | grep -v '^$')
+[[ ${#PATCHES[@]} -gt 0 ]] || die "$SERIES names no patch"
+for p in "${PATCHES[@]}"; do
+	[[ -f "$PATCH_DIR/$p" ]] || die "series names $p, but $PATCH_DIR/$p does not exist"
+done
+
+KEY="$({
+	echo "src $KSRC_VERSION checkpatch-only $CHECKPATCH_ONLY"
+	printf '%s\n' "${PATCHES[@]}"
+	for p in "${PATCHES[@]}"; do sha256sum <"$PATCH_DIR/$p"; done
+	sha256sum <"$FRAGMENT"
+	sha256sum <"$SELF"
+} | sha256sum | cut -c1-16)"
+STAMP="$CACHE_ROOT/series-check/$KEY.passed"
+if [[ -f "$STAMP" && $KEEP -eq 0 ]]; then
+	log "series unchanged since it passed ($STAMP): nothing to do"
+	exit 0
+fi
+
+WORK="$CACHE_ROOT/series-check/work-$KEY"
+cleanup() { [[ $KEEP -eq 1 ]] || rm -rf "$WORK"; }
+trap cleanup EXIT
+rm -rf "$WORK"
+mkdir -p "$WORK/src" "$WORK/build"
+log "unpacking $KSRC_TARBALL ($KSRC_VERSION)"
+tar -C "$WORK/src" -xf "$KSRC_TARBALL"
+TREE="$(echo "$WORK"/src/*)"
+[[ -d "$TREE" ]] || die "unexpected layout of $KSRC_TARBALL"
+
+# The files a patch touches (its diff headers, b/ side).
+touched_files() {
+	sed -n 's|^+++ b/||p' "$1" | grep -v '^/dev/null' | sort -u
+}
+
+configure() {
+	make -C "$TREE" O="$WORK/build" tinyconfig >"$WORK/config.log" 2>&1 &&
+		(cd "$TREE" && scripts/kconfig/merge_config.sh -m -O "$WORK/build" \
+			"$WORK/build/.config" "$FRAGMENT") >>"$WORK/config.log" 2>&1 &&
+		make -C "$TREE" O="$WORK/build" olddefconfig >>"$WORK/config.log" 2>&1 ||
+		{ cat "$WORK/config.log" >&2; die "configuring the tree failed"; }
+}
+
+failed=0
+for p in "${PATCHES[@]}"; do
+	file="$PATCH_DIR/$p"
+	if ! out="$(cd "$TREE" && perl scripts/checkpatch.pl --strict --terse --show-types "$file" 2>&1)"; then
+		echo "$out" >&2
+		log "FAIL checkpatch: $p"
+		failed=1
+	elif grep -q ': \(ERROR\|WARNING\|CHECK\):' <<<"$out"; then
+		echo "$out" >&2
+		log "FAIL checkpatch (warnings or checks): $p"
+		failed=1
+	else
+		log "ok   checkpatch: $p"
+	fi
+	if ! patch -d "$TREE" -p1 -N -s --dry-run <"$file" >"$WORK/patch.log" 2>&1; then
+		cat "$WORK/patch.log" >&2
+		die "$p does not apply on top of the patches before it"
+	fi
+	patch -d "$TREE" -p1 -N -s --no-backup-if-mismatch <"$file" >&2
+	[[ $CHECKPATCH_ONLY -eq 0 ]] || continue
+
+	# Each prefix of the series is configured afresh: a patch may add the
+	# options the fragment names (olddefconfig drops the unknown ones).
+	configure
+	start=$SECONDS
+	if ! make -C "$TREE" O="$WORK/build" -j"$JOBS" vmlinux >"$WORK/build.log" 2>&1; then
+		grep -E 'error|Error' "$WORK/build.log" | head -n 40 >&2 || true
+		log "FAIL build with the series up to $p (log: $WORK/build.log; --keep keeps it)"
+		failed=1
+		break
+	fi
+	warnings=0
+	while read -r f; do
+		if grep -F "$f:" "$WORK/build.log" | grep -q 'warning:'; then
+			grep -F "$f:" "$WORK/build.log" | grep -A3 'warning:' >&2
+			warnings=1
+		fi
+	done < <(touched_files "$file")
+	if [[ $warnings -eq 1 ]]; then
+		log "FAIL build warnings in files $p touches"
+		failed=1
+	else
+		log "ok   build up to $p ($((SECONDS - start)) s)"
+	fi
+done
+
+[[ $failed -eq 0 ]] || die "the series does not pass (see above)"
+mkdir -p "$(dirname "$STAMP")"
+date -u +%FT%TZ >"$STAMP"
+[[ $KEEP -eq 0 ]] || log "work tree kept: $WORK"
+log "every patch passes checkpatch --strict$([[ $CHECKPATCH_ONLY -eq 1 ]] || echo " and builds with the patches before it")"
