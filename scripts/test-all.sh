@@ -2,9 +2,12 @@
 # The whole ringvisor test suite, from a fresh Debian 12 machine:
 #   1. builds the guest image (installs apt packages and builds the guest
 #      kernel on first use; cached under ${RINGVISOR_CACHE:-~/.cache/ringvisor}),
-#   2. checks formatting and clippy (host workspace and guest programs),
-#   3. runs the unit tests of both workspaces,
-#   4. boots guests under the ringvisor binary (tests/).
+#   2. checks the guest kernel patch series: checkpatch --strict and a
+#      build after each patch (guest-kernel-patches/check.sh; cached),
+#   3. checks formatting and clippy (host workspace and guest programs),
+#   4. runs the fuzz targets (fuzz/) for a bounded time each,
+#   5. runs the unit tests of both workspaces,
+#   6. boots guests under the ringvisor binary (tests/).
 # Boot tests need /dev/kvm; RINGVISOR_SKIP_KVM_TESTS=1 skips them explicitly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +27,9 @@ export RINGVISOR_KERNEL="$kernel" RINGVISOR_INITRAMFS="$initramfs"
 echo "kernel: $kernel" >&2
 echo "initramfs: $initramfs" >&2
 
+step "guest kernel patch series: checkpatch --strict, each patch builds"
+bash guest-kernel-patches/check.sh
+
 step "host packages the tests need"
 # The bench's PNG charts lay out text with a TrueType font
 # (vmm/src/bench/charts.rs); the project ships none.
@@ -40,6 +46,30 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 (cd guest-images/programs && cargo fmt --all -- --check &&
     cargo clippy --workspace --all-targets --locked -- -D warnings)
+
+# The coverage-guided fuzz targets, each for FUZZ_SECS (default 30) from an
+# empty corpus kept in fuzz/target. cargo-fuzz's instrumentation is plain
+# codegen options (SanitizerCoverage), so the stable toolchain builds them;
+# no sanitizer runtime is needed for safe Rust: a panic is the finding.
+fuzz_secs="${FUZZ_SECS:-30}"
+step "fuzz targets, ${fuzz_secs} s each (libFuzzer)"
+sancov=(-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters
+    -Cllvm-args=-sanitizer-coverage-pc-table
+    -Cllvm-args=-sanitizer-coverage-trace-compares
+    --cfg fuzzing -Cdebug-assertions -Coverflow-checks)
+# With an explicit --target (as cargo-fuzz does), RUSTFLAGS skip build
+# scripts, which must not be instrumented.
+host=$(rustc -vV | sed -n 's/^host: //p')
+(cd fuzz && RUSTFLAGS="${sancov[*]}" cargo build --release --locked --bins --target "$host")
+for target in pv_uring_control block_request; do
+    corpus="fuzz/target/corpus/$target"
+    mkdir -p "$corpus"
+    fuzz/target/"$host"/release/"$target" -max_total_time="$fuzz_secs" -print_final_stats=1 \
+        -artifact_prefix=fuzz/target/ "$corpus" 2>"fuzz/target/$target.log" ||
+        { tail -n 40 "fuzz/target/$target.log" >&2; echo "test-all: fuzz target $target failed" >&2; exit 1; }
+    grep -E '^stat::number_of_executed_units|^Done' "fuzz/target/$target.log" >&2 || true
+done
 
 step "guest program unit tests (on the host)"
 (cd guest-images/programs && cargo test --workspace --locked)
