@@ -824,15 +824,11 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             None => (iops_of(over, op, qd), "runs before and after the guests"),
         };
         let r = iops_of(p, op, qd) / reference;
-        let label = match over {
-            Path_::Host => "guest/host".to_string(),
-            o => format!("guest/{}", o.name()),
-        };
         ratios.push(json!({
             "path": p.name(),
             "op": op.name(),
             "qd": qd,
-            "ratio": label,
+            "ratio": format!("guest/{}", over.name()),
             "reference_measured": measured,
             "value": fig(&format!("{} {} qd {qd} / {}", p.name(), op.name(), over.name()), r, "x")?,
         }));
