@@ -312,8 +312,11 @@ pub fn run_guest_paced(
     let mut stdout = String::new();
     let mut failure = None;
     if let Some(out) = child.stdout.take() {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { break };
+        // Raw lines, read as run_guest reads the console (lossily): a byte
+        // that is not UTF-8 must not end the reading while the guest waits.
+        for line in BufReader::new(out).split(b'\n') {
+            let Ok(bytes) = line else { break };
+            let line = String::from_utf8_lossy(&bytes);
             stdout.push_str(&line);
             stdout.push('\n');
             let Some(pause) = json_line(&line).filter(|v| v["kind"] == pause_kind) else {
@@ -636,6 +639,30 @@ echo 'RINGVISOR_TIMINGS {"boot_s":1}' >&2
         assert_eq!(seen, [1, 2]);
         assert_eq!(run.lines("after").len(), 2);
         assert_eq!(run.timings.unwrap()["boot_s"], 1);
+        let _ = std::fs::remove_dir_all(&ctx.out);
+    }
+
+    #[test]
+    fn a_console_byte_that_is_not_utf8_does_not_stop_the_answers() {
+        // The pause waits at most 20 s for its answer, then fails the run.
+        let ctx = script_ctx(
+            "utf8",
+            r#"
+printf 'boot \377 noise\n'
+echo '{"kind":"p","n":1}'
+timeout 20 head -n 1 >/dev/null || { echo '{"kind":"x-error","detail":"no answer"}'; exit 1; }
+echo '{"kind":"after","n":1}'
+"#,
+        );
+        let mut seen = 0;
+        let run = run_guest_paced(&ctx, "paced", &[], "p", |_, _| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+        assert!(run.stdout.contains("boot \u{fffd} noise"), "{}", run.stdout);
+        assert_eq!(run.lines("after").len(), 1);
         let _ = std::fs::remove_dir_all(&ctx.out);
     }
 
