@@ -65,7 +65,9 @@ PACKAGES=(linux-source-6.1 busybox-static build-essential flex bison bc
 	libelf-dev libssl-dev cpio xz-utils)
 
 pkg_version() {
-	dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null |
+	# dpkg-query exits 1 for a package it has never heard of: that is
+	# "not installed", not a failure (set -o pipefail would end the script).
+	{ dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } |
 		awk '$1 == "install" && $3 == "installed" { print $4 }'
 }
 
