@@ -10,6 +10,7 @@
 //! is uncompressed or LZ4 (Debian's kernels). For other bzImage compressions
 //! it answers [`CompatPatch::Unknown`].
 
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use thiserror::Error;
@@ -252,18 +253,62 @@ pub fn warning_before_boot(kernel: &Path, found: CompatPatch) -> Option<String> 
     }
 }
 
+/// Whether `needle` occurs in what `reader` yields, read in small pieces:
+/// a vmlinux is tens of MiB, and a buffer that size would stay in the
+/// VMM's heap (and in its measured memory) for the whole run.
+fn stream_contains(mut reader: impl Read, needle: &[u8]) -> std::io::Result<bool> {
+    const CHUNK: usize = 64 << 10;
+    let keep = needle.len().saturating_sub(1);
+    let mut buf = vec![0u8; keep + CHUNK];
+    let mut filled = 0;
+    loop {
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        filled += n;
+        if contains(&buf[..filled], needle) {
+            return Ok(true);
+        }
+        // Keep the end, where the needle may begin.
+        let tail = filled.saturating_sub(keep);
+        buf.copy_within(tail..filled, 0);
+        filled -= tail;
+    }
+}
+
+/// Searches the kernel image at `kernel`: an ELF vmlinux is read in small
+/// pieces, anything else whole (a bzImage is a few MiB).
+fn compat_patch_in_file(kernel: &Path) -> std::io::Result<CompatPatch> {
+    let mut file = std::fs::File::open(kernel)?;
+    let mut magic = [0u8; 4];
+    let is_elf = file.read_exact(&mut magic).is_ok() && magic == ELF_MAGIC;
+    file.seek(SeekFrom::Start(0))?;
+    if is_elf {
+        return Ok(if stream_contains(file, COMPAT_PARAMETER)? {
+            CompatPatch::Present
+        } else {
+            CompatPatch::Absent
+        });
+    }
+    let mut image = Vec::new();
+    file.read_to_end(&mut image)?;
+    Ok(compat_patch_in_image(&image))
+}
+
 /// Reads `kernel` and returns the warning to print before booting it on
 /// nested PVM, if it lacks the patch. A kernel that cannot be read is left to
 /// the loader to report.
 pub fn check_kernel_before_pvm_boot(kernel: &Path) -> Option<String> {
-    let image = match std::fs::read(kernel) {
-        Ok(image) => image,
+    let found = match compat_patch_in_file(kernel) {
+        Ok(found) => found,
         Err(e) => {
             log::debug!("PVM compatibility patch check: {}: {e}", kernel.display());
             return None;
         }
     };
-    let found = compat_patch_in_image(&image);
     match found {
         CompatPatch::Present => log::debug!("{}: PVM compatibility patch found", kernel.display()),
         CompatPatch::Unknown(why) => log::info!(
@@ -456,13 +501,44 @@ mod tests {
     }
 
     #[test]
+    fn a_file_read_in_pieces_finds_the_parameter_across_a_piece_boundary() {
+        // A reader that hands out 5 bytes at a time.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(5).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut image = vec![b'x'; 200_000];
+        image.extend_from_slice(COMPAT_PARAMETER);
+        image.extend_from_slice(&[b'y'; 3]);
+        assert!(stream_contains(Trickle(&image), COMPAT_PARAMETER).unwrap());
+        assert!(stream_contains(&image[..], COMPAT_PARAMETER).unwrap());
+        let cut = image.len() - 4;
+        assert!(!stream_contains(&image[..cut], COMPAT_PARAMETER).unwrap());
+        assert!(!stream_contains(Trickle(&image[..cut]), COMPAT_PARAMETER).unwrap());
+    }
+
+    #[test]
     fn a_fake_stock_kernel_file_is_warned_about() {
         let dir = std::env::temp_dir().join(format!("rv-compat-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let stock = dir.join("vmlinux-stock");
         let patched = dir.join("vmlinux-patched");
         std::fs::write(&stock, elf_with(b"int3_selftest\0")).unwrap();
-        std::fs::write(&patched, elf_with(b"ringvisor_pvm\0")).unwrap();
+        let mut big_patched = elf_with(&vec![0x90; 3 << 20]);
+        big_patched.extend_from_slice(b"ringvisor_pvm\0");
+        std::fs::write(&patched, big_patched).unwrap();
+        let stock_bzimage = dir.join("vmlinuz-stock");
+        std::fs::write(
+            &stock_bzimage,
+            bzimage_with(&lz4_legacy_stream(&[lz4_literal_block(b"int3_selftest\0")])),
+        )
+        .unwrap();
+        assert!(check_kernel_before_pvm_boot(&stock_bzimage).is_some());
         let warning = check_kernel_before_pvm_boot(&stock).expect("a warning");
         assert!(
             warning.starts_with(&stock.display().to_string()),
