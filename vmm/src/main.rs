@@ -4,6 +4,7 @@
 use devices::affinity;
 mod bench;
 mod boot;
+mod compat_patch;
 mod config;
 mod disks;
 mod emulation;
@@ -43,6 +44,13 @@ pub enum VmmEvent {
     SystemEvent { cpu: u8, kind: u32 },
     /// A vCPU stopped on something the VMM cannot handle.
     Unhandled { cpu: u8, what: String },
+    /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
+    /// hint for the instructions a stock kernel is known to stop on.
+    EmulationFailure {
+        cpu: u8,
+        what: String,
+        hint: Option<&'static str>,
+    },
 }
 
 /// ringvisor boots a Linux guest under KVM and runs a workload in it.
@@ -288,6 +296,9 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
     match outcome {
         outcome::Outcome::GuestExit(_) | outcome::Outcome::Reset => log::info!("{outcome}"),
         _ => eprintln!("ringvisor: {outcome} (exit status {})", outcome.exit_code()),
+    }
+    if let Some(hint) = outcome.hint() {
+        eprintln!("ringvisor: hint: {hint} (README: \"Bringing your own kernel\")");
     }
     if config.timings || log::log_enabled!(log::Level::Debug) {
         eprintln!("{}", report.timings.summary());
