@@ -2158,6 +2158,7 @@ fn sq_cpu_binds_the_poller_thread() {
 
 /// Poller threads are named `pvu-poll<id>`; Linux keeps 15 bytes of a
 /// thread name, which must hold every ring id (`max_rings` goes to 256).
+#[test]
 fn poller_thread_names_carry_the_whole_ring_id() {
     let _s = serial();
     let mut rig = Rig::with(Opts {
