@@ -104,8 +104,14 @@ pub fn check(raw: &[u8; SQE_LEN], res: &impl Resources) -> Result<Sqe, Refused> 
     };
     match g.opcode {
         IORING_OP_NOP => {
+            // fd 0 or -1 (liburing and the io-uring crate write -1); the
+            // host NOP gets 0 either way.
             require(
-                g.fd == 0 && g.off == 0 && g.addr == 0 && g.len == 0 && g.op_flags == 0,
+                (g.fd == 0 || g.fd == -1)
+                    && g.off == 0
+                    && g.addr == 0
+                    && g.len == 0
+                    && g.op_flags == 0,
                 EINVAL,
             )?;
             require(g.buf_index == 0, EINVAL)?;
@@ -413,10 +419,12 @@ mod tests {
             ..Sqe::default()
         };
         assert_eq!(run(&nop).unwrap(), nop);
+        assert_eq!(run(&Sqe { fd: -1, ..nop }).unwrap(), nop);
         for bad in [
             Sqe { len: 1, ..nop },
             Sqe { addr: 1, ..nop },
             Sqe { fd: 1, ..nop },
+            Sqe { fd: -2, ..nop },
             Sqe {
                 buf_index: 1,
                 ..nop

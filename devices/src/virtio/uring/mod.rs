@@ -707,12 +707,19 @@ impl Executor {
             doorbells: self.doorbells.clone(),
         };
         self.doorbells.set(id, Some(doorbell.clone()));
+        let watched = if polled {
+            let watch = SlotWatch::new(self.area.clone(), id, &sub).ok_or(libc::ENOSPC)?;
+            let fd = ring.dup_fd().map_err(|e| errno_of(&e))?;
+            Some((watch, fd))
+        } else {
+            None
+        };
         let core = Arc::new(Mutex::new(RingCore { ring, sub }));
-        let poller = if polled {
-            let watch = SlotWatch::new(self.area.clone(), id).ok_or(libc::ENOSPC)?;
+        let poller = if let Some((watch, fd)) = watched {
             let p = Poller::spawn(
                 id,
                 Arc::downgrade(&core),
+                fd,
                 watch,
                 doorbell,
                 self.policy.sq_cpu,

@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use super::ring::{enter, IORING_ENTER_GETEVENTS};
 use super::submit::SlotWatch;
 use super::RingCore;
 
@@ -45,6 +48,7 @@ impl Poller {
     pub fn spawn(
         id: u32,
         core: Weak<Mutex<RingCore>>,
+        ring_fd: OwnedFd,
         watch: SlotWatch,
         wake: Arc<EventFd>,
         cpu: Option<u32>,
@@ -61,7 +65,12 @@ impl Poller {
                         log::warn!("pv-uring: ring {id}: poller stays unpinned: {e}");
                     }
                 }
-                poll_loop(&core, &watch, &wake_thread, &stop_thread, idle);
+                let ring = Watched {
+                    core,
+                    fd: ring_fd,
+                    watch,
+                };
+                poll_loop(&ring, &wake_thread, &stop_thread, idle);
             })?;
         Ok(Self {
             stop,
@@ -113,13 +122,19 @@ fn with_core<T>(
     Some(f(&mut c))
 }
 
-fn poll_loop(
-    core: &Weak<Mutex<RingCore>>,
-    watch: &SlotWatch,
-    wake: &EventFd,
-    stop: &AtomicBool,
-    idle: Duration,
-) {
+/// What a poller reaches of its ring.
+struct Watched {
+    /// The ring's host side, for passes (under its lock).
+    core: Weak<Mutex<RingCore>>,
+    /// A duplicate of the host ring's fd, to run the task work of its
+    /// requests without the lock. Closed when the thread ends.
+    fd: OwnedFd,
+    /// The guest's words and the requests in flight, without the lock.
+    watch: SlotWatch,
+}
+
+fn poll_loop(ring: &Watched, wake: &EventFd, stop: &AtomicBool, idle: Duration) {
+    let core = &ring.core;
     let mut last_work = Instant::now();
     // What the guest's words were at the last pass, and whether that pass
     // left work behind (host SQEs the kernel did not take).
@@ -128,10 +143,18 @@ fn poll_loop(
     loop {
         // Spinning reads the guest's two words without the core's lock,
         // so control commands on the ring do not wait behind the spin.
-        let words = watch.words();
+        let words = ring.watch.words();
         if seen == Some(words) && !retry {
             if stop.load(Ordering::Acquire) {
                 return;
+            }
+            if ring.watch.in_flight() > 0 {
+                // The completions of this thread's requests are task work
+                // that runs when it enters the kernel; a thread spinning in
+                // user space would run it only at its next interrupt.
+                let _ = enter(ring.fd.as_raw_fd(), 0, IORING_ENTER_GETEVENTS);
+                last_work = Instant::now();
+                continue;
             }
             if last_work.elapsed() < idle {
                 std::hint::spin_loop();

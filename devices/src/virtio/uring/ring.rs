@@ -767,23 +767,38 @@ impl HostRing {
     /// `io_uring_enter(to_submit)`: submits the SQEs the VMM wrote. Returns
     /// how many the kernel consumed.
     pub fn enter(&self, to_submit: u32) -> io::Result<u32> {
-        // SAFETY: io_uring_enter without a signal mask or argument.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_io_uring_enter,
-                self.fd(),
-                to_submit,
-                0u32,
-                0u32,
-                std::ptr::null::<libc::c_void>(),
-                0usize,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(rc as u32)
+        enter(self.fd(), to_submit, 0)
     }
+
+    /// A duplicate of the ring fd, for a thread that must reach the ring
+    /// without the ring's lock (a poller running its task work).
+    pub fn dup_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+}
+
+/// `IORING_ENTER_GETEVENTS`.
+pub const IORING_ENTER_GETEVENTS: u32 = 1 << 0;
+
+/// `io_uring_enter(fd, to_submit, 0, flags)` without a signal mask or
+/// argument; returns how many SQEs the kernel consumed.
+pub fn enter(fd: RawFd, to_submit: u32, flags: u32) -> io::Result<u32> {
+    // SAFETY: io_uring_enter without a signal mask or argument.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_enter,
+            fd,
+            to_submit,
+            0u32,
+            flags,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(rc as u32)
 }
 
 /// The end of the rings region the kernel laid out for `p` (SQ/CQ words,

@@ -80,6 +80,8 @@ pub struct Pass {
 pub struct SlotWatch {
     area: Arc<RingArea>,
     sq: *mut u8,
+    cq_tail: *mut u8,
+    submitted: Arc<AtomicU32>,
 }
 
 // SAFETY: `sq` points into `area`'s mapping, which the Arc keeps alive;
@@ -87,10 +89,25 @@ pub struct SlotWatch {
 unsafe impl Send for SlotWatch {}
 
 impl SlotWatch {
-    /// Watches ring `id`'s submission slot in `area`.
-    pub fn new(area: Arc<RingArea>, id: u32) -> Option<Self> {
-        let sq = area.slots(id)?.sq;
-        Some(Self { area, sq })
+    /// Watches ring `id` in `area`, served by `sub`.
+    pub fn new(area: Arc<RingArea>, id: u32, sub: &Submitter) -> Option<Self> {
+        let slots = area.slots(id)?;
+        // SAFETY: `new` checked the CQ tail's offset against the slot.
+        let cq_tail = unsafe { slots.cq.add(sub.words.cq_tail) };
+        Some(Self {
+            area,
+            sq: slots.sq,
+            cq_tail,
+            submitted: sub.published.clone(),
+        })
+    }
+
+    /// Requests submitted whose CQE the kernel has not posted yet.
+    pub fn in_flight(&self) -> u32 {
+        // SAFETY: the host CQ tail word, 4-aligned inside the completion
+        // slot, mapped while self.area lives; atomics only.
+        let tail = unsafe { &*self.cq_tail.cast::<AtomicU32>() }.load(Ordering::Acquire);
+        self.submitted.load(Ordering::Acquire).wrapping_sub(tail)
     }
 
     /// The guest's (`sq_tail`, `cq_head`).
@@ -122,6 +139,8 @@ pub struct Submitter {
     cq_head: u32,
     /// The host CQ flags we last stored.
     cq_flags: u32,
+    /// `submitted`, for a poller that watches without the lock.
+    published: Arc<AtomicU32>,
 }
 
 // SAFETY: the slot pointers point into the ring area, which outlives every
@@ -188,12 +207,14 @@ impl Submitter {
             submitted: 0,
             cq_head: 0,
             cq_flags: 0,
+            published: Arc::new(AtomicU32::new(0)),
         };
         // A fresh ring: the kernel starts at 0 everywhere; read them anyway.
         s.host_tail = s.host(s.words.sq_tail).load(Ordering::Acquire);
         s.cq_head = s.host(s.words.cq_head).load(Ordering::Acquire);
         s.submitted = s.host(s.words.cq_tail).load(Ordering::Acquire);
         s.cq_flags = s.host(s.words.cq_flags).load(Ordering::Acquire);
+        s.published.store(s.submitted, Ordering::Release);
         Ok(s)
     }
 
@@ -320,6 +341,7 @@ impl Submitter {
         }
         pass.consumed = n;
         pass.to_submit = unsubmitted + n;
+        self.published.store(self.submitted, Ordering::Release);
         pass
     }
 
