@@ -252,9 +252,15 @@ fn the_case_list_check_finds_missing_extra_and_failed_cases() {
     let ok = "PASS a\nPASS b\n2 passed, 0 failed\n";
     assert!(check_cases(ok, &["a", "b"]).is_empty());
     assert_eq!(check_cases("PASS a\n", &["a", "b"]).len(), 1, "missing b");
-    assert_eq!(check_cases("PASS a\nPASS c\nPASS b\n", &["a", "b"]).len(), 1);
+    assert_eq!(
+        check_cases("PASS a\nPASS c\nPASS b\n", &["a", "b"]).len(),
+        1
+    );
     assert_eq!(check_cases("PASS a\nSKIP b: x\n", &["a", "b"]).len(), 2);
-    assert_eq!(check_cases("PASS a\nPASS a\nPASS b\n", &["a", "b"]).len(), 1);
+    assert_eq!(
+        check_cases("PASS a\nPASS a\nPASS b\n", &["a", "b"]).len(),
+        1
+    );
     assert_eq!(kib("VmPin:\t    1234 kB\nVmRSS: 9 kB", "VmPin"), Some(1234));
     assert_eq!(kib("VmPinX: 1 kB", "VmPin"), None);
 }

@@ -13,7 +13,9 @@ use pv_uring::uring_abi::uring::{
     sqe, IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ_FIXED, IORING_OP_WRITE_FIXED, IOSQE_ASYNC,
     IOSQE_BUFFER_SELECT, IOSQE_CQE_SKIP_SUCCESS, IOSQE_FIXED_FILE,
 };
-use pv_uring::uring_abi::vuring::{VuringPublish, VURING_IOC_UNPUBLISH, VURING_MMAP_CQ};
+use pv_uring::uring_abi::vuring::{
+    VuringCreate, VuringPublish, VURING_IOC_CREATE, VURING_IOC_UNPUBLISH, VURING_MMAP_CQ,
+};
 use pv_uring::{sqe_bytes, CloneSrc, Error, Extent, InfoExt, PvRing, Sqe, VURING_RING_POLLED};
 use std::ffi::CStr;
 use std::time::{Duration, Instant};
@@ -748,17 +750,18 @@ pub fn clone_guessed_token(ctx: &Ctx) -> CaseResult {
     step("unpublish", a.unpublish(token))
 }
 
-/// Only the publishing file may unpublish: another file of this process,
-/// another ring, and another process are `-EPERM`; the table stays.
+/// Only the publishing file may unpublish: another ring of this process
+/// and a ring of another process are `-EPERM`; the table stays.
 pub fn unpublish_by_another(ctx: &Ctx) -> CaseResult {
     need_table(ctx)?;
     let mut a = ctx.ring()?;
     let sa = ctx.reg_a(&mut a)?;
     let token = step("publish", a.publish())?;
+    // A file without a ring may do nothing but INFO and CREATE.
     expect_errno(
-        "unpublish through the device fd",
+        "unpublish through the device fd (no ring)",
         ctx.dev.unpublish(token),
-        &[libc::EPERM],
+        &[libc::ENOENT],
     )?;
     let b = ctx.ring()?;
     expect_errno(
@@ -772,12 +775,23 @@ pub fn unpublish_by_another(ctx: &Ctx) -> CaseResult {
     // system calls (open, ioctl) and leaves with _exit.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
-        // SAFETY: a NUL-terminated path; the ioctl reads one struct
-        // vuring_publish; _exit ends the child without running the
-        // parent's destructors.
+        // SAFETY: a NUL-terminated path; the ioctls read and write one
+        // struct vuring_create / read one struct vuring_publish; _exit
+        // ends the child without running the parent's destructors (its
+        // exit closes the fd, destroying the child's ring).
         unsafe {
             let fd = libc::open(path.as_ptr(), libc::O_RDWR);
-            let code = if fd < 0 {
+            let mut c = VuringCreate {
+                entries: 1,
+                ..Default::default()
+            };
+            let code = if fd < 0
+                || libc::ioctl(
+                    fd,
+                    VURING_IOC_CREATE as libc::Ioctl,
+                    &mut c as *mut VuringCreate,
+                ) < 0
+            {
                 3
             } else {
                 let v = VuringPublish { token };
@@ -805,7 +819,7 @@ pub fn unpublish_by_another(ctx: &Ctx) -> CaseResult {
         Some(0) => {}
         Some(1) => fail!("another process unpublished the table"),
         Some(2) => fail!("another process's UNPUBLISH failed, but not with -EPERM"),
-        Some(3) => fail!("the child could not open {}", ctx.p.dev),
+        Some(3) => fail!("the child could not open {} and create a ring", ctx.p.dev),
         _ => fail!("the child ended with status {status:#x}"),
     }
     // The table is still there.
