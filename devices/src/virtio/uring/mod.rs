@@ -287,14 +287,25 @@ impl GuestRing {
         let GuestRing {
             poller,
             routing,
-            core,
+            mut core,
         } = self;
+        if let Some(p) = &poller {
+            p.request_stop();
+            // Waits out a pass in progress; the poller starts no other.
+            drop(lock(&core));
+        }
         drop(poller);
         drop(routing);
-        let mut ring = match Arc::try_unwrap(core) {
-            Ok(m) => m.into_inner().unwrap_or_else(|e| e.into_inner()).ring,
-            // Only the poller shared it, and it has been joined.
-            Err(_) => unreachable!("a retired ring's core is still shared"),
+        // The poller may hold the core for a moment more (it upgraded its
+        // weak reference and is about to see the stop flag).
+        let mut ring = loop {
+            match Arc::try_unwrap(core) {
+                Ok(m) => break m.into_inner().unwrap_or_else(|e| e.into_inner()).ring,
+                Err(shared) => {
+                    core = shared;
+                    std::thread::yield_now();
+                }
+            }
         };
         let bufs = ring.take_bufs();
         (ring.retire(), bufs)
@@ -699,7 +710,7 @@ impl Executor {
         let poller = if polled {
             let p = Poller::spawn(
                 id,
-                core.clone(),
+                Arc::downgrade(&core),
                 doorbell,
                 self.policy.sq_cpu,
                 self.policy.poll_idle,

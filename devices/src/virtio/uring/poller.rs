@@ -13,7 +13,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -25,19 +25,24 @@ use super::RingCore;
 /// host SQPOLL rings use by default as `sq_thread_idle`, 1 s).
 pub const POLL_IDLE: Duration = Duration::from_secs(1);
 
-/// A running polled submitter; dropping it stops the thread.
+/// A running polled submitter. Dropping it (after [`Poller::request_stop`]
+/// and one lock of the core, see `GuestRing::retire`) lets the thread go
+/// without waiting for it: a thread that submitted io_uring requests
+/// waits in its exit until they complete, which a hung backend could make
+/// forever, and the device's worker must not wait with it.
 pub struct Poller {
     stop: Arc<AtomicBool>,
     wake: Arc<EventFd>,
-    handle: Option<JoinHandle<()>>,
+    _handle: JoinHandle<()>,
 }
 
 impl Poller {
-    /// Starts the submitter of ring `id`: it serves `core`, sleeps on
-    /// `wake` (the ring's doorbell) and runs on host CPU `cpu` if given.
+    /// Starts the submitter of ring `id`: it serves `core` while it lives,
+    /// sleeps on `wake` (the ring's doorbell) and runs on host CPU `cpu`
+    /// if given.
     pub fn spawn(
         id: u32,
-        core: Arc<Mutex<RingCore>>,
+        core: Weak<Mutex<RingCore>>,
         wake: Arc<EventFd>,
         cpu: Option<u32>,
         idle: Duration,
@@ -58,31 +63,52 @@ impl Poller {
         Ok(Self {
             stop,
             wake,
-            handle: Some(handle),
+            _handle: handle,
         })
+    }
+
+    /// Tells the thread to stop: it runs no pass that starts after the
+    /// caller next takes the core's lock.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.wake.write(1);
     }
 }
 
 impl Drop for Poller {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = self.wake.write(1);
-        if let Some(h) = self.handle.take() {
-            if h.join().is_err() {
-                log::error!("pv-uring: a poller panicked");
-            }
-        }
+        self.request_stop();
     }
 }
 
-fn lock(core: &Mutex<RingCore>) -> std::sync::MutexGuard<'_, RingCore> {
+fn lock(core: &Mutex<RingCore>) -> MutexGuard<'_, RingCore> {
     core.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn poll_loop(core: &Mutex<RingCore>, wake: &EventFd, stop: &AtomicBool, idle: Duration) {
+
+/// Runs `f` on the core unless the ring is gone or stopping (`None`): the
+/// stop flag is read under the core's lock, which `GuestRing::retire`
+/// takes after setting it, so nothing runs here after that.
+fn with_core<T>(
+    core: &Weak<Mutex<RingCore>>,
+    stop: &AtomicBool,
+    f: impl FnOnce(&mut RingCore) -> T,
+) -> Option<T> {
+    let core = core.upgrade()?;
+    let mut c = lock(&core);
+    if stop.load(Ordering::Acquire) {
+        return None;
+    }
+    Some(f(&mut c))
+}
+
+fn poll_loop(core: &Weak<Mutex<RingCore>>, wake: &EventFd, stop: &AtomicBool, idle: Duration) {
     let mut last_work = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        if lock(core).pass().consumed > 0 {
+    loop {
+        let Some(consumed) = with_core(core, stop, |c| c.pass().consumed) else {
+            return;
+        };
+        if consumed > 0 {
             last_work = Instant::now();
             continue;
         }
@@ -92,14 +118,21 @@ fn poll_loop(core: &Mutex<RingCore>, wake: &EventFd, stop: &AtomicBool, idle: Du
         }
         // Sleep: announce it, then look once more (the guest checks the
         // flag after publishing its tail; one of us sees the other).
-        lock(core).sub.set_need_wakeup(true);
-        if !lock(core).sub.has_work() && !stop.load(Ordering::Acquire) {
-            // EINTR (task work of our requests) or a doorbell: either way
-            // look again.
+        let Some(nothing_to_do) = with_core(core, stop, |c| {
+            c.sub.set_need_wakeup(true);
+            !c.sub.has_work()
+        }) else {
+            return;
+        };
+        if nothing_to_do {
+            // Until a doorbell, or until task work of our requests
+            // interrupts the wait: either way, look again.
             let _ = wait_readable(wake);
             let _ = wake.read();
         }
-        lock(core).sub.set_need_wakeup(false);
+        if with_core(core, stop, |c| c.sub.set_need_wakeup(false)).is_none() {
+            return;
+        }
         last_work = Instant::now();
     }
 }

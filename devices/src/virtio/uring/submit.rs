@@ -120,7 +120,7 @@ impl Submitter {
             return Err(LayoutError::Entries { sq, cq });
         }
         let word = |what: &'static str, off: u32| -> Result<usize, LayoutError> {
-            if off % 4 != 0 || off as usize + 4 > CQ_SLOT_SIZE as usize {
+            if !off.is_multiple_of(4) || off as usize + 4 > CQ_SLOT_SIZE as usize {
                 return Err(LayoutError::Offset { what, off });
             }
             Ok(off as usize)
@@ -162,7 +162,7 @@ impl Submitter {
 
     /// A le32 word of the guest's submission slot.
     fn guest(&self, off: usize) -> &AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= slot::SQES);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= slot::SQES);
         // SAFETY: `off` is one of the slot's word offsets (module
         // constants), inside the submission slot and 4-aligned; the slot
         // stays mapped while the area lives. Only atomics touch it.
