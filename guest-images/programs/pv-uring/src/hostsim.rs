@@ -133,20 +133,26 @@ fn memfd(name: &std::ffi::CStr, len: usize) -> i32 {
 /// Says why the test cannot run here: a failure unless [`SKIP_VAR`] asks
 /// to skip (then one line in `RINGVISOR_SKIP_LOG`).
 fn unavailable(test: &str, reason: String) {
-    if std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1") {
-        eprintln!("{test}: skipped: {reason}");
-        if let Some(path) = std::env::var_os("RINGVISOR_SKIP_LOG") {
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = writeln!(f, "{test}: {reason}");
-            }
-        }
-        return;
+    let skip = std::env::var_os(SKIP_VAR).is_some_and(|v| v == "1");
+    let log = std::env::var_os("RINGVISOR_SKIP_LOG").map(std::path::PathBuf::from);
+    skip_or_fail(test, &reason, skip, log.as_deref());
+}
+
+/// [`unavailable`] with the environment passed in.
+fn skip_or_fail(test: &str, reason: &str, skip: bool, log: Option<&std::path::Path>) {
+    if !skip {
+        panic!("{test}: {reason} (set {SKIP_VAR}=1 to skip on such a host)");
     }
-    panic!("{test}: {reason} (set {SKIP_VAR}=1 to skip on such a host)");
+    eprintln!("{test}: skipped: {reason}");
+    if let Some(path) = log {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        if let Ok(mut f) = f {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
 }
 
 /// The in-process VMM and the guest's view of one ring.
@@ -843,4 +849,19 @@ fn real_ring_wraps_and_batches() {
         }
         assert_eq!(h.q.sq_space(), 8);
     }
+}
+
+#[test]
+fn a_host_without_no_mmap_fails_unless_the_skip_is_asked_for() {
+    // Without the variable: a failure, not a silent pass.
+    let r = std::panic::catch_unwind(|| skip_or_fail("t", "no NO_MMAP", false, None));
+    assert!(r.is_err(), "an unusable host passed silently");
+    // With it: one line per skip in the log.
+    let log = std::env::temp_dir().join(format!("hostsim-skip-{}", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    skip_or_fail("t", "no NO_MMAP", true, Some(&log));
+    skip_or_fail("u", "io_uring disabled", true, Some(&log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let _ = std::fs::remove_file(&log);
+    assert_eq!(text, "t: no NO_MMAP\nu: io_uring disabled\n");
 }
