@@ -635,6 +635,14 @@ pub fn registered_beyond_max(ctx: &Ctx) -> CaseResult {
     } else {
         let len = (max / (slots - 1)).next_multiple_of(2 << 20) as usize;
         big = Mapping::new(len).map_err(|e| CaseError::Fail(format!("mmap {len}: {e}")))?;
+        // On 4 KiB pages the driver may make an extent of every page, and
+        // a ring holds at most max_buffers of them.
+        let pages = (len / BLOCK) as u32;
+        ensure!(
+            big.huge || pages <= info.max_buffers,
+            "max_registered {max} needs {len}-byte registrations on {slots} rings: no guest \
+             hugepages for them (boot with hugepages=N) or a smaller --uring max-registered"
+        );
         (len as u64, big.iovecs(1, len))
     };
     let fit = max / chunk;
