@@ -163,9 +163,12 @@ fn sample(pid: u32) -> Result<Sample, String> {
     })
 }
 
+/// The host's samples, by the pause they were taken at.
+type Samples = Vec<(String, Result<Sample, String>)>;
+
 /// Boots with `args`, answering the guest's `PV-SUITE-PAUSE <at>` lines
 /// after sampling the VMM's memory; returns the run and the samples.
-fn boot_paced(args: &[&str]) -> (Run, Vec<(String, Result<Sample, String>)>) {
+fn boot_paced(args: &[&str]) -> (Run, Samples) {
     let image = image();
     let mut child = ringvisor()
         .arg("run")
