@@ -3,12 +3,16 @@
 //! io_uring requests, and the io-wq workers that run them, act with the
 //! credentials of the thread that submitted them. A VMM run as root would
 //! otherwise let a request ask for what root may (a real-time I/O
-//! priority class needs `CAP_SYS_NICE`). Linux capability sets are per
-//! thread, so each submitting thread drops what it does not need when it
-//! starts, leaving the rest of the VMM alone.
+//! priority class needs `CAP_SYS_NICE` or `CAP_SYS_ADMIN`, Linux
+//! `ioprio_check_cap`). Linux capability sets are per thread, so each
+//! submitting thread drops what it does not need when it starts, leaving
+//! the rest of the VMM alone. `CAP_IPC_LOCK` stays: registering buffers
+//! beyond `RLIMIT_MEMLOCK` needs it.
 
 use std::io;
 
+/// `CAP_SYS_ADMIN`.
+pub const CAP_SYS_ADMIN: u32 = 21;
 /// `CAP_SYS_NICE`.
 pub const CAP_SYS_NICE: u32 = 23;
 
@@ -67,11 +71,24 @@ pub fn thread_has_capability(cap: u32) -> io::Result<bool> {
     Ok(eff & (1 << cap) != 0)
 }
 
-/// What a submitting thread runs with: drops `CAP_SYS_NICE`, logging (not
-/// failing) if it cannot.
-pub fn restrict_submitting_thread(what: &str) {
-    if let Err(e) = drop_thread_capability(CAP_SYS_NICE) {
-        log::warn!("{what}: cannot drop CAP_SYS_NICE: {e}");
+/// Whether creating an io_uring needs `CAP_SYS_ADMIN` here
+/// (`kernel.io_uring_disabled` = 1 lets only it and a group create rings).
+fn io_uring_setup_needs_admin() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").is_ok_and(|v| v.trim() != "0")
+}
+
+/// What a submitting thread runs with: no `CAP_SYS_NICE`, and no
+/// `CAP_SYS_ADMIN` unless `creates_rings` and the host allows only it to
+/// create io_uring instances. Logs (does not fail) what it cannot drop.
+pub fn restrict_submitting_thread(what: &str, creates_rings: bool) {
+    let mut caps = vec![CAP_SYS_NICE];
+    if !(creates_rings && io_uring_setup_needs_admin()) {
+        caps.push(CAP_SYS_ADMIN);
+    }
+    for cap in caps {
+        if let Err(e) = drop_thread_capability(cap) {
+            log::warn!("{what}: cannot drop capability {cap}: {e}");
+        }
     }
 }
 
@@ -99,7 +116,7 @@ mod tests {
         const IOPRIO_CLASS_RT: i32 = 1;
         let rt = IOPRIO_CLASS_RT << 13;
         let refused = std::thread::spawn(move || {
-            drop_thread_capability(CAP_SYS_NICE).unwrap();
+            restrict_submitting_thread("test", false);
             // SAFETY: ioprio_set on the calling thread (who 0).
             let rc = unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, rt) };
             (rc, io::Error::last_os_error().raw_os_error())

@@ -473,7 +473,7 @@ mod tests {
                 *b = x as u8;
             }
             // Often a plausible SQE: an allowed opcode and flags.
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 let at = 2 + usize::from(data[1] % 8) * 17;
                 data[at] = ALLOWED_OPCODES[(x >> 8) as usize % 4];
                 data[at + 1] = REQUIRED_FLAGS;

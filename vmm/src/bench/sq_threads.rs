@@ -1,6 +1,6 @@
 //! Whether a process's polling submitter threads are asleep.
 //!
-//! A polled pv ring's submitter (`pv-uring-poll<id>`, a VMM thread) keeps
+//! A polled pv ring's submitter (`pvu-poll<id>`, a VMM thread) keeps
 //! spinning for its idle time (1 s) after the guest's last submission, as
 //! a host SQPOLL thread (`iou-sqp-<pid>`) does. A host reference measured
 //! in a guest's pause must not share a CPU with it: the bench waits until
@@ -17,7 +17,7 @@ const READ_EVERY: Duration = Duration::from_millis(10);
 
 /// Name prefixes of polling submitter threads: the kernel's io_uring SQ
 /// threads and pv-uring's polled submitters.
-const SQ_THREAD_PREFIXES: [&str; 2] = ["iou-sqp", "pv-uring-poll"];
+const SQ_THREAD_PREFIXES: [&str; 2] = ["iou-sqp", "pvu-poll"];
 
 /// The state letter in a `/proc/.../stat` line (the field after the
 /// parenthesised command name, which may itself hold spaces or `)`).

@@ -38,7 +38,7 @@
 //! way and waits for them, up to [`IDLE_TIMEOUT`] in all.
 
 pub mod control;
-mod poller;
+pub mod poller;
 pub mod ring;
 pub mod submit;
 #[cfg(test)]
@@ -63,7 +63,7 @@ use uring_abi::wire::{self, config as cfg, RingLayout, PVU_RING_POLLED};
 use self::control::{CloneSource, Command, Limits, Response, RESP_LEN};
 use self::poller::{Poller, POLL_IDLE};
 use self::ring::{check_clone, errno_of, Budget, Buf, HostRing, RingArea, Teardown};
-use self::submit::{Pass, Submitter};
+use self::submit::{Pass, SlotWatch, Submitter};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::BusDevice;
 
@@ -256,10 +256,11 @@ impl RingCore {
     /// the kernel is short of memory) leaves them in the host SQ for the
     /// next pass.
     fn pass(&mut self) -> Pass {
-        let pass = self.sub.fill(self.ring.bufs());
+        let mut pass = self.sub.fill(self.ring.bufs());
         if pass.to_submit > 0 {
-            if let Err(e) = self.ring.enter(pass.to_submit) {
-                log::debug!("pv-uring: io_uring_enter({}): {e}", pass.to_submit);
+            match self.ring.enter(pass.to_submit) {
+                Ok(n) => pass.entered = n,
+                Err(e) => log::debug!("pv-uring: io_uring_enter({}): {e}", pass.to_submit),
             }
         }
         pass
@@ -708,9 +709,11 @@ impl Executor {
         self.doorbells.set(id, Some(doorbell.clone()));
         let core = Arc::new(Mutex::new(RingCore { ring, sub }));
         let poller = if polled {
+            let watch = SlotWatch::new(self.area.clone(), id).ok_or(libc::ENOSPC)?;
             let p = Poller::spawn(
                 id,
                 Arc::downgrade(&core),
+                watch,
                 doorbell,
                 self.policy.sq_cpu,
                 self.policy.poll_idle,
@@ -1429,7 +1432,7 @@ impl VirtioDevice for PvUring {
         let handle = std::thread::Builder::new()
             .name("pv-uring".into())
             .spawn(move || {
-                crate::privileges::restrict_submitting_thread("pv-uring worker");
+                crate::privileges::restrict_submitting_thread("pv-uring worker", true);
                 if let Some(cpu) = worker_cpu {
                     if let Err(e) = crate::affinity::pin_current_thread(&[cpu as usize]) {
                         log::warn!("pv-uring: worker stays unpinned: {e}");

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::eventfd::EventFd;
 
+use super::submit::SlotWatch;
 use super::RingCore;
 
 /// How long a polled submitter spins without work before it sleeps (what
@@ -38,11 +39,13 @@ pub struct Poller {
 
 impl Poller {
     /// Starts the submitter of ring `id`: it serves `core` while it lives,
-    /// sleeps on `wake` (the ring's doorbell) and runs on host CPU `cpu`
-    /// if given.
+    /// watches the guest's words through `watch` (which keeps the ring area
+    /// mapped while the thread runs), sleeps on `wake` (the ring's
+    /// doorbell) and runs on host CPU `cpu` if given.
     pub fn spawn(
         id: u32,
         core: Weak<Mutex<RingCore>>,
+        watch: SlotWatch,
         wake: Arc<EventFd>,
         cpu: Option<u32>,
         idle: Duration,
@@ -50,15 +53,15 @@ impl Poller {
         let stop = Arc::new(AtomicBool::new(false));
         let (stop_thread, wake_thread) = (stop.clone(), wake.clone());
         let handle = std::thread::Builder::new()
-            .name(format!("pv-uring-poll{id}"))
+            .name(thread_name(id))
             .spawn(move || {
-                crate::privileges::restrict_submitting_thread("pv-uring poller");
+                crate::privileges::restrict_submitting_thread("pv-uring poller", false);
                 if let Some(cpu) = cpu {
                     if let Err(e) = crate::affinity::pin_current_thread(&[cpu as usize]) {
                         log::warn!("pv-uring: ring {id}: poller stays unpinned: {e}");
                     }
                 }
-                poll_loop(&core, &wake_thread, &stop_thread, idle);
+                poll_loop(&core, &watch, &wake_thread, &stop_thread, idle);
             })?;
         Ok(Self {
             stop,
@@ -81,10 +84,18 @@ impl Drop for Poller {
     }
 }
 
+/// The poller's thread name: Linux keeps 15 bytes of it, so short enough
+/// for every ring id (`pvu-poll255`).
+pub fn thread_name(id: u32) -> String {
+    format!("{THREAD_PREFIX}{id}")
+}
+
+/// The prefix of poller thread names.
+pub const THREAD_PREFIX: &str = "pvu-poll";
+
 fn lock(core: &Mutex<RingCore>) -> MutexGuard<'_, RingCore> {
     core.lock().unwrap_or_else(|e| e.into_inner())
 }
-
 
 /// Runs `f` on the core unless the ring is gone or stopping (`None`): the
 /// stop flag is read under the core's lock, which `GuestRing::retire`
@@ -102,22 +113,43 @@ fn with_core<T>(
     Some(f(&mut c))
 }
 
-fn poll_loop(core: &Weak<Mutex<RingCore>>, wake: &EventFd, stop: &AtomicBool, idle: Duration) {
+fn poll_loop(
+    core: &Weak<Mutex<RingCore>>,
+    watch: &SlotWatch,
+    wake: &EventFd,
+    stop: &AtomicBool,
+    idle: Duration,
+) {
     let mut last_work = Instant::now();
+    // What the guest's words were at the last pass, and whether that pass
+    // left work behind (host SQEs the kernel did not take).
+    let mut seen = None;
+    let mut retry = false;
     loop {
-        let Some(consumed) = with_core(core, stop, |c| c.pass().consumed) else {
-            return;
-        };
-        if consumed > 0 {
-            last_work = Instant::now();
+        // Spinning reads the guest's two words without the core's lock,
+        // so control commands on the ring do not wait behind the spin.
+        let words = watch.words();
+        if seen == Some(words) && !retry {
+            if stop.load(Ordering::Acquire) {
+                return;
+            }
+            if last_work.elapsed() < idle {
+                std::hint::spin_loop();
+                continue;
+            }
+        } else {
+            let Some(pass) = with_core(core, stop, |c| c.pass()) else {
+                return;
+            };
+            seen = Some(words);
+            retry = pass.entered < pass.to_submit;
+            if pass.consumed > 0 || retry {
+                last_work = Instant::now();
+            }
             continue;
         }
-        if last_work.elapsed() < idle {
-            std::hint::spin_loop();
-            continue;
-        }
-        // Sleep: announce it, then look once more (the guest checks the
-        // flag after publishing its tail; one of us sees the other).
+        // Idle: sleep. Announce it, then look once more (the guest checks
+        // the flag after publishing its tail; one of us sees the other).
         let Some(nothing_to_do) = with_core(core, stop, |c| {
             c.sub.set_need_wakeup(true);
             !c.sub.has_work()
@@ -133,6 +165,7 @@ fn poll_loop(core: &Weak<Mutex<RingCore>>, wake: &EventFd, stop: &AtomicBool, id
         if with_core(core, stop, |c| c.sub.set_need_wakeup(false)).is_none() {
             return;
         }
+        seen = None;
         last_work = Instant::now();
     }
 }

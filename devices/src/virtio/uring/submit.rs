@@ -20,7 +20,9 @@ use uring_abi::wire::{
 };
 
 use super::ring::sys::IoUringParams;
-use super::ring::{Buf, SlotPtrs, PRIVATE_SLOT_SIZE};
+use std::sync::Arc;
+
+use super::ring::{Buf, RingArea, SlotPtrs, PRIVATE_SLOT_SIZE};
 
 /// Why a host ring's layout cannot be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -66,6 +68,41 @@ pub struct Pass {
     pub to_submit: u32,
     /// Guest SQEs left because the CQ had no room for them.
     pub held_back: u32,
+    /// Of `to_submit`, how many the kernel took (set by the caller that
+    /// ran `io_uring_enter`).
+    pub entered: u32,
+}
+
+/// The guest's `sq_tail` and `cq_head` of one ring, read without the
+/// ring's lock: what a polled submitter watches between passes. It holds
+/// the ring area, so the words stay mapped while a poller that outlives
+/// its ring still looks.
+pub struct SlotWatch {
+    area: Arc<RingArea>,
+    sq: *mut u8,
+}
+
+// SAFETY: `sq` points into `area`'s mapping, which the Arc keeps alive;
+// only atomic loads read it.
+unsafe impl Send for SlotWatch {}
+
+impl SlotWatch {
+    /// Watches ring `id`'s submission slot in `area`.
+    pub fn new(area: Arc<RingArea>, id: u32) -> Option<Self> {
+        let sq = area.slots(id)?.sq;
+        Some(Self { area, sq })
+    }
+
+    /// The guest's (`sq_tail`, `cq_head`).
+    pub fn words(&self) -> (u32, u32) {
+        let word = |off: usize| {
+            // SAFETY: a word of the submission slot (4-aligned, inside the
+            // slot), mapped while self.area lives; atomics only.
+            unsafe { &*self.sq.add(off).cast::<AtomicU32>() }.load(Ordering::Acquire)
+        };
+        let _ = &self.area;
+        (word(slot::SQ_TAIL), word(slot::CQ_HEAD))
+    }
 }
 
 /// The submission state of one ring.
