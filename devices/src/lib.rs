@@ -7,6 +7,7 @@
 pub mod affinity;
 pub mod bus;
 pub mod legacy;
+pub mod privileges;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, BusError};

@@ -208,6 +208,55 @@ pub fn is_allowed_host_sqe(host: &Sqe, res: &impl Resources) -> bool {
     }
 }
 
+/// Fuzzing entry point: `data[0]` picks the backend count, `data[1]` the
+/// buffer count (up to 7), then 17 bytes per buffer (a presence byte, host
+/// address, length), then the 64-byte SQE. Panics when an emitted host SQE
+/// breaks the allow-list or loses the guest's `user_data` or opcode. Used
+/// by `fuzz/fuzz_targets/sqe_policy.rs` and a test below.
+pub fn fuzz_one(data: &[u8]) {
+    const BUF_BYTES: usize = 17;
+    let byte = |i: usize| data.get(i).copied().unwrap_or(0);
+    let nr_backends = u32::from(byte(0) % 20);
+    let nr_bufs = usize::from(byte(1) % 8);
+    let mut bufs = [None; 7];
+    for (i, b) in bufs.iter_mut().enumerate().take(nr_bufs) {
+        let at = 2 + i * BUF_BYTES;
+        let word = |off: usize| {
+            let mut w = [0u8; 8];
+            for (k, x) in w.iter_mut().enumerate() {
+                *x = byte(at + off + k);
+            }
+            u64::from_le_bytes(w)
+        };
+        if byte(at) & 1 == 1 {
+            *b = Some(Buffer {
+                host_addr: word(1),
+                len: word(9),
+            });
+        }
+    }
+    let mut raw = [0u8; SQE_LEN];
+    for (k, x) in raw.iter_mut().enumerate() {
+        *x = byte(2 + nr_bufs * BUF_BYTES + k);
+    }
+    let res = (nr_backends, &bufs[..nr_bufs]);
+    let guest = Sqe::from_bytes(&raw);
+    let host = match check(&raw, &res) {
+        Ok(host) => {
+            assert_eq!(host.opcode, guest.opcode);
+            host
+        }
+        Err(Refused(errno)) => {
+            assert!(errno > 0);
+            let r = refusal(&raw, errno);
+            assert_eq!(r.len as i32, -errno);
+            r
+        }
+    };
+    assert_eq!(host.user_data, guest.user_data);
+    assert!(is_allowed_host_sqe(&host, &res), "{guest:?} -> {host:?}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +459,32 @@ mod tests {
         assert_eq!(r.user_data, 42);
         assert_eq!(r.attr_ptr, 0);
         assert!(is_allowed_host_sqe(&r, &res()));
+    }
+
+    #[test]
+    fn the_fuzz_entry_point_on_random_inputs() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            let mut data = [0u8; 2 + 7 * 17 + 64];
+            for b in data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            // Often a plausible SQE: an allowed opcode and flags.
+            if x.is_multiple_of(2) {
+                let at = 2 + usize::from(data[1] % 8) * 17;
+                data[at] = ALLOWED_OPCODES[(x >> 8) as usize % 4];
+                data[at + 1] = REQUIRED_FLAGS;
+                for b in &mut data[at + 40..at + 64] {
+                    *b = 0;
+                }
+                data[at + 2] = 0;
+                data[at + 3] = 0;
+            }
+            fuzz_one(&data);
+        }
     }
 
     #[test]

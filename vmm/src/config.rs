@@ -44,7 +44,8 @@ pub enum ConfigError {
     TooManyDisks(usize),
     /// A `--uring` value that does not parse.
     #[error(
-        "invalid --uring {0:?}: expected rings=N (N from 1 to {max}) and/or sq-cpu=C (one host CPU)",
+        "invalid --uring {0:?}: expected comma-separated rings=N (1 to {max}), polled=P (0 to N), \
+         max-registered=SIZE (e.g. 4G) and sq-cpu=C (one host CPU)",
         max = MAX_URING_RINGS
     )]
     InvalidUring(String),
@@ -91,14 +92,22 @@ pub const DEFAULT_URING_RINGS: u32 = 32;
 pub const MAX_URING_RINGS: u32 = 256;
 /// Most pv-uring backends.
 pub const MAX_URING_BACKENDS: usize = 16;
+/// Default number of polled pv-uring rings (each a host thread that may
+/// spin on a CPU).
+pub const DEFAULT_URING_POLLED: u32 = 1;
 
 /// The paravirtual io_uring device (`--uring`, `--uring-backend`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UringConfig {
     /// Ring slots.
     pub rings: u32,
-    /// The host CPU every SQPOLL ring's kernel thread is bound to
-    /// (`sq-cpu=`); `None` leaves it to the scheduler.
+    /// Most polled rings at once (`polled=`; 0: none).
+    pub polled: u32,
+    /// Most bytes the rings may have registered at once
+    /// (`max-registered=`); `None`: the guest's RAM size.
+    pub max_registered: Option<u64>,
+    /// The host CPU of every polled ring's submitter thread and the
+    /// device's worker (`sq-cpu=`); `None` leaves them to the scheduler.
     pub sq_cpu: Option<usize>,
     /// Host files every ring reaches as fixed files 0.., in order.
     pub backends: Vec<DiskConfig>,
@@ -109,22 +118,43 @@ pub struct UringConfig {
 pub struct UringOptions {
     /// Ring slots (`rings=`).
     pub rings: u32,
-    /// The SQPOLL threads' host CPU (`sq-cpu=`).
+    /// Most polled rings (`polled=`).
+    pub polled: u32,
+    /// Budget of registered bytes (`max-registered=`).
+    pub max_registered: Option<u64>,
+    /// The submitting threads' host CPU (`sq-cpu=`).
     pub sq_cpu: Option<usize>,
 }
 
+impl Default for UringOptions {
+    fn default() -> Self {
+        Self {
+            rings: DEFAULT_URING_RINGS,
+            polled: DEFAULT_URING_POLLED,
+            max_registered: None,
+            sq_cpu: None,
+        }
+    }
+}
+
 /// Parses a `--uring` value: empty (the defaults) or comma-separated
-/// `rings=N` and `sq-cpu=C`. Whether CPU C is available to the process is
-/// checked by [`VmConfig::validate`].
+/// `rings=N`, `polled=P`, `max-registered=SIZE` and `sq-cpu=C`. Whether
+/// CPU C is available to the process is checked by [`VmConfig::validate`].
 pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
     let bad = || ConfigError::InvalidUring(s.to_string());
-    let mut options = UringOptions {
-        rings: DEFAULT_URING_RINGS,
-        sq_cpu: None,
-    };
+    let mut options = UringOptions::default();
+    let mut polled = None;
     for item in s.split(',').filter(|i| !i.is_empty()) {
         match item.split_once('=') {
             Some(("rings", v)) => options.rings = v.parse().map_err(|_| bad())?,
+            Some(("polled", v)) => polled = Some(v.parse().map_err(|_| bad())?),
+            Some(("max-registered", v)) => {
+                let size = parse_size(v).map_err(|_| bad())?;
+                if size == 0 {
+                    return Err(bad());
+                }
+                options.max_registered = Some(size);
+            }
             Some(("sq-cpu", v)) => {
                 let cpus =
                     affinity::parse_cpu_list(v).map_err(|reason| ConfigError::InvalidCpuList {
@@ -141,6 +171,11 @@ pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
         }
     }
     if options.rings == 0 || options.rings > MAX_URING_RINGS {
+        return Err(bad());
+    }
+    // The default never asks for more polled rings than there are rings.
+    options.polled = polled.unwrap_or(DEFAULT_URING_POLLED.min(options.rings));
+    if options.polled > options.rings {
         return Err(bad());
     }
     Ok(options)
@@ -441,6 +476,12 @@ impl VmConfig {
             if uring.rings == 0 || uring.rings > MAX_URING_RINGS {
                 return Err(ConfigError::InvalidUring(format!("rings={}", uring.rings)));
             }
+            if uring.polled > uring.rings {
+                return Err(ConfigError::InvalidUring(format!(
+                    "rings={},polled={}",
+                    uring.rings, uring.polled
+                )));
+            }
             if self.disks.len() >= MAX_DISKS {
                 return Err(ConfigError::UringWithTooManyDisks);
             }
@@ -563,16 +604,27 @@ mod tests {
             parse_uring("rings=2,sq-cpu=1"),
             Ok(UringOptions {
                 rings: 2,
-                sq_cpu: Some(1)
+                sq_cpu: Some(1),
+                ..UringOptions::default()
             })
         );
         assert_eq!(
             parse_uring("sq-cpu=0"),
             Ok(UringOptions {
-                rings: 32,
-                sq_cpu: Some(0)
+                sq_cpu: Some(0),
+                ..UringOptions::default()
             })
         );
+        assert_eq!(
+            parse_uring("polled=4,max-registered=2G"),
+            Ok(UringOptions {
+                polled: 4,
+                max_registered: Some(2 << 30),
+                ..UringOptions::default()
+            })
+        );
+        assert_eq!(parse_uring("polled=0").unwrap().polled, 0);
+        assert_eq!(parse_uring("").unwrap().polled, 1);
         assert_eq!(parse_uring("rings=4").unwrap().sq_cpu, None);
         for bad in [
             "rings=0",
@@ -584,6 +636,11 @@ mod tests {
             "sq-cpu=0-1",
             "sq-cpu=0,rings=2,1",
             "rings=2,sq-cpu=1,2",
+            "rings=2,polled=3",
+            "polled=-1",
+            "polled=x",
+            "max-registered=0",
+            "max-registered=lots",
         ] {
             assert_eq!(
                 parse_uring(bad),
@@ -613,6 +670,8 @@ mod tests {
             vcpu_affinity: None,
             uring: Some(UringConfig {
                 rings: 32,
+                polled: 1,
+                max_registered: None,
                 sq_cpu: None,
                 backends: vec![parse_uring_backend("path=f").unwrap(); MAX_URING_BACKENDS],
             }),
@@ -629,6 +688,12 @@ mod tests {
             Err(ConfigError::TooManyUringBackends(MAX_URING_BACKENDS + 1))
         );
         let mut rings = base.clone();
+        let mut polled = base.clone();
+        polled.uring.as_mut().unwrap().polled = 33;
+        assert!(matches!(
+            polled.validate(),
+            Err(ConfigError::InvalidUring(_))
+        ));
         rings.uring.as_mut().unwrap().rings = 300;
         assert!(rings.validate().is_err());
         let disks = VmConfig {
@@ -668,6 +733,8 @@ mod tests {
             disks: Vec::new(),
             uring: Some(UringConfig {
                 rings: 2,
+                polled: 1,
+                max_registered: None,
                 sq_cpu: Some(1),
                 backends: Vec::new(),
             }),

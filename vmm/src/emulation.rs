@@ -5,7 +5,7 @@
 //! registers and resumes the guest. The emulation itself is pure: it works
 //! on a [`CpuState`] and a memory reader, and is unit-tested.
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use iced_x86::{CpuidFeature, Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
 use kvm_bindings::{kvm_fpu, kvm_regs};
 use thiserror::Error;
 
@@ -21,6 +21,100 @@ pub enum EmulationError {
     /// A memory operand could not be read.
     #[error("reading the memory operand of `{text}` at {addr:#x} failed")]
     Memory { text: String, addr: u64 },
+}
+
+impl EmulationError {
+    /// What to do about the instruction that stopped the guest, when it is
+    /// one a stock kernel is known to stop on under nested PVM (see
+    /// [`stop_hint`]).
+    pub fn stop_hint(&self) -> Option<&'static str> {
+        match self {
+            EmulationError::Unsupported { bytes, .. } => stop_hint(&decode(bytes, 0).ok()?),
+            EmulationError::Undecodable(_) | EmulationError::Memory { .. } => None,
+        }
+    }
+}
+
+/// Hints for the instructions a stock kernel stops on under nested PVM
+/// (`/work/shared/notes`: "What stops a stock guest"), by what fixes them.
+pub mod hints {
+    /// `int3` at CPL 0: `int3_selftest()` at boot.
+    pub const INT3: &str = "int3 in guest kernel mode is what int3_selftest() runs at boot; \
+        a kernel without ringvisor's PVM compatibility patch always stops there on nested PVM: \
+        apply guest-kernel-patches/0001 (ringvisor passes its ringvisor_pvm parameter unless \
+        --pvm off) or boot the kernel guest-images/build.sh builds";
+    /// `cmpxchg16b`: SLUB's fast path.
+    pub const CMPXCHG16B: &str = "cmpxchg16b (SLUB's fast path) cannot be emulated on nested \
+        PVM; ringvisor hides CX16 in the vCPUs' CPUID there, so this kernel ran with --pvm off \
+        or assumes CX16 (built for x86-64-v2 or later): use --pvm auto or on and a kernel built \
+        for baseline x86-64";
+    /// The XSAVE family: FPU set-up and context switches.
+    pub const XSAVE: &str = "the XSAVE family (xsave, xrstor, xgetbv, ...) cannot be emulated \
+        on nested PVM; ringvisor passes `noxsave` there, so this kernel ran with --pvm off or \
+        does not honour noxsave: use --pvm auto or on";
+    /// `clac` / `stac`: SMAP.
+    pub const SMAP: &str = "clac/stac (SMAP) stop the guest on nested PVM; ringvisor passes \
+        `clearcpuid=smap` there: use --pvm auto or on and keep --cmdline from overriding \
+        clearcpuid";
+    /// `popcnt` with an operand the VMM cannot read (e.g. GS-relative).
+    pub const POPCNT: &str = "popcnt stops the guest on nested PVM and this operand is one \
+        ringvisor cannot emulate; ringvisor passes `clearcpuid=popcnt` there: use --pvm auto or \
+        on and keep --cmdline from overriding clearcpuid";
+    /// x87 and MMX: the AMD FXSAVE-leak workaround, `fwait` in `fpu__drop()`.
+    pub const X87: &str = "x87/MMX instructions in guest kernel mode (the AMD FXSAVE-leak \
+        workaround at every FPU restore, the fwait in fpu__drop() at execve and exit) stop the \
+        guest on nested PVM; guest-kernel-patches/0001 skips both when ringvisor passes \
+        ringvisor_pvm: apply it and use --pvm auto or on";
+    /// AVX, AVX2, AVX-512.
+    pub const AVX: &str = "AVX/AVX-512 in guest kernel mode stops the guest on nested PVM; \
+        ringvisor passes `noxsave clearcpuid=avx,avx2,avx512f` there: use --pvm auto or on and \
+        keep --cmdline from overriding them";
+    /// The other features ringvisor clears on the command line.
+    pub const CLEARED_FEATURE: &str = "this instruction needs a CPU feature ringvisor turns off \
+        on nested PVM with `clearcpuid=` (rdrand, rdseed, rdpid, movbe, bmi1, bmi2, fsgsbase, \
+        pku, ...): use --pvm auto or on and keep --cmdline from overriding clearcpuid";
+}
+
+/// What to do about an instruction that stopped the guest with an
+/// emulation failure, for the instructions a stock kernel is known to stop
+/// on under nested PVM; `None` for any other.
+pub fn stop_hint(instr: &Instruction) -> Option<&'static str> {
+    match instr.mnemonic() {
+        Mnemonic::Int3 => return Some(hints::INT3),
+        Mnemonic::Cmpxchg16b => return Some(hints::CMPXCHG16B),
+        Mnemonic::Clac | Mnemonic::Stac => return Some(hints::SMAP),
+        Mnemonic::Popcnt => return Some(hints::POPCNT),
+        Mnemonic::Wait | Mnemonic::Emms => return Some(hints::X87),
+        _ => {}
+    }
+    instr
+        .cpuid_features()
+        .iter()
+        .find_map(|feature| match feature {
+            CpuidFeature::XSAVE
+            | CpuidFeature::XSAVEC
+            | CpuidFeature::XSAVEOPT
+            | CpuidFeature::XSAVES => Some(hints::XSAVE),
+            CpuidFeature::FPU | CpuidFeature::FPU287 | CpuidFeature::FPU387 | CpuidFeature::MMX => {
+                Some(hints::X87)
+            }
+            CpuidFeature::AVX
+            | CpuidFeature::AVX2
+            | CpuidFeature::AVX512F
+            | CpuidFeature::AVX512VL
+            | CpuidFeature::AVX512BW
+            | CpuidFeature::AVX512DQ
+            | CpuidFeature::AVX512CD => Some(hints::AVX),
+            CpuidFeature::RDRAND
+            | CpuidFeature::RDSEED
+            | CpuidFeature::RDPID
+            | CpuidFeature::MOVBE
+            | CpuidFeature::BMI1
+            | CpuidFeature::BMI2
+            | CpuidFeature::FSGSBASE
+            | CpuidFeature::PKU => Some(hints::CLEARED_FEATURE),
+            _ => None,
+        })
 }
 
 /// The register state the emulator works on.
@@ -342,6 +436,74 @@ mod tests {
             Err(EmulationError::Undecodable(_))
         ));
         assert_eq!(s.regs.rip, 0);
+    }
+
+    fn hint_for(bytes: &[u8]) -> Option<&'static str> {
+        let mut s = state(0);
+        // A context without x87 state, as for an instruction that cannot
+        // be emulated.
+        struct NoFpu;
+        impl EmulationContext for NoFpu {
+            fn read_virt(&mut self, _: u64, _: &mut [u8]) -> bool {
+                false
+            }
+            fn fpu(&mut self) -> Option<kvm_fpu> {
+                None
+            }
+        }
+        emulate(bytes, &mut s, &mut NoFpu).unwrap_err().stop_hint()
+    }
+
+    #[test]
+    fn a_stock_kernels_known_stops_get_a_hint_naming_the_fix() {
+        let int3 = hint_for(&[0xcc]).expect("int3");
+        assert!(int3.contains("int3_selftest") && int3.contains("guest-kernel-patches/0001"));
+        // lock cmpxchg16b [rdi]
+        assert_eq!(
+            hint_for(&[0xf0, 0x48, 0x0f, 0xc7, 0x0f]),
+            Some(hints::CMPXCHG16B)
+        );
+        // xsave [rdi], xrstor [rdi], xsaves64 [rdi], xgetbv
+        for xsave in [
+            &[0x0f, 0xae, 0x27][..],
+            &[0x0f, 0xae, 0x2f],
+            &[0x48, 0x0f, 0xc7, 0x2f],
+            &[0x0f, 0x01, 0xd0],
+        ] {
+            assert_eq!(hint_for(xsave), Some(hints::XSAVE), "{xsave:02x?}");
+        }
+        // fild dword [rdi]; fnclex and emms without x87 state to work on
+        for x87 in [&[0xdb, 0x07][..], &[0xdb, 0xe2], &[0x0f, 0x77]] {
+            assert_eq!(hint_for(x87), Some(hints::X87), "{x87:02x?}");
+        }
+        // popcnt rax, gs:[0x10] (per-CPU data: not emulated)
+        assert_eq!(
+            hint_for(&[0x65, 0xf3, 0x48, 0x0f, 0xb8, 0x04, 0x25, 0x10, 0, 0, 0]),
+            Some(hints::POPCNT)
+        );
+        // vzeroupper; rdrand rax
+        assert_eq!(hint_for(&[0xc5, 0xf8, 0x77]), Some(hints::AVX));
+        assert_eq!(
+            hint_for(&[0x48, 0x0f, 0xc7, 0xf0]),
+            Some(hints::CLEARED_FEATURE)
+        );
+        for hint in [hints::INT3, hints::CMPXCHG16B, hints::XSAVE, hints::X87] {
+            assert!(!hint.contains('\n'));
+            assert!(hint.contains("--pvm") || hint.contains("0001"), "{hint}");
+        }
+    }
+
+    #[test]
+    fn other_stops_get_no_hint() {
+        // hlt, in guest kernel mode an ordinary instruction, and an invalid
+        // encoding.
+        assert_eq!(hint_for(&[0xf4]), None);
+        assert_eq!(hint_for(&[0x0f, 0xff]), None);
+        let memory = EmulationError::Memory {
+            text: "popcnt".into(),
+            addr: 0,
+        };
+        assert_eq!(memory.stop_hint(), None);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use devices::affinity;
 mod bench;
 mod boot;
+mod compat_patch;
 mod config;
 mod disks;
 mod emulation;
@@ -43,6 +44,13 @@ pub enum VmmEvent {
     SystemEvent { cpu: u8, kind: u32 },
     /// A vCPU stopped on something the VMM cannot handle.
     Unhandled { cpu: u8, what: String },
+    /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
+    /// hint for the instructions a stock kernel is known to stop on.
+    EmulationFailure {
+        cpu: u8,
+        what: String,
+        hint: Option<&'static str>,
+    },
 }
 
 /// ringvisor boots a Linux guest under KVM and runs a workload in it.
@@ -171,12 +179,15 @@ struct RunArgs {
     #[arg(long = "disk", value_name = "SPEC", value_parser = parse_disk)]
     disks: Vec<config::DiskConfig>,
     /// The paravirtual io_uring device (/dev/vuring in the guest), with N
-    /// ring slots (default 32, at most 256). sq-cpu=C binds the host SQPOLL
-    /// thread of every ring the guest creates with SQPOLL to host CPU C
-    /// (e.g. the CPU that takes the backend disk's interrupts, with the
-    /// vCPUs kept off it by --vcpu-affinity).
-    #[arg(long, value_name = "rings=N,sq-cpu=C", num_args = 0..=1, default_missing_value = "",
-          value_parser = parse_uring)]
+    /// ring slots (default 32, at most 256). polled=P: at most P rings at
+    /// once may have a polled submitter, a host thread that may spin on a
+    /// CPU (default 1; 0 offers none). max-registered=SIZE: the most bytes
+    /// the guest's rings may have registered at once (default: the guest's
+    /// RAM). sq-cpu=C binds the polled submitters and the device's worker
+    /// to host CPU C (e.g. the CPU that takes the backend disk's
+    /// interrupts, with the vCPUs kept off it by --vcpu-affinity).
+    #[arg(long, value_name = "rings=N,polled=P,max-registered=SIZE,sq-cpu=C", num_args = 0..=1,
+          default_missing_value = "", value_parser = parse_uring)]
     uring: Option<config::UringOptions>,
     /// A host file the pv-uring rings reach as fixed file 0, 1, ...:
     /// path=FILE[,readonly=on][,direct=on]. Repeatable (at most 16);
@@ -286,6 +297,9 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
         outcome::Outcome::GuestExit(_) | outcome::Outcome::Reset => log::info!("{outcome}"),
         _ => eprintln!("ringvisor: {outcome} (exit status {})", outcome.exit_code()),
     }
+    if let Some(hint) = outcome.hint() {
+        eprintln!("ringvisor: hint: {hint} (README: \"Bringing your own kernel\")");
+    }
     if config.timings || log::log_enabled!(log::Level::Debug) {
         eprintln!("{}", report.timings.summary());
         eprintln!("RINGVISOR_TIMINGS {}", report.timings.to_json());
@@ -310,9 +324,12 @@ fn main() -> ExitCode {
                 timings: args.timings,
                 disks: args.disks,
                 uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
+                    let options = args.uring.unwrap_or_default();
                     config::UringConfig {
-                        rings: args.uring.map_or(config::DEFAULT_URING_RINGS, |u| u.rings),
-                        sq_cpu: args.uring.and_then(|u| u.sq_cpu),
+                        rings: options.rings,
+                        polled: options.polled,
+                        max_registered: options.max_registered,
+                        sq_cpu: options.sq_cpu,
                         backends: args.uring_backends,
                     }
                 }),
@@ -458,7 +475,8 @@ mod tests {
             a.uring,
             Some(config::UringOptions {
                 rings: 2,
-                sq_cpu: Some(1)
+                sq_cpu: Some(1),
+                ..config::UringOptions::default()
             })
         );
         assert_eq!(a.vcpu_affinity, Some(vec![0, 2, 3]));

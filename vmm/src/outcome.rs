@@ -16,6 +16,13 @@ pub enum Outcome {
     TripleFault,
     /// An exit the VMM cannot handle.
     Unhandled(String),
+    /// An emulation failure the VMM cannot handle (nested PVM), with what to
+    /// do about it when the instruction is one a stock kernel is known to
+    /// stop on.
+    EmulationFailure {
+        what: String,
+        hint: Option<&'static str>,
+    },
     /// `--timeout` expired.
     Timeout(std::time::Duration),
 }
@@ -47,8 +54,18 @@ impl Outcome {
             Outcome::Reset => 0,
             Outcome::Panic => EXIT_PANIC,
             Outcome::TripleFault => EXIT_TRIPLE_FAULT,
-            Outcome::Unhandled(_) => EXIT_UNHANDLED,
+            Outcome::Unhandled(_) | Outcome::EmulationFailure { .. } => EXIT_UNHANDLED,
             Outcome::Timeout(_) => EXIT_TIMEOUT,
+        }
+    }
+}
+
+impl Outcome {
+    /// What the user can do about this ending, when the VMM knows.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Outcome::EmulationFailure { hint, .. } => *hint,
+            _ => None,
         }
     }
 }
@@ -60,7 +77,9 @@ impl fmt::Display for Outcome {
             Outcome::Reset => write!(f, "the guest reset itself"),
             Outcome::Panic => write!(f, "the guest kernel panicked"),
             Outcome::TripleFault => write!(f, "the guest triple-faulted"),
-            Outcome::Unhandled(what) => write!(f, "unhandled exit: {what}"),
+            Outcome::Unhandled(what) | Outcome::EmulationFailure { what, .. } => {
+                write!(f, "unhandled exit: {what}")
+            }
             Outcome::Timeout(d) => write!(
                 f,
                 "--timeout of {:.1} s expired; the guest was killed",
@@ -89,6 +108,21 @@ mod tests {
         }
         assert_eq!(Outcome::GuestExit(3).exit_code(), 3);
         assert_eq!(Outcome::Timeout(Default::default()).exit_code(), 124);
+    }
+
+    #[test]
+    fn an_emulation_failure_is_an_unhandled_exit_with_its_hint() {
+        let stop = Outcome::EmulationFailure {
+            what: "vCPU 0: no emulation for `int3`".into(),
+            hint: Some("apply patch 0001"),
+        };
+        assert_eq!(stop.exit_code(), EXIT_UNHANDLED);
+        assert_eq!(
+            stop.to_string(),
+            "unhandled exit: vCPU 0: no emulation for `int3`"
+        );
+        assert_eq!(stop.hint(), Some("apply patch 0001"));
+        assert_eq!(Outcome::Unhandled("HLT exit".into()).hint(), None);
     }
 
     #[test]

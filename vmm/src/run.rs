@@ -71,7 +71,17 @@ fn locate_vcpus(threads: &[thread::JoinHandle<()>]) {
 /// Builds and runs the VM described by `config` until it ends.
 pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError> {
     let (tx, rx) = mpsc::channel();
+    // On nested PVM a kernel without the compatibility patch stops tens of
+    // seconds into its boot: look for the patch while the VM is built, and
+    // say so before the guest starts.
+    let compat_check = crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()).then(|| {
+        let kernel = config.kernel.clone();
+        thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
+    });
     let vm = vm::build(config, tx)?;
+    if let Some(warning) = compat_check.and_then(|check| check.join().ok().flatten()) {
+        log::warn!("{warning}");
+    }
     log::debug!("kernel command line: {}", vm.cmdline);
     let boot_started = Instant::now();
     let setup_time = boot_started - started;
@@ -176,13 +186,22 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
             VmmEvent::Unhandled { cpu, what } => {
                 break Outcome::Unhandled(format!("vCPU {cpu}: {what}"))
             }
+            VmmEvent::EmulationFailure { cpu, what, hint } => {
+                break Outcome::EmulationFailure {
+                    what: format!("vCPU {cpu}: {what}"),
+                    hint,
+                }
+            }
         }
     };
     // Before the vCPU threads are told to stop: one that has exited would
     // count as the VMM's.
     let vmm_threads_cpu = crate::timings::vmm_threads_cpu();
     vm.stop.store(true, Ordering::SeqCst);
-    if matches!(outcome, Outcome::Timeout(_) | Outcome::Unhandled(_)) {
+    if matches!(
+        outcome,
+        Outcome::Timeout(_) | Outcome::Unhandled(_) | Outcome::EmulationFailure { .. }
+    ) {
         locate_vcpus(&threads);
     }
     // Taking the console lock waits out a vCPU that is mid-write.

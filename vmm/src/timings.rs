@@ -201,8 +201,18 @@ mod tests {
         std::thread::Builder::new()
             .name("iou-sqp-test".into())
             .spawn(|| {
-                let start = std::time::Instant::now();
-                while start.elapsed() < Duration::from_millis(300) {
+                // Spin until this thread has used 300 ms of CPU (not wall
+                // time: on a loaded machine the thread may wait to run).
+                let thread_cpu = || {
+                    let mut ts = libc::timespec {
+                        tv_sec: 0,
+                        tv_nsec: 0,
+                    };
+                    // SAFETY: clock_gettime fills the timespec we own.
+                    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+                    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+                };
+                while thread_cpu() < Duration::from_millis(300) {
                     std::hint::black_box(0u64);
                 }
             })

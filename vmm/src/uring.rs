@@ -15,9 +15,11 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
 use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY};
-use devices::virtio::uring::{BackendConfig, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN};
+use devices::virtio::uring::{
+    BackendConfig, GuestMapping, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN,
+};
 use devices::Bus;
-use kvm_bindings::{kvm_ioeventfd, kvm_irqfd, kvm_userspace_memory_region};
+use kvm_bindings::{kvm_ioeventfd, kvm_irqfd, kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -126,6 +128,35 @@ impl RingHooks for KvmHooks {
     }
 }
 
+/// Maps the ring area's parts into the guest as KVM memory slots from
+/// `first_slot` on: the completion area with `KVM_MEM_READONLY`, so that
+/// the words the host kernel reads there (the host SQ tail, the CQ head)
+/// are the VMM's alone; a guest write to it exits to the VMM and is
+/// dropped.
+fn map_ring_area(fd: &VmFd, first_slot: u32, parts: &[GuestMapping]) -> Result<(), VmError> {
+    for (i, part) in parts.iter().enumerate() {
+        let region = kvm_userspace_memory_region {
+            slot: first_slot + i as u32,
+            flags: if part.read_only { KVM_MEM_READONLY } else { 0 },
+            guest_phys_addr: part.gpa,
+            memory_size: part.len,
+            userspace_addr: part.host_addr,
+        };
+        // SAFETY: each part is a live shared mapping of the ring area,
+        // which the device (kept on the MMIO bus for the VM's life) owns
+        // through an Arc.
+        unsafe { fd.set_user_memory_region(region) }.map_err(|e| {
+            device_err(format!(
+                "KVM_SET_USER_MEMORY_REGION (ring area at {:#x}, {} MiB{}): {e}",
+                part.gpa,
+                part.len >> 20,
+                if part.read_only { ", read-only" } else { "" }
+            ))
+        })?;
+    }
+    Ok(())
+}
+
 /// The command-line entry announcing the device, or "" without `--uring`.
 pub fn attach(
     fd: &VmFd,
@@ -176,22 +207,16 @@ pub fn attach(
             ring_area_gpa: area_gpa,
             // Parsed CPU numbers are below CPU_SETSIZE (1024).
             sq_cpu: uring.sq_cpu.map(|cpu| cpu as u32),
+            max_polled: uring.polled,
+            max_registered: uring.max_registered,
         },
         hooks,
     )
     .map_err(|e| device_err(e.to_string()))?;
+    let mut device = device;
+    device.set_guest_ram(mem.iter().map(|r| r.len()).sum());
     let area = device.ring_area();
-    let region = kvm_userspace_memory_region {
-        slot: mem.num_regions() as u32,
-        flags: 0,
-        guest_phys_addr: area_gpa,
-        memory_size: area.len() as u64,
-        userspace_addr: area.host_addr(),
-    };
-    // SAFETY: the ring area is a live shared mapping that the device (kept
-    // on the MMIO bus for the VM's life) owns through an Arc.
-    unsafe { fd.set_user_memory_region(region) }
-        .map_err(|e| device_err(format!("KVM_SET_USER_MEMORY_REGION (ring area): {e}")))?;
+    map_ring_area(fd, mem.num_regions() as u32, &device.guest_mappings())?;
     let doorbell = device.doorbell_page();
     let transport =
         MmioTransport::new(Box::new(device), mem.clone()).map_err(|e| device_err(e.to_string()))?;
@@ -210,7 +235,7 @@ pub fn attach(
     log::info!(
         "pv-uring: registers at {base:#x} IRQ {irq}, completions IRQ {COMPLETION_IRQ}, \
          ring area {area_gpa:#x} ({} MiB), doorbell {DOORBELL_GPA:#x}",
-        area.len() >> 20
+        area.guest_len() >> 20
     );
     Ok(disks::cmdline_entry(base, irq))
 }

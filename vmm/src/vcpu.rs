@@ -253,14 +253,23 @@ impl Vcpu {
                     .or_default() += 1;
                 Next::Continue
             }
-            Err(e) => {
-                self.report_unhandled(format!("emulation failure the VMM cannot handle: {e}"));
+            Err(EmulationStop { what, hint }) => {
+                let position = self.describe_position();
+                self.report(VmmEvent::EmulationFailure {
+                    cpu: self.id,
+                    what: format!("emulation failure the VMM cannot handle: {what} at {position}"),
+                    hint,
+                });
                 Next::Stop
             }
         }
     }
 
-    fn emulate_current(&mut self, ndata: u32, data: &[u64; 16]) -> Result<&'static str, String> {
+    fn emulate_current(
+        &mut self,
+        ndata: u32,
+        data: &[u64; 16],
+    ) -> Result<&'static str, EmulationStop> {
         let regs = self
             .fd
             .get_regs()
@@ -274,14 +283,17 @@ impl Vcpu {
             None => {
                 let mut bytes = vec![0u8; 15];
                 if !memory.read_virt(regs.rip, &mut bytes) {
-                    return Err(format!("instruction at {:#x} unreadable", regs.rip));
+                    return Err(format!("instruction at {:#x} unreadable", regs.rip).into());
                 }
                 bytes
             }
         };
         let mut state = CpuState { regs, fpu: None };
         let name =
-            emulation::emulate(&bytes, &mut state, &mut memory).map_err(|e| e.to_string())?;
+            emulation::emulate(&bytes, &mut state, &mut memory).map_err(|e| EmulationStop {
+                what: e.to_string(),
+                hint: e.stop_hint(),
+            })?;
         if let Some(fpu) = state.fpu {
             self.fd
                 .set_fpu(&fpu)
@@ -291,6 +303,19 @@ impl Vcpu {
             .set_regs(&state.regs)
             .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
         Ok(name)
+    }
+}
+
+/// Why an emulation failure stopped the guest, and what to do about it when
+/// the instruction is one a stock kernel is known to stop on.
+struct EmulationStop {
+    what: String,
+    hint: Option<&'static str>,
+}
+
+impl From<String> for EmulationStop {
+    fn from(what: String) -> Self {
+        Self { what, hint: None }
     }
 }
 

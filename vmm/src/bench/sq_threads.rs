@@ -1,9 +1,10 @@
-//! Whether a process's io_uring SQ threads are asleep.
+//! Whether a process's polling submitter threads are asleep.
 //!
-//! A pv ring with a host SQPOLL thread keeps that thread spinning for its
-//! idle time (1 s) after the guest's last submission. A host reference
-//! measured in a guest's pause must not share a CPU with it: the bench
-//! waits until the VMM's SQ threads (`iou-sqp-*` tasks of the child) sleep.
+//! A polled pv ring's submitter (`pvu-poll<id>`, a VMM thread) keeps
+//! spinning for its idle time (1 s) after the guest's last submission, as
+//! a host SQPOLL thread (`iou-sqp-<pid>`) does. A host reference measured
+//! in a guest's pause must not share a CPU with it: the bench waits until
+//! every such thread of the child sleeps.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -14,8 +15,9 @@ const CALM_READS: u32 = 3;
 /// Time between reads.
 const READ_EVERY: Duration = Duration::from_millis(10);
 
-/// Name prefix of io_uring SQ poller threads (`iou-sqp-<pid>`).
-const SQ_THREAD_PREFIX: &str = "iou-sqp";
+/// Name prefixes of polling submitter threads: the kernel's io_uring SQ
+/// threads and pv-uring's polled submitters.
+const SQ_THREAD_PREFIXES: [&str; 2] = ["iou-sqp", "pvu-poll"];
 
 /// The state letter in a `/proc/.../stat` line (the field after the
 /// parenthesised command name, which may itself hold spaces or `)`).
@@ -32,7 +34,7 @@ fn awake_sq_threads(pid: u32) -> Option<usize> {
         .flatten()
         .filter(|t| {
             std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.starts_with(SQ_THREAD_PREFIX))
+                .is_ok_and(|c| SQ_THREAD_PREFIXES.iter().any(|p| c.starts_with(p)))
         })
         .filter(|t| {
             // A thread that ended between the two reads is not awake.

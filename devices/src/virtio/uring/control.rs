@@ -8,41 +8,10 @@
 //! malformed (too short for its header or its extents) and is completed with
 //! used length 0 and no response.
 
-/// Bytes of `struct pvu_ctrl_req`.
-pub const REQ_LEN: usize = 32;
-/// Bytes of `struct pvu_extent`.
-pub const EXTENT_LEN: usize = 16;
-/// Bytes of `struct pvu_ctrl_resp` (without the command's output).
-pub const RESP_LEN: usize = 16;
-/// Bytes of `struct io_uring_params` (CREATE_RING's output).
-pub const PARAMS_LEN: usize = 120;
-/// Largest extent (one registered buffer).
-pub const MAX_EXTENT_LEN: u64 = 1 << 30;
-
-/// Command codes (`pvu_ctrl_req.cmd`).
-pub mod cmd {
-    /// Create a ring in a free slot.
-    pub const CREATE_RING: u32 = 1;
-    /// Destroy a ring.
-    pub const DESTROY_RING: u32 = 2;
-    /// Register extents of guest RAM as the ring's buffers.
-    pub const REGISTER_BUFFERS: u32 = 3;
-    /// Drop the ring's buffers.
-    pub const UNREGISTER_BUFFERS: u32 = 4;
-    /// Clone buffers from a ring or a table entry.
-    pub const CLONE_BUFFERS: u32 = 5;
-    /// Publish a ring's buffers in the host buffer table.
-    pub const PUBLISH_BUFFERS: u32 = 6;
-    /// Remove a table entry.
-    pub const UNPUBLISH_BUFFERS: u32 = 7;
-}
-
-/// CREATE_RING flag: the ring gets a host SQPOLL thread.
-pub const PVU_RING_SQPOLL: u32 = 1 << 0;
-/// CLONE_BUFFERS flag: `src_id` is a table id (else a ring id).
-pub const PVU_CLONE_SRC_TABLE: u32 = 1 << 0;
-/// CLONE_BUFFERS flag: `IORING_REGISTER_DST_REPLACE`.
-pub const PVU_CLONE_DST_REPLACE: u32 = 1 << 1;
+pub use uring_abi::wire::{
+    cmd, EXTENT_LEN, MAX_EXTENT_LEN, PVU_CLONE_DST_REPLACE, PVU_CLONE_SRC_TABLE, PVU_RING_POLLED,
+    REQ_LEN, RESP_LEN, RING_LAYOUT_LEN,
+};
 
 /// The device limits a request is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +56,8 @@ pub enum Command {
     CreateRing {
         /// SQ entries (1 ..= `max_entries`).
         entries: u32,
-        /// `PVU_RING_SQPOLL`.
-        sqpoll: bool,
+        /// `PVU_RING_POLLED`: a VMM thread polls the ring's submission slot.
+        polled: bool,
     },
     /// DESTROY_RING.
     DestroyRing {
@@ -136,13 +105,10 @@ pub enum Command {
 
 impl Command {
     /// The least device-writable space the response of this command needs;
-    /// a chain with less is malformed. CLONE_BUFFERS' output (the whole
-    /// destination table) is truncated to the space there is instead, since
-    /// its size is known only after the clone.
+    /// a chain with less is malformed.
     pub fn response_len(&self) -> usize {
         match self {
-            Command::CreateRing { .. } => RESP_LEN + PARAMS_LEN,
-            Command::RegisterBuffers { extents, .. } => RESP_LEN + 8 * extents.len(),
+            Command::CreateRing { .. } => RESP_LEN + RING_LAYOUT_LEN,
             _ => RESP_LEN,
         }
     }
@@ -196,6 +162,15 @@ pub enum ParseError {
         /// Its position.
         index: usize,
     },
+    /// Two extents of one REGISTER_BUFFERS overlap: each would pin the
+    /// same pages again.
+    #[error("extents {first} and {second} overlap")]
+    ExtentsOverlap {
+        /// The one that starts first.
+        first: usize,
+        /// The one that starts inside it.
+        second: usize,
+    },
     /// CLONE_BUFFERS with an offset but `nr` 0.
     #[error("clone offsets given with nr 0")]
     OffsetsWithoutCount,
@@ -222,6 +197,25 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from(le32(b, at)) | (u64::from(le32(b, at + 4)) << 32)
 }
 
+/// Refuses extents that share a byte: registering them would pin the
+/// same guest pages once per extent (1024 extents over one 32 MiB range
+/// would pin 32 GiB).
+fn check_overlaps(extents: &[Extent]) -> Result<(), ParseError> {
+    let mut order: Vec<usize> = (0..extents.len()).collect();
+    order.sort_unstable_by_key(|&i| extents[i].gpa);
+    for pair in order.windows(2) {
+        let (a, b) = (&extents[pair[0]], &extents[pair[1]]);
+        // No wrap: parse checked gpa + len for each extent.
+        if b.gpa < a.gpa + a.len {
+            return Err(ParseError::ExtentsOverlap {
+                first: pair[0],
+                second: pair[1],
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Parses and validates one request (`bytes`: the device-readable part of
 /// the chain; bytes beyond what the command uses are ignored).
 pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
@@ -240,7 +234,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
         return Err(ParseError::Reserved(reserved));
     }
     let allowed = match code {
-        cmd::CREATE_RING => PVU_RING_SQPOLL,
+        cmd::CREATE_RING => PVU_RING_POLLED,
         cmd::CLONE_BUFFERS => PVU_CLONE_SRC_TABLE | PVU_CLONE_DST_REPLACE,
         cmd::DESTROY_RING
         | cmd::REGISTER_BUFFERS
@@ -259,7 +253,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
             }
             Command::CreateRing {
                 entries: nr,
-                sqpoll: flags & PVU_RING_SQPOLL != 0,
+                polled: flags & PVU_RING_POLLED != 0,
             }
         }
         cmd::DESTROY_RING => Command::DestroyRing { ring: ring_id },
@@ -288,6 +282,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
                 }
                 extents.push(Extent { gpa, len });
             }
+            check_overlaps(&extents)?;
             Command::RegisterBuffers {
                 ring: ring_id,
                 extents,
@@ -343,13 +338,11 @@ impl Response {
         Self::default()
     }
 
-    /// A success whose output is a list of le64 host addresses.
-    pub fn addresses(addrs: &[u64]) -> Self {
+    /// A success with `value` and no output.
+    pub fn value(value: u64) -> Self {
         Self {
-            status: 0,
-            id: 0,
-            value: addrs.len() as u64,
-            output: addrs.iter().flat_map(|a| a.to_le_bytes()).collect(),
+            value,
+            ..Self::default()
         }
     }
 
@@ -427,6 +420,12 @@ pub fn fuzz_one(data: &[u8]) -> bool {
                 assert!(e.len >= 1 && e.len <= MAX_EXTENT_LEN);
                 assert!(e.gpa.checked_add(e.len).is_some());
             }
+            // No two accepted extents share a byte.
+            for (i, a) in extents.iter().enumerate() {
+                for b in &extents[i + 1..] {
+                    assert!(a.gpa + a.len <= b.gpa || b.gpa + b.len <= a.gpa);
+                }
+            }
         }
         Command::CloneBuffers {
             src_off,
@@ -458,14 +457,14 @@ mod tests {
             p(&req(cmd::CREATE_RING, 0, 0, 8)),
             Ok(Command::CreateRing {
                 entries: 8,
-                sqpoll: false
+                polled: false
             })
         );
         assert_eq!(
-            p(&req(cmd::CREATE_RING, 0, PVU_RING_SQPOLL, 4096)),
+            p(&req(cmd::CREATE_RING, 0, PVU_RING_POLLED, 4096)),
             Ok(Command::CreateRing {
                 entries: 4096,
-                sqpoll: true
+                polled: true
             })
         );
         assert_eq!(
@@ -628,6 +627,39 @@ mod tests {
         assert_eq!(e.errno(), Some(libc::EFAULT));
         // Ending exactly at the top is not a wrap.
         assert!(p(&one(u64::MAX - 0x1000, 0x1000)).is_ok());
+        // Overlaps, in either order; touching is fine.
+        assert_eq!(
+            p(&one(0xfff, 2)),
+            Err(ParseError::ExtentsOverlap {
+                first: 0,
+                second: 1
+            })
+        );
+        assert_eq!(p(&one(0xfff, 2)).unwrap_err().errno(), Some(libc::EINVAL));
+        assert!(p(&one(0x1000, 0x1000)).is_ok());
+        let inside_first = encode_request(
+            cmd::REGISTER_BUFFERS,
+            0,
+            0,
+            2,
+            0,
+            0,
+            0,
+            &[
+                Extent {
+                    gpa: 0x10_0000,
+                    len: 0x20_0000,
+                },
+                Extent {
+                    gpa: 0,
+                    len: 0x10_0001,
+                },
+            ],
+        );
+        assert!(matches!(
+            p(&inside_first),
+            Err(ParseError::ExtentsOverlap { .. })
+        ));
     }
 
     #[test]
@@ -655,22 +687,25 @@ mod tests {
             v.extend_from_slice(&[0; 12]);
             v
         });
-        let r = Response::addresses(&[0x1122_3344_5566_7788, 2]);
+        let r = Response {
+            id: 1,
+            ..Response::value(0x1122_3344_5566_7788)
+        };
         let b = r.to_bytes();
-        assert_eq!(b.len(), 32);
+        assert_eq!(b.len(), 16);
         assert_eq!(&b[0..4], &[0; 4]);
-        assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 2);
+        assert_eq!(&b[4..8], &[1, 0, 0, 0]);
         assert_eq!(
-            u64::from_le_bytes(b[16..24].try_into().unwrap()),
+            u64::from_le_bytes(b[8..16].try_into().unwrap()),
             0x1122_3344_5566_7788
         );
         assert_eq!(
             Command::CreateRing {
                 entries: 1,
-                sqpoll: false
+                polled: false
             }
             .response_len(),
-            136
+            48
         );
         assert_eq!(
             Command::RegisterBuffers {
@@ -678,7 +713,7 @@ mod tests {
                 extents: vec![Extent { gpa: 0, len: 1 }; 3]
             }
             .response_len(),
-            40
+            16
         );
         assert_eq!(Command::DestroyRing { ring: 0 }.response_len(), 16);
     }

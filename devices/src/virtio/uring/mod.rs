@@ -1,18 +1,28 @@
 //! The paravirtual io_uring device (pv-uring, device ID 0x7276), host side
-//! of docs/pv-uring.md.
+//! of docs/pv-uring.md (ABI version 2, defined in the `uring-abi` crate).
 //!
 //! - [`control`]: parsing the control requests (pure, fuzzed).
 //! - [`ring`]: the host io_uring instances (raw system calls), the ring
-//!   area, buffer registration and cloning.
+//!   area, buffer registration and cloning, the budget of registered bytes.
+//! - [`submit`]: the submission path: guest SQEs copied, checked against
+//!   the allow-list and written as host SQEs by the VMM (fuzzed policy).
+//! - `poller`: the polled submitter threads.
 //! - this module: the command executor ([`Executor`]: rings, buffers, the
-//!   host buffer table), the device model (features, configuration space,
-//!   shared-memory region 0), its worker thread (an epoll loop over the
-//!   control queue's eventfd, every ring's doorbell eventfd and a stop
-//!   eventfd) and the doorbell page on the MMIO bus.
+//!   host buffer table, budgets), the device model (features,
+//!   configuration space, shared-memory region 0), its worker thread (an
+//!   epoll loop over the control queue's eventfd, every doorbell ring's
+//!   eventfd and a stop eventfd) and the doorbell page on the MMIO bus.
 //!
 //! The device knows nothing of KVM: the VMM routes each ring's doorbell
 //! (a KVM ioeventfd) and completion eventfd (a KVM irqfd) through
-//! [`RingHooks`].
+//! [`RingHooks`], and maps region 0 with [`PvUring::guest_mappings`] (the
+//! completion area read-only).
+//!
+//! Locking: each ring's host ring and submitter sit in one
+//! `Mutex<RingCore>`. The worker (doorbells, control commands) and the
+//! ring's poller take it; a control command that changes the ring's buffer
+//! table holds it across the kernel call, so a submission pass never sees
+//! a table the kernel does not have, and "idle" answers are exact.
 //!
 //! Retiring a ring. The host kernel tears an io_uring down asynchronously
 //! and waits for requests it cannot cancel, so DESTROY_RING is answered
@@ -28,7 +38,9 @@
 //! way and waits for them, up to [`IDLE_TIMEOUT`] in all.
 
 pub mod control;
+pub mod poller;
 pub mod ring;
+pub mod submit;
 #[cfg(test)]
 mod tests;
 
@@ -37,51 +49,49 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
+use uring_abi::wire::{self, config as cfg, RingLayout, PVU_RING_POLLED};
+
 use self::control::{CloneSource, Command, Limits, Response, RESP_LEN};
-use self::ring::{check_clone, errno_of, Buf, HostRing, RingArea, Teardown, SLOT_SIZE};
+use self::poller::{Poller, POLL_IDLE};
+use self::ring::{check_clone, errno_of, Budget, Buf, HostRing, RingArea, Teardown};
+use self::submit::{Pass, SlotWatch, Submitter};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::BusDevice;
 
-/// virtio device ID of pv-uring ("rv"; private to ringvisor).
-pub const VIRTIO_ID_PV_URING: u32 = 0x7276;
-/// Size of the control queue.
-pub const QUEUE_SIZE: u16 = 64;
-/// Feature: rings may ask for a host SQPOLL thread.
-pub const PVU_F_SQPOLL: u32 = 0;
-/// Feature: the host buffer table.
-pub const PVU_F_TABLE: u32 = 1;
+pub use uring_abi::wire::{
+    DOORBELL_LEN, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_POLLED, PVU_F_TABLE, QUEUE_SIZE,
+    VIRTIO_ID_PV_URING,
+};
+
 /// Default number of ring slots.
 pub const DEFAULT_RINGS: u32 = 32;
 /// Most ring slots.
 pub const MAX_RINGS: u32 = 256;
-/// Largest SQ of a ring.
-pub const MAX_ENTRIES: u32 = 4096;
-/// Largest buffer table of a ring.
-pub const MAX_BUFFERS: u32 = 1024;
-/// Entries of the host buffer table.
-pub const MAX_TABLE: u32 = 64;
+/// Default number of polled rings a VM may have at once: one polling host
+/// thread, enough for a benchmark, not enough to take a small host's CPUs.
+pub const DEFAULT_POLLED: u32 = 1;
 /// Most backends (fixed-file indices below the teardown sentinel's).
-pub const MAX_BACKENDS: usize = ring::SENTINEL_FILE as usize;
+pub const MAX_BACKENDS: usize = wire::MAX_BACKENDS as usize;
 /// How long a DESTROY_RING waits for the host kernel to let go of the ring
 /// before it is answered `-ETIMEDOUT`; also the most a device reset waits
 /// for all rings. Requests on regular files and block devices finish in
 /// far less; the bound is for a host whose storage hangs.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Size of the doorbell page.
-pub const DOORBELL_LEN: u64 = 0x1000;
 /// Bytes of the configuration space.
-pub const CONFIG_LEN: usize = 0x28;
+pub const CONFIG_LEN: usize = cfg::LEN;
 /// Most request bytes read from a chain (header and the most extents).
 const MAX_REQUEST: usize = control::REQ_LEN + control::EXTENT_LEN * MAX_BUFFERS as usize;
+/// Most descriptors of a control chain.
+const MAX_CHAIN: usize = wire::MAX_CHAIN as usize;
 
 /// One `--uring-backend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,12 +117,17 @@ pub struct PvUringConfig {
     pub doorbell_gpa: u64,
     /// Guest-physical address of the ring area (shared-memory region 0).
     pub ring_area_gpa: u64,
-    /// The host CPU of the device's submitting threads: every SQPOLL
-    /// ring's kernel thread (`IORING_SETUP_SQ_AFF`) and the worker that
-    /// serves doorbells; `None` lets the scheduler place them. Keeping
-    /// them on the CPU that takes the backends' interrupts, and polling
-    /// vCPUs elsewhere, keeps interrupts and wakeups out of the guest.
+    /// The host CPU of the device's submitting threads: every polled
+    /// ring's submitter and the worker that serves doorbells; `None` lets
+    /// the scheduler place them. Keeping them on the CPU that takes the
+    /// backends' interrupts, and polling vCPUs elsewhere, keeps interrupts
+    /// and wakeups out of the guest.
     pub sq_cpu: Option<u32>,
+    /// Most polled rings at once (0: the feature is not offered).
+    pub max_polled: u32,
+    /// Most bytes the VM's rings may have registered at once; `None`: the
+    /// guest's RAM size.
+    pub max_registered: Option<u64>,
 }
 
 /// Errors building the device.
@@ -121,6 +136,14 @@ pub enum PvUringError {
     /// A ring count of 0 or above 256.
     #[error("invalid number of rings {0}: 1 to {MAX_RINGS}")]
     Rings(u32),
+    /// More polled rings than rings.
+    #[error("invalid number of polled rings {polled}: at most the {rings} rings")]
+    Polled {
+        /// Asked for.
+        polled: u32,
+        /// Rings.
+        rings: u32,
+    },
     /// More than 16 backends.
     #[error("too many backends ({0}): at most {MAX_BACKENDS}")]
     Backends(usize),
@@ -221,20 +244,76 @@ impl Drop for Routing {
     }
 }
 
-/// A guest ring: its routing and the host ring.
-struct GuestRing {
-    // Dropped first: the doorbell stops before the ring closes.
-    routing: Routing,
+/// A ring's host side that the worker and its poller share.
+pub struct RingCore {
     ring: HostRing,
+    sub: Submitter,
+}
+
+impl RingCore {
+    /// One submission pass: the guest's SQEs become host SQEs, and the
+    /// kernel gets them. A failed `io_uring_enter` (`EAGAIN`, `EBUSY`:
+    /// the kernel is short of memory) leaves them in the host SQ for the
+    /// next pass.
+    fn pass(&mut self) -> Pass {
+        let mut pass = self.sub.fill(self.ring.bufs());
+        if pass.to_submit > 0 {
+            match self.ring.enter(pass.to_submit) {
+                Ok(n) => pass.entered = n,
+                Err(e) => log::debug!("pv-uring: io_uring_enter({}): {e}", pass.to_submit),
+            }
+        }
+        pass
+    }
+}
+
+fn lock(core: &Mutex<RingCore>) -> MutexGuard<'_, RingCore> {
+    core.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A guest ring: its routing, its host side and its poller.
+struct GuestRing {
+    // Dropped first: no submitter runs and the doorbell stops before the
+    // ring closes.
+    poller: Option<Poller>,
+    routing: Routing,
+    core: Arc<Mutex<RingCore>>,
 }
 
 impl GuestRing {
-    /// Stops serving the ring's doorbell and completions, then closes the
-    /// host ring.
-    fn retire(self) -> Option<Teardown> {
-        let GuestRing { routing, ring } = self;
+    /// Stops the ring's poller, its doorbell and completions, then closes
+    /// the host ring. Returns what tells when the kernel is done with it,
+    /// and its buffer table (whose charges last until then).
+    fn retire(self) -> (Option<Teardown>, Vec<Option<Buf>>) {
+        let GuestRing {
+            poller,
+            routing,
+            mut core,
+        } = self;
+        if let Some(p) = &poller {
+            p.request_stop();
+            // Waits out a pass in progress; the poller starts no other.
+            drop(lock(&core));
+        }
+        drop(poller);
         drop(routing);
-        ring.retire()
+        // The poller may hold the core for a moment more (it upgraded its
+        // weak reference and is about to see the stop flag).
+        let mut ring = loop {
+            match Arc::try_unwrap(core) {
+                Ok(m) => break m.into_inner().unwrap_or_else(|e| e.into_inner()).ring,
+                Err(shared) => {
+                    core = shared;
+                    std::thread::yield_now();
+                }
+            }
+        };
+        let bufs = ring.take_bufs();
+        (ring.retire(), bufs)
+    }
+
+    fn is_polled(&self) -> bool {
+        self.poller.is_some()
     }
 }
 
@@ -265,12 +344,30 @@ enum Slot {
     Retiring {
         teardown: Teardown,
         waiters: Vec<Waiter>,
+        /// The ring's buffer table: its registrations stay charged until
+        /// the kernel has let go of their pages.
+        _bufs: Vec<Option<Buf>>,
     },
 }
 
 /// A DESTROY_RING answered by [`Executor::reap`]: the chain's head and the
 /// used length.
 pub type Answered = (u16, u32);
+
+/// What an executor allows, and where its threads run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorPolicy {
+    /// The features the driver accepted.
+    pub features: u64,
+    /// See [`PvUringConfig::sq_cpu`].
+    pub sq_cpu: Option<u32>,
+    /// Most polled rings at once.
+    pub max_polled: u32,
+    /// Most registered bytes at once.
+    pub max_registered: u64,
+    /// How long a polled submitter spins without work before it sleeps.
+    pub poll_idle: Duration,
+}
 
 /// Executes control commands: owns every ring and table entry of one
 /// activation of the device. Dropping it releases everything.
@@ -280,7 +377,8 @@ pub struct Executor {
     backends: Vec<RawFd>,
     _backend_files: Arc<Vec<File>>,
     limits: Limits,
-    features: u64,
+    policy: ExecutorPolicy,
+    budget: Arc<Budget>,
     rings: Vec<Slot>,
     table: Vec<Option<HostRing>>,
     hooks: Arc<dyn RingHooks>,
@@ -288,22 +386,19 @@ pub struct Executor {
     created: Vec<u32>,
     retired: Vec<u32>,
     idle_timeout: Duration,
-    sq_cpu: Option<u32>,
 }
 
 impl Executor {
-    /// An executor with no rings. `features`: what the driver accepted;
-    /// `sq_cpu`: see [`PvUringConfig::sq_cpu`].
+    /// An executor with no rings.
     pub fn new(
         mem: GuestMemoryMmap,
         area: Arc<RingArea>,
         backends: Arc<Vec<File>>,
-        features: u64,
+        policy: ExecutorPolicy,
         hooks: Arc<dyn RingHooks>,
         doorbells: Arc<Doorbells>,
-        sq_cpu: Option<u32>,
     ) -> Self {
-        let slots = area.len() / SLOT_SIZE;
+        let slots = area.layout().max_rings;
         Self {
             mem,
             backends: backends.iter().map(|f| f.as_raw_fd()).collect(),
@@ -313,7 +408,8 @@ impl Executor {
                 max_entries: MAX_ENTRIES,
                 max_buffers: MAX_BUFFERS,
             },
-            features,
+            budget: Budget::new(policy.max_registered),
+            policy,
             rings: (0..slots).map(|_| Slot::Free).collect(),
             table: (0..MAX_TABLE).map(|_| None).collect(),
             hooks,
@@ -321,8 +417,20 @@ impl Executor {
             created: Vec::new(),
             retired: Vec::new(),
             idle_timeout: IDLE_TIMEOUT,
-            sq_cpu,
         }
+    }
+
+    /// Bytes the VM's rings have registered (and not yet released).
+    pub fn registered_bytes(&self) -> u64 {
+        self.budget.used()
+    }
+
+    /// Number of live polled rings.
+    pub fn polled_count(&self) -> usize {
+        self.rings
+            .iter()
+            .filter(|s| matches!(s, Slot::Live(r) if r.is_polled()))
+            .count()
     }
 
     /// Sets how long a DESTROY_RING (and dropping the executor) waits for
@@ -365,28 +473,33 @@ impl Executor {
         self.table.iter().flatten().count()
     }
 
-    /// The doorbell: submits ring `id`'s pending SQEs. Unknown ids are
-    /// ignored.
-    pub fn doorbell(&self, id: u32) {
+    /// The doorbell: a submission pass over ring `id`'s submission slot.
+    /// Unknown ids are ignored; a polled ring's doorbell wakes its poller
+    /// instead (the worker never waits on it).
+    pub fn doorbell(&self, id: u32) -> Option<Pass> {
         let Some(r) = self.live(id) else {
             log::debug!("pv-uring: doorbell for unknown ring {id}");
-            return;
+            return None;
         };
-        let _ = r.routing.doorbell.read();
-        if let Err(e) = r.ring.submit() {
-            log::debug!("pv-uring: ring {id}: io_uring_enter: {e}");
+        if r.is_polled() {
+            return None;
         }
+        let _ = r.routing.doorbell.read();
+        Some(lock(&r.core).pass())
     }
 
-    /// The doorbell eventfd of ring `id`.
+    /// The doorbell eventfd of ring `id`, if the worker serves it (polled
+    /// rings' doorbells wake their poller).
     pub fn doorbell_fd(&self, id: u32) -> Option<RawFd> {
-        self.live(id).map(|r| r.routing.doorbell.as_raw_fd())
+        self.live(id)
+            .filter(|r| !r.is_polled())
+            .map(|r| r.routing.doorbell.as_raw_fd())
     }
 
     /// The host io_uring fd of ring `id` (tests).
     #[cfg(test)]
     fn host_fd(&self, id: u32) -> Option<RawFd> {
-        self.live(id).map(|r| r.ring.fd())
+        self.live(id).map(|r| lock(&r.core).ring.fd())
     }
 
     /// The completion eventfd of ring `id` (tests).
@@ -430,7 +543,10 @@ impl Executor {
         let now = Instant::now();
         let mut answered = Vec::new();
         for (id, slot) in self.rings.iter_mut().enumerate() {
-            let Slot::Retiring { teardown, waiters } = slot else {
+            let Slot::Retiring {
+                teardown, waiters, ..
+            } = slot
+            else {
                 continue;
             };
             if teardown.is_done() {
@@ -460,48 +576,49 @@ impl Executor {
     }
 
     fn has(&self, feature: u32) -> bool {
-        self.features & (1 << feature) != 0
+        self.policy.features & (1 << feature) != 0
     }
 
-    fn ring_mut(&mut self, id: u32) -> Result<&mut GuestRing, i32> {
-        match self.rings.get_mut(id as usize) {
-            Some(Slot::Live(r)) => Ok(r),
-            _ => Err(libc::ENOENT),
-        }
-    }
-
-    /// DESTROY_RING: stops routing the ring, closes it and quarantines its
-    /// slot; `reply` is answered by [`Executor::reap`]. A ring whose
-    /// earlier DESTROY timed out is waited for again.
+    /// DESTROY_RING: stops the ring's submitter and routing, closes it
+    /// and quarantines its slot; `reply` is answered by [`Executor::reap`].
+    /// A ring whose earlier DESTROY timed out is waited for again.
     fn destroy(&mut self, id: u32, reply: Reply) -> Result<Option<Response>, i32> {
         let deadline = Instant::now() + self.idle_timeout;
         let slot = self.rings.get_mut(id as usize).ok_or(libc::ENOENT)?;
         match std::mem::replace(slot, Slot::Free) {
             Slot::Free => Err(libc::ENOENT),
             Slot::Live(r) => match r.retire() {
-                Some(teardown) => {
+                (Some(teardown), bufs) => {
                     *slot = Slot::Retiring {
                         teardown,
                         waiters: vec![Waiter { reply, deadline }],
+                        _bufs: bufs,
                     };
                     self.retired.push(id);
                     Ok(None)
                 }
                 // Guest rings always have a sentinel; without one there
                 // is nothing to wait for.
-                None => Ok(Some(Response::ok())),
+                (None, _) => Ok(Some(Response::ok())),
             },
             Slot::Retiring {
                 teardown,
                 mut waiters,
+                _bufs,
             } => {
                 // A guest that re-offers chains cannot grow this forever.
-                if waiters.len() >= usize::from(QUEUE_SIZE) {
-                    *slot = Slot::Retiring { teardown, waiters };
+                let full = waiters.len() >= usize::from(QUEUE_SIZE);
+                if !full {
+                    waiters.push(Waiter { reply, deadline });
+                }
+                *slot = Slot::Retiring {
+                    teardown,
+                    waiters,
+                    _bufs,
+                };
+                if full {
                     return Err(libc::EBUSY);
                 }
-                waiters.push(Waiter { reply, deadline });
-                *slot = Slot::Retiring { teardown, waiters };
                 Ok(None)
             }
         }
@@ -511,20 +628,14 @@ impl Executor {
     /// writes it to `reply` later).
     pub fn execute(&mut self, cmd: &Command, reply: Reply) -> Option<Response> {
         let result = match cmd {
-            Command::CreateRing { entries, sqpoll } => self.create(*entries, *sqpoll),
+            Command::CreateRing { entries, polled } => self.create(*entries, *polled),
             Command::DestroyRing { ring } => match self.destroy(*ring, reply) {
                 Ok(None) => return None,
                 Ok(Some(r)) => Ok(r),
                 Err(e) => Err(e),
             },
             Command::RegisterBuffers { ring, extents } => self.register(*ring, extents),
-            Command::UnregisterBuffers { ring } => self.ring_mut(*ring).and_then(|r| {
-                if r.ring.bufs().is_empty() {
-                    return Err(libc::ENXIO);
-                }
-                r.ring.unregister_buffers().map_err(|e| errno_of(&e))?;
-                Ok(Response::ok())
-            }),
+            Command::UnregisterBuffers { ring } => self.unregister(*ring),
             Command::CloneBuffers {
                 dst,
                 src,
@@ -551,9 +662,12 @@ impl Executor {
         Some(result.unwrap_or_else(Response::error))
     }
 
-    fn create(&mut self, entries: u32, sqpoll: bool) -> Result<Response, i32> {
-        if sqpoll && !self.has(PVU_F_SQPOLL) {
+    fn create(&mut self, entries: u32, polled: bool) -> Result<Response, i32> {
+        if polled && !self.has(PVU_F_POLLED) {
             return Err(libc::EOPNOTSUPP);
+        }
+        if polled && self.polled_count() >= self.policy.max_polled as usize {
+            return Err(libc::EBUSY);
         }
         let id = self
             .rings
@@ -562,12 +676,10 @@ impl Executor {
             .ok_or(libc::ENOSPC)? as u32;
         let eventfd = || EventFd::new(libc::EFD_NONBLOCK).map_err(|e| errno_of(&e));
         let (doorbell, completion) = (Arc::new(eventfd()?), eventfd()?);
-        let ring = HostRing::create_guest(
+        let (ring, slots) = HostRing::create_guest(
             &self.area,
             id,
             entries,
-            sqpoll,
-            self.sq_cpu,
             &self.backends,
             completion.as_raw_fd(),
         )
@@ -575,36 +687,90 @@ impl Executor {
             log::warn!("pv-uring: creating ring {id}: {e}");
             errno_of(&e)
         })?;
+        let sub =
+            Submitter::new(ring.params(), slots, self.backends.len() as u32).map_err(|e| {
+                log::error!("pv-uring: ring {id}: {e}");
+                libc::EINVAL
+            })?;
+        let layout = self.ring_layout(id, &ring, polled);
         self.hooks
             .ring_created(id, &doorbell, &completion)
             .map_err(|e| {
                 log::warn!("pv-uring: routing ring {id}: {e}");
                 errno_of(&e)
             })?;
+        let routing = Routing {
+            id,
+            doorbell: doorbell.clone(),
+            completion,
+            hooks: self.hooks.clone(),
+            doorbells: self.doorbells.clone(),
+        };
         self.doorbells.set(id, Some(doorbell.clone()));
-        let output = ring.params().to_bytes().to_vec();
-        self.rings[id as usize] = Slot::Live(GuestRing {
-            routing: Routing {
+        let core = Arc::new(Mutex::new(RingCore { ring, sub }));
+        let poller = if polled {
+            let watch = SlotWatch::new(self.area.clone(), id).ok_or(libc::ENOSPC)?;
+            let p = Poller::spawn(
                 id,
+                Arc::downgrade(&core),
+                watch,
                 doorbell,
-                completion,
-                hooks: self.hooks.clone(),
-                doorbells: self.doorbells.clone(),
-            },
-            ring,
+                self.policy.sq_cpu,
+                self.policy.poll_idle,
+            )
+            .map_err(|e| {
+                log::warn!("pv-uring: ring {id}: starting its poller: {e}");
+                errno_of(&e)
+            })?;
+            Some(p)
+        } else {
+            None
+        };
+        self.rings[id as usize] = Slot::Live(GuestRing {
+            poller,
+            routing,
+            core,
         });
         self.created.push(id);
         Ok(Response {
             status: 0,
             id,
-            value: id as u64 * SLOT_SIZE as u64,
-            output,
+            value: 0,
+            output: layout.to_bytes().to_vec(),
         })
+    }
+
+    /// What CREATE_RING tells the guest: sizes and offsets, no address.
+    fn ring_layout(&self, id: u32, ring: &HostRing, polled: bool) -> RingLayout {
+        let p = ring.params();
+        let area = self.area.layout();
+        // Both slots exist: create_guest used them.
+        let sq_slot = area.sq_slot(id).unwrap_or_default() as u32;
+        let cq_slot = area.cq_slot(id).unwrap_or_default() as u32;
+        RingLayout {
+            sq_entries: p.sq_entries,
+            cq_entries: p.cq_entries,
+            flags: if polled { PVU_RING_POLLED } else { 0 },
+            cq_tail: p.cq_off.tail,
+            cqes: p.cq_off.cqes,
+            cq_head: p.cq_off.head,
+            sq_slot,
+            cq_slot,
+        }
+    }
+
+    fn core(&self, id: u32) -> Result<Arc<Mutex<RingCore>>, i32> {
+        self.live(id).map(|r| r.core.clone()).ok_or(libc::ENOENT)
     }
 
     fn register(&mut self, id: u32, extents: &[control::Extent]) -> Result<Response, i32> {
         if extents.is_empty() || extents.len() > self.limits.max_buffers as usize {
             return Err(libc::EINVAL);
+        }
+        let core = self.core(id)?;
+        let mut c = lock(&core);
+        if !c.ring.bufs().is_empty() {
+            return Err(libc::EBUSY);
         }
         let mut bufs = Vec::with_capacity(extents.len());
         for e in extents {
@@ -616,17 +782,43 @@ impl Executor {
                 .mem
                 .get_slice(GuestAddress(e.gpa), e.len as usize)
                 .map_err(|_| libc::EFAULT)?;
-            bufs.push(Buf {
-                addr: slice.ptr_guard().as_ptr() as u64,
-                len: e.len,
-            });
+            bufs.push((slice.ptr_guard().as_ptr() as u64, e.len));
         }
-        let r = self.ring_mut(id)?;
-        if !r.ring.bufs().is_empty() {
-            return Err(libc::EBUSY);
+        let total: u64 = bufs.iter().map(|b| b.1).sum();
+        let charge = self.budget.charge(total).ok_or_else(|| {
+            log::debug!(
+                "pv-uring: ring {id}: registering {total} bytes would pass the budget \
+                 ({} of {} in use)",
+                self.budget.used(),
+                self.budget.limit()
+            );
+            libc::ENOSPC
+        })?;
+        let bufs: Vec<Buf> = bufs
+            .into_iter()
+            .map(|(addr, len)| Buf {
+                addr,
+                len,
+                charge: Some(charge.clone()),
+            })
+            .collect();
+        c.ring.register_buffers(&bufs).map_err(|e| errno_of(&e))?;
+        Ok(Response::value(bufs.len() as u64))
+    }
+
+    fn unregister(&mut self, id: u32) -> Result<Response, i32> {
+        let core = self.core(id)?;
+        let mut c = lock(&core);
+        if c.ring.bufs().is_empty() {
+            return Err(libc::ENXIO);
         }
-        r.ring.register_buffers(&bufs).map_err(|e| errno_of(&e))?;
-        Ok(Response::addresses(&r.ring.buf_addrs()))
+        // Exact while we hold the lock: no SQE is written meanwhile.
+        let idle = c.sub.is_idle();
+        c.ring.unregister_buffers().map_err(|e| errno_of(&e))?;
+        Ok(Response {
+            id: u32::from(idle),
+            ..Response::ok()
+        })
     }
 
     fn clone_buffers(
@@ -638,11 +830,12 @@ impl Executor {
         dst_off: u32,
         nr: u32,
     ) -> Result<Response, i32> {
-        self.ring_mut(dst)?;
+        let dst_core = self.core(dst)?;
         let (src_fd, src_bufs) = match src {
             CloneSource::Ring(id) => {
-                let r = self.ring_mut(id)?;
-                (r.ring.fd(), r.ring.bufs().to_vec())
+                let c = self.core(id)?;
+                let c = lock(&c);
+                (c.ring.fd(), c.ring.bufs().to_vec())
             }
             CloneSource::Table(id) => {
                 if !self.has(PVU_F_TABLE) {
@@ -657,9 +850,9 @@ impl Executor {
             }
         };
         let max = self.limits.max_buffers;
-        let r = self.ring_mut(dst)?;
+        let mut c = lock(&dst_core);
         check_clone(
-            r.ring.bufs().len(),
+            c.ring.bufs().len(),
             src_bufs.len(),
             replace,
             src_off,
@@ -667,21 +860,28 @@ impl Executor {
             nr,
             max,
         )?;
-        r.ring
+        let idle = c.sub.is_idle();
+        c.ring
             .clone_buffers(src_fd, &src_bufs, replace, src_off, dst_off, nr)
             .map_err(|e| errno_of(&e))?;
-        Ok(Response::addresses(&r.ring.buf_addrs()))
+        Ok(Response {
+            id: u32::from(replace && idle),
+            ..Response::value(c.ring.bufs().len() as u64)
+        })
     }
 
     fn publish(&mut self, id: u32) -> Result<Response, i32> {
         if !self.has(PVU_F_TABLE) {
             return Err(libc::EOPNOTSUPP);
         }
-        let r = self.ring_mut(id)?;
-        if r.ring.bufs().is_empty() {
-            return Err(libc::ENXIO);
-        }
-        let (src_fd, src_bufs) = (r.ring.fd(), r.ring.bufs().to_vec());
+        let core = self.core(id)?;
+        let (src_fd, src_bufs) = {
+            let c = lock(&core);
+            if c.ring.bufs().is_empty() {
+                return Err(libc::ENXIO);
+            }
+            (c.ring.fd(), c.ring.bufs().to_vec())
+        };
         let slot = self
             .table
             .iter()
@@ -710,7 +910,7 @@ impl Drop for Executor {
         for (id, slot) in self.rings.iter_mut().enumerate() {
             let teardown = match std::mem::replace(slot, Slot::Free) {
                 Slot::Free => None,
-                Slot::Live(r) => r.retire(),
+                Slot::Live(r) => r.retire().0,
                 Slot::Retiring { teardown, .. } => Some(teardown),
             };
             teardowns.extend(teardown.map(|t| (id, t)));
@@ -759,6 +959,21 @@ fn write_response(mem: &GuestMemoryMmap, descs: &[Desc], response: &Response) ->
     written as u32
 }
 
+/// The leading descriptors of `writable` that hold the first `len` bytes:
+/// all a deferred answer needs to keep (a DESTROY's 16 bytes).
+fn response_descs(writable: &[Desc], len: usize) -> Vec<Desc> {
+    let mut covered = 0usize;
+    let mut out = Vec::new();
+    for d in writable {
+        if covered >= len {
+            break;
+        }
+        out.push(*d);
+        covered += d.len as usize;
+    }
+    out
+}
+
 /// Serves one control chain (head index `head`): checks its shape, reads
 /// the request, runs it, writes the response. Returns the used length
 /// (0: malformed chain, no response), or `None` when the answer is
@@ -774,6 +989,10 @@ pub fn process_chain(
         .position(|d| d.write_only)
         .unwrap_or(descs.len());
     let (readable, writable) = descs.split_at(split);
+    if descs.len() > MAX_CHAIN {
+        log::debug!("pv-uring: control chain of more than {MAX_CHAIN} descriptors");
+        return Some(0);
+    }
     if readable.is_empty() || writable.is_empty() || writable.iter().any(|d| !d.write_only) {
         log::debug!("pv-uring: control chain of the wrong shape");
         return Some(0);
@@ -808,7 +1027,7 @@ pub fn process_chain(
             }
             let reply = Reply {
                 head,
-                descs: writable.to_vec(),
+                descs: response_descs(writable, RESP_LEN),
             };
             // None: deferred.
             exec.execute(&cmd, reply)?
@@ -838,7 +1057,9 @@ pub fn process_queue(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMm
         }
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
+            // One more than allowed, so that process_chain sees the excess.
             let descs: Vec<Desc> = chain
+                .take(MAX_CHAIN + 1)
                 .map(|d| Desc {
                     addr: d.addr().0,
                     len: d.len(),
@@ -976,7 +1197,9 @@ fn worker_loop(
                         serve(&mut exec, &mut queue)?;
                     }
                     t if t & TOKEN_TEARDOWN != 0 => reap = true,
-                    id => exec.doorbell(id as u32),
+                    id => {
+                        exec.doorbell(id as u32);
+                    }
                 }
             }
             // Teardowns that finished, DESTROYs that timed out.
@@ -1005,6 +1228,21 @@ pub struct PvUring {
     queue_sizes: [u16; 1],
     worker: Option<Worker>,
     sq_cpu: Option<u32>,
+    max_polled: u32,
+    max_registered: Option<u64>,
+}
+
+/// One guest mapping of region 0 that the VMM sets up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestMapping {
+    /// Guest-physical address.
+    pub gpa: u64,
+    /// Host address.
+    pub host_addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Whether the guest may only read it (`KVM_MEM_READONLY`).
+    pub read_only: bool,
 }
 
 impl PvUring {
@@ -1012,6 +1250,12 @@ impl PvUring {
     pub fn new(config: &PvUringConfig, hooks: Arc<dyn RingHooks>) -> Result<Self, PvUringError> {
         if config.max_rings == 0 || config.max_rings > MAX_RINGS {
             return Err(PvUringError::Rings(config.max_rings));
+        }
+        if config.max_polled > config.max_rings {
+            return Err(PvUringError::Polled {
+                polled: config.max_polled,
+                rings: config.max_rings,
+            });
         }
         if config.backends.len() > MAX_BACKENDS {
             return Err(PvUringError::Backends(config.backends.len()));
@@ -1029,31 +1273,33 @@ impl PvUring {
             })?);
         }
         let area = RingArea::new(config.max_rings).map_err(PvUringError::Area)?;
+        let layout = area.layout();
         let mut c = [0u8; CONFIG_LEN];
-        for (i, v) in [
-            config.max_rings,
-            MAX_ENTRIES,
-            MAX_BUFFERS,
-            files.len() as u32,
-            config.completion_irq,
-            SLOT_SIZE as u32,
-            MAX_TABLE,
-            0,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            c[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-        }
-        c[0x20..0x28].copy_from_slice(&config.doorbell_gpa.to_le_bytes());
+        let mut put32 = |at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
+        put32(cfg::MAX_RINGS, config.max_rings);
+        put32(cfg::MAX_ENTRIES, MAX_ENTRIES);
+        put32(cfg::MAX_BUFFERS, MAX_BUFFERS);
+        put32(cfg::NR_BACKENDS, files.len() as u32);
+        put32(cfg::COMPLETION_IRQ, config.completion_irq);
+        put32(cfg::SQ_SLOT_SIZE, wire::SQ_SLOT_SIZE);
+        put32(cfg::MAX_TABLE, MAX_TABLE);
+        put32(cfg::ABI_VERSION, wire::ABI_VERSION);
+        put32(cfg::CQ_AREA_OFFSET, layout.cq_area_offset() as u32);
+        put32(cfg::CQ_SLOT_SIZE, wire::CQ_SLOT_SIZE);
+        put32(cfg::MAX_POLLED, config.max_polled);
+        put32(cfg::MAX_CHAIN, wire::MAX_CHAIN);
+        c[cfg::DOORBELL_GPA..cfg::DOORBELL_GPA + 8]
+            .copy_from_slice(&config.doorbell_gpa.to_le_bytes());
+        // MAX_REGISTERED is known once guest RAM is (activate).
         log::info!(
-            "pv-uring: {} rings ({} ring area), {} backends",
+            "pv-uring: {} rings ({} ring area), {} polled at most, {} backends",
             config.max_rings,
             if area.is_hugetlb() {
                 "hugetlb"
             } else {
                 "shared-memory"
             },
+            config.max_polled,
             files.len()
         );
         Ok(Self {
@@ -1066,12 +1312,44 @@ impl PvUring {
             queue_sizes: [QUEUE_SIZE],
             worker: None,
             sq_cpu: config.sq_cpu,
+            max_polled: config.max_polled,
+            max_registered: config.max_registered,
         })
+    }
+
+    /// Sets the budget of registered bytes shown in the configuration
+    /// space, when it defaults to the guest's RAM (the VMM knows it).
+    pub fn set_guest_ram(&mut self, bytes: u64) {
+        let limit = self.max_registered.unwrap_or(bytes);
+        self.max_registered = Some(limit);
+        self.config[cfg::MAX_REGISTERED..cfg::MAX_REGISTERED + 8]
+            .copy_from_slice(&limit.to_le_bytes());
     }
 
     /// The ring area (the VMM maps it into the guest).
     pub fn ring_area(&self) -> Arc<RingArea> {
         self.area.clone()
+    }
+
+    /// How the VMM maps region 0: the submission area read-write, the
+    /// completion area read-only. The private area is never mapped.
+    pub fn guest_mappings(&self) -> [GuestMapping; 2] {
+        let layout = self.area.layout();
+        let base = self.area.host_addr();
+        [
+            GuestMapping {
+                gpa: self.ring_area_gpa,
+                host_addr: base,
+                len: layout.sq_area_len(),
+                read_only: false,
+            },
+            GuestMapping {
+                gpa: self.ring_area_gpa + layout.cq_area_offset(),
+                host_addr: base + layout.cq_area_offset(),
+                len: layout.cq_area_len(),
+                read_only: true,
+            },
+        ]
     }
 
     /// The doorbell page for the MMIO bus.
@@ -1080,15 +1358,23 @@ impl PvUring {
     }
 
     /// An executor over this device's rings (tests drive it directly).
+    /// The budget of registered bytes is the guest RAM in `mem` unless
+    /// the configuration set one.
     pub fn executor(&self, mem: GuestMemoryMmap, features: u64) -> Executor {
+        let ram: u64 = mem.iter().map(|r| r.len()).sum();
         Executor::new(
             mem,
             self.area.clone(),
             self.backends.clone(),
-            features,
+            ExecutorPolicy {
+                features,
+                sq_cpu: self.sq_cpu,
+                max_polled: self.max_polled,
+                max_registered: self.max_registered.unwrap_or(ram),
+                poll_idle: POLL_IDLE,
+            },
             self.hooks.clone(),
             self.doorbells.clone(),
-            self.sq_cpu,
         )
     }
 }
@@ -1099,7 +1385,12 @@ impl VirtioDevice for PvUring {
     }
 
     fn features(&self) -> u64 {
-        (1u64 << VIRTIO_F_VERSION_1) | (1 << PVU_F_SQPOLL) | (1 << PVU_F_TABLE)
+        let polled = if self.max_polled > 0 {
+            1 << PVU_F_POLLED
+        } else {
+            0
+        };
+        (1u64 << VIRTIO_F_VERSION_1) | polled | (1 << PVU_F_TABLE)
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -1111,7 +1402,7 @@ impl VirtioDevice for PvUring {
     }
 
     fn shm_regions(&self) -> Vec<(u64, u64)> {
-        vec![(self.ring_area_gpa, self.area.len() as u64)]
+        vec![(self.ring_area_gpa, self.area.guest_len())]
     }
 
     fn activate(
@@ -1141,6 +1432,7 @@ impl VirtioDevice for PvUring {
         let handle = std::thread::Builder::new()
             .name("pv-uring".into())
             .spawn(move || {
+                crate::privileges::restrict_submitting_thread("pv-uring worker", true);
                 if let Some(cpu) = worker_cpu {
                     if let Err(e) = crate::affinity::pin_current_thread(&[cpu as usize]) {
                         log::warn!("pv-uring: worker stays unpinned: {e}");

@@ -2,12 +2,14 @@
 //! `io_uring_setup` / `io_uring_register` / `io_uring_enter` (the `io-uring`
 //! crate does not cover `IORING_SETUP_NO_MMAP` or buffer cloning).
 //!
-//! A guest ring is created `NO_MMAP | R_DISABLED` with its SQ/CQ rings at
-//! `slot + 0` and its SQEs at `slot + 1 MiB` of the ring area (Linux 6.18
-//! `io_allocate_scq_urings`: the rings region comes from
-//! `p->cq_off.user_addr`, the SQE array from `p->sq_off.user_addr`), gets
-//! the backends as fixed files and a completion eventfd, then the
-//! restrictions of docs/pv-uring.md, and is enabled.
+//! A guest ring's host ring is created `NO_MMAP | R_DISABLED | SUBMIT_ALL`
+//! with its SQ/CQ rings at the start of the ring's completion slot (mapped
+//! read-only into the guest) and its SQEs in the ring's private slot (never
+//! mapped into the guest); Linux 6.18 `io_allocate_scq_urings` takes the
+//! rings region from `p->cq_off.user_addr` and the SQE array from
+//! `p->sq_off.user_addr`. It gets the backends as fixed files and a
+//! completion eventfd, then the restrictions of docs/pv-uring.md, and is
+//! enabled. Only the VMM writes its SQEs ([`super::submit`]).
 //!
 //! Hidden rings (the host buffer table) are ordinary rings that are never
 //! submitted to: they only hold registered buffers to clone from.
@@ -31,7 +33,11 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
+
+use uring_abi::wire::{AreaLayout, AREA_ALIGN, CQ_SLOT_SIZE, SQ_SLOT_SIZE};
 
 /// Constants and structures of the io_uring uAPI (Linux 6.18) that the
 /// installed headers may lack.
@@ -42,6 +48,9 @@ pub mod sys {
     pub const IORING_SETUP_SQ_AFF: u32 = 1 << 2;
     /// `IORING_SETUP_R_DISABLED`.
     pub const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
+    /// `IORING_SETUP_SUBMIT_ALL`: a refused SQE does not stop the rest of
+    /// the batch (Linux 5.18+).
+    pub const IORING_SETUP_SUBMIT_ALL: u32 = 1 << 7;
     /// `IORING_SETUP_NO_MMAP`.
     pub const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
     /// `IORING_ENTER_SQ_WAKEUP`.
@@ -75,27 +84,10 @@ pub mod sys {
     /// `IORING_RESTRICTION_SQE_FLAGS_REQUIRED`.
     pub const IORING_RESTRICTION_SQE_FLAGS_REQUIRED: u16 = 3;
 
-    /// `IORING_OP_NOP`.
-    pub const IORING_OP_NOP: u8 = 0;
-    /// `IORING_OP_FSYNC`.
-    pub const IORING_OP_FSYNC: u8 = 3;
-    /// `IORING_OP_READ_FIXED`.
-    pub const IORING_OP_READ_FIXED: u8 = 4;
-    /// `IORING_OP_WRITE_FIXED`.
-    pub const IORING_OP_WRITE_FIXED: u8 = 5;
-    /// `IORING_OP_OPENAT`.
-    pub const IORING_OP_OPENAT: u8 = 18;
-    /// `IORING_OP_READ`.
-    pub const IORING_OP_READ: u8 = 22;
-
-    /// `IOSQE_FIXED_FILE`.
-    pub const IOSQE_FIXED_FILE: u8 = 1 << 0;
-    /// `IOSQE_IO_DRAIN`.
-    pub const IOSQE_IO_DRAIN: u8 = 1 << 1;
-    /// `IOSQE_IO_LINK`.
-    pub const IOSQE_IO_LINK: u8 = 1 << 2;
-    /// `IOSQE_IO_HARDLINK`.
-    pub const IOSQE_IO_HARDLINK: u8 = 1 << 3;
+    pub use uring_abi::uring::{
+        IORING_OP_FSYNC, IORING_OP_NOP, IORING_OP_READ, IORING_OP_READ_FIXED,
+        IORING_OP_WRITE_FIXED, IOSQE_FIXED_FILE, IOSQE_IO_DRAIN, IOSQE_IO_HARDLINK, IOSQE_IO_LINK,
+    };
 
     /// `struct io_sqring_offsets`.
     #[repr(C)]
@@ -216,28 +208,31 @@ pub fn errno_of(e: &io::Error) -> i32 {
 
 /// Fixed-file index of a guest ring's teardown sentinel (after the
 /// highest backend index; indices between the backends and it are empty).
-/// A guest request on it fails: reads with `-EAGAIN` (an empty
-/// non-blocking pipe), writes with `-EBADF` (a read end), fsync with
-/// `-EINVAL`.
-pub const SENTINEL_FILE: u32 = 16;
+/// Only a READ_FIXED may name it (it waits until the ring is destroyed).
+pub const SENTINEL_FILE: u32 = uring_abi::wire::SENTINEL_FILE;
 
-/// Bytes per ring slot.
-pub const SLOT_SIZE: usize = 2 << 20;
-/// Offset of the SQE array in a slot.
-pub const SQES_OFFSET: usize = 1 << 20;
+/// Bytes of a private slot: the host SQEs of the largest ring.
+pub const PRIVATE_SLOT_SIZE: usize =
+    uring_abi::wire::MAX_ENTRIES as usize * uring_abi::uring::SQE_LEN;
 
-/// The ring area: `slots` x 2 MiB of shared memory (hugetlb when the host
-/// has the pages), mapped populated, that the VMM maps into the guest.
+/// The ring area: one shared memfd (hugetlb when the host has the pages),
+/// mapped populated in the VMM, in three parts:
+/// - the submission area (guest read-write): each ring's guest SQ;
+/// - the completion area (guest read-only): each ring's host SQ/CQ rings;
+/// - the private area (never mapped into the guest): each ring's host SQEs.
+///
+/// The first two are the device's shared-memory region 0.
 pub struct RingArea {
     ptr: *mut u8,
     len: usize,
+    layout: AreaLayout,
     hugetlb: bool,
     _file: File,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this struct; the
-// guest and the host kernel access it concurrently by design (it holds
-// only the guest's rings), and the host never forms references into it.
+// guest and the host kernel access it concurrently by design, and the host
+// reads and writes it only through atomics and byte copies (submit.rs).
 unsafe impl Send for RingArea {}
 // SAFETY: see Send.
 unsafe impl Sync for RingArea {}
@@ -245,11 +240,13 @@ unsafe impl Sync for RingArea {}
 impl RingArea {
     /// Creates the area for `slots` rings.
     pub fn new(slots: u32) -> io::Result<Self> {
-        let len = slots as usize * SLOT_SIZE;
-        if len == 0 {
+        let layout = AreaLayout { max_rings: slots };
+        if layout.is_empty() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        match Self::create(len, true) {
+        let private = (slots as usize * PRIVATE_SLOT_SIZE).next_multiple_of(AREA_ALIGN as usize);
+        let len = layout.len() as usize + private;
+        match Self::create(layout, len, true) {
             Ok(area) => Ok(area),
             Err(e) => {
                 log::warn!(
@@ -257,12 +254,12 @@ impl RingArea {
                      using ordinary shared memory",
                     len >> 20
                 );
-                Self::create(len, false)
+                Self::create(layout, len, false)
             }
         }
     }
 
-    fn create(len: usize, hugetlb: bool) -> io::Result<Self> {
+    fn create(layout: AreaLayout, len: usize, hugetlb: bool) -> io::Result<Self> {
         let mut options = memfd::MemfdOptions::default().close_on_exec(true);
         if hugetlb {
             options = options.hugetlb(Some(memfd::HugetlbSize::Huge2MB));
@@ -289,24 +286,26 @@ impl RingArea {
         Ok(Self {
             ptr: ptr.cast(),
             len,
+            layout,
             hugetlb,
             _file: file,
         })
     }
 
-    /// Host address of the area.
+    /// Host address of the area (region 0 starts here).
     pub fn host_addr(&self) -> u64 {
         self.ptr as u64
     }
 
-    /// Its length.
-    pub fn len(&self) -> usize {
-        self.len
+    /// Where region 0 puts things.
+    pub fn layout(&self) -> AreaLayout {
+        self.layout
     }
 
-    /// Whether it is empty (never: `new` refuses zero slots).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    /// Bytes of region 0 (submission and completion areas); the private
+    /// area follows it.
+    pub fn guest_len(&self) -> u64 {
+        self.layout.len()
     }
 
     /// Whether hugetlb pages back it.
@@ -314,51 +313,40 @@ impl RingArea {
         self.hugetlb
     }
 
-    /// Host address of slot `id`'s first byte, if the slot exists.
-    pub fn slot_addr(&self, id: u32) -> Option<u64> {
-        let off = (id as usize).checked_mul(SLOT_SIZE)?;
-        (off < self.len).then(|| self.host_addr() + off as u64)
+    /// Host pointers to ring `id`'s submission, completion and private
+    /// slots, if the slot exists.
+    pub fn slots(&self, id: u32) -> Option<SlotPtrs> {
+        let sq = self.layout.sq_slot(id)? as usize;
+        let cq = self.layout.cq_slot(id)? as usize;
+        let private = self.layout.len() as usize + id as usize * PRIVATE_SLOT_SIZE;
+        debug_assert!(private + PRIVATE_SLOT_SIZE <= self.len);
+        // SAFETY: every offset is inside the mapping (the layout and the
+        // size computed in new()).
+        Some(unsafe {
+            SlotPtrs {
+                sq: self.ptr.add(sq),
+                cq: self.ptr.add(cq),
+                private: self.ptr.add(private),
+            }
+        })
     }
 
-    /// Gives slot `id` fresh zeroed pages (the kernel does not initialize
-    /// user-provided ring memory). The device reuses a slot only once the
-    /// kernel has freed its previous ring ([`Teardown`]), but that ring
-    /// unpins the slot's pages a moment after it drops its files; punching
-    /// the range out of the memfd, rather than zeroing in place, leaves
-    /// those pages to the old ring alone (they are freed when it unpins
-    /// them); the new ring, and the guest through its memslot, fault in
-    /// new ones. They are populated at once, so a short hugepage pool is an
-    /// error here, never a SIGBUS later.
-    fn fresh_slot(&self, id: u32) -> io::Result<()> {
-        let Some(addr) = self.slot_addr(id) else {
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        };
-        let offset = addr - self.host_addr();
-        // SAFETY: fallocate on our own memfd; the range is inside the file.
-        let ret = unsafe {
-            libc::fallocate(
-                self._file.as_raw_fd(),
-                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                offset as libc::off_t,
-                SLOT_SIZE as libc::off_t,
-            )
-        };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
+    /// Zeroes ring `id`'s slots before a new ring uses them (the kernel
+    /// does not initialize user-provided ring memory). The device reuses a
+    /// slot only once the kernel has freed its previous ring
+    /// ([`Teardown`]), so nothing but the guest writes it meanwhile.
+    fn fresh_slots(&self, id: u32) -> io::Result<SlotPtrs> {
+        let s = self
+            .slots(id)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
+        // SAFETY: each range is one slot inside the mapping; the host
+        // keeps no references into it.
+        unsafe {
+            std::ptr::write_bytes(s.sq, 0, SQ_SLOT_SIZE as usize);
+            std::ptr::write_bytes(s.cq, 0, CQ_SLOT_SIZE as usize);
+            std::ptr::write_bytes(s.private, 0, PRIVATE_SLOT_SIZE);
         }
-        // SAFETY: the slot lies inside our mapping; MADV_POPULATE_WRITE
-        // only faults pages in.
-        let ret = unsafe {
-            libc::madvise(
-                addr as *mut libc::c_void,
-                SLOT_SIZE,
-                libc::MADV_POPULATE_WRITE,
-            )
-        };
-        if ret != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        Ok(s)
     }
 }
 
@@ -369,13 +357,102 @@ impl Drop for RingArea {
     }
 }
 
+/// Host pointers to one ring's three slots in the [`RingArea`].
+#[derive(Debug, Clone, Copy)]
+pub struct SlotPtrs {
+    /// The submission slot (guest read-write).
+    pub sq: *mut u8,
+    /// The completion slot: the host ring's rings region.
+    pub cq: *mut u8,
+    /// The private slot: the host ring's SQEs.
+    pub private: *mut u8,
+}
+
 /// One registered buffer as the host knows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Buf {
-    /// Host address (what READ/WRITE_FIXED SQEs carry).
+    /// Host address (what the VMM puts in READ/WRITE_FIXED host SQEs; the
+    /// guest never sees it).
     pub addr: u64,
     /// Length.
     pub len: u64,
+    /// The registration it came from, charged to the VM's budget of
+    /// registered bytes until no table holds any of its buffers.
+    pub charge: Option<Arc<Charge>>,
+}
+
+impl PartialEq for Buf {
+    fn eq(&self, other: &Self) -> bool {
+        (self.addr, self.len) == (other.addr, other.len)
+    }
+}
+
+impl Eq for Buf {}
+
+impl Buf {
+    /// The buffer as the SQE policy sees it.
+    pub fn policy(&self) -> uring_abi::policy::Buffer {
+        uring_abi::policy::Buffer {
+            host_addr: self.addr,
+            len: self.len,
+        }
+    }
+}
+
+/// Bytes one REGISTER_BUFFERS took from the VM's budget of registered
+/// bytes ([`Budget`]); given back when the last table entry that holds one
+/// of its buffers (a ring's, a clone's, a published entry's) is dropped,
+/// which is when the host kernel unpins its pages.
+#[derive(Debug)]
+pub struct Charge {
+    bytes: u64,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// The VM's budget of registered bytes (`max_registered`).
+#[derive(Debug)]
+pub struct Budget {
+    limit: u64,
+    used: AtomicU64,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(Self {
+            limit,
+            used: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes `bytes`, or `None` when that would pass the limit.
+    pub fn charge(self: &Arc<Self>, bytes: u64) -> Option<Arc<Charge>> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&n| n <= self.limit)
+            })
+            .ok()?;
+        Some(Arc::new(Charge {
+            bytes,
+            budget: self.clone(),
+        }))
+    }
+
+    /// Bytes in use.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
 }
 
 /// A host io_uring and the host's mirror of its buffer table.
@@ -492,51 +569,50 @@ fn restrictions() -> Vec<Restriction> {
 }
 
 impl HostRing {
-    /// Creates a guest ring in slot `id` of `area`: `entries` SQ entries,
-    /// `backends` as fixed files 0.., completions signalled on
-    /// `completion`, restricted and enabled. The slot gets fresh zeroed
-    /// pages first (the kernel does not initialize user-provided ring
-    /// memory, and the slot's previous ring may still be tearing down).
-    /// `sq_cpu`: the host CPU an SQPOLL ring's kernel thread is bound to
-    /// (`IORING_SETUP_SQ_AFF`); ignored without `sqpoll`.
+    /// Creates the host ring of guest ring `id` in `area`: `entries` SQ
+    /// entries, its rings in the completion slot and its SQEs in the
+    /// private slot (both zeroed first), `backends` as fixed files 0..,
+    /// completions signalled on `completion`, restricted and enabled.
+    /// Returns the ring and its slots.
     pub fn create_guest(
         area: &RingArea,
         id: u32,
         entries: u32,
-        sqpoll: bool,
-        sq_cpu: Option<u32>,
         backends: &[RawFd],
         completion: RawFd,
-    ) -> io::Result<Self> {
-        let slot = area
-            .slot_addr(id)
-            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
-        area.fresh_slot(id)?;
-        let mut p = IoUringParams {
-            flags: IORING_SETUP_NO_MMAP | IORING_SETUP_R_DISABLED,
-            ..IoUringParams::default()
-        };
-        if sqpoll {
-            p.flags |= IORING_SETUP_SQPOLL;
-            p.sq_thread_idle = 1000;
-            if let Some(cpu) = sq_cpu {
-                p.flags |= IORING_SETUP_SQ_AFF;
-                p.sq_thread_cpu = cpu;
-            }
-        }
-        p.cq_off.user_addr = slot;
-        p.sq_off.user_addr = slot + SQES_OFFSET as u64;
+    ) -> io::Result<(Self, SlotPtrs)> {
         if backends.len() > SENTINEL_FILE as usize {
             return Err(io::Error::from_raw_os_error(libc::E2BIG));
         }
+        if entries == 0 || entries > uring_abi::wire::MAX_ENTRIES {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let slots = area.fresh_slots(id)?;
+        let mut p = IoUringParams {
+            flags: IORING_SETUP_NO_MMAP | IORING_SETUP_R_DISABLED | IORING_SETUP_SUBMIT_ALL,
+            ..IoUringParams::default()
+        };
+        p.cq_off.user_addr = slots.cq as u64;
+        p.sq_off.user_addr = slots.private as u64;
         let (sentinel_rd, sentinel_wr) = sentinel_pipe()?;
         let fd = io_uring_setup(entries, &mut p)?;
-        let mut ring = Self {
+        let ring = Self {
             fd,
             params: p,
             bufs: Vec::new(),
             sentinel: Some(sentinel_wr),
         };
+        // The kernel sized the rings region from the entries: it must not
+        // reach the next completion slot (it cannot for MAX_ENTRIES; this
+        // catches a kernel that lays its rings out differently).
+        if rings_end(&ring.params) > CQ_SLOT_SIZE as u64 {
+            log::error!(
+                "pv-uring: the host kernel's rings for {entries} entries need {} bytes, \
+                 more than a completion slot",
+                rings_end(&ring.params)
+            );
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         let raw = ring.fd.as_raw_fd();
         // Backends, empty entries (-1), the sentinel's read end.
         let mut files = backends.to_vec();
@@ -574,10 +650,7 @@ impl HostRing {
         }?;
         // SAFETY: no argument.
         unsafe { io_uring_register(raw, IORING_REGISTER_ENABLE_RINGS, std::ptr::null(), 0) }?;
-        // The guest learns offsets inside its slot, not host addresses.
-        ring.params.cq_off.user_addr = 0;
-        ring.params.sq_off.user_addr = SQES_OFFSET as u64;
-        Ok(ring)
+        Ok((ring, slots))
     }
 
     /// Creates a hidden ring (kernel-allocated, never submitted to) that
@@ -602,8 +675,8 @@ impl HostRing {
         // self.fd closes here.
     }
 
-    /// The ring's params as the guest sees them (`user_addr`s are offsets
-    /// in the slot).
+    /// The ring's params (the kernel's offsets; `user_addr`s are host
+    /// addresses and never leave the VMM).
     pub fn params(&self) -> &IoUringParams {
         &self.params
     }
@@ -616,11 +689,6 @@ impl HostRing {
     /// The host's copy of the buffer table.
     pub fn bufs(&self) -> &[Option<Buf>] {
         &self.bufs
-    }
-
-    /// Host addresses of the whole table (0 for empty entries).
-    pub fn buf_addrs(&self) -> Vec<u64> {
-        self.bufs.iter().map(|b| b.map_or(0, |b| b.addr)).collect()
     }
 
     /// Registers `bufs` (host memory the caller keeps mapped) as the
@@ -642,8 +710,13 @@ impl HostRing {
                 iov.len() as u32,
             )
         }?;
-        self.bufs = bufs.iter().copied().map(Some).collect();
+        self.bufs = bufs.iter().cloned().map(Some).collect();
         Ok(())
+    }
+
+    /// Takes the host's copy of the table (the ring is being retired).
+    pub fn take_bufs(&mut self) -> Vec<Option<Buf>> {
+        std::mem::take(&mut self.bufs)
     }
 
     /// Drops the ring's buffers.
@@ -691,14 +764,9 @@ impl HostRing {
         Ok(())
     }
 
-    /// The doorbell: submits everything pending (wakes the SQ thread of an
-    /// SQPOLL ring). Returns what `io_uring_enter` returned.
-    pub fn submit(&self) -> io::Result<i32> {
-        let (to_submit, flags) = if self.params.flags & IORING_SETUP_SQPOLL != 0 {
-            (0, IORING_ENTER_SQ_WAKEUP)
-        } else {
-            (self.params.sq_entries, 0)
-        };
+    /// `io_uring_enter(to_submit)`: submits the SQEs the VMM wrote. Returns
+    /// how many the kernel consumed.
+    pub fn enter(&self, to_submit: u32) -> io::Result<u32> {
         // SAFETY: io_uring_enter without a signal mask or argument.
         let rc = unsafe {
             libc::syscall(
@@ -706,7 +774,7 @@ impl HostRing {
                 self.fd(),
                 to_submit,
                 0u32,
-                flags,
+                0u32,
                 std::ptr::null::<libc::c_void>(),
                 0usize,
             )
@@ -714,13 +782,16 @@ impl HostRing {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(rc as i32)
+        Ok(rc as u32)
     }
+}
 
-    /// Whether the ring has an SQ thread.
-    pub fn is_sqpoll(&self) -> bool {
-        self.params.flags & IORING_SETUP_SQPOLL != 0
-    }
+/// The end of the rings region the kernel laid out for `p` (SQ/CQ words,
+/// the CQEs, the SQ array), from the offsets it returned.
+pub fn rings_end(p: &IoUringParams) -> u64 {
+    let cqes = u64::from(p.cq_off.cqes) + u64::from(p.cq_entries) * 16;
+    let array = u64::from(p.sq_off.array) + u64::from(p.sq_entries) * 4;
+    cqes.max(array)
 }
 
 /// Checks a clone as `io_clone_buffers` (Linux 6.18) would, in its order,
@@ -782,10 +853,10 @@ pub fn cloned_table(
     let len = (dst_off + nr).max(dst.len());
     let mut out = vec![None; len];
     for (i, slot) in out.iter_mut().enumerate().take(dst_off.min(dst.len())) {
-        *slot = dst[i];
+        *slot = dst[i].clone();
     }
     for k in 0..nr {
-        out[dst_off + k] = src.get(src_off + k).copied().flatten();
+        out[dst_off + k] = src.get(src_off + k).cloned().flatten();
     }
     out
 }
@@ -795,7 +866,11 @@ mod tests {
     use super::*;
 
     fn b(a: u64) -> Option<Buf> {
-        Some(Buf { addr: a, len: 1 })
+        Some(Buf {
+            addr: a,
+            len: 1,
+            charge: None,
+        })
     }
 
     #[test]
