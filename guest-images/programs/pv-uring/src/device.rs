@@ -426,9 +426,9 @@ impl PvRing {
         self.doorbell.ring(self.id());
     }
 
-    /// Rings the doorbell if published SQEs wait for the device (after
-    /// reaping made room in the CQ, or a polled submitter fell asleep).
-    /// Returns whether it rang.
+    /// Rings the doorbell if published SQEs wait for the device (a full CQ
+    /// stopped it, or a polled submitter fell asleep). Returns whether it
+    /// rang.
     pub fn kick(&self) -> bool {
         let ring = self.q.sq_pending() > 0 && self.q.doorbell_needed();
         if ring {
@@ -464,10 +464,8 @@ impl PvRing {
     /// tail, release-stores the head per entry). When it is dropped after
     /// reaping, SQEs still waiting for room in the CQ get a doorbell.
     pub fn completion(&mut self) -> Completion<'_> {
-        Completion {
-            ring: self,
-            reaped: 0,
-        }
+        let before = self.q.cq_head();
+        Completion { ring: self, before }
     }
 
     /// Busy-polls the CQ until at least `n` CQEs are ready (default
@@ -767,7 +765,8 @@ pub fn sqe_bytes(sqe: &squeue::Entry) -> [u8; SQE_LEN] {
 /// Reaps CQEs of a ring (see [`PvRing::completion`]).
 pub struct Completion<'a> {
     ring: &'a mut PvRing,
-    reaped: usize,
+    /// The CQ head when reaping began.
+    before: u32,
 }
 
 impl Completion<'_> {
@@ -784,9 +783,7 @@ impl Completion<'_> {
 impl Iterator for Completion<'_> {
     type Item = Cqe;
     fn next(&mut self) -> Option<Cqe> {
-        let c = self.ring.q.pop();
-        self.reaped += c.is_some() as usize;
-        c
+        self.ring.q.pop()
     }
 }
 
@@ -795,8 +792,8 @@ impl Drop for Completion<'_> {
         // Reaping made room in the CQ: SQEs the device left in the SQ at a
         // full CQ wait for a pass, which a doorbell ring only runs on a
         // doorbell (a polled one notices the CQ head unless it sleeps).
-        if self.reaped > 0 {
-            self.ring.kick();
+        if self.ring.q.stalled_after_reap(self.before) {
+            self.ring.ring_doorbell();
         }
     }
 }

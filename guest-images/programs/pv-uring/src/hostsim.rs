@@ -429,9 +429,10 @@ impl Sim {
     }
 
     /// The guest reaps `n` CQEs; after reaping, the library's rule for
-    /// SQEs still waiting (as `Completion`'s drop: a doorbell).
+    /// SQEs a full CQ stopped (as `Completion`'s drop: a doorbell).
     fn reap(&mut self, n: usize) -> Vec<Cqe> {
         let t0 = std::time::Instant::now();
+        let before = self.q.cq_head();
         let mut out = Vec::new();
         while out.len() < n {
             match self.q.pop() {
@@ -442,7 +443,7 @@ impl Sim {
                 }
             }
         }
-        if self.q.sq_pending() > 0 && self.q.doorbell_needed() {
+        if self.q.stalled_after_reap(before) {
             self.pass();
         }
         out

@@ -297,6 +297,26 @@ impl Queues {
         !self.polled || self.sq_flags() & PVU_SQ_NEED_WAKEUP != 0
     }
 
+    /// Our CQ head (CQEs before it are reaped).
+    pub(crate) fn cq_head(&self) -> u32 {
+        self.cq_head
+    }
+
+    /// Whether, after reaping from CQ head `before` to now, the device may
+    /// sit on published SQEs because its CQ was full, so that a pass (a
+    /// doorbell) is needed: it stops only when it has cq_entries consumed
+    /// and not reaped for the CQ head it read, which was at least `before`
+    /// (reaps that end before its read start later), so more than
+    /// cq_entries SQEs were published past `before`. Within the CQ's size,
+    /// as in any program that keeps fewer requests in flight than CQ
+    /// entries, no extra doorbell is rung.
+    pub(crate) fn stalled_after_reap(&self, before: u32) -> bool {
+        self.cq_head != before
+            && self.sq_pending() > 0
+            && self.published.wrapping_sub(before) > self.cq_entries
+            && self.doorbell_needed()
+    }
+
     /// CQEs ready to reap.
     pub(crate) fn cq_ready(&self) -> u32 {
         let tail = self.cq_tail_word().load(Ordering::Acquire);
@@ -579,6 +599,39 @@ mod tests {
         }
         assert_eq!(f.pass().len(), 3, "room for three");
         assert_eq!(q.sq_pending(), 1);
+    }
+
+    #[test]
+    fn a_reap_asks_for_a_doorbell_only_past_a_full_cq() {
+        // sq 4, cq 8. Within the CQ's size: never.
+        let mut f = FakeRing::new(4, false);
+        let mut q = f.queues();
+        for k in 0..4 {
+            q.push_bytes(&nop(k)).unwrap();
+        }
+        q.flush();
+        f.pass();
+        q.push_bytes(&nop(9)).unwrap();
+        q.flush();
+        let before = q.cq_head();
+        q.pop().unwrap();
+        assert!(!q.stalled_after_reap(before), "5 published, 8 CQ entries");
+        // Past it: 8 consumed and not reaped, 4 more waiting.
+        let mut f = FakeRing::new(4, false);
+        let mut q = f.queues();
+        for _ in 0..3 {
+            for k in 0..4 {
+                q.push_bytes(&nop(k)).unwrap();
+            }
+            q.flush();
+            f.pass();
+        }
+        assert_eq!(q.sq_pending(), 4);
+        let before = q.cq_head();
+        assert!(!q.stalled_after_reap(before), "nothing reaped");
+        q.pop().unwrap();
+        assert!(q.stalled_after_reap(before));
+        assert_eq!(f.pass().len(), 1, "the pass the doorbell runs takes one");
     }
 
     #[test]
