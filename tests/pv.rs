@@ -302,6 +302,20 @@ fn pv_suite_passes_through_dev_vuring_and_the_host_sees_its_writes() {
              /bin/pv-suite --seed {SEED} --read-blocks {READ_BLOCKS} --cycles {CYCLES}\""
         ),
     ]);
+    for (at, sample) in &samples {
+        eprintln!("pv: host memory at {at}: {sample:?}");
+    }
+    // Every case once, passed (the most telling failure first).
+    let mut want: Vec<&str> = CASES.to_vec();
+    want.push("create-destroy-cycles");
+    let problems = check_cases(&run.stdout, &want);
+    run.check(
+        problems.is_empty(),
+        &format!(
+            "every case must run once and pass:\n  {}",
+            problems.join("\n  ")
+        ),
+    );
     // Two summaries: the whole suite, then the create/destroy cycles.
     let summaries: Vec<&str> = run
         .stdout
@@ -323,16 +337,6 @@ fn pv_suite_passes_through_dev_vuring_and_the_host_sees_its_writes() {
     run.check(
         summaries[1] == "1 passed, 0 failed",
         "the create/destroy cycles must pass",
-    );
-    let mut want: Vec<&str> = CASES.to_vec();
-    want.push("create-destroy-cycles");
-    let problems = check_cases(&run.stdout, &want);
-    run.check(
-        problems.is_empty(),
-        &format!(
-            "every case must run once and pass:\n  {}",
-            problems.join("\n  ")
-        ),
     );
     run.check(run.status == Some(0), "pv-suite must exit 0");
 

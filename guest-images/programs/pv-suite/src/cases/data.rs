@@ -373,6 +373,14 @@ pub fn commands_beside_destroy(ctx: &Ctx) -> CaseResult {
     doomed.submit();
     let mut other = ctx.ring()?;
     ctx.reg_b(&mut other)?;
+    // What a command pair costs with no close beside it: tells a slow
+    // command from one that waits behind DESTROY_RING.
+    let t = Instant::now();
+    for _ in 0..4 {
+        let token = step("publish alone", other.publish())?;
+        step("unpublish alone", other.unpublish(token))?;
+    }
+    let alone = t.elapsed() / 8;
     // Only the last close of the file sends DESTROY_RING: a second
     // descriptor keeps it open while the ring's mappings go (munmap is
     // slow emulated kernel work of its own), so that the other thread's
@@ -420,14 +428,15 @@ pub fn commands_beside_destroy(ctx: &Ctx) -> CaseResult {
     let took = close.1 - close.0;
     if ctx.p.verbose {
         eprintln!(
-            "pv-suite: close took {took:?}; {inside} of {} commands ran inside it",
+            "pv-suite: close took {took:?}; {inside} of {} commands ran inside it ({alone:?} each alone)",
             commands.len()
         );
     }
     ensure!(
         inside >= BESIDE_DESTROY,
         "only {inside} of {} commands started and finished inside the {took:?} close of a ring \
-         with a read in flight (want {BESIDE_DESTROY}): commands wait behind DESTROY_RING",
+         with a read in flight (want {BESIDE_DESTROY}; one takes {alone:?} without a close \
+         beside it): commands wait behind DESTROY_RING",
         commands.len()
     );
     ctx.good_io(&mut other, 78)
