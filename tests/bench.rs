@@ -43,6 +43,87 @@ fn positive(v: &Value) -> bool {
     v.as_f64().is_some_and(|x| x.is_finite() && x > 0.0)
 }
 
+/// The number in a `{"value", "unit"}` figure; panics if there is none (a
+/// comparison of two missing values must not pass).
+fn number(fig: &Value, what: &str) -> f64 {
+    fig["value"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: no number in {fig}"))
+}
+
+/// A registration point's latencies: three figures in microseconds, in
+/// order min <= median <= p99.
+fn check_latencies(p: &Value) {
+    for f in ["min", "median", "p99"] {
+        assert_eq!(p[f]["unit"], "us", "{f}: {p}");
+    }
+    let (min, median, p99) = (
+        number(&p["min"], "min"),
+        number(&p["median"], "median"),
+        number(&p["p99"], "p99"),
+    );
+    assert!(min <= median && median <= p99, "{p}");
+}
+
+/// The io suite's VMM CPU per request, for the virtio-blk guest and the pv
+/// guest: each a measured figure in microseconds. One published as not
+/// measured (null), or as a bound instead of a measurement, fails.
+fn check_vmm_cpu(io: &Value) {
+    let list = io["vmm_cpu"].as_array().expect("io.vmm_cpu");
+    let paths: Vec<&str> = list.iter().filter_map(|c| c["path"].as_str()).collect();
+    assert_eq!(
+        paths,
+        ["guest-virtio-blk", "guest-pv-ring+guest-pv-ring-sqpoll"],
+        "{list:?}"
+    );
+    for c in list {
+        let f = &c["vmm_cpu_per_request"];
+        assert!(
+            positive(&f["value"]["value"]) && f["value"]["unit"] == "us",
+            "VMM CPU per request must be measured, in us: {c}"
+        );
+        assert!(f.get("not_measured").is_none(), "{c}");
+        assert!(positive(&f["ops"]), "{c}");
+    }
+}
+
+/// The checks above reject what they claim to, on a small stand-in for
+/// results.json (no guest needed: this runs everywhere).
+#[test]
+fn result_checks_reject_missing_and_unmeasured_figures() {
+    let fig = |v: f64| serde_json::json!({"value": v, "unit": "us"});
+    let point = serde_json::json!({"min": fig(1.0), "median": fig(2.0), "p99": fig(3.0)});
+    check_latencies(&point);
+    let caught = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+    for key in ["min", "median", "p99"] {
+        let mut p = point.clone();
+        p[key]["value"] = Value::Null;
+        assert!(caught(&|| check_latencies(&p)), "{key} missing passed");
+    }
+    let mut p = point.clone();
+    p["min"] = fig(5.0);
+    assert!(caught(&|| check_latencies(&p)), "min > median passed");
+
+    let cpu = |v: Value| serde_json::json!({"value": v, "ops": 10.0});
+    let io = serde_json::json!({"vmm_cpu": [
+        {"path": "guest-virtio-blk", "vmm_cpu_per_request": cpu(fig(4.0))},
+        {"path": "guest-pv-ring+guest-pv-ring-sqpoll", "vmm_cpu_per_request": cpu(fig(2.0))},
+    ]});
+    check_vmm_cpu(&io);
+    let mut unmeasured = io.clone();
+    unmeasured["vmm_cpu"][1]["vmm_cpu_per_request"] = cpu(Value::Null);
+    unmeasured["vmm_cpu"][1]["vmm_cpu_per_request"]["not_measured"] = "under one tick".into();
+    assert!(caught(&|| check_vmm_cpu(&unmeasured)), "null passed");
+    // What was published before: one clock tick over the requests, a bound.
+    let mut bound = io.clone();
+    bound["vmm_cpu"][0]["vmm_cpu_per_request"]["value"]["unit"] =
+        "us (upper bound: under one clock tick)".into();
+    assert!(caught(&|| check_vmm_cpu(&bound)), "a bound passed");
+    let mut missing = io.clone();
+    missing["vmm_cpu"].as_array_mut().unwrap().pop();
+    assert!(caught(&|| check_vmm_cpu(&missing)), "a missing path passed");
+}
+
 #[test]
 fn quick_bench_writes_complete_results() {
     if skip_without_kvm() {
@@ -105,11 +186,7 @@ fn quick_bench_writes_complete_results() {
             .iter()
             .find(|p| p["source"] == source && p["method"] == method && p["page"] == page)
             .unwrap_or_else(|| panic!("no {source} {method} {page} point in {text}"));
-        for f in ["min", "median", "p99"] {
-            assert_eq!(p[f]["unit"], "us", "{source} {method} {f}");
-        }
-        assert!(p["min"]["value"].as_f64() <= p["median"]["value"].as_f64());
-        assert!(p["median"]["value"].as_f64() <= p["p99"]["value"].as_f64());
+        check_latencies(p);
         // A 2 MiB-page guest says what backed its RAM on the host.
         if source != "host" && page == "2M" {
             let backing = p["guest_ram_host_pages"].as_str();
@@ -290,6 +367,7 @@ fn quick_bench_writes_complete_results() {
         None => panic!("no io placement: {placement}"),
     }
     assert_eq!(io_ratios.len(), 4 * (1 + 2 * 3), "io ratios: {io_ratios:?}");
+    check_vmm_cpu(&r["suites"]["io"]);
     for pv in ["guest-pv-ring", "guest-pv-ring-sqpoll"] {
         for over in ["guest/host", "guest/host-sqpoll", "guest/guest-virtio-blk"] {
             assert!(

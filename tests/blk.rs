@@ -74,11 +74,63 @@ fn guest_io_uring_on_virtio_blk_direct_and_read_only_disks() {
         &format!("-- /bin/blk-io --dev /dev/vda --ro-dev /dev/vdb --rings {RINGS}"),
     ]);
     run.check(run.status == Some(0), "blk-io must exit 0");
+    // Every check blk-io makes, by name, each passed exactly once: a check
+    // that was dropped or never reached fails here, not only one that
+    // failed. The clone checks are what the header promises: rings 1.. got
+    // their buffers by IORING_REGISTER_CLONE_BUFFERS, not by registering.
+    let mut want = vec!["IORING_REGISTER_BUFFERS on ring 0".to_string()];
+    for r in 1..RINGS {
+        want.push(format!(
+            "ring {r}: IORING_REGISTER_CLONE_BUFFERS from ring 0"
+        ));
+        want.push(format!(
+            "ring {r}: holds the cloned table (registering again: EBUSY)"
+        ));
+    }
+    for r in 0..RINGS {
+        for what in [
+            "READ_FIXED of the host pattern",
+            "WRITE_FIXED",
+            "fsync",
+            "read back what it wrote",
+        ] {
+            want.push(format!("ring {r}: {what}"));
+        }
+    }
+    for what in [
+        "GET_ID serial of vda",
+        "/sys/block/vdb/ro is 1",
+        "read-only disk refuses writes",
+        "read-only disk holds the host pattern",
+    ] {
+        want.push(what.to_string());
+    }
+    let lines: Vec<&str> = run.stdout.lines().map(str::trim_end).collect();
+    let mut passed: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("blk-io: PASS "))
+        .map(String::from)
+        .collect();
+    passed.sort();
+    want.sort();
     run.check(
-        run.stdout
-            .lines()
-            .any(|l| l.contains("blk-io:") && l.trim_end().ends_with(" 0 failed")),
-        "blk-io must report its tally with 0 failed",
+        passed == want,
+        &format!("blk-io must pass exactly these checks:\n{want:#?}\npassed:\n{passed:#?}"),
+    );
+    run.check(
+        lines.contains(&format!("blk-io: {} passed, 0 failed", want.len()).as_str()),
+        &format!("blk-io must end with `{} passed, 0 failed`", want.len()),
+    );
+    run.check(
+        lines.contains(
+            &format!(
+                "blk-io: {RINGS} rings, buffers cloned to {} of {}",
+                RINGS - 1,
+                RINGS - 1
+            )
+            .as_str(),
+        ),
+        "every ring but the first must have its buffers cloned",
     );
 
     let after = std::fs::read(&rw).unwrap();

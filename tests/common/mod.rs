@@ -2,7 +2,8 @@
 //!
 //! The guest image comes from `guest-images/build.sh` (cached, so a no-op
 //! after the first build), or from RINGVISOR_KERNEL and RINGVISOR_INITRAMFS.
-//! Without /dev/kvm these tests fail, unless RINGVISOR_SKIP_KVM_TESTS=1.
+//! Without /dev/kvm these tests fail, unless RINGVISOR_SKIP_KVM_TESTS=1;
+//! each skip is printed and appended to $RINGVISOR_SKIP_LOG (see skip.rs).
 
 #![allow(dead_code)]
 
@@ -26,22 +27,14 @@ pub fn ringvisor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringvisor"))
 }
 
-/// Whether boot tests should be skipped (documented in the README).
-/// Without /dev/kvm and without the variable, this panics: a machine that
-/// cannot run the tests must not look like one where they passed.
+pub mod skip;
+
+/// Whether a test that boots a guest must be skipped: only when
+/// RINGVISOR_SKIP_KVM_TESTS=1 (documented in the README), and then the skip
+/// is printed and counted (see [`skip`]). Without /dev/kvm and without the
+/// variable, this panics.
 pub fn skip_without_kvm() -> bool {
-    if std::env::var_os("RINGVISOR_SKIP_KVM_TESTS").is_some_and(|v| v == "1") {
-        eprintln!("RINGVISOR_SKIP_KVM_TESTS=1: skipping a test that boots a guest");
-        return true;
-    }
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!("/dev/kvm is unusable ({e}); set RINGVISOR_SKIP_KVM_TESTS=1 to skip boot tests");
-    }
-    false
+    skip::skip_without_kvm("boots a guest")
 }
 
 /// The guest image, built once per test process.

@@ -591,9 +591,16 @@ fn guest_line<'a>(
         })
 }
 
+/// Why a VMM CPU figure is `null`: the kernel counts a thread's CPU time in
+/// clock ticks, and the threads used less than one.
+const VMM_CPU_NOT_MEASURED: &str =
+    "not measured: the VMM's threads used less than one clock tick of CPU";
+
 /// The child VMM's CPU time outside its vCPU threads (device workers and
-/// event loops) per guest request, in microseconds. Below one clock tick of
-/// CPU the figure is the upper bound one tick gives, and says so.
+/// event loops) per guest request, in microseconds. Under one clock tick
+/// of CPU there is no measurement: the value is `null`, with the reason in
+/// `not_measured`. (One tick divided by the requests was published before;
+/// it is a bound, not a measurement, and read as one.)
 fn vmm_cpu_per_request(run: &GuestRun, lines: &[Value]) -> Result<Value, BenchError> {
     let ops: f64 = lines.iter().filter_map(|l| l["ops"].as_f64()).sum();
     let cpu = run
@@ -609,11 +616,7 @@ fn vmm_cpu_per_request(run: &GuestRun, lines: &[Value]) -> Result<Value, BenchEr
     if cpu > 0.0 {
         return Ok(json!({"value": fig(&what, cpu / ops * 1e6, "us")?, "ops": ops}));
     }
-    // SAFETY: sysconf has no preconditions.
-    let tick = 1.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok(
-        json!({"value": fig(&what, tick / ops * 1e6, "us (upper bound: under one clock tick)")?, "ops": ops}),
-    )
+    Ok(json!({"value": null, "not_measured": VMM_CPU_NOT_MEASURED, "ops": ops}))
 }
 
 pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
@@ -874,13 +877,13 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     table.push(["placement".into(), String::new(), placement.describe()]);
     for c in &vmm_cpu {
         let v = &c["vmm_cpu_per_request"]["value"];
+        let figure = match v["value"].as_f64() {
+            Some(x) => format!("{x:.2} {}", v["unit"].as_str().unwrap_or("")),
+            None => VMM_CPU_NOT_MEASURED.into(),
+        };
         table.push([
             format!("{} VMM CPU per request", c["path"].as_str().unwrap_or("?")),
-            format!(
-                "{:.2} {}",
-                v["value"].as_f64().unwrap_or(f64::NAN),
-                v["unit"].as_str().unwrap_or("")
-            ),
+            figure,
             String::new(),
         ]);
     }
@@ -940,6 +943,33 @@ mod tests {
             assert_eq!(crate::affinity::current_thread_cpus().unwrap(), had);
         }
         assert_eq!(f.metadata().unwrap().len(), FILE_BYTES, "size unchanged");
+    }
+
+    #[test]
+    fn vmm_cpu_under_one_tick_is_not_measured_not_a_figure() {
+        let run = |cpu: f64| GuestRun {
+            what: "t".into(),
+            stdout: String::new(),
+            timings: Some(json!({"vmm_threads_cpu_s": cpu})),
+        };
+        let lines = [json!({"ops": 1000.0}), json!({"ops": 3000.0})];
+        let v = vmm_cpu_per_request(&run(0.02), &lines).unwrap();
+        assert_eq!(v["ops"], 4000.0);
+        assert_eq!(v["value"]["unit"], "us");
+        assert!(
+            (v["value"]["value"].as_f64().unwrap() - 5.0).abs() < 1e-9,
+            "{v}"
+        );
+        // Zero ticks: null, with the reason; no bound dressed as a value.
+        let v = vmm_cpu_per_request(&run(0.0), &lines).unwrap();
+        assert!(v["value"].is_null(), "{v}");
+        assert_eq!(v["not_measured"], VMM_CPU_NOT_MEASURED);
+        // No timings at all is an error, not a figure.
+        let none = GuestRun {
+            timings: None,
+            ..run(0.0)
+        };
+        assert!(vmm_cpu_per_request(&none, &lines).is_err());
     }
 
     #[test]

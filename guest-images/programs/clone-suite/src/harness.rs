@@ -89,6 +89,17 @@ pub fn selected(name: &str, filters: &[String]) -> bool {
     filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
 }
 
+/// The line printed before any case runs: how many cases are selected and
+/// their names, in run order.
+pub fn plan_line(cases: &[Case], filters: &[String]) -> String {
+    let names: Vec<&str> = cases
+        .iter()
+        .map(|c| c.name)
+        .filter(|n| selected(n, filters))
+        .collect();
+    format!("clone-suite: {} cases: {}", names.len(), names.join(" "))
+}
+
 /// One report line for a finished case.
 pub fn report_line(name: &str, r: &CaseResult) -> String {
     match r {
@@ -161,6 +172,29 @@ mod tests {
         assert!(selected("ebusy-dst", &[]));
         assert!(selected("ebusy-dst", &["ebusy".into()]));
         assert!(!selected("ebusy-dst", &["enxio".into()]));
+    }
+
+    #[test]
+    fn plan_line_lists_the_selected_cases() {
+        fn ok() -> CaseResult {
+            Ok(())
+        }
+        let cases = [
+            Case {
+                name: "a-x",
+                run: ok,
+            },
+            Case { name: "b", run: ok },
+            Case {
+                name: "c-x",
+                run: ok,
+            },
+        ];
+        assert_eq!(plan_line(&cases, &[]), "clone-suite: 3 cases: a-x b c-x");
+        assert_eq!(
+            plan_line(&cases, &["x".into()]),
+            "clone-suite: 2 cases: a-x c-x"
+        );
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! clone-suite: the semantics and errors of `IORING_REGISTER_CLONE_BUFFERS`
 //! (io_uring register opcode 30), one named case each.
 //!
-//! Output: one line per case, `PASS name`, `FAIL name: detail` or
-//! `SKIP name: why`, then `N passed, N failed[, N skipped]`; the exit status
+//! Output: `clone-suite: N cases: name name ...` (the cases selected, in
+//! run order, so that a caller can tell a case that never ran from one that
+//! was never selected), one line per case, `PASS name`, `FAIL name: detail`
+//! or `SKIP name: why`, then `N passed, N failed[, N skipped]`; the exit status
 //! is 0 iff nothing failed. `--list` prints the case names; other arguments
 //! select the cases whose names contain any of them; `-v` times each case on
 //! stderr. Run as root (a few cases fork a child that drops to uid 54321).
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         eprintln!("clone-suite: no case matches {filters:?} (see --list)");
         return ExitCode::from(2);
     }
+    println!("{}", harness::plan_line(cases::CASES, &filters));
     let tally = harness::run(cases::CASES, &filters, verbose);
     println!("{}", tally.summary());
     if tally.failed == 0 {
