@@ -6,15 +6,20 @@
 #   2. applies with `git apply --check` semantics (patch -p1 --dry-run);
 #   3. builds: `make vmlinux` of tinyconfig + guest.config with every patch
 #      up to this one, and no compiler warning in a file the patch touches.
+# Then, with the whole series, the uAPI check: abi-dump.c, compiled against
+# the tree's exported headers (include/uapi/linux/vuring.h), must print
+# exactly what `cargo run -q -p uring-abi --example abi-dump` prints (the
+# Rust definition of the same ABI); any difference fails with the diff.
 # A series that passed is remembered (keyed by the tarball's version, the
-# series, every patch, the config fragment and this script) under
+# series, every patch, the config fragment, abi-dump.c, what uring-abi's
+# abi-dump prints and this script) under
 #   ${RINGVISOR_CACHE:-$HOME/.cache/ringvisor}/series-check/
 # so an unchanged rerun takes no time. Needs what guest-images/build.sh
 # installs (linux-source-6.1, build-essential, flex, bison, bc, libelf-dev,
-# libssl-dev); run build.sh first on a fresh machine.
+# libssl-dev) and cargo; run build.sh first on a fresh machine.
 #
 # usage: guest-kernel-patches/check.sh [--checkpatch-only] [--keep]
-#   --checkpatch-only  step 1 only (seconds; no tree is built)
+#   --checkpatch-only  step 1 only (seconds; no tree is built, no uAPI check)
 #   --keep             keep the work tree (its path is printed)
 set -euo pipefail
 
@@ -27,7 +32,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--checkpatch-only) CHECKPATCH_ONLY=1 ;;
 	--keep) KEEP=1 ;;
-	-h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument: $arg (see --help)" ;;
 	esac
 done
@@ -36,6 +41,8 @@ SELF="$(readlink -f "${BASH_SOURCE[0]}")"
 PATCH_DIR="$(dirname "$SELF")"
 SERIES="$PATCH_DIR/series"
 FRAGMENT="$PATCH_DIR/guest.config"
+ABI_DUMP_C="$PATCH_DIR/abi-dump.c"
+REPO="$(dirname "$PATCH_DIR")"
 CACHE_ROOT="${RINGVISOR_CACHE:-$HOME/.cache/ringvisor}"
 JOBS="${JOBS:-$(nproc)}"
 KSRC_TARBALL=/usr/src/linux-source-6.1.tar.xz
@@ -50,11 +57,21 @@ for p in "${PATCHES[@]}"; do
 	[[ -f "$PATCH_DIR/$p" ]] || die "series names $p, but $PATCH_DIR/$p does not exist"
 done
 
+# The Rust definition of the uAPI, as the uAPI check compares it (below).
+RUST_ABI=
+if [[ $CHECKPATCH_ONLY -eq 0 ]]; then
+	command -v cargo >/dev/null || die "cargo is needed for the uAPI check"
+	RUST_ABI="$(cd "$REPO" && cargo run -q --locked -p uring-abi --example abi-dump)" ||
+		die "cargo run -p uring-abi --example abi-dump failed"
+fi
+
 KEY="$({
 	echo "src $KSRC_VERSION checkpatch-only $CHECKPATCH_ONLY"
 	printf '%s\n' "${PATCHES[@]}"
 	for p in "${PATCHES[@]}"; do sha256sum <"$PATCH_DIR/$p"; done
 	sha256sum <"$FRAGMENT"
+	sha256sum <"$ABI_DUMP_C"
+	[[ $CHECKPATCH_ONLY -eq 1 ]] || echo "$RUST_ABI"
 	sha256sum <"$SELF"
 } | sha256sum | cut -c1-16)"
 STAMP="$CACHE_ROOT/series-check/$KEY.passed"
@@ -132,8 +149,30 @@ for p in "${PATCHES[@]}"; do
 	fi
 done
 
+# The uAPI header against the Rust definition of the same ABI: both print
+# every size, offset and constant as "NAME VALUE" lines, in one order.
+check_uapi() {
+	local hdrs="$WORK/build/usr/include" rust="$WORK/abi-rust.txt" c="$WORK/abi-c.txt"
+
+	echo "$RUST_ABI" >"$rust"
+	make -C "$TREE" O="$WORK/build" headers >"$WORK/headers.log" 2>&1 ||
+		{ cat "$WORK/headers.log" >&2; die "make headers failed"; }
+	"${CC:-cc}" -Wall -Wextra -Werror -I"$hdrs" -o "$WORK/abi-dump" "$ABI_DUMP_C" ||
+		{ log "FAIL uAPI: abi-dump.c does not build against the patched vuring.h"; return 1; }
+	"$WORK/abi-dump" >"$c" || { log "FAIL uAPI: abi-dump exited $?"; return 1; }
+	if ! diff -u --label uring-abi "$rust" --label vuring.h "$c" >&2; then
+		log "FAIL uAPI: include/uapi/linux/vuring.h differs from uring-abi (diff above)"
+		return 1
+	fi
+	log "ok   uAPI: vuring.h matches uring-abi ($(wc -l <"$c") lines)"
+}
+
+if [[ $failed -eq 0 && $CHECKPATCH_ONLY -eq 0 ]]; then
+	check_uapi || failed=1
+fi
+
 [[ $failed -eq 0 ]] || die "the series does not pass (see above)"
 mkdir -p "$(dirname "$STAMP")"
 date -u +%FT%TZ >"$STAMP"
 [[ $KEEP -eq 0 ]] || log "work tree kept: $WORK"
-log "every patch passes checkpatch --strict$([[ $CHECKPATCH_ONLY -eq 1 ]] || echo " and builds with the patches before it")"
+log "every patch passes checkpatch --strict$([[ $CHECKPATCH_ONLY -eq 1 ]] || echo " and builds with the patches before it; the uAPI matches uring-abi")"

@@ -724,7 +724,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 format!("path={file},direct=on"),
                 "--cmdline".into(),
                 format!(
-                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,sqpoll --span {FILE_BYTES} --io-ms {} --pause on",
+                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,polled --span {FILE_BYTES} --io-ms {} --pause on",
                     (s * 1000.0) as u64
                 ),
             ],
@@ -745,7 +745,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         "path": "guest-pv-ring+guest-pv-ring-sqpoll",
         "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
     }));
-    for (path, submit) in [(Path_::PvRing, "doorbell"), (Path_::PvRingSqpoll, "sqpoll")] {
+    for (path, submit) in [(Path_::PvRing, "doorbell"), (Path_::PvRingSqpoll, "polled")] {
         for op in OPS {
             for qd in QDS {
                 let l = guest_line(&run, &lines, "pv-bench-io", op, qd, Some(submit))?;
@@ -982,8 +982,8 @@ mod tests {
         let lines: Vec<Value> = [
             ("randread", "doorbell", 1),
             ("randwrite", "doorbell", 1),
-            ("randwrite", "sqpoll", 1),
-            ("randwrite", "sqpoll", 32),
+            ("randwrite", "polled", 1),
+            ("randwrite", "polled", 32),
         ]
         .iter()
         .enumerate()
@@ -995,12 +995,12 @@ mod tests {
                 .ok()
         };
         assert_eq!(i(Op::Read, 1, Some("doorbell")), Some(0));
-        assert_eq!(i(Op::Write, 1, Some("sqpoll")), Some(2));
-        assert_eq!(i(Op::Write, 32, Some("sqpoll")), Some(3));
+        assert_eq!(i(Op::Write, 1, Some("polled")), Some(2));
+        assert_eq!(i(Op::Write, 32, Some("polled")), Some(3));
         assert_eq!(i(Op::Write, 1, None), Some(1), "first of the op and qd");
         assert_eq!(i(Op::Read, 32, None), None);
         assert!(matches!(
-            guest_line(&run, &lines, "pv-bench-io", Op::Read, 1, Some("sqpoll")),
+            guest_line(&run, &lines, "pv-bench-io", Op::Read, 1, Some("polled")),
             Err(BenchError::Missing { .. })
         ));
     }
@@ -1019,10 +1019,10 @@ mod tests {
 
     #[test]
     fn pause_lines_are_read_strictly() {
-        let ok = json!({"kind":"pv-bench-pause","at":"after","op":"randwrite","submit":"sqpoll","qd":32});
+        let ok = json!({"kind":"pv-bench-pause","at":"after","op":"randwrite","submit":"polled","qd":32});
         assert_eq!(
             Bracket::parse(&ok).unwrap(),
-            ("after".into(), "sqpoll".into(), Op::Write, 32)
+            ("after".into(), "polled".into(), Op::Write, 32)
         );
         for (k, bad) in [
             ("at", json!("during")),
@@ -1041,12 +1041,12 @@ mod tests {
     fn a_pv_run_is_compared_with_the_mean_of_its_own_brackets() {
         let b = [
             bracket("before", "doorbell", Op::Read, 32, 50.0),
-            bracket("before", "sqpoll", Op::Read, 32, 100.0),
-            bracket("before", "sqpoll", Op::Read, 1, 7.0),
-            bracket("after", "sqpoll", Op::Read, 32, 120.0),
+            bracket("before", "polled", Op::Read, 32, 100.0),
+            bracket("before", "polled", Op::Read, 1, 7.0),
+            bracket("after", "polled", Op::Read, 32, 120.0),
             bracket("after", "doorbell", Op::Read, 32, 60.0),
         ];
-        let r = Bracket::reference(&b, "sqpoll", Op::Read, 32).unwrap();
+        let r = Bracket::reference(&b, "polled", Op::Read, 32).unwrap();
         assert_eq!(r["host"]["before"]["value"], 100.0);
         assert_eq!(r["host"]["after"]["value"], 120.0);
         assert_eq!(r["host"]["mean"]["value"], 110.0);
@@ -1055,8 +1055,8 @@ mod tests {
         let r = Bracket::reference(&b, "doorbell", Op::Read, 32).unwrap();
         assert_eq!(r["host"]["mean"]["value"], 55.0);
         // No "after" bracket: no reference, rather than a one-sided one.
-        let e = Bracket::reference(&b, "sqpoll", Op::Read, 1).unwrap_err();
-        assert!(e.to_string().contains("after sqpoll randread qd 1"), "{e}");
+        let e = Bracket::reference(&b, "polled", Op::Read, 1).unwrap_err();
+        assert!(e.to_string().contains("after polled randread qd 1"), "{e}");
     }
 
     #[test]

@@ -746,6 +746,17 @@ fn guest_mem_mib(size: u64) -> u64 {
     (size >> 20) + (size >> 20).min(1024) + 256
 }
 
+/// The registered-bytes budget (`--uring max-registered=`) a pv-bench
+/// registration guest needs, in MiB: ring 0 of every ring count keeps the
+/// pool registered to the end (see pv-bench's `registration`), and
+/// "register" registers it once more on another ring, on top. Each
+/// REGISTER counts the pool's bytes again (the host pins them again), so
+/// the default budget, the guest's RAM, would refuse the second one.
+fn max_registered_mib(ctx: &Ctx, size: u64) -> u64 {
+    let counts = rings_arg(ctx, size).split(',').count() as u64;
+    (counts + 1) * size.div_ceil(1 << 20)
+}
+
 /// A 2 MiB-page guest's arguments; `ram_on_huge`: its RAM must be on host
 /// 2 MiB pages (reserved for it), else it takes them if free and falls
 /// back to ordinary memory.
@@ -768,7 +779,11 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool, ram_on_huge: bool) -> Vec<String> 
         };
         a.extend([
             "--uring".into(),
-            format!("rings={}", total + 2),
+            format!(
+                "rings={},max-registered={}M",
+                total + 2,
+                max_registered_mib(ctx, size)
+            ),
             "--cmdline".into(),
             format!(
                 "hugepages={pages} -- /bin/pv-bench --only reg --rings {rings} --size {size} --page 2M"
@@ -1103,7 +1118,8 @@ mod tests {
     fn guest_arguments_of_the_sweep() {
         let c = ctx(false);
         let a = guest_args(&c, 64 << 20, true, false).join(" ");
-        assert!(a.contains("--uring rings=129"), "{a}");
+        // 7 ring counts keep the 64 MiB pool registered, plus one again.
+        assert!(a.contains("--uring rings=129,max-registered=512M"), "{a}");
         assert!(a.contains("size=384M,hugepages=2M "), "{a}");
         assert!(
             a.contains("--rings 1,2,4,8,16,32,64 --size 67108864"),
@@ -1111,7 +1127,7 @@ mod tests {
         );
         let a = guest_args(&c, 4 << 30, true, true).join(" ");
         assert!(a.contains("--rings 4 --size 4294967296"), "{a}");
-        assert!(a.contains("--uring rings=6"), "{a}");
+        assert!(a.contains("--uring rings=6,max-registered=8192M"), "{a}");
         assert!(a.contains("size=5376M,hugepages=required "), "{a}");
         let a = guest_small_args(64 << 20).join(" ");
         assert!(a.contains("--memory size=384M --cmdline"), "{a}");

@@ -1,8 +1,10 @@
 //! 4 KiB random reads or writes on a backend at a queue depth, submitted
 //! and reaped without system calls, on a ring whose host side learns of new
 //! SQEs either from the doorbell (an MMIO write per submission: a VM exit,
-//! a KVM ioeventfd, the VMM's device thread calling `io_uring_enter`) or
-//! from a host SQPOLL thread (no exit while the poller is awake).
+//! a KVM ioeventfd, the VMM's device thread copying the SQEs through the
+//! allow-list and calling `io_uring_enter`) or from the ring's polled
+//! submitter, a VMM thread watching the SQ tail (no exit while it is
+//! awake).
 //!
 //! Besides IOPS and latency, each run reports where the time goes, measured
 //! in the guest: how long the doorbell write keeps the vCPU, how long the
@@ -14,7 +16,8 @@ use crate::params::Params;
 use crate::stats::{histogram, latency_fields, latency_of, num};
 use crate::{ns, Failure, Mapping};
 use hdrhistogram::Histogram;
-use pv_uring::{Device, FixedBuf, PvRing, VURING_RING_SQPOLL};
+use pv_uring::uring_abi::wire::PVU_SQ_NEED_WAKEUP;
+use pv_uring::{Device, FixedBuf, InfoExt, PvRing, VURING_RING_POLLED};
 use std::time::{Duration, Instant};
 
 /// Bytes per request.
@@ -22,8 +25,6 @@ const BS: usize = 4096;
 /// A gap between two turns of the polling loop longer than this means the
 /// loop was not running (the vCPU was interrupted or preempted).
 const STALL: Duration = Duration::from_micros(50);
-/// `IORING_SQ_NEED_WAKEUP` in the SQ flags word: the SQPOLL thread sleeps.
-const SQ_NEED_WAKEUP: u32 = 1;
 
 /// What the requests do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,9 +63,9 @@ impl Op {
 pub enum Submit {
     /// A doorbell write per submission (ring flags 0).
     Doorbell,
-    /// A host SQPOLL thread (`VURING_RING_SQPOLL`); the doorbell only when
+    /// A polled submitter (`VURING_RING_POLLED`); the doorbell only when
     /// it sleeps.
-    Sqpoll,
+    Polled,
 }
 
 impl Submit {
@@ -72,16 +73,16 @@ impl Submit {
     pub fn name(self) -> &'static str {
         match self {
             Submit::Doorbell => "doorbell",
-            Submit::Sqpoll => "sqpoll",
+            Submit::Polled => "polled",
         }
     }
 
-    /// Parses `doorbell` or `sqpoll`.
+    /// Parses `doorbell` or `polled` (`sqpoll`, its ABI v1 name, too).
     pub fn parse(s: &str) -> Result<Self, String> {
         match s.trim() {
             "doorbell" => Ok(Submit::Doorbell),
-            "sqpoll" => Ok(Submit::Sqpoll),
-            _ => Err(format!("bad submit mode {s:?} (doorbell or sqpoll)")),
+            "polled" | "sqpoll" => Ok(Submit::Polled),
+            _ => Err(format!("bad submit mode {s:?} (doorbell or polled)")),
         }
     }
 }
@@ -99,9 +100,10 @@ impl Rng {
 }
 
 /// One ring for every run of a submit mode, with `max qd` 4 KiB slots of
-/// registered memory. Reusing it keeps an SQPOLL ring's host thread the
-/// only one (a fresh SQPOLL ring per run would leave the previous ring's
-/// thread spinning through its idle time, on a 2-core host next to ours).
+/// registered memory. Reusing it keeps a polled ring's host thread the
+/// only one (a fresh polled ring per run would leave the previous ring's
+/// thread spinning through its idle time, on a 2-core host next to ours,
+/// and the VM may have only one polled ring at a time: `--uring polled=N`).
 pub(crate) struct IoRing {
     // Field order: the ring (which references the pinned pages) goes first.
     r: PvRing,
@@ -127,11 +129,13 @@ impl IoRing {
         let entries = max_qd.next_power_of_two().max(8);
         let flags = match submit {
             Submit::Doorbell => 0,
-            Submit::Sqpoll => {
-                if dev.info().features & pv_uring::abi::PVU_F_SQPOLL == 0 {
-                    return Err(Failure::msg("the device does not offer PVU_F_SQPOLL"));
+            Submit::Polled => {
+                if !dev.info().has_polled() {
+                    return Err(Failure::msg(
+                        "the device does not offer PVU_F_POLLED (--uring polled=N)",
+                    ));
                 }
-                VURING_RING_SQPOLL
+                VURING_RING_POLLED
             }
         };
         let mut r = PvRing::new(dev, entries, flags)
@@ -249,27 +253,10 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
     let issue = |r: &mut PvRing, slot: usize, started: &mut [Instant], rng: &mut Rng| {
         let off = (rng.next() % blocks) * BS as u64;
         let f = slots[slot];
-        let file = io_uring::types::Fixed(backend);
         let sqe = match op {
-            Op::Read => io_uring::opcode::ReadFixed::new(
-                file,
-                f.host_addr as *mut u8,
-                BS as u32,
-                f.buf_index,
-            )
-            .offset(off)
-            .build(),
-            Op::Write => io_uring::opcode::WriteFixed::new(
-                file,
-                f.host_addr as *const u8,
-                BS as u32,
-                f.buf_index,
-            )
-            .offset(off)
-            .build(),
-            Op::Nop => io_uring::opcode::Nop::new()
-                .build()
-                .flags(io_uring::squeue::Flags::FIXED_FILE),
+            Op::Read => pv_uring::read_fixed(backend, f, BS as u32, off),
+            Op::Write => pv_uring::write_fixed(backend, f, BS as u32, off),
+            Op::Nop => pv_uring::nop(),
         }
         .user_data(slot as u64);
         started[slot] = Instant::now();
@@ -294,7 +281,7 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
     let flush = |r: &mut PvRing, d: &mut Diag, pending: &mut Option<(Instant, u32)>| {
         let rings = match submit {
             Submit::Doorbell => true,
-            Submit::Sqpoll => r.sq_flags() & SQ_NEED_WAKEUP != 0,
+            Submit::Polled => r.sq_flags() & PVU_SQ_NEED_WAKEUP != 0,
         };
         let t = Instant::now();
         let n = r.submit();
@@ -423,7 +410,7 @@ mod tests {
         for op in [Op::Read, Op::Write] {
             assert_eq!(Op::parse(op.name()), Ok(op));
         }
-        for s in [Submit::Doorbell, Submit::Sqpoll] {
+        for s in [Submit::Doorbell, Submit::Polled] {
             assert_eq!(Submit::parse(s.name()), Ok(s));
         }
         assert_eq!(Op::parse("write"), Ok(Op::Write));

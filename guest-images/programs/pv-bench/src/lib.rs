@@ -10,7 +10,7 @@
 //!   `min_us`, `median_us`, `p99_us`, ..., every sample in `samples_us`;
 //!   `"first-register"` is ring 0's), then a `pv-bench-summary` line;
 //! - 4 KiB random READ_FIXED or WRITE_FIXED on a backend at each queue
-//!   depth, on a doorbell ring and/or an SQPOLL ring
+//!   depth, on a doorbell ring and/or a polled ring (a VMM thread polls its SQ)
 //!   (`{"kind":"pv-bench-io","op":"randread","submit":"doorbell","qd":N,...,"iops":...}`),
 //!   submitted and reaped without system calls. With `--pause on`, each
 //!   run is bracketed by `{"kind":"pv-bench-pause","at":"before"|"after",

@@ -25,7 +25,7 @@ pub struct Params {
     /// a writable backend).
     pub ops: Vec<crate::io::Op>,
     /// How the I/O rings' host side learns of SQEs (`--submit
-    /// doorbell,sqpoll`), one ring per mode.
+    /// doorbell,polled`), one ring per mode.
     pub submits: Vec<crate::io::Submit>,
     /// Leave the I/O rings' completion eventfd (the guest interrupt) on
     /// (`--cq-eventfd on`); off by default: the runs busy-poll.
@@ -70,7 +70,7 @@ impl Default for Params {
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
-[--submit doorbell,sqpoll] [--cq-eventfd on|off] [--only reg|io] [--cpu N] [--pause on|off]
+[--submit doorbell,polled] [--cq-eventfd on|off] [--only reg|io] [--cpu N] [--pause on|off]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -248,7 +248,7 @@ mod tests {
             (p.ops.clone(), p.submits.clone()),
             (
                 vec![crate::io::Op::Read, crate::io::Op::Write],
-                vec![crate::io::Submit::Sqpoll]
+                vec![crate::io::Submit::Polled]
             )
         );
         assert!(p.apply_args(["--op", "trim"].map(String::from)).is_err());

@@ -5,7 +5,7 @@
 use crate::params::Params;
 use crate::stats::{latency_fields, num, samples_field, Latency};
 use crate::{ns, Failure, Mapping};
-use pv_uring::{CloneSrc, Device, PvRing};
+use pv_uring::{CloneSrc, Device, InfoExt, PvRing};
 use std::time::Instant;
 
 fn pool(p: &Params) -> Result<Mapping, Failure> {
@@ -103,17 +103,17 @@ fn measure(p: &Params, dev: &Device, m: &Mapping, n: usize) -> Result<Vec<PvRing
     // Through the host table.
     if dev.info().has_table() {
         let t = Instant::now();
-        let id = src.publish().map_err(|e| Failure::new("publish", e))?;
+        let token = src.publish().map_err(|e| Failure::new("publish", e))?;
         emit("publish", &[ns(t.elapsed())]);
         let mut s = Vec::new();
         for (k, r) in rest.iter_mut().enumerate() {
             let t = Instant::now();
-            r.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0)
-                .map_err(|e| Failure::new(format!("clone table {id} into ring {}", k + 1), e))?;
+            r.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0)
+                .map_err(|e| Failure::new(format!("clone the table into ring {}", k + 1), e))?;
             s.push(ns(t.elapsed()));
         }
         emit("table-clone", &s);
-        src.unpublish(id)
+        src.unpublish(token)
             .map_err(|e| Failure::new("unpublish", e))?;
     } else {
         eprintln!("pv-bench: device without PVU_F_TABLE: no table-clone");

@@ -26,6 +26,10 @@ pub struct Params {
     pub filters: Vec<String>,
     pub verbose: bool,
     pub list: bool,
+    /// Before the first and after the last `hostile-` case, print
+    /// `PV-SUITE-PAUSE <at>` and wait for a line on stdin (the host
+    /// measures its memory meanwhile; tests/pv.rs).
+    pub pause: bool,
 }
 
 impl Default for Params {
@@ -43,16 +47,17 @@ impl Default for Params {
             filters: Vec::new(),
             verbose: false,
             list: false,
+            pause: false,
         }
     }
 }
 
 pub const USAGE: &str = "usage: pv-suite [--list] [-v] [--dev PATH] [--seed N] [--backend N] \
 [--read-blocks N] [--write-block N] [--write-blocks N] [--no-write] [--pool-rings N] \
-[--cycles N] [CASE-SUBSTRING...]
+[--cycles N] [--pause] [CASE-SUBSTRING...]
 kernel command line: rv.pv.dev= rv.pv.seed= rv.pv.backend= rv.pv.read_blocks= \
 rv.pv.write_block= rv.pv.write_blocks= rv.pv.write=0|1 rv.pv.pool_rings= rv.pv.cycles= \
-rv.pv.cases=a,b rv.pv.verbose=1";
+rv.pv.cases=a,b rv.pv.verbose=1 rv.pv.pause=1";
 
 /// Flags taking a value (`--key V` or `--key=V`).
 const FLAGS_WITH_VALUE: &[&str] = &[
@@ -100,6 +105,7 @@ impl Params {
             "pool_rings" | "pool-rings" => self.pool_rings = num(key, v)?,
             "cycles" => self.cycles = Some(num(key, v)?),
             "verbose" => self.verbose = flag(key, v)?,
+            "pause" => self.pause = flag(key, v)?,
             "cases" => self
                 .filters
                 .extend(v.split(',').filter(|s| !s.is_empty()).map(String::from)),
@@ -136,6 +142,7 @@ impl Params {
                 "--list" => self.list = true,
                 "-v" | "--verbose" => self.verbose = true,
                 "--no-write" => self.write = false,
+                "--pause" => self.pause = true,
                 _ if a.starts_with("--") => {
                     let (k, inline) = match a[2..].split_once('=') {
                         Some((k, v)) => (k.to_string(), Some(v.to_string())),

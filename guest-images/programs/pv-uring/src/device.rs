@@ -1,13 +1,21 @@
 //! `/dev/vuring`: the device (INFO, the doorbell page) and its rings.
 
-use crate::abi::*;
 use crate::error::{Errno, Error, Result};
 use crate::extent::{self, FixedBuf, FixedPiece};
-use crate::queue::{Cqe, Queues};
+use crate::queue::{Cqe, Layout, Queues};
+use io_uring::{opcode, squeue, types};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uring_abi::uring::{IOSQE_FIXED_FILE, SQE_LEN};
+use uring_abi::vuring::{
+    VuringClone, VuringCreate, VuringExtent as Extent, VuringInfo, VuringPublish, VuringRegister,
+    VURING_CLONE_SRC_TABLE, VURING_IOC_CLONE, VURING_IOC_CREATE, VURING_IOC_INFO,
+    VURING_IOC_PUBLISH, VURING_IOC_REGISTER, VURING_IOC_UNPUBLISH, VURING_IOC_UNREGISTER,
+    VURING_MMAP_CQ, VURING_MMAP_DOORBELL, VURING_MMAP_SQ, VURING_RING_POLLED,
+};
+use uring_abi::wire::{ABI_VERSION, DOORBELL_LEN};
 
 /// Path of the guest driver's misc device.
 pub const DEFAULT_PATH: &str = "/dev/vuring";
@@ -116,9 +124,12 @@ impl Device {
                 "VURING_IOC_INFO",
             )
         }?;
+        if info.abi_version != ABI_VERSION {
+            return Err(Error::AbiVersion(info.abi_version));
+        }
         let map = Map::new(
             fd.as_raw_fd(),
-            DOORBELL_LEN,
+            DOORBELL_LEN as usize,
             VURING_MMAP_DOORBELL,
             libc::PROT_READ | libc::PROT_WRITE,
             "mmap doorbell",
@@ -126,7 +137,7 @@ impl Device {
         .or_else(|_| {
             Map::new(
                 fd.as_raw_fd(),
-                DOORBELL_LEN,
+                DOORBELL_LEN as usize,
                 VURING_MMAP_DOORBELL,
                 libc::PROT_WRITE,
                 "mmap doorbell",
@@ -156,20 +167,22 @@ impl Device {
         self.doorbell.ring(id)
     }
 
-    /// Removes host table entry `id` (VURING_IOC_UNPUBLISH on the device fd).
-    pub fn unpublish(&self, id: u32) -> Result<()> {
-        unpublish_on(self.fd.as_raw_fd(), id)
+    /// UNPUBLISH `token` through the device fd (no ring on it). Only the
+    /// file that published a table may unpublish it: from any other file
+    /// this is `-EPERM`.
+    pub fn unpublish(&self, token: u64) -> Result<()> {
+        unpublish_on(self.fd.as_raw_fd(), token)
     }
 }
 
-fn unpublish_on(fd: RawFd, id: u32) -> Result<()> {
-    let v = id;
-    // SAFETY: _IOW(u32): the driver reads one u32.
+fn unpublish_on(fd: RawFd, token: u64) -> Result<()> {
+    let v = VuringPublish { token };
+    // SAFETY: _IOW(struct vuring_publish): the driver reads it.
     unsafe {
         ioctl(
             fd,
             VURING_IOC_UNPUBLISH,
-            &v as *const u32 as usize,
+            &v as *const VuringPublish as usize,
             "VURING_IOC_UNPUBLISH",
         )
     }
@@ -181,8 +194,9 @@ fn unpublish_on(fd: RawFd, id: u32) -> Result<()> {
 pub enum CloneSrc<'a> {
     /// Another ring of this process.
     Ring(&'a PvRing),
-    /// A host table id (from [`PvRing::publish`]); sets VURING_CLONE_SRC_TABLE.
-    Table(u32),
+    /// A published table, named by the token PUBLISH returned (sets
+    /// `VURING_CLONE_SRC_TABLE`). An unknown token is `-ENOENT`.
+    Table(u64),
     /// The destination ring itself (clone into self, with DST_REPLACE).
     This,
     /// A raw `src` value without SRC_TABLE (for error tests: bad fds).
@@ -211,24 +225,24 @@ impl Default for WaitOpts {
     }
 }
 
-/// One ring of the device: its own /dev/vuring fd, its mapped slot.
+/// One ring of the device: its own /dev/vuring fd and its two mapped slots.
 pub struct PvRing {
-    // Field order: the queues point into `slot`, which must be unmapped
+    // Field order: the queues point into the maps, which must be unmapped
     // before the fd (the ring) is closed.
     q: Queues,
-    slot: Map,
+    sq_map: Map,
+    cq_map: Map,
     fd: OwnedFd,
-    id: u32,
-    slot_offset: u64,
-    params: IoUringParams,
+    create: VuringCreate,
     doorbell: Arc<Doorbell>,
     extents: Vec<Extent>,
     max_buffers: u32,
 }
 
 impl PvRing {
-    /// Creates a ring of `entries` SQ entries (`flags`: [`VURING_RING_SQPOLL`])
-    /// on a fresh fd and maps its slot.
+    /// Creates a ring of `entries` SQ entries (`flags`:
+    /// [`VURING_RING_POLLED`]) on a fresh fd and maps its submission slot
+    /// (read-write) and completion slot (read-only).
     pub fn new(dev: &Device, entries: u32, flags: u32) -> Result<Self> {
         let fd = open_dev(&dev.path)?;
         let mut c = VuringCreate {
@@ -245,30 +259,40 @@ impl PvRing {
                 "VURING_IOC_CREATE",
             )
         }?;
-        let slot_len = dev.info.slot_size as usize;
-        if slot_len < SQES_OFFSET {
-            return Err(Error::Layout(format!(
-                "slot_size {slot_len:#x} below 1 MiB"
-            )));
-        }
-        crate::queue::validate(&c.params, slot_len)?;
-        let slot = Map::new(
+        let layout = Layout {
+            sq_entries: c.sq_entries,
+            cq_entries: c.cq_entries,
+            cq_tail: c.cq_tail,
+            cqes: c.cqes,
+            sq_slot_len: dev.info.sq_slot_size as usize,
+            cq_slot_len: dev.info.cq_slot_size as usize,
+            polled: c.ring_flags & VURING_RING_POLLED != 0,
+        };
+        crate::queue::validate(&layout)?;
+        let sq_map = Map::new(
             fd.as_raw_fd(),
-            slot_len,
-            VURING_MMAP_RING,
+            layout.sq_slot_len,
+            VURING_MMAP_SQ,
             libc::PROT_READ | libc::PROT_WRITE,
-            "mmap ring slot",
+            "mmap submission slot",
         )?;
-        // SAFETY: `slot` maps slot_len bytes (page aligned) and is owned by
-        // the returned PvRing next to `q`, dropped after it.
-        let q = unsafe { Queues::new(slot.ptr, slot_len, &c.params) }?;
+        // Read-only: the driver refuses a writable mapping of it.
+        let cq_map = Map::new(
+            fd.as_raw_fd(),
+            layout.cq_slot_len,
+            VURING_MMAP_CQ,
+            libc::PROT_READ,
+            "mmap completion slot",
+        )?;
+        // SAFETY: the maps have the layout's sizes (page aligned) and are
+        // owned by the returned PvRing next to `q`, dropped after it.
+        let q = unsafe { Queues::new(sq_map.ptr, cq_map.ptr, &layout) }?;
         Ok(PvRing {
             q,
-            slot,
+            sq_map,
+            cq_map,
             fd,
-            id: c.ring_id,
-            slot_offset: c.slot_offset,
-            params: c.params,
+            create: c,
             doorbell: dev.doorbell.clone(),
             extents: Vec::new(),
             max_buffers: dev.info.max_buffers,
@@ -277,31 +301,34 @@ impl PvRing {
 
     /// The device's ring id (what the doorbell takes).
     pub fn id(&self) -> u32 {
-        self.id
+        self.create.ring_id
     }
     /// The ring's fd (a CLONE source for other rings).
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
-    /// Offset of the slot in the ring area.
-    pub fn slot_offset(&self) -> u64 {
-        self.slot_offset
+    /// What CREATE answered.
+    pub fn create_info(&self) -> &VuringCreate {
+        &self.create
     }
-    /// The host ring's io_uring_params.
-    pub fn params(&self) -> &IoUringParams {
-        &self.params
+    /// Base of the mapped submission slot.
+    pub fn sq_slot_ptr(&self) -> *mut u8 {
+        self.sq_map.ptr
     }
-    /// Base of the mapped slot.
-    pub fn slot_ptr(&self) -> *mut u8 {
-        self.slot.ptr
+    /// Base of the mapped (read-only) completion slot.
+    pub fn cq_slot_ptr(&self) -> *const u8 {
+        self.cq_map.ptr
     }
-    /// Whether the host ring polls the SQ (IORING_SETUP_SQPOLL).
-    pub fn is_sqpoll(&self) -> bool {
-        self.q.is_sqpoll()
+    /// Whether a VMM thread polls the ring (`VURING_RING_POLLED`).
+    pub fn is_polled(&self) -> bool {
+        self.q.is_polled()
     }
+    /// SQ entries.
     pub fn sq_entries(&self) -> u32 {
         self.q.sq_entries()
     }
+    /// CQ entries: also the most SQEs the device has consumed and the
+    /// program not reaped.
     pub fn cq_entries(&self) -> u32 {
         self.q.cq_entries()
     }
@@ -309,19 +336,22 @@ impl PvRing {
     pub fn sq_space(&self) -> u32 {
         self.q.sq_space()
     }
-    /// The SQ flags word of the ring.
+    /// Published SQEs the device has not consumed yet.
+    pub fn sq_pending(&self) -> u32 {
+        self.q.sq_pending()
+    }
+    /// The device's SQ flags word (`PVU_SQ_NEED_WAKEUP`).
     pub fn sq_flags(&self) -> u32 {
         self.q.sq_flags()
     }
     /// Turns the ring's completion interrupt on or off: `false` sets
-    /// `IORING_CQ_EVENTFD_DISABLED` in the shared CQ flags word, so the
-    /// host kernel does not signal the eventfd that raises the interrupt.
-    /// A program that busy-polls the CQ needs none, and each one costs
-    /// the vCPU an interrupt entry, handler and return (on nested PVM
-    /// about 200 us). `poll()` on the ring fd sleeps until that interrupt,
-    /// so with it off a [`PvRing::wait`] that stops spinning only sees
-    /// completions at its 10 ms poll timeouts: turn it back on before
-    /// waiting in the kernel. New rings start with it on.
+    /// `PVU_CQ_EVENTFD_DISABLED`, which the device carries to the host ring
+    /// at its next pass. A program that busy-polls the CQ needs no
+    /// interrupt, and each one costs the vCPU an interrupt entry, handler
+    /// and return (on nested PVM about 200 us). `poll()` on the ring fd
+    /// sleeps until that interrupt, so with it off a [`PvRing::wait`] that
+    /// stops spinning only sees completions at its 10 ms poll timeouts.
+    /// New rings start with it on.
     pub fn set_cq_eventfd(&self, enabled: bool) {
         self.q.set_cq_eventfd(enabled)
     }
@@ -329,90 +359,100 @@ impl PvRing {
     pub fn cq_eventfd_enabled(&self) -> bool {
         self.q.cq_eventfd_enabled()
     }
-    /// SQEs the host kernel dropped (bad SQ array index).
-    pub fn sq_dropped(&self) -> u32 {
-        self.q.sq_dropped()
-    }
-    /// The ring's state for diagnostics: id, SQ/CQ indices in shared
-    /// memory, flags, dropped and overflow counters.
+    /// The ring's state for diagnostics.
     pub fn debug_state(&self) -> String {
         let (sh, st, lt, ch, ct) = self.q.indices();
         format!(
-            "ring {} sq head {sh} tail {st} (local {lt}) cq head {ch} tail {ct} sq flags {:#x} dropped {} overflow {}",
-            self.id,
+            "ring {} sq head {sh} tail {st} (local {lt}) cq head {ch} tail {ct} sq flags {:#x}",
+            self.id(),
             self.q.sq_flags(),
-            self.q.sq_dropped(),
-            self.q.cq_overflow()
         )
     }
 
-    /// The ring indices in shared memory: (SQ head, SQ tail, CQ head, CQ
-    /// tail). A fresh ring has all four 0.
+    /// The ring indices: (SQ head, SQ tail, CQ head, CQ tail). A fresh
+    /// ring has all four 0.
     pub fn ring_indices(&self) -> (u32, u32, u32, u32) {
         let (sh, st, _, ch, ct) = self.q.indices();
         (sh, st, ch, ct)
     }
 
-    /// CQE slot `i` (masked) as it is in shared memory now, not consumed
+    /// CQE entry `i` (masked) as it is in shared memory now, not consumed
     /// (diagnostics).
     pub fn peek_cqe(&self, i: u32) -> Cqe {
         self.q.peek_cqe(i)
     }
 
-    /// CQ overflow counter.
-    pub fn cq_overflow(&self) -> u32 {
-        self.q.cq_overflow()
-    }
-
-    /// Queues one SQE (not yet visible to the host: see [`PvRing::submit`]).
-    /// Refuses SQEs without IOSQE_FIXED_FILE (use `types::Fixed`, or
-    /// `.flags(Flags::FIXED_FILE)` for NOP/FSYNC).
+    /// Queues one SQE (not yet visible to the device: see
+    /// [`PvRing::submit`]). Refuses SQEs without IOSQE_FIXED_FILE (use
+    /// `types::Fixed`, or `.flags(Flags::FIXED_FILE)` for NOP).
     ///
-    /// [`Error::SqFull`] can be transient: the host kernel may post the
-    /// CQEs of a submission before it publishes the SQ head, so a caller
-    /// that refills on completions should retry when [`PvRing::sq_space`]
-    /// grows rather than treat it as fatal.
+    /// [`Error::SqFull`]: reap completions first (the device consumes SQEs
+    /// only while the CQ has room for their CQEs).
     ///
     /// # Safety
     /// Buffers the SQE makes the host read or write (through a registered
     /// buffer) must stay valid and not be otherwise accessed until its
     /// completion is reaped, as with the `io-uring` crate.
-    pub unsafe fn push(&mut self, sqe: &io_uring::squeue::Entry) -> Result<()> {
+    pub unsafe fn push(&mut self, sqe: &squeue::Entry) -> Result<()> {
         let b = sqe_bytes(sqe);
         if b[1] & IOSQE_FIXED_FILE == 0 {
             return Err(Error::NotFixedFile);
         }
-        self.q.push_bytes(&b, None)
+        self.q.push_bytes(&b)
     }
 
-    /// Queues a raw 64-byte SQE, unchecked, with SQ array entry
-    /// `array_index` (`None`: the slot itself). For hostile-request tests.
+    /// Queues a raw 64-byte SQE, unchecked (hostile-request tests; see
+    /// [`crate::Sqe::to_bytes`] to build one field by field).
     ///
     /// # Safety
     /// As [`PvRing::push`].
-    pub unsafe fn push_raw(
-        &mut self,
-        sqe: &[u8; SQE_BYTES],
-        array_index: Option<u32>,
-    ) -> Result<()> {
-        self.q.push_bytes(sqe, array_index)
+    pub unsafe fn push_raw(&mut self, sqe: &[u8; SQE_LEN]) -> Result<()> {
+        self.q.push_bytes(sqe)
     }
 
     /// Publishes the SQ tail (release store) and rings the doorbell with
-    /// this ring's id: always when entries were added (an SQPOLL ring only
-    /// when the host poller set IORING_SQ_NEED_WAKEUP). No system call.
-    /// Returns the number of SQEs made visible.
+    /// this ring's id when entries were added (a polled ring only when its
+    /// submitter sleeps). No system call. Returns the SQEs made visible.
     pub fn submit(&mut self) -> usize {
         let (n, ring) = self.q.flush();
         if ring {
-            self.doorbell.ring(self.id);
+            self.doorbell.ring(self.id());
         }
         n as usize
     }
 
     /// Rings this ring's doorbell unconditionally.
     pub fn ring_doorbell(&self) {
-        self.doorbell.ring(self.id);
+        self.doorbell.ring(self.id());
+    }
+
+    /// Rings the doorbell if published SQEs wait for the device (a full CQ
+    /// stopped it, or a polled submitter fell asleep). Returns whether it
+    /// rang.
+    pub fn kick(&self) -> bool {
+        let ring = self.q.sq_pending() > 0 && self.q.doorbell_needed();
+        if ring {
+            self.doorbell.ring(self.id());
+        }
+        ring
+    }
+
+    /// Stores raw SQ tail / CQ head values in the submission slot
+    /// (hostile tests: the device must ignore a tail more than sq_entries
+    /// ahead and a CQ head outside what it posted); [`PvRing::restore_indices`]
+    /// undoes it.
+    pub fn store_raw_indices(&self, sq_tail: Option<u32>, cq_head: Option<u32>) {
+        if let Some(t) = sq_tail {
+            self.q.store_raw_tail(t);
+        }
+        if let Some(h) = cq_head {
+            self.q.store_raw_cq_head(h);
+        }
+    }
+
+    /// Stores the library's own SQ tail and CQ head again.
+    pub fn restore_indices(&self) {
+        self.q.restore()
     }
 
     /// CQEs ready to reap.
@@ -421,9 +461,11 @@ impl PvRing {
     }
 
     /// The completion queue: an iterator reaping CQEs (acquire-loads the
-    /// tail, release-stores the head per entry).
+    /// tail, release-stores the head per entry). When it is dropped after
+    /// reaping, SQEs still waiting for room in the CQ get a doorbell.
     pub fn completion(&mut self) -> Completion<'_> {
-        Completion { q: &mut self.q }
+        let before = self.q.cq_head();
+        Completion { ring: self, before }
     }
 
     /// Busy-polls the CQ until at least `n` CQEs are ready (default
@@ -432,11 +474,15 @@ impl PvRing {
         self.wait_with(n, &WaitOpts::default())
     }
 
-    /// As [`PvRing::wait`] with explicit options.
+    /// As [`PvRing::wait`] with explicit options. While it waits, SQEs the
+    /// device has not consumed get the doorbell again whenever the SQ head
+    /// has not moved for a while (the device may have stopped at a full CQ
+    /// before this program reaped).
     pub fn wait_with(&mut self, n: usize, o: &WaitOpts) -> Result<usize> {
         let n = n.min(self.q.cq_entries() as usize);
         let mut start: Option<Instant> = None;
         let mut spins: u32 = 0;
+        let mut head = self.q.sq_head();
         loop {
             let ready = self.q.cq_ready() as usize;
             if ready >= n {
@@ -447,6 +493,11 @@ impl PvRing {
                 std::hint::spin_loop();
                 continue;
             }
+            let now_head = self.q.sq_head();
+            if now_head == head && spins.is_multiple_of(1 << 16) {
+                self.kick();
+            }
+            head = now_head;
             // Rarely look at the clock (vDSO; no system call with a TSC
             // or pvclock clocksource).
             let t0 = *start.get_or_insert_with(Instant::now);
@@ -462,6 +513,7 @@ impl PvRing {
             if el < o.spin {
                 continue;
             }
+            self.kick();
             if o.poll {
                 let mut pfd = libc::pollfd {
                     fd: self.fd.as_raw_fd(),
@@ -486,14 +538,17 @@ impl PvRing {
         self.wait(n)
     }
 
-    /// The ring's registered buffers as the driver last reported them.
+    /// The ring's registered buffers as the driver last reported them
+    /// (user addresses the driver did not know filled in where this
+    /// library knows them).
     pub fn extents(&self) -> &[Extent] {
         &self.extents
     }
 
     /// Registers `iovs` (REGISTER): the driver pins them and splits them
     /// into guest-physically contiguous extents, one buffer each. Returns
-    /// the extents (index = buffer index).
+    /// the extents (index = buffer index). Two iovecs over the same memory
+    /// are `-EINVAL`; more bytes than the VM may register, `-ENOSPC`.
     pub fn register_buffers(&mut self, iovs: &[libc::iovec]) -> Result<Vec<Extent>> {
         let cap = extent::max_extents_for(iovs).clamp(1, self.max_buffers.max(1) as usize);
         let mut out = vec![Extent::default(); cap];
@@ -519,7 +574,9 @@ impl PvRing {
         Ok(out)
     }
 
-    /// Drops the ring's buffers (UNREGISTER).
+    /// Drops the ring's buffers (UNREGISTER). The driver keeps their pages
+    /// pinned while requests may still use them; `-EBUSY` when it already
+    /// keeps 8 such tables for this ring (reap, or close the ring).
     pub fn unregister_buffers(&mut self) -> Result<()> {
         // SAFETY: _IO: no argument.
         unsafe { ioctl(self.fd(), VURING_IOC_UNREGISTER, 0, "VURING_IOC_UNREGISTER") }?;
@@ -528,10 +585,11 @@ impl PvRing {
     }
 
     /// Clones buffers into this ring (CLONE): `flags` may hold
-    /// [`VURING_CLONE_DST_REPLACE`]; `src_off`, `dst_off`, `nr` as
+    /// [`crate::VURING_CLONE_DST_REPLACE`]; `src_off`, `dst_off`, `nr` as
     /// `struct io_uring_clone_buffers` (`nr` 0: the whole source table).
-    /// Returns the destination's whole table. Unknown user addresses are
-    /// filled from the source ring's extents where known.
+    /// Returns the destination's whole table. User addresses the driver
+    /// did not report are filled from the source ring's table (a table
+    /// source: see [`PvRing::adopt_user_addrs`]).
     pub fn clone_buffers_from(
         &mut self,
         src: CloneSrc<'_>,
@@ -540,26 +598,34 @@ impl PvRing {
         dst_off: u32,
         nr: u32,
     ) -> Result<Vec<Extent>> {
-        let (s, f) = match src {
-            CloneSrc::Ring(r) => (r.fd() as u32, flags),
-            CloneSrc::Table(id) => (id, flags | VURING_CLONE_SRC_TABLE),
-            CloneSrc::This => (self.fd() as u32, flags),
-            CloneSrc::RawFd(fd) => (fd, flags),
-        };
         let mut c = VuringClone {
-            src: s,
-            flags: f,
+            flags,
             src_off,
             dst_off,
             nr,
             ..Default::default()
         };
-        let mut t = self.clone_raw(&mut c)?;
-        if let CloneSrc::Ring(r) = src {
-            extent::adopt_user_addrs(&mut t, r.extents());
+        match src {
+            CloneSrc::Ring(r) => c.src = r.fd() as u32,
+            CloneSrc::Table(token) => {
+                c.flags |= VURING_CLONE_SRC_TABLE;
+                c.token = token;
+            }
+            CloneSrc::This => c.src = self.fd() as u32,
+            CloneSrc::RawFd(fd) => c.src = fd,
         }
-        let known = std::mem::take(&mut self.extents);
-        extent::adopt_user_addrs(&mut t, &known);
+        let mut t = self.clone_raw(&mut c)?;
+        let old = std::mem::take(&mut self.extents);
+        match src {
+            CloneSrc::Ring(r) => {
+                extent::adopt_cloned(&mut t, r.extents(), src_off, dst_off, nr);
+            }
+            CloneSrc::This => {
+                extent::adopt_cloned(&mut t, &old, src_off, dst_off, nr);
+            }
+            CloneSrc::Table(_) | CloneSrc::RawFd(_) => {}
+        }
+        extent::adopt_kept(&mut t, &old);
         self.extents = t.clone();
         Ok(t)
     }
@@ -588,34 +654,43 @@ impl PvRing {
         Ok(out)
     }
 
-    /// Puts a clone of this ring's buffers in the host table; returns its id.
-    pub fn publish(&self) -> Result<u32> {
-        let mut id = 0u32;
-        // SAFETY: _IOR(u32): the driver writes one u32.
+    /// Puts a clone of this ring's buffers in the host table; returns the
+    /// unguessable token that other rings clone it with.
+    pub fn publish(&self) -> Result<u64> {
+        let mut p = VuringPublish::default();
+        // SAFETY: _IOR(struct vuring_publish): the driver writes it.
         unsafe {
             ioctl(
                 self.fd(),
                 VURING_IOC_PUBLISH,
-                &mut id as *mut u32 as usize,
+                &mut p as *mut VuringPublish as usize,
                 "VURING_IOC_PUBLISH",
             )
         }?;
-        Ok(id)
+        Ok(p.token)
     }
 
-    /// Removes host table entry `id` (rings that cloned from it keep their
-    /// buffers).
-    pub fn unpublish(&self, id: u32) -> Result<()> {
-        unpublish_on(self.fd(), id)
+    /// Removes the table `token` names (rings that cloned from it keep
+    /// their buffers). Only this ring's file, which published it, may.
+    pub fn unpublish(&self, token: u64) -> Result<()> {
+        unpublish_on(self.fd(), token)
     }
 
-    /// Fills unknown user addresses of the extent table from `known`
-    /// extents with the same host address (after a clone from a table).
-    pub fn adopt_user_addrs(&mut self, known: &[Extent]) -> usize {
-        extent::adopt_user_addrs(&mut self.extents, known)
+    /// After a clone from a table: fills unknown user addresses of entries
+    /// `dst_off..dst_off + nr` from `src[src_off..]`, the publisher's table
+    /// (arguments as the clone's). Returns how many were filled.
+    pub fn adopt_user_addrs(
+        &mut self,
+        src: &[Extent],
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+    ) -> usize {
+        extent::adopt_cloned(&mut self.extents, src, src_off, dst_off, nr)
     }
 
-    /// `(ptr, len)` inside one registered buffer: its index and host address.
+    /// `(ptr, len)` inside one registered buffer: its index and the offset
+    /// in it (what READ_FIXED/WRITE_FIXED carry).
     pub fn translate(&self, ptr: *const u8, len: usize) -> Result<FixedBuf> {
         extent::translate(&self.extents, ptr as u64, len as u64)
     }
@@ -626,18 +701,62 @@ impl PvRing {
     }
 }
 
+/// A READ_FIXED of `len` bytes at file offset `file_off` of backend
+/// `backend` into the registered buffer range `at` (the SQE's `addr` is
+/// the byte offset in the buffer, never an address).
+pub fn read_fixed(backend: u32, at: FixedBuf, len: u32, file_off: u64) -> squeue::Entry {
+    opcode::ReadFixed::new(
+        types::Fixed(backend),
+        at.offset as *mut u8,
+        len,
+        at.buf_index,
+    )
+    .offset(file_off)
+    .build()
+}
+
+/// A WRITE_FIXED, as [`read_fixed`].
+pub fn write_fixed(backend: u32, at: FixedBuf, len: u32, file_off: u64) -> squeue::Entry {
+    opcode::WriteFixed::new(
+        types::Fixed(backend),
+        at.offset as *const u8,
+        len,
+        at.buf_index,
+    )
+    .offset(file_off)
+    .build()
+}
+
+/// A NOP as the device allows it: `IOSQE_FIXED_FILE` and every other
+/// field 0. (The `io-uring` crate's `opcode::Nop` sets `fd` to -1, which
+/// the device's allow-list refuses with `-EINVAL`.)
+pub fn nop() -> squeue::Entry {
+    let mut b = sqe_bytes(&opcode::Nop::new().build().flags(squeue::Flags::FIXED_FILE));
+    b[uring_abi::uring::sqe::FD..uring_abi::uring::sqe::FD + 4].fill(0);
+    sqe_from_bytes(b)
+}
+
+/// An `io-uring` crate SQE from its 64 bytes.
+pub fn sqe_from_bytes(b: [u8; SQE_LEN]) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == SQE_LEN);
+    // SAFETY: squeue::Entry is a #[repr(C)] wrapper of the 64-byte
+    // io_uring_sqe (size asserted above), valid for any byte pattern (plain
+    // integers and unions of them).
+    unsafe { std::mem::transmute::<[u8; SQE_LEN], squeue::Entry>(b) }
+}
+
 /// The raw 64 bytes of an SQE built with the `io-uring` crate.
-pub fn sqe_bytes(sqe: &io_uring::squeue::Entry) -> [u8; SQE_BYTES] {
-    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == SQE_BYTES);
-    let mut b = [0u8; SQE_BYTES];
+pub fn sqe_bytes(sqe: &squeue::Entry) -> [u8; SQE_LEN] {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == SQE_LEN);
+    let mut b = [0u8; SQE_LEN];
     // SAFETY: squeue::Entry is a #[repr(C)] wrapper of the 64-byte
     // io_uring_sqe (size asserted above); plain bytes, no padding holes
     // the crate leaves uninitialised (it zero-initialises SQEs).
     unsafe {
         std::ptr::copy_nonoverlapping(
-            (sqe as *const io_uring::squeue::Entry).cast::<u8>(),
+            (sqe as *const squeue::Entry).cast::<u8>(),
             b.as_mut_ptr(),
-            SQE_BYTES,
+            SQE_LEN,
         )
     };
     b
@@ -645,14 +764,17 @@ pub fn sqe_bytes(sqe: &io_uring::squeue::Entry) -> [u8; SQE_BYTES] {
 
 /// Reaps CQEs of a ring (see [`PvRing::completion`]).
 pub struct Completion<'a> {
-    q: &'a mut Queues,
+    ring: &'a mut PvRing,
+    /// The CQ head when reaping began.
+    before: u32,
 }
 
 impl Completion<'_> {
     /// CQEs ready now.
     pub fn len(&self) -> usize {
-        self.q.cq_ready() as usize
+        self.ring.q.cq_ready() as usize
     }
+    /// Whether no CQE is ready.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -661,37 +783,49 @@ impl Completion<'_> {
 impl Iterator for Completion<'_> {
     type Item = Cqe;
     fn next(&mut self) -> Option<Cqe> {
-        self.q.pop()
+        self.ring.q.pop()
+    }
+}
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        // Reaping made room in the CQ: SQEs the device left in the SQ at a
+        // full CQ wait for a pass, which a doorbell ring only runs on a
+        // doorbell (a polled one notices the CQ head unless it sleeps).
+        if self.ring.q.stalled_after_reap(self.before) {
+            self.ring.ring_doorbell();
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use io_uring::{opcode, squeue, types};
 
     #[test]
     fn sqe_bytes_layout() {
-        let e = opcode::ReadFixed::new(types::Fixed(3), 0x7f00_0000_1000 as *mut u8, 4096, 7)
-            .offset(0x2000)
-            .build()
-            .user_data(0xabcd);
+        let at = FixedBuf {
+            buf_index: 7,
+            offset: 0x1000,
+        };
+        let e = read_fixed(3, at, 4096, 0x2000).user_data(0xabcd);
         let b = sqe_bytes(&e);
         assert_eq!(b[0], opcode::ReadFixed::CODE);
         assert_eq!(b[1], IOSQE_FIXED_FILE);
         assert_eq!(i32::from_le_bytes(b[4..8].try_into().unwrap()), 3);
         assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 0x2000);
-        assert_eq!(
-            u64::from_le_bytes(b[16..24].try_into().unwrap()),
-            0x7f00_0000_1000
-        );
+        assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 0x1000);
         assert_eq!(u32::from_le_bytes(b[24..28].try_into().unwrap()), 4096);
         assert_eq!(u64::from_le_bytes(b[32..40].try_into().unwrap()), 0xabcd);
         assert_eq!(u16::from_le_bytes(b[40..42].try_into().unwrap()), 7);
-        let n = opcode::Nop::new().build();
-        assert_eq!(sqe_bytes(&n)[1], 0);
-        let n = n.flags(squeue::Flags::FIXED_FILE);
-        assert_eq!(sqe_bytes(&n)[1], IOSQE_FIXED_FILE);
+        let n = sqe_bytes(&nop().user_data(9));
+        let want = uring_abi::uring::Sqe {
+            opcode: uring_abi::uring::IORING_OP_NOP,
+            flags: IOSQE_FIXED_FILE,
+            user_data: 9,
+            ..Default::default()
+        };
+        assert_eq!(n, want.to_bytes(), "a NOP the allow-list takes");
     }
 
     #[test]

@@ -71,13 +71,17 @@ pub enum Error {
     /// A system call (open, ioctl, mmap, poll) failed.
     #[error("{op}: {errno}")]
     Sys { op: &'static str, errno: Errno },
-    /// The device's ring description does not fit its slot.
+    /// The device's ring description does not fit its slots.
     #[error("bad ring layout: {0}")]
     Layout(String),
+    /// The device speaks another ABI version than this library (2).
+    #[error("device ABI version {0}, this library speaks 2")]
+    AbiVersion(u32),
     /// A (pointer, length) range not inside one registered buffer.
     #[error("range {addr:#x}+{len:#x} is not inside one registered buffer of the ring")]
     NotRegistered { addr: u64, len: u64 },
-    /// The submission queue has no free entry.
+    /// The submission queue has no free entry (reap completions: the
+    /// device consumes SQEs only while the CQ has room for their CQEs).
     #[error("submission queue full")]
     SqFull,
     /// An SQE without IOSQE_FIXED_FILE (the host would refuse it).

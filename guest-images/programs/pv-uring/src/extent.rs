@@ -1,29 +1,36 @@
-//! Translating guest pointers to (buffer index, host address) through a
-//! ring's table of registered extents.
+//! Naming guest data for READ_FIXED/WRITE_FIXED: a guest pointer becomes
+//! (buffer index, byte offset in that buffer) through the ring's table of
+//! registered extents, whose `user_addr` the driver reports. No host
+//! address is involved (docs/pv-uring.md, ABI v2).
 
-use crate::abi::Extent;
 use crate::error::{Error, Result};
+use uring_abi::vuring::VuringExtent as Extent;
 
-/// Where a guest range lives for READ_FIXED/WRITE_FIXED: the buffer index
-/// and the host address to put in the SQE.
+/// Where a guest range lives for READ_FIXED/WRITE_FIXED: the SQE's
+/// `buf_index` and its `addr` (the byte offset inside that buffer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedBuf {
+    /// The registered buffer (the extent's index in the ring's table).
     pub buf_index: u16,
-    pub host_addr: u64,
+    /// Byte offset inside that buffer.
+    pub offset: u64,
 }
 
 /// One piece of a range split at extent boundaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FixedPiece {
+    /// Where the piece is in the table.
     pub buf: FixedBuf,
     /// Guest address of the piece.
     pub user_addr: u64,
+    /// Its length.
     pub len: u64,
 }
 
+/// Whether extent `e` (known and not empty) holds `[addr, addr + len)`.
 fn contains(e: &Extent, addr: u64, len: u64) -> bool {
     e.user_addr != 0
-        && e.host_addr != 0
+        && e.len != 0
         && addr >= e.user_addr
         && addr
             .checked_add(len)
@@ -31,9 +38,9 @@ fn contains(e: &Extent, addr: u64, len: u64) -> bool {
             .is_some_and(|(end, eend)| end <= eend)
 }
 
-/// `(addr, len)` inside one extent: its index and the host address of
-/// `addr`. The lowest matching index wins (clones into the same table may
-/// map the same memory twice). `len` 0 is treated as 1 byte.
+/// `(addr, len)` inside one extent: its index and the offset of `addr` in
+/// it. The lowest matching index wins (a clone into the same table may
+/// name the same memory twice). `len` 0 is treated as 1 byte.
 pub fn translate(table: &[Extent], addr: u64, len: u64) -> Result<FixedBuf> {
     let l = len.max(1);
     table
@@ -43,7 +50,7 @@ pub fn translate(table: &[Extent], addr: u64, len: u64) -> Result<FixedBuf> {
         .and_then(|(i, e)| {
             Some(FixedBuf {
                 buf_index: u16::try_from(i).ok()?,
-                host_addr: e.host_addr + (addr - e.user_addr),
+                offset: addr - e.user_addr,
             })
         })
         .ok_or(Error::NotRegistered { addr, len })
@@ -67,7 +74,7 @@ pub fn split(table: &[Extent], addr: u64, len: u64) -> Result<Vec<FixedPiece>> {
         out.push(FixedPiece {
             buf: FixedBuf {
                 buf_index: u16::try_from(i).map_err(|_| Error::NotRegistered { addr, len })?,
-                host_addr: e.host_addr + (cur - e.user_addr),
+                offset: cur - e.user_addr,
             },
             user_addr: cur,
             len: piece_end - cur,
@@ -77,20 +84,43 @@ pub fn split(table: &[Extent], addr: u64, len: u64) -> Result<Vec<FixedPiece>> {
     Ok(out)
 }
 
-/// Fills unknown user addresses (0) of `table` from `known` extents with the
-/// same host address and length (e.g. after cloning from a table id).
+/// After a clone of `nr` entries from `src[src_off..]` to
+/// `table[dst_off..]`: fills the destination entries whose user address
+/// the driver did not know (0) from the source entry they copy, when the
+/// lengths agree. `nr` 0 means the whole source from 0 to 0 (as CLONE).
 /// Returns how many were filled.
-pub fn adopt_user_addrs(table: &mut [Extent], known: &[Extent]) -> usize {
+pub fn adopt_cloned(
+    table: &mut [Extent],
+    src: &[Extent],
+    src_off: u32,
+    dst_off: u32,
+    nr: u32,
+) -> usize {
+    let (src_off, dst_off, nr) = if nr == 0 {
+        (0, 0, src.len())
+    } else {
+        (src_off as usize, dst_off as usize, nr as usize)
+    };
     let mut n = 0;
-    for e in table
-        .iter_mut()
-        .filter(|e| e.user_addr == 0 && e.host_addr != 0)
-    {
-        if let Some(k) = known
-            .iter()
-            .find(|k| k.user_addr != 0 && k.host_addr == e.host_addr && k.len == e.len)
-        {
-            e.user_addr = k.user_addr;
+    for k in 0..nr {
+        let (Some(d), Some(s)) = (table.get_mut(dst_off + k), src.get(src_off + k)) else {
+            continue;
+        };
+        if d.user_addr == 0 && d.len != 0 && s.user_addr != 0 && s.len == d.len {
+            d.user_addr = s.user_addr;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Fills unknown user addresses of `table` from `old` at the same index
+/// (entries a DST_REPLACE clone kept), when the lengths agree.
+pub fn adopt_kept(table: &mut [Extent], old: &[Extent]) -> usize {
+    let mut n = 0;
+    for (d, o) in table.iter_mut().zip(old) {
+        if d.user_addr == 0 && d.len != 0 && o.user_addr != 0 && o.len == d.len {
+            d.user_addr = o.user_addr;
             n += 1;
         }
     }
@@ -115,39 +145,38 @@ pub fn max_extents_for(iovs: &[libc::iovec]) -> usize {
 mod tests {
     use super::*;
 
-    fn ext(user: u64, len: u64, host: u64) -> Extent {
+    fn ext(user: u64, len: u64) -> Extent {
         Extent {
             user_addr: user,
             len,
-            host_addr: host,
         }
     }
 
     fn table() -> Vec<Extent> {
         vec![
-            ext(0x10000, 0x2000, 0x7f00_0000_0000),
-            ext(0x12000, 0x1000, 0x7f00_1234_5000),
-            ext(0, 0x1000, 0x7f00_9000_0000), // unknown user address
-            ext(0x40000, 0x1000, 0),          // empty slot (hole)
-            ext(0x50000, 0x10000, 0x7e00_0000_0000),
+            ext(0x10000, 0x2000),
+            ext(0x12000, 0x1000),
+            ext(0, 0x1000),  // unknown user address
+            ext(0x40000, 0), // empty entry (hole)
+            ext(0x50000, 0x10000),
         ]
     }
 
     #[test]
-    fn translates_inside_one_extent() {
+    fn translates_to_index_and_offset() {
         let t = table();
         assert_eq!(
             translate(&t, 0x10000, 0x2000).unwrap(),
             FixedBuf {
                 buf_index: 0,
-                host_addr: 0x7f00_0000_0000
+                offset: 0
             }
         );
         assert_eq!(
             translate(&t, 0x10ff0, 0x10).unwrap(),
             FixedBuf {
                 buf_index: 0,
-                host_addr: 0x7f00_0000_0ff0
+                offset: 0xff0
             }
         );
         assert_eq!(translate(&t, 0x12800, 0x800).unwrap().buf_index, 1);
@@ -155,7 +184,7 @@ mod tests {
             translate(&t, 0x5fff0, 0x10).unwrap(),
             FixedBuf {
                 buf_index: 4,
-                host_addr: 0x7e00_0000_fff0
+                offset: 0xfff0
             }
         );
     }
@@ -186,22 +215,33 @@ mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].buf.buf_index, 0);
         assert_eq!(p[0].len, 0x1000);
-        assert_eq!(p[0].buf.host_addr, 0x7f00_0000_1000);
+        assert_eq!(p[0].buf.offset, 0x1000);
         assert_eq!(p[1].buf.buf_index, 1);
         assert_eq!(p[1].user_addr, 0x12000);
         assert_eq!(p[1].len, 0x800);
-        assert_eq!(p[1].buf.host_addr, 0x7f00_1234_5000);
+        assert_eq!(p[1].buf.offset, 0);
         assert!(split(&t, 0x12000, 0x1001).is_err());
         assert!(split(&t, 0x10000, 0).unwrap().is_empty());
     }
 
     #[test]
-    fn adopts_known_user_addresses() {
-        let mut t = table();
-        let known = [ext(0x90000, 0x1000, 0x7f00_9000_0000)];
-        assert_eq!(adopt_user_addrs(&mut t, &known), 1);
-        assert_eq!(translate(&t, 0x90010, 8).unwrap().buf_index, 2);
-        assert_eq!(adopt_user_addrs(&mut t, &known), 0);
+    fn adopts_by_position() {
+        let src = [ext(0x90000, 0x1000), ext(0xa0000, 0x2000)];
+        // A clone of src[1] to index 2: only that entry is filled.
+        let mut t = vec![ext(0x10000, 0x1000), ext(0, 0), ext(0, 0x2000)];
+        assert_eq!(adopt_cloned(&mut t, &src, 1, 2, 1), 1);
+        assert_eq!(t[2], ext(0xa0000, 0x2000));
+        assert_eq!(t[1], ext(0, 0), "a hole stays a hole");
+        // A length that differs is not adopted.
+        let mut t = vec![ext(0, 0x3000)];
+        assert_eq!(adopt_cloned(&mut t, &src, 0, 0, 0), 0);
+        // nr 0: the whole source.
+        let mut t = vec![ext(0, 0x1000), ext(0, 0x2000)];
+        assert_eq!(adopt_cloned(&mut t, &src, 0, 0, 0), 2);
+        assert_eq!(translate(&t, 0xa0010, 8).unwrap().buf_index, 1);
+        let mut t = vec![ext(0, 0x1000)];
+        assert_eq!(adopt_kept(&mut t, &src), 1);
+        assert_eq!(adopt_kept(&mut t, &src), 0);
     }
 
     #[test]

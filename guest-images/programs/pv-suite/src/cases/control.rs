@@ -3,16 +3,18 @@
 use crate::ctx::{Ctx, BUF, NBUF};
 use crate::harness::{expect_errno, step, CaseResult};
 use crate::{ensure, fail};
-use pv_uring::abi::SQES_OFFSET;
+use pv_uring::uring_abi::wire::slot;
 use pv_uring::{CloneSrc, PvRing};
 use std::time::Instant;
 
 pub fn create_layout(ctx: &Ctx) -> CaseResult {
     let info = *ctx.dev.info();
+    ensure!(info.abi_version == 2, "abi_version {}", info.abi_version);
     ensure!(
-        info.slot_size as usize > SQES_OFFSET,
-        "slot_size {:#x}",
-        info.slot_size
+        info.sq_slot_size as usize >= slot::SQES + info.max_entries as usize * 64,
+        "sq_slot_size {:#x} cannot hold {} SQEs",
+        info.sq_slot_size,
+        info.max_entries
     );
     ensure!(
         info.nr_backends > ctx.p.backend,
@@ -42,24 +44,20 @@ pub fn create_layout(ctx: &Ctx) -> CaseResult {
             r.sq_space()
         );
         ensure!(r.cq_ready() == 0, "fresh ring: {} CQEs", r.cq_ready());
+        ensure!(!r.is_polled(), "a ring created without flags is polled");
         ensure!(
             r.id() < info.max_rings,
             "ring id {} >= max_rings {}",
             r.id(),
             info.max_rings
         );
-        let p = r.params();
+        let c = r.create_info();
         ensure!(
-            p.sq_off.user_addr == SQES_OFFSET as u64 && p.cq_off.user_addr == 0,
-            "params user_addr fields sq {:#x} cq {:#x}, want slot offsets 0x100000 and 0",
-            p.sq_off.user_addr,
-            p.cq_off.user_addr
-        );
-        ensure!(
-            r.slot_offset() == r.id() as u64 * info.slot_size as u64,
-            "slot offset {:#x} for ring {}",
-            r.slot_offset(),
-            r.id()
+            c.cq_tail < info.cq_slot_size && c.cqes < info.cq_slot_size,
+            "CQ offsets tail {:#x} cqes {:#x} outside the {:#x}-byte completion slot",
+            c.cq_tail,
+            c.cqes,
+            info.cq_slot_size
         );
     }
     Ok(())
@@ -79,7 +77,7 @@ pub fn create_errors(ctx: &Ctx) -> CaseResult {
         &[libc::EINVAL],
     )?;
     expect_errno(
-        "unknown flag 2",
+        "unknown flag 2 (1 is VURING_RING_POLLED)",
         PvRing::new(&ctx.dev, 8, 2),
         &[libc::EINVAL],
     )?;
@@ -195,7 +193,6 @@ pub fn register_errors(ctx: &Ctx) -> CaseResult {
 /// also a few milliseconds after creation (a previous host ring of the same
 /// slot must not write into it while it is torn down).
 pub fn slot_reuse_fresh_state(ctx: &Ctx) -> CaseResult {
-    use io_uring::{opcode, squeue};
     for k in 0..24u32 {
         let mut r = step("create", PvRing::new(&ctx.dev, 8, 0))?;
         let id = r.id();
@@ -207,10 +204,7 @@ pub fn slot_reuse_fresh_state(ctx: &Ctx) -> CaseResult {
             "ring {k} (id {id}): indices {at_create:?} at creation, {later:?} 5 ms later, want all 0 (stale state of the slot's previous ring)"
         );
         for n in 0..=(k % 3) {
-            let res = ctx.run1(
-                &mut r,
-                opcode::Nop::new().build().flags(squeue::Flags::FIXED_FILE),
-            )?;
+            let res = ctx.run1(&mut r, pv_uring::nop())?;
             ensure!(res == 0, "ring {k}: NOP {n}: res {res}");
         }
     }

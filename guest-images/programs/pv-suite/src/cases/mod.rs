@@ -17,9 +17,11 @@ macro_rules! case {
     };
 }
 
-/// Every case, in run order (the ENOSPC case last but one: it fills the
-/// device; the write case first after the basics so the host finds its data
-/// even if later cases crash the guest).
+/// Every case, in run order (the ENOSPC case last: it fills the device;
+/// the write case first after the basics so the host finds its data even
+/// if later cases crash the guest). The `hostile-` cases are contiguous:
+/// with `--pause` the suite stops before and after them for the host to
+/// measure its memory (tests/pv.rs).
 pub static CASES: &[Case] = &[
     case!("create-layout", control::create_layout),
     case!("nop", data::nop),
@@ -50,7 +52,10 @@ pub static CASES: &[Case] = &[
     case!("eoverflow-dst-wrap", clone::eoverflow_dst_wrap),
     case!("eoverflow-src-range", clone::eoverflow_src_range),
     case!("ebadf-src-not-a-ring", clone::ebadf_src_not_a_ring),
-    case!("enoent-unknown-table-id", clone::enoent_unknown_table_id),
+    case!(
+        "enoent-unknown-table-token",
+        clone::enoent_unknown_table_token
+    ),
     case!("clone-into-self", clone::clone_into_self),
     case!(
         "replace-keeps-outside-range",
@@ -63,14 +68,17 @@ pub static CASES: &[Case] = &[
     case!("partial-range-maps", clone::partial_range_maps),
     case!("after-src-unregister", clone::after_src_unregister),
     case!("after-src-close", clone::after_src_close),
-    case!("sqpoll-dst", clone::sqpoll_dst),
+    case!("polled-dst", clone::polled_dst),
     case!("pool-of-64-rings", clone::pool_of_rings),
     case!("table-publish-clone", table::table_publish_clone),
     case!(
         "table-unpublish-while-clones-live",
         table::table_unpublish_while_clones_live
     ),
-    case!("table-outlives-publisher", table::table_outlives_publisher),
+    case!(
+        "table-unpublished-with-publisher",
+        table::table_unpublished_with_publisher
+    ),
     case!("table-publish-errors", table::table_publish_errors),
     case!("hostile-forbidden-opcodes", hostile::forbidden_opcodes),
     case!("hostile-missing-fixed-file", hostile::missing_fixed_file),
@@ -80,19 +88,35 @@ pub static CASES: &[Case] = &[
         hostile::backend_out_of_range
     ),
     case!(
-        "hostile-fixed-addr-outside-buffer",
-        hostile::fixed_addr_outside_buffer
+        "hostile-range-outside-buffer",
+        hostile::range_outside_buffer
     ),
     case!(
         "hostile-buf-index-out-of-range",
         hostile::buf_index_out_of_range
     ),
+    case!("hostile-pi-attr", hostile::pi_attr),
+    case!("hostile-reserved-bytes", hostile::reserved_bytes),
+    case!("hostile-rt-ioprio", hostile::rt_ioprio),
     case!(
         "hostile-doorbell-unknown-ring",
         hostile::doorbell_unknown_ring
     ),
-    case!("hostile-bad-sq-array-index", hostile::bad_sq_array_index),
+    case!("hostile-bogus-ring-indices", hostile::bogus_ring_indices),
     case!("hostile-link-after-refused", hostile::link_after_refused),
+    case!("hostile-cq-never-reaped", hostile::cq_never_reaped),
+    case!("hostile-overlapping-extents", hostile::overlapping_extents),
+    case!(
+        "hostile-registered-beyond-max",
+        hostile::registered_beyond_max
+    ),
+    case!("hostile-too-many-polled", hostile::too_many_polled),
+    case!("hostile-clone-guessed-token", hostile::clone_guessed_token),
+    case!(
+        "hostile-unpublish-by-another",
+        hostile::unpublish_by_another
+    ),
+    case!("hostile-cq-slot-read-only", hostile::cq_slot_read_only),
     case!("create-until-enospc", control::create_until_enospc),
 ];
 
@@ -107,5 +131,15 @@ mod tests {
         let len = n.len();
         n.dedup();
         assert_eq!(n.len(), len);
+    }
+
+    #[test]
+    fn hostile_cases_are_contiguous() {
+        let first = CASES.iter().position(|c| c.name.starts_with("hostile-"));
+        let last = CASES.iter().rposition(|c| c.name.starts_with("hostile-"));
+        let (Some(a), Some(b)) = (first, last) else {
+            panic!("no hostile cases")
+        };
+        assert!(CASES[a..=b].iter().all(|c| c.name.starts_with("hostile-")));
     }
 }

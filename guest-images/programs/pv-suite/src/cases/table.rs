@@ -1,10 +1,10 @@
-//! The host buffer table: PUBLISH, clone from a table id, UNPUBLISH while
-//! clones live.
+//! The host buffer table: PUBLISH (an unguessable token), clone from a
+//! token, UNPUBLISH while clones live, the publisher's close.
 
 use crate::ctx::Ctx;
 use crate::harness::{expect_errno, step, CaseResult};
 use crate::{ensure, fail, skip};
-use pv_uring::CloneSrc;
+use pv_uring::{CloneSrc, InfoExt};
 
 fn need_table(ctx: &Ctx) -> CaseResult {
     if !ctx.dev.info().has_table() {
@@ -17,18 +17,13 @@ pub fn table_publish_clone(ctx: &Ctx) -> CaseResult {
     need_table(ctx)?;
     let mut a = ctx.ring()?;
     let sa = ctx.reg_a(&mut a)?;
-    let id = step("publish", a.publish())?;
-    ensure!(
-        id < ctx.dev.info().max_table,
-        "table id {id} >= max_table {}",
-        ctx.dev.info().max_table
-    );
+    let token = step("publish", a.publish())?;
     let mut rings = Vec::new();
     for k in 0..4 {
         let mut r = ctx.ring()?;
-        let mut t = step(
-            &format!("clone table {id} into ring {k}"),
-            r.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0),
+        let t = step(
+            &format!("clone the table into ring {k}"),
+            r.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
         )?;
         ensure!(
             t.len() == sa.len(),
@@ -36,9 +31,9 @@ pub fn table_publish_clone(ctx: &Ctx) -> CaseResult {
             t.len(),
             sa.len()
         );
-        // The driver may not know user addresses of a table entry.
-        pv_uring::extent::adopt_user_addrs(&mut t, &sa);
-        r.adopt_user_addrs(&sa);
+        // The driver may not know the user addresses of a table entry.
+        r.adopt_user_addrs(&sa, 0, 0, 0);
+        let t = r.extents().to_vec();
         rings.push((r, t));
     }
     for (k, (r, t)) in rings.iter_mut().enumerate() {
@@ -47,66 +42,75 @@ pub fn table_publish_clone(ctx: &Ctx) -> CaseResult {
         // translate() works on the clone (user addresses known or adopted).
         let fb = step("translate", r.translate(sa[i].user_addr as *const u8, 8))?;
         ensure!(
-            fb.host_addr == sa[i].host_addr,
-            "translate: {fb:x?}, want host {:#x}",
-            sa[i].host_addr
+            fb.buf_index as usize == i && fb.offset == 0,
+            "translate: {fb:x?}, want buffer {i} offset 0"
         );
     }
     // Partial clone from the table.
     let mut p = ctx.ring()?;
     let t = step(
         "clone table 1..3 -> 0..2",
-        p.clone_buffers_from(CloneSrc::Table(id), 0, 1, 0, 2),
+        p.clone_buffers_from(CloneSrc::Table(token), 0, 1, 0, 2),
     )?;
     ensure!(t.len() == 2, "partial: {} buffers, want 2", t.len());
     ctx.check_clone(&mut p, &t, 0, &sa[1], 11)?;
-    step("unpublish", a.unpublish(id))
+    // A second publish is another table with another token.
+    let token2 = step("publish again", a.publish())?;
+    ensure!(token2 != token, "two tables got the same token {token:#x}");
+    step("unpublish the second", a.unpublish(token2))?;
+    step("unpublish", a.unpublish(token))
 }
 
 pub fn table_unpublish_while_clones_live(ctx: &Ctx) -> CaseResult {
     need_table(ctx)?;
     let mut a = ctx.ring()?;
     let sa = ctx.reg_a(&mut a)?;
-    let id = step("publish", a.publish())?;
+    let token = step("publish", a.publish())?;
     let mut b = ctx.ring()?;
     let tb = step(
         "clone B",
-        b.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0),
+        b.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
     )?;
     let mut c = ctx.ring()?;
     let tc = step(
         "clone C",
-        c.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0),
+        c.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
     )?;
-    step("unpublish", a.unpublish(id))?;
+    step("unpublish", a.unpublish(token))?;
     ctx.check_clone(&mut b, &tb, 0, &sa[0], 1)?;
     ctx.check_clone(&mut c, &tc, 1, &sa[1], 2)?;
     let mut d = ctx.ring()?;
     expect_errno(
-        "clone from the unpublished id",
-        d.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0),
+        "clone from the unpublished token",
+        d.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
         &[libc::ENOENT],
     )?;
-    expect_errno("unpublish again", a.unpublish(id), &[libc::ENOENT])?;
+    expect_errno("unpublish again", a.unpublish(token), &[libc::ENOENT])?;
     // Publisher gone too: the clones still work.
     drop(a);
     ctx.check_clone(&mut b, &tb, sa.len() - 1, &sa[sa.len() - 1], 3)
 }
 
-pub fn table_outlives_publisher(ctx: &Ctx) -> CaseResult {
+/// Closing the publishing file unpublishes its tables; rings that cloned
+/// from them keep their buffers.
+pub fn table_unpublished_with_publisher(ctx: &Ctx) -> CaseResult {
     need_table(ctx)?;
     let mut a = ctx.ring()?;
     let sa = ctx.reg_a(&mut a)?;
-    let id = step("publish", a.publish())?;
-    drop(a);
+    let token = step("publish", a.publish())?;
     let mut d = ctx.ring()?;
     let t = step(
-        "clone from the table after the publisher closed",
-        d.clone_buffers_from(CloneSrc::Table(id), 0, 0, 0, 0),
+        "clone from the table",
+        d.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
     )?;
+    drop(a);
     ctx.check_clone(&mut d, &t, 0, &sa[0], 4)?;
-    // Unpublish through the device fd (no ring on it).
-    step("unpublish via the device fd", ctx.dev.unpublish(id))?;
+    let mut e = ctx.ring()?;
+    expect_errno(
+        "clone from the table after the publisher closed",
+        e.clone_buffers_from(CloneSrc::Table(token), 0, 0, 0, 0),
+        &[libc::ENOENT],
+    )?;
     ctx.check_clone(&mut d, &t, 1, &sa[1], 5)
 }
 
@@ -130,8 +134,8 @@ pub fn table_publish_errors(ctx: &Ctx) -> CaseResult {
     let e = ctx.ring()?;
     expect_errno("publish without buffers", e.publish(), &[libc::ENXIO])?;
     expect_errno(
-        "unpublish an unknown id",
-        e.unpublish(u32::MAX),
+        "unpublish an unknown token",
+        e.unpublish(u64::MAX),
         &[libc::ENOENT],
     )?;
     // Fill the table: -ENOSPC one past max_table (entries published by
@@ -139,27 +143,27 @@ pub fn table_publish_errors(ctx: &Ctx) -> CaseResult {
     let mut a = ctx.ring()?;
     ctx.reg_a(&mut a)?;
     let max = ctx.dev.info().max_table;
-    let mut ids = Vec::new();
+    let mut tokens = Vec::new();
     let r = (|| {
         for k in 0..max {
             match a.publish() {
-                Ok(id) => ids.push(id),
+                Ok(t) => tokens.push(t),
                 Err(e) => fail!("publish {k} of {max}: {e}"),
             }
         }
         expect_errno("publish into a full table", a.publish(), &[libc::ENOSPC])
     })();
-    for id in &ids {
-        if let Err(e) = a.unpublish(*id) {
-            fail!("unpublish {id}: {e}");
+    for t in &tokens {
+        if let Err(e) = a.unpublish(*t) {
+            fail!("unpublish {t:#x}: {e}");
         }
     }
     r?;
-    let mut uniq = ids.clone();
+    let mut uniq = tokens.clone();
     uniq.sort_unstable();
     uniq.dedup();
-    ensure!(uniq.len() == ids.len(), "table ids repeat: {ids:?}");
+    ensure!(uniq.len() == tokens.len(), "tokens repeat: {tokens:x?}");
     // Room again.
-    let id = step("publish after emptying", a.publish())?;
-    step("unpublish", a.unpublish(id))
+    let t = step("publish after emptying", a.publish())?;
+    step("unpublish", a.unpublish(t))
 }
