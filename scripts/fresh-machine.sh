@@ -17,6 +17,9 @@
 # the root tarball (made once) and the .deb files apt downloads in the root.
 # Runs as root (mounts, chroot); installs mmdebstrap on the host if missing.
 #
+# usage: scripts/fresh-machine.sh [--print-blocks [README]]
+#   --print-blocks  print the README blocks the check would run, and exit
+#
 # Environment:
 #   RINGVISOR_FRESH_KEEP=1  keep the root after the run (its path is printed)
 #   FUZZ_SECS, JOBS, RINGVISOR_SKIP_KVM_TESTS, CI are passed into the root.
@@ -49,14 +52,28 @@ readme_block() {
 	'
 }
 
-# The README's blocks, from the commit being tested, into $WORK/<marker>.sh.
+# The README's blocks (README text in $1) into $2/<marker>.sh.
 extract_blocks() {
-	local readme m
-	readme="$(git -C "$REPO" show HEAD:README.md)"
+	local m
 	for m in "${MARKERS[@]}"; do
-		readme_block "$m" <<<"$readme" >"$WORK/$m.sh"
-		grep -q '[^[:space:]]' "$WORK/$m.sh" ||
+		readme_block "$m" <<<"$1" >"$2/$m.sh"
+		grep -q '[^[:space:]]' "$2/$m.sh" ||
 			die "README.md has no \`\`\`sh block right after <!-- fresh-machine: $m -->"
+	done
+}
+
+# --print-blocks FILE: what the check would run, from FILE (no root needed;
+# scripts/tests/readme-blocks.sh uses it).
+print_blocks() {
+	[[ -f "$1" ]] || die "no such file: $1"
+	local dir m
+	dir="$(mktemp -d)"
+	# shellcheck disable=SC2064 # expand now: dir is local
+	trap "rm -rf '$dir'" EXIT
+	extract_blocks "$(cat "$1")" "$dir"
+	for m in "${MARKERS[@]}"; do
+		echo "== $m"
+		cat "$dir/$m.sh"
 	done
 }
 
@@ -211,7 +228,8 @@ main() {
 	mkdir -p "$FRESH"
 	WORK="$(mktemp -d)"
 	trap cleanup EXIT
-	extract_blocks
+	# From the commit being tested: the clone's README.
+	extract_blocks "$(git -C "$REPO" show HEAD:README.md)" "$WORK"
 	local start=$SECONDS
 	ensure_tarball
 	make_root
@@ -221,6 +239,10 @@ main() {
 	log "passed: the README's commands ran in a fresh $SUITE root"
 }
 
+if [[ "${1:-}" == --print-blocks ]]; then
+	print_blocks "${2:-$REPO/README.md}"
+	exit 0
+fi
 # Mounts go into a private mount namespace: even a killed run leaves none.
 if [[ -z "${RINGVISOR_FRESH_NS:-}" ]]; then
 	[[ $(id -u) -eq 0 ]] || die "needs root (mounts and chroot)"

@@ -29,17 +29,17 @@ export RINGVISOR_SKIP_LOG
 # The closing summary, on success and on failure alike: a skip is never
 # silent.
 summary() {
-	local status=$?
-	local n
-	n=$(grep -c . "$RINGVISOR_SKIP_LOG" || true)
-	echo "test-all: $n skipped" >&2
-	sed 's/^/  /' "$RINGVISOR_SKIP_LOG" >&2
-	rm -f "$RINGVISOR_SKIP_LOG"
-	if [[ $status -eq 0 ]]; then
-		echo "test-all: passed" >&2
-	else
-		echo "test-all: FAILED (status $status)" >&2
-	fi
+    local status=$?
+    local n
+    n=$(grep -c . "$RINGVISOR_SKIP_LOG" || true)
+    echo "test-all: $n skipped" >&2
+    sed 's/^/  /' "$RINGVISOR_SKIP_LOG" >&2
+    rm -f "$RINGVISOR_SKIP_LOG"
+    if [[ $status -eq 0 ]]; then
+        echo "test-all: passed" >&2
+    else
+        echo "test-all: FAILED (status $status)" >&2
+    fi
 }
 trap summary EXIT
 
@@ -50,7 +50,7 @@ fi
 
 step "set-up script tests (scripts/tests/)"
 for t in scripts/tests/*.sh; do
-	bash "$t"
+    bash "$t"
 done
 
 step "guest image (kernel, initramfs, guest programs)"
@@ -110,13 +110,13 @@ cargo test --workspace --locked
 
 step "the README's two commands on a fresh Debian 12 root (scripts/fresh-machine.sh)"
 if [[ -n "${RINGVISOR_IN_FRESH_MACHINE:-}" ]]; then
-	# This run is the fresh machine's own: running it again inside would
-	# recurse.
-	echo "test-all: skipped: already inside the fresh machine" >&2
-	echo "fresh-machine: this run is inside the fresh machine (RINGVISOR_IN_FRESH_MACHINE=1)" >>"$RINGVISOR_SKIP_LOG"
+    # This run is the fresh machine's own: running it again inside would
+    # recurse.
+    echo "test-all: skipped: already inside the fresh machine" >&2
+    echo "fresh-machine: this run is inside the fresh machine (RINGVISOR_IN_FRESH_MACHINE=1)" >>"$RINGVISOR_SKIP_LOG"
 elif [[ "${RINGVISOR_SKIP_FRESH_MACHINE:-}" == 1 ]]; then
-	echo "test-all: skipped: RINGVISOR_SKIP_FRESH_MACHINE=1" >&2
-	echo "fresh-machine: RINGVISOR_SKIP_FRESH_MACHINE=1" >>"$RINGVISOR_SKIP_LOG"
+    echo "test-all: skipped: RINGVISOR_SKIP_FRESH_MACHINE=1" >&2
+    echo "fresh-machine: RINGVISOR_SKIP_FRESH_MACHINE=1" >>"$RINGVISOR_SKIP_LOG"
 else
-	bash scripts/fresh-machine.sh
+    bash scripts/fresh-machine.sh
 fi
