@@ -110,9 +110,10 @@ ensure_tarball() {
 # they vanish with it whatever happens; cleanup unmounts them anyway before
 # removing the root, and rm stays on the root's own file system.
 cleanup() {
-	local status=$?
+	# Returns 0 whatever happens: bash exits with the script's own status,
+	# and a failing trap would fire the ERR trap for nothing.
 	rm -rf "${WORK:-}"
-	[[ -n "${ROOT:-}" && -d "${ROOT:-}" ]] || return "$status"
+	[[ -n "${ROOT:-}" && -d "${ROOT:-}" ]] || return 0
 	umount -R "$ROOT" 2>/dev/null || true
 	local m
 	while read -r m; do
@@ -125,7 +126,7 @@ cleanup() {
 	else
 		rm -rf --one-file-system "$ROOT"
 	fi
-	return "$status"
+	return 0
 }
 
 # The host's toolchain, as rustc sees it from the repository (so a
@@ -148,8 +149,12 @@ make_root() {
 	ROOT="$(mktemp -d "$FRESH/root.XXXXXX")"
 	tar -C "$ROOT" -xf "$TARBALL"
 	cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
-	mkdir -p "$ROOT/etc/ssl/certs"
+	mkdir -p "$ROOT/etc/ssl/certs" "$ROOT/usr/local/share/ca-certificates"
 	cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
+	# The host's local CAs too: if apt installs ca-certificates in the root,
+	# it rebuilds the bundle from Debian's CAs plus these.
+	find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' \
+		-exec cp -L -t "$ROOT/usr/local/share/ca-certificates/" {} +
 	local d
 	for d in dev proc sys; do
 		mkdir -p "$ROOT/$d"
@@ -172,7 +177,14 @@ write_inner() {
 		echo 'run_block() {'
 		echo '	local name=$1 start=$SECONDS status=0'
 		echo '	echo "fresh-machine: === README $name: $(tr "\n" ";" <"/tmp/readme/$name.sh")" >&2'
-		echo '	bash -euo pipefail "/tmp/readme/$name.sh" </dev/null || status=$?'
+		# apt-get's progress is long and says nothing: into a log, shown
+		# on failure.
+		echo '	if [[ $name == prerequisites ]]; then'
+		echo '		bash -euo pipefail "/tmp/readme/$name.sh" </dev/null >/tmp/readme/$name.log 2>&1 || status=$?'
+		echo '		[[ $status -eq 0 ]] || tail -n 30 /tmp/readme/$name.log >&2'
+		echo '	else'
+		echo '		bash -euo pipefail "/tmp/readme/$name.sh" </dev/null || status=$?'
+		echo '	fi'
 		echo '	local took=$((SECONDS - start))'
 		echo '	echo "$name $took" >>/tmp/readme/times'
 		echo '	[[ $status -eq 0 ]] || failed "$name" "$status" "$took" "$(tr "\n" ";" <"/tmp/readme/$name.sh")"'
