@@ -22,7 +22,9 @@
 #
 # Environment:
 #   RINGVISOR_FRESH_KEEP=1  keep the root after the run (its path is printed)
-#   FUZZ_SECS, JOBS, RINGVISOR_SKIP_KVM_TESTS, CI are passed into the root.
+#   FRESH_FUZZ_SECS         FUZZ_SECS for the test command in the root
+#                           (default 5: the outer run fuzzes for longer)
+#   JOBS, RINGVISOR_SKIP_KVM_TESTS, CI are passed into the root.
 set -Eeuo pipefail
 # Every failure names itself (set -E: in functions and subshells too).
 trap 'echo "fresh-machine.sh: error: ${BASH_SOURCE[0]##*/}:$LINENO: command failed with status $?: $BASH_COMMAND" >&2' ERR
@@ -217,8 +219,11 @@ run_inner() {
 		LANG=C.UTF-8
 		TERM=dumb
 	)
+	# The outer run fuzzes for the full time; in the root the fuzz targets
+	# need only build and run.
+	env+=("FUZZ_SECS=${FRESH_FUZZ_SECS:-5}")
 	local v
-	for v in FUZZ_SECS JOBS RINGVISOR_SKIP_KVM_TESTS CI; do
+	for v in JOBS RINGVISOR_SKIP_KVM_TESTS CI; do
 		[[ -z "${!v:-}" ]] || env+=("$v=${!v}")
 	done
 	log "in the root: toolchain $toolchain (read-only), empty CARGO_HOME and ringvisor cache"
