@@ -147,7 +147,19 @@ bind_ro() {
 	mount -o remount,bind,ro "$2"
 }
 
+# A run killed outright (SIGKILL, power) leaves its root behind, several GB:
+# remove those older than a day (no run takes that long; a younger one may
+# be another run's, in use).
+remove_stale_roots() {
+	local old
+	while read -r old; do
+		log "removing the stale root $old"
+		rm -rf --one-file-system "$old"
+	done < <(find "$FRESH" -mindepth 1 -maxdepth 1 -type d -name 'root.*' -mtime +0)
+}
+
 make_root() {
+	remove_stale_roots
 	ROOT="$(mktemp -d "$FRESH/root.XXXXXX")"
 	tar -C "$ROOT" -xf "$TARBALL"
 	cp -L /etc/resolv.conf "$ROOT/etc/resolv.conf"
@@ -155,8 +167,10 @@ make_root() {
 	cp -L /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/certs/ca-certificates.crt"
 	# The host's local CAs too: if apt installs ca-certificates in the root,
 	# it rebuilds the bundle from Debian's CAs plus these.
-	find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' \
-		-exec cp -L -t "$ROOT/usr/local/share/ca-certificates/" {} +
+	if [[ -d /usr/local/share/ca-certificates ]]; then
+		find /usr/local/share/ca-certificates -maxdepth 1 -name '*.crt' \
+			-exec cp -L -t "$ROOT/usr/local/share/ca-certificates/" {} +
+	fi
 	local d
 	for d in dev proc sys; do
 		mkdir -p "$ROOT/$d"
