@@ -189,7 +189,8 @@ write_inner() {
 	local m
 	{
 		echo 'set -euo pipefail'
-		echo 'failed() { echo "fresh-machine: error: the README'"'"'s $1 block failed with status $2 after $3 s (commands: $4)" >&2; exit 1; }'
+		# The outer script prints this line last, after the timings.
+		echo 'failed() { echo "the README'"'"'s $1 block failed with status $2 after $3 s (commands: $4)" >/tmp/readme/failed; exit 1; }'
 		echo 'run_block() {'
 		echo '	local name=$1 start=$SECONDS status=0'
 		echo '	echo "fresh-machine: === README $name: $(tr "\n" ";" <"/tmp/readme/$name.sh")" >&2'
@@ -245,7 +246,11 @@ run_inner() {
 	env -i "${env[@]}" chroot "$ROOT" /bin/bash /tmp/readme/inner.sh </dev/null || status=$?
 	log "timings (s):"
 	sed 's/^/  /' "$ROOT/tmp/readme/times" >&2 2>/dev/null || true
-	[[ $status -eq 0 ]] || die "the README's commands failed in the fresh root (status $status; see the line above)"
+	[[ $status -ne 0 ]] || return 0
+	if [[ -s "$ROOT/tmp/readme/failed" ]]; then
+		die "$(cat "$ROOT/tmp/readme/failed")"
+	fi
+	die "the run in the fresh root failed with status $status before the README's commands (see above)"
 }
 
 main() {
