@@ -12,11 +12,14 @@
 # Everything else goes to stderr. Results are cached under
 #   ${RINGVISOR_CACHE:-$HOME/.cache/ringvisor}/guest/<hash>/
 # and a run with nothing changed only prints the paths.
-set -euo pipefail
+set -Eeuo pipefail
+# Every failure names itself (set -E: in functions and subshells too); a
+# caller such as the VMM only says "build.sh failed".
+trap 'echo "build.sh: error: ${BASH_SOURCE[0]##*/}:$LINENO: command failed with status $?: $BASH_COMMAND" >&2' ERR
 
 usage() {
 	cat <<'EOF'
-usage: guest-images/build.sh [--print-only] [--kernel-only] [-h]
+usage: guest-images/build.sh [--print-only] [--kernel-only] [--install-only] [-h]
 
 Builds the ringvisor guest kernel and initramfs (cached) and prints
   KERNEL=/abs/path/vmlinux
@@ -26,6 +29,8 @@ as the last lines of stdout.
   --print-only   print the paths if the current inputs are already built,
                  exit 1 otherwise; never builds or installs anything
   --kernel-only  build (or find) only the kernel; prints only KERNEL=...
+  --install-only install the missing apt packages, then exit (builds nothing;
+                 scripts/tests/install-path.sh runs it with stub apt tools)
   -h, --help     this help
 
 Environment:
@@ -36,10 +41,12 @@ EOF
 
 PRINT_ONLY=0
 KERNEL_ONLY=0
+INSTALL_ONLY=0
 for arg in "$@"; do
 	case "$arg" in
 	--print-only) PRINT_ONLY=1 ;;
 	--kernel-only) KERNEL_ONLY=1 ;;
+	--install-only) INSTALL_ONLY=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) echo "build.sh: unknown argument: $arg" >&2; usage >&2; exit 2 ;;
 	esac
@@ -61,15 +68,10 @@ JOBS="${JOBS:-$(nproc)}"
 KSRC_PKG=linux-source-6.1
 KSRC_TARBALL=/usr/src/linux-source-6.1.tar.xz
 BUSYBOX_PKG=busybox-static
-PACKAGES=(linux-source-6.1 busybox-static build-essential flex bison bc
-	libelf-dev libssl-dev cpio xz-utils)
-
-pkg_version() {
-	# dpkg-query exits 1 for a package it has never heard of: that is
-	# "not installed", not a failure (set -o pipefail would end the script).
-	{ dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } |
-		awk '$1 == "install" && $3 == "installed" { print $4 }'
-}
+# GUEST_PACKAGES, pkg_version, install_packages.
+PKG_WHO=build.sh
+# shellcheck source=guest-images/packages.sh
+source "$IMAGES_DIR/packages.sh"
 
 # Patch file names from the series file, in order (comments, blanks skipped).
 series_patches() {
@@ -123,7 +125,7 @@ print_paths() {
 [[ -f "$FRAGMENT" ]] || die "missing $FRAGMENT"
 KSRC_VERSION="$(pkg_version "$KSRC_PKG")"
 BUSYBOX_VERSION="$(pkg_version "$BUSYBOX_PKG")"
-if [[ -n "$KSRC_VERSION" && -n "$BUSYBOX_VERSION" ]]; then
+if [[ -n "$KSRC_VERSION" && -n "$BUSYBOX_VERSION" && $INSTALL_ONLY -eq 0 ]]; then
 	TREE_KEY="$(tree_key "$KSRC_VERSION")"
 	KERNEL_KEY="$(kernel_key "$TREE_KEY")"
 	KERNEL_OUT="$CACHE_ROOT/kernel/$KERNEL_KEY/vmlinux"
@@ -143,24 +145,12 @@ if [[ $PRINT_ONLY -eq 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- packages
-missing=()
-for p in "${PACKAGES[@]}"; do
-	[[ -n "$(pkg_version "$p")" ]] || missing+=("$p")
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-	log "installing ${missing[*]}"
-	SUDO=()
-	if [[ $(id -u) -ne 0 ]]; then
-		command -v sudo >/dev/null || die "need root (or sudo) to install: ${missing[*]}"
-		SUDO=(sudo)
-	fi
-	export DEBIAN_FRONTEND=noninteractive
-	APT_OPTS=(-o DPkg::Lock::Timeout=900 -y -q --no-install-recommends)
-	"${SUDO[@]}" apt-get "${APT_OPTS[@]}" update >&2
-	"${SUDO[@]}" apt-get "${APT_OPTS[@]}" install "${missing[@]}" >&2
-	KSRC_VERSION="$(pkg_version "$KSRC_PKG")"
-	BUSYBOX_VERSION="$(pkg_version "$BUSYBOX_PKG")"
+install_packages "${GUEST_PACKAGES[@]}"
+if [[ $INSTALL_ONLY -eq 1 ]]; then
+	exit 0
 fi
+KSRC_VERSION="$(pkg_version "$KSRC_PKG")"
+BUSYBOX_VERSION="$(pkg_version "$BUSYBOX_PKG")"
 [[ -n "$KSRC_VERSION" && -f "$KSRC_TARBALL" ]] || die "$KSRC_PKG is not installed ($KSRC_TARBALL missing)"
 BUSYBOX="$(command -v busybox || true)"
 [[ -x /bin/busybox ]] && BUSYBOX=/bin/busybox

@@ -21,7 +21,9 @@
 # usage: guest-kernel-patches/check.sh [--checkpatch-only] [--keep]
 #   --checkpatch-only  step 1 only (seconds; no tree is built, no uAPI check)
 #   --keep             keep the work tree (its path is printed)
-set -euo pipefail
+set -Eeuo pipefail
+# Every failure names itself (set -E: in functions and subshells too).
+trap 'echo "check.sh: error: ${BASH_SOURCE[0]##*/}:$LINENO: command failed with status $?: $BASH_COMMAND" >&2' ERR
 
 log() { echo "check.sh: $*" >&2; }
 die() { echo "check.sh: error: $*" >&2; exit 1; }

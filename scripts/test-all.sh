@@ -7,17 +7,53 @@
 #   3. checks formatting and clippy (host workspace and guest programs),
 #   4. runs the fuzz targets (fuzz/) for a bounded time each,
 #   5. runs the unit tests of both workspaces,
-#   6. boots guests under the ringvisor binary (tests/).
-# Boot tests need /dev/kvm; RINGVISOR_SKIP_KVM_TESTS=1 skips them explicitly.
-set -euo pipefail
+#   6. boots guests under the ringvisor binary (tests/),
+#   7. runs the README's two commands in a fresh Debian 12 root
+#      (scripts/fresh-machine.sh).
+# Before all that, scripts/tests/*.sh test the set-up scripts themselves.
+# Boot tests need /dev/kvm; RINGVISOR_SKIP_KVM_TESTS=1 skips them explicitly,
+# RINGVISOR_SKIP_FRESH_MACHINE=1 skips step 7. RINGVISOR_IN_FRESH_MACHINE=1
+# (set by scripts/fresh-machine.sh for the run inside its root) skips step 7
+# and the kernel builds of step 2, which the outer run does.
+#
+# Skips are counted: every test that skips (only because a documented skip
+# variable asked) appends a line "<test name>: <reason>" to the file named by
+# RINGVISOR_SKIP_LOG, and the closing summary prints them all.
+set -Eeuo pipefail
+# Every failure names itself (set -E: in functions and subshells too).
+trap 'echo "test-all.sh: error: ${BASH_SOURCE[0]##*/}:$LINENO: command failed with status $?: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 
 step() { printf '\n=== %s\n' "$*" >&2; }
+
+RINGVISOR_SKIP_LOG="$(mktemp "${TMPDIR:-/tmp}/ringvisor-skips.XXXXXX")"
+export RINGVISOR_SKIP_LOG
+# The closing summary, on success and on failure alike: a skip is never
+# silent.
+summary() {
+    local status=$?
+    local n
+    n=$(grep -c . "$RINGVISOR_SKIP_LOG" || true)
+    echo "test-all: $n skipped" >&2
+    sed 's/^/  /' "$RINGVISOR_SKIP_LOG" >&2
+    rm -f "$RINGVISOR_SKIP_LOG"
+    if [[ $status -eq 0 ]]; then
+        echo "test-all: passed" >&2
+    else
+        echo "test-all: FAILED (status $status)" >&2
+    fi
+}
+trap summary EXIT
 
 if ! command -v cargo >/dev/null; then
     echo "test-all: cargo is required (install Rust with rustup)" >&2
     exit 1
 fi
+
+step "set-up script tests (scripts/tests/)"
+for t in scripts/tests/*.sh; do
+    bash "$t"
+done
 
 step "guest image (kernel, initramfs, guest programs)"
 paths=$(bash guest-images/build.sh)
@@ -28,18 +64,23 @@ echo "kernel: $kernel" >&2
 echo "initramfs: $initramfs" >&2
 
 step "guest kernel patch series: checkpatch --strict, each patch builds"
-bash guest-kernel-patches/check.sh
+if [[ -n "${RINGVISOR_IN_FRESH_MACHINE:-}" ]]; then
+    # The outer run (the one that started scripts/fresh-machine.sh) builds
+    # this commit's series; six kernel builds again in the fresh root would
+    # add minutes and no information. checkpatch and applying still run.
+    bash guest-kernel-patches/check.sh --checkpatch-only
+    echo "guest kernel patch series builds: inside the fresh machine, checkpatch only; the outer run builds the series (RINGVISOR_IN_FRESH_MACHINE=1)" >>"$RINGVISOR_SKIP_LOG"
+else
+    bash guest-kernel-patches/check.sh
+fi
 
 step "host packages the tests need"
 # The bench's PNG charts lay out text with a TrueType font
 # (vmm/src/bench/charts.rs); the project ships none.
-if ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "ok installed"; then
-    sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q update >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 -y -q \
-        --no-install-recommends install fonts-dejavu-core >&2
-fi
+PKG_WHO=test-all.sh
+# shellcheck source=guest-images/packages.sh
+source guest-images/packages.sh
+install_packages fonts-dejavu-core
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -76,3 +117,16 @@ step "guest program unit tests (on the host)"
 
 step "host unit tests and boot tests"
 cargo test --workspace --locked
+
+step "the README's two commands on a fresh Debian 12 root (scripts/fresh-machine.sh)"
+if [[ -n "${RINGVISOR_IN_FRESH_MACHINE:-}" ]]; then
+    # This run is the fresh machine's own: running it again inside would
+    # recurse.
+    echo "test-all: skipped: already inside the fresh machine" >&2
+    echo "fresh-machine: this run is inside the fresh machine (RINGVISOR_IN_FRESH_MACHINE=1)" >>"$RINGVISOR_SKIP_LOG"
+elif [[ "${RINGVISOR_SKIP_FRESH_MACHINE:-}" == 1 ]]; then
+    echo "test-all: skipped: RINGVISOR_SKIP_FRESH_MACHINE=1" >&2
+    echo "fresh-machine: RINGVISOR_SKIP_FRESH_MACHINE=1" >>"$RINGVISOR_SKIP_LOG"
+else
+    bash scripts/fresh-machine.sh
+fi
