@@ -14,7 +14,8 @@
 # Boot tests need /dev/kvm; RINGVISOR_SKIP_KVM_TESTS=1 skips them explicitly,
 # RINGVISOR_SKIP_FRESH_MACHINE=1 skips step 7. RINGVISOR_IN_FRESH_MACHINE=1
 # (set by scripts/fresh-machine.sh for the run inside its root) skips step 7
-# and the kernel builds of step 2, which the outer run does.
+# and the kernel builds of step 2, which the outer run does; it also sets
+# RINGVISOR_SKIP_BENCH_TEST=1, which skips tests/bench.rs's bench run.
 #
 # Skips are counted: every test that skips (only because a documented skip
 # variable asked) appends a line "<test name>: <reason>" to the file named by

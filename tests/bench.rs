@@ -126,7 +126,7 @@ fn result_checks_reject_missing_and_unmeasured_figures() {
 
 #[test]
 fn quick_bench_writes_complete_results() {
-    if skip_without_kvm() {
+    if common::skip::skip_bench_test() || skip_without_kvm() {
         return;
     }
     let dir = TempDir(

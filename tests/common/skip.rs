@@ -18,6 +18,11 @@ use std::io::Write;
 /// The documented variable (README, scripts/test-all.sh) that skips every
 /// test needing /dev/kvm when it is `1`.
 pub const SKIP_KVM_VAR: &str = "RINGVISOR_SKIP_KVM_TESTS";
+/// The documented variable that skips the bench's end-to-end test (a
+/// ten-minute `bench --quick`) when it is `1`: scripts/fresh-machine.sh
+/// sets it for the suite it runs inside its root, after the outer suite
+/// ran that test on the same commit.
+pub const SKIP_BENCH_VAR: &str = "RINGVISOR_SKIP_BENCH_TEST";
 /// The file each skip is appended to, one line each, when set.
 pub const SKIP_LOG_VAR: &str = "RINGVISOR_SKIP_LOG";
 
@@ -67,6 +72,16 @@ pub fn skip_without_kvm(what: &str) -> bool {
         .open("/dev/kvm")
     {
         panic!("/dev/kvm is unusable ({e}); set {SKIP_KVM_VAR}=1 to skip the tests that need it");
+    }
+    false
+}
+
+/// Whether the bench's end-to-end test must be skipped (only when
+/// `RINGVISOR_SKIP_BENCH_TEST=1`; the skip is recorded).
+pub fn skip_bench_test() -> bool {
+    if std::env::var_os(SKIP_BENCH_VAR).is_some_and(|v| v == "1") {
+        record(&current_test(), &format!("{SKIP_BENCH_VAR}=1"));
+        return true;
     }
     false
 }
