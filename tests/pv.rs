@@ -33,7 +33,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{image, ringvisor, skip_without_kvm, Run};
+use common::{run_command, skip_without_kvm, Run};
 
 const BLOCK: usize = 4096;
 const SEED: u32 = 0x5a17;
@@ -169,14 +169,7 @@ type Samples = Vec<(String, Result<Sample, String>)>;
 /// Boots with `args`, answering the guest's `PV-SUITE-PAUSE <at>` lines
 /// after sampling the VMM's memory; returns the run and the samples.
 fn boot_paced(args: &[&str]) -> (Run, Samples) {
-    let image = image();
-    let mut child = ringvisor()
-        .arg("run")
-        .arg("--kernel")
-        .arg(&image.kernel)
-        .arg("--initramfs")
-        .arg(&image.initramfs)
-        .args(args)
+    let mut child = run_command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -109,16 +109,22 @@ fn collect(out: Output) -> Run {
     }
 }
 
-/// Boots the test image with `args` after `run --kernel K --initramfs I`.
-pub fn boot(args: &[&str]) -> Run {
+/// `ringvisor run --kernel K --initramfs I ARGS` for the test image.
+pub fn run_command(args: &[&str]) -> Command {
     let image = image();
-    let out = ringvisor()
-        .arg("run")
+    let mut cmd = ringvisor();
+    cmd.arg("run")
         .arg("--kernel")
         .arg(&image.kernel)
         .arg("--initramfs")
         .arg(&image.initramfs)
-        .args(args)
+        .args(args);
+    cmd
+}
+
+/// Boots the test image with `args` after `run --kernel K --initramfs I`.
+pub fn boot(args: &[&str]) -> Run {
+    let out = run_command(args)
         .stdin(Stdio::null())
         .output()
         .expect("spawning ringvisor");

@@ -42,10 +42,6 @@ use uring_abi::wire::{AreaLayout, AREA_ALIGN, CQ_SLOT_SIZE, SQ_SLOT_SIZE};
 /// Constants and structures of the io_uring uAPI (Linux 6.18) that the
 /// installed headers may lack.
 pub mod sys {
-    /// `IORING_SETUP_SQPOLL`.
-    pub const IORING_SETUP_SQPOLL: u32 = 1 << 1;
-    /// `IORING_SETUP_SQ_AFF`: the SQPOLL thread is bound to `sq_thread_cpu`.
-    pub const IORING_SETUP_SQ_AFF: u32 = 1 << 2;
     /// `IORING_SETUP_R_DISABLED`.
     pub const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
     /// `IORING_SETUP_SUBMIT_ALL`: a refused SQE does not stop the rest of
@@ -53,10 +49,6 @@ pub mod sys {
     pub const IORING_SETUP_SUBMIT_ALL: u32 = 1 << 7;
     /// `IORING_SETUP_NO_MMAP`.
     pub const IORING_SETUP_NO_MMAP: u32 = 1 << 14;
-    /// `IORING_ENTER_SQ_WAKEUP`.
-    pub const IORING_ENTER_SQ_WAKEUP: u32 = 1 << 1;
-    /// `IORING_SQ_NEED_WAKEUP` (in the SQ ring's flags).
-    pub const IORING_SQ_NEED_WAKEUP: u32 = 1 << 0;
 
     /// `IORING_REGISTER_BUFFERS`.
     pub const IORING_REGISTER_BUFFERS: u32 = 0;

@@ -78,7 +78,8 @@ pub struct Pass {
 /// the ring area, so the words stay mapped while a poller that outlives
 /// its ring still looks.
 pub struct SlotWatch {
-    area: Arc<RingArea>,
+    /// Keeps the mapping `sq` and `cq_tail` point into alive.
+    _area: Arc<RingArea>,
     sq: *mut u8,
     cq_tail: *mut u8,
     submitted: Arc<AtomicU32>,
@@ -95,7 +96,7 @@ impl SlotWatch {
         // SAFETY: `new` checked the CQ tail's offset against the slot.
         let cq_tail = unsafe { slots.cq.add(sub.words.cq_tail) };
         Some(Self {
-            area,
+            _area: area,
             sq: slots.sq,
             cq_tail,
             submitted: sub.published.clone(),
@@ -105,7 +106,7 @@ impl SlotWatch {
     /// Requests submitted whose CQE the kernel has not posted yet.
     pub fn in_flight(&self) -> u32 {
         // SAFETY: the host CQ tail word, 4-aligned inside the completion
-        // slot, mapped while self.area lives; atomics only.
+        // slot, mapped while self._area lives; atomics only.
         let tail = unsafe { &*self.cq_tail.cast::<AtomicU32>() }.load(Ordering::Acquire);
         self.submitted.load(Ordering::Acquire).wrapping_sub(tail)
     }
@@ -114,10 +115,9 @@ impl SlotWatch {
     pub fn words(&self) -> (u32, u32) {
         let word = |off: usize| {
             // SAFETY: a word of the submission slot (4-aligned, inside the
-            // slot), mapped while self.area lives; atomics only.
+            // slot), mapped while self._area lives; atomics only.
             unsafe { &*self.sq.add(off).cast::<AtomicU32>() }.load(Ordering::Acquire)
         };
-        let _ = &self.area;
         (word(slot::SQ_TAIL), word(slot::CQ_HEAD))
     }
 }
