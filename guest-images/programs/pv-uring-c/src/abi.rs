@@ -62,7 +62,10 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
     }
 
     c("sizeof(struct pvu_buf)", z(size_of::<VuringExtent>()));
-    c("offsetof(pvu_buf, addr)", z(offset_of!(VuringExtent, user_addr)));
+    c(
+        "offsetof(pvu_buf, addr)",
+        z(offset_of!(VuringExtent, user_addr)),
+    );
     c("offsetof(pvu_buf, len)", z(offset_of!(VuringExtent, len)));
 
     c("sizeof(struct pvu_sqe)", z(uring::SQE_LEN));

@@ -786,7 +786,11 @@ mod tests {
             op: "x",
             errno: Errno(0),
         };
-        assert_eq!(errno_of(&zero), libc::EIO, "never 0 (success) for a failure");
+        assert_eq!(
+            errno_of(&zero),
+            libc::EIO,
+            "never 0 (success) for a failure"
+        );
         assert_eq!(errno_of(&Error::SqFull), libc::EBUSY);
         assert_eq!(errno_of(&Error::AbiVersion(1)), libc::EPROTONOSUPPORT);
         assert_eq!(
