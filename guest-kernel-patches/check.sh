@@ -10,6 +10,9 @@
 # the tree's exported headers (include/uapi/linux/vuring.h), must print
 # exactly what `cargo run -q -p uring-abi --example abi-dump` prints (the
 # Rust definition of the same ABI); any difference fails with the diff.
+# First of all (no tree needed), the same check of the C API header of pv
+# rings, guest-images/programs/pv-uring-c/include/pv_uring.h, with
+# pv-uring-c/c/abi-dump.c against `cargo run -p pv-uring-c --example abi-dump`.
 # A series that passed is remembered (keyed by the tarball's version, the
 # series, every patch, the config fragment, abi-dump.c, what uring-abi's
 # abi-dump prints and this script) under
@@ -34,7 +37,7 @@ for arg in "$@"; do
 	case "$arg" in
 	--checkpatch-only) CHECKPATCH_ONLY=1 ;;
 	--keep) KEEP=1 ;;
-	-h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument: $arg (see --help)" ;;
 	esac
 done
@@ -65,6 +68,36 @@ if [[ $CHECKPATCH_ONLY -eq 0 ]]; then
 	command -v cargo >/dev/null || die "cargo is needed for the uAPI check"
 	RUST_ABI="$(cd "$REPO" && cargo run -q --locked -p uring-abi --example abi-dump)" ||
 		die "cargo run -p uring-abi --example abi-dump failed"
+fi
+
+# The C API header of pv rings (guest-images/programs/pv-uring-c/
+# include/pv_uring.h) against the same ABI: c/abi-dump.c, built against it,
+# must print exactly what `cargo run -q -p pv-uring-c --example abi-dump`
+# prints from uring-abi. It needs no kernel tree, so it runs on every call
+# (not --checkpatch-only), before the cached result is looked at.
+check_capi() {
+	local tmp rc=0
+	tmp="$(mktemp -d)"
+	check_capi_in "$tmp" || rc=1
+	rm -rf "$tmp"
+	return $rc
+}
+check_capi_in() {
+	local dir="$REPO/guest-images/programs" tmp="$1"
+	(cd "$dir" && cargo run -q --locked -p pv-uring-c --example abi-dump) >"$tmp/rust.txt" ||
+		{ log "FAIL C API: cargo run -p pv-uring-c --example abi-dump failed"; return 1; }
+	"${CC:-cc}" -Wall -Wextra -Werror -I"$dir/pv-uring-c/include" -o "$tmp/abi-dump" \
+		"$dir/pv-uring-c/c/abi-dump.c" ||
+		{ log "FAIL C API: pv-uring-c/c/abi-dump.c does not build against pv_uring.h"; return 1; }
+	"$tmp/abi-dump" >"$tmp/c.txt" || { log "FAIL C API: abi-dump exited $?"; return 1; }
+	if ! diff -u --label uring-abi "$tmp/rust.txt" --label pv_uring.h "$tmp/c.txt" >&2; then
+		log "FAIL C API: pv-uring-c/include/pv_uring.h differs from uring-abi (diff above)"
+		return 1
+	fi
+	log "ok   C API: pv_uring.h matches uring-abi ($(wc -l <"$tmp/c.txt") lines)"
+}
+if [[ $CHECKPATCH_ONLY -eq 0 ]]; then
+	check_capi || die "the C API header does not match the ABI (see above)"
 fi
 
 KEY="$({

@@ -11,9 +11,10 @@
 //!   are the measured ones;
 //! - the summary's medians equal to the method lines' and its ratio equal
 //!   to register / clone, every block it wrote read back through the next
-//!   ring and verified;
-//! and on the host, the scratch file holds exactly the blocks the program
-//! says it wrote (its pattern), the rest untouched.
+//!   ring and verified.
+//!
+//! And on the host, the scratch file must hold exactly the blocks the
+//! program says it wrote (its pattern), the rest untouched.
 
 mod common;
 
@@ -99,6 +100,218 @@ fn check_method(v: &Value, want_samples: u64) -> Result<f64, String> {
     Ok(med)
 }
 
+/// The medians of each method, by name.
+type Medians = std::collections::HashMap<&'static str, f64>;
+
+/// Checks ring-pool-c's output (see the module comment); returns the
+/// medians, or every problem found.
+fn check_output(stdout: &str) -> Result<Medians, Vec<String>> {
+    let mut problems = Vec::new();
+    let lines: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| l.find("{\"kind\":\"ring-pool-c").map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l.trim()).unwrap_or(Value::Null))
+        .collect();
+    if lines.iter().any(Value::is_null) {
+        problems.push("a ring-pool-c line is not JSON".to_string());
+    }
+    let per_ring = RINGS - 1;
+    let per_io = RINGS * IOS;
+    let mut medians = Medians::new();
+    for (method, n) in [
+        ("first-register", 1),
+        ("register", per_ring),
+        ("clone", per_ring),
+        ("publish", 1),
+        ("table-clone", per_ring),
+        ("nop", per_io),
+        ("write", per_io),
+        ("read", per_io),
+    ] {
+        let found: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "ring-pool-c" && l["method"] == method)
+            .collect();
+        let [l] = found[..] else {
+            problems.push(format!("{} {method} lines, want one", found.len()));
+            continue;
+        };
+        if !(l["rings"].as_u64() == Some(RINGS)
+            && l["pool_bytes"].as_u64() == Some(4 << 20)
+            && l["bufs"].as_u64().is_some_and(|b| b >= 4)
+            && l["polled"] == true)
+        {
+            problems.push(format!("{method}: the pool description: {l}"));
+        }
+        match check_method(l, n) {
+            Ok(m) => {
+                medians.insert(method, m);
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    let sums: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "ring-pool-c-summary")
+        .collect();
+    let [s] = sums[..] else {
+        problems.push(format!("{} summary lines, want one", sums.len()));
+        return Err(problems);
+    };
+    for (key, method) in [
+        ("register_median_us", "register"),
+        ("clone_median_us", "clone"),
+        ("table_clone_median_us", "table-clone"),
+        ("nop_median_us", "nop"),
+        ("write_median_us", "write"),
+        ("read_median_us", "read"),
+    ] {
+        if s[key].as_f64().is_none() || s[key].as_f64() != medians.get(method).copied() {
+            problems.push(format!(
+                "summary {key} {} is not the {method} line's median",
+                s[key]
+            ));
+        }
+    }
+    if let (Some(r), Some(c)) = (medians.get("register"), medians.get("clone")) {
+        let ratio = r / c;
+        if !s["ratio_register_over_clone"]
+            .as_f64()
+            .is_some_and(|x| (x - ratio).abs() <= 0.051 + ratio * 1e-3)
+        {
+            problems.push(format!(
+                "summary ratio {} is not register / clone = {ratio:.2}",
+                s["ratio_register_over_clone"]
+            ));
+        }
+    }
+    if s["verified_blocks"].as_u64() != Some(per_io) {
+        problems.push(format!(
+            "verified_blocks {}, want every block written ({per_io})",
+            s["verified_blocks"]
+        ));
+    }
+    if problems.is_empty() {
+        Ok(medians)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A method line as ring-pool-c prints it, from its samples.
+fn method_line(method: &str, samples: &[f64]) -> String {
+    let mut v = samples.to_vec();
+    v.sort_by(f64::total_cmp);
+    let list: Vec<String> = samples.iter().map(|s| format!("{s:.3}")).collect();
+    format!(
+        "{{\"kind\":\"ring-pool-c\",\"method\":\"{method}\",\"rings\":{RINGS},\
+         \"pool_bytes\":4194304,\"buf_bytes\":1048576,\"bufs\":4,\"page\":\"2M\",\
+         \"polled\":true,\"samples\":{},\"min_us\":{:.3},\"median_us\":{:.3},\
+         \"p99_us\":{:.3},\"max_us\":{:.3},\"mean_us\":{:.3},\"samples_us\":[{}]}}",
+        v.len(),
+        v[0],
+        nearest_rank(&v, 50),
+        nearest_rank(&v, 99),
+        v[v.len() - 1],
+        v.iter().sum::<f64>() / v.len() as f64,
+        list.join(",")
+    )
+}
+
+/// A whole output as a run would print it, with `edit` applied to the
+/// samples of each method first.
+fn fake_output(edit: impl Fn(&str, &mut Vec<f64>)) -> String {
+    let per_ring = (RINGS - 1) as usize;
+    let per_io = (RINGS * IOS) as usize;
+    let mut out = String::from("rv-init: running /bin/ring-pool-c\n");
+    let mut med = Medians::new();
+    for (method, n, base) in [
+        ("first-register", 1, 260_000.0),
+        ("register", per_ring, 240_000.0),
+        ("clone", per_ring, 8_000.0),
+        ("publish", 1, 28_000.0),
+        ("table-clone", per_ring, 27_000.0),
+        ("nop", per_io, 45.0),
+        ("write", per_io, 440.0),
+        ("read", per_io, 400.0),
+    ] {
+        let mut s: Vec<f64> = (0..n).map(|i| base + (i * 7 % 13) as f64).collect();
+        edit(method, &mut s);
+        let mut v = s.clone();
+        v.sort_by(f64::total_cmp);
+        med.insert(method, nearest_rank(&v, 50));
+        out += &method_line(method, &s);
+        out.push('\n');
+    }
+    out += &format!(
+        "{{\"kind\":\"ring-pool-c-summary\",\"rings\":{RINGS},\"register_median_us\":{:.3},\
+         \"clone_median_us\":{:.3},\"table_clone_median_us\":{:.3},\
+         \"ratio_register_over_clone\":{:.1},\"nop_median_us\":{:.3},\
+         \"write_median_us\":{:.3},\"read_median_us\":{:.3},\"verified_blocks\":{per_io}}}\n",
+        med["register"],
+        med["clone"],
+        med["table-clone"],
+        med["register"] / med["clone"],
+        med["nop"],
+        med["write"],
+        med["read"],
+    );
+    out
+}
+
+#[test]
+fn the_output_check_finds_wrong_missing_and_inconsistent_figures() {
+    let good = fake_output(|_, _| {});
+    assert!(check_output(&good).is_ok(), "{:?}", check_output(&good));
+    let bad = |out: String, want: &str| {
+        let p = check_output(&out).expect_err(want);
+        assert!(p.iter().any(|p| p.contains(want)), "{want}: {p:?}");
+    };
+    // A method missing, or with a sample too few.
+    bad(
+        good.replace("\"method\":\"clone\"", "\"method\":\"klone\""),
+        "0 clone lines",
+    );
+    bad(
+        fake_output(|m, s| {
+            if m == "read" {
+                s.pop();
+            }
+        }),
+        "read: 127 samples",
+    );
+    // A figure that is not its samples' (hard-coded or miscomputed).
+    bad(
+        good.replace("\"median_us\":8003.000", "\"median_us\":8002.000"),
+        "median",
+    );
+    // A sample that is no latency.
+    bad(
+        fake_output(|m, s| {
+            if m == "nop" {
+                s[3] = 0.0;
+            }
+        }),
+        "not positive",
+    );
+    // A summary that does not follow from the lines.
+    bad(
+        good.replace(
+            "\"ratio_register_over_clone\":30.0",
+            "\"ratio_register_over_clone\":3.0",
+        ),
+        "ratio",
+    );
+    bad(
+        good.replace("\"verified_blocks\":128", "\"verified_blocks\":127"),
+        "verified_blocks",
+    );
+    bad(
+        good.replace("\"nop_median_us\":", "\"nop_median\":"),
+        "nop_median_us",
+    );
+}
+
 #[test]
 fn ring_pool_c_shares_a_pool_by_clone_and_reports_its_latencies() {
     if skip_without_kvm() {
@@ -125,79 +338,14 @@ fn ring_pool_c_shares_a_pool_by_clone_and_reports_its_latencies() {
         ),
     ]);
     run.check(run.status == Some(0), "ring-pool-c must exit 0");
-    let lines: Vec<Value> = run
-        .stdout
-        .lines()
-        .filter_map(|l| l.find("{\"kind\":\"ring-pool-c").map(|i| &l[i..]))
-        .map(|l| serde_json::from_str(l.trim()).unwrap_or(Value::Null))
-        .collect();
-    run.check(
-        lines.iter().all(|l| !l.is_null()),
-        "every ring-pool-c line must be JSON",
-    );
-    let per_ring = RINGS - 1;
-    let per_io = RINGS * IOS;
-    let mut medians = std::collections::HashMap::new();
-    for (method, n) in [
-        ("first-register", 1),
-        ("register", per_ring),
-        ("clone", per_ring),
-        ("publish", 1),
-        ("table-clone", per_ring),
-        ("nop", per_io),
-        ("write", per_io),
-        ("read", per_io),
-    ] {
-        let found: Vec<&Value> = lines
-            .iter()
-            .filter(|l| l["kind"] == "ring-pool-c" && l["method"] == method)
-            .collect();
-        run.check(found.len() == 1, &format!("one {method} line"));
-        let l = found[0];
-        run.check(
-            l["rings"].as_u64() == Some(RINGS)
-                && l["pool_bytes"].as_u64() == Some(4 << 20)
-                && l["bufs"].as_u64().is_some_and(|b| b >= 4)
-                && l["polled"] == true,
-            &format!("{method}: the pool description"),
-        );
-        match check_method(l, n) {
-            Ok(m) => {
-                medians.insert(method, m);
-            }
-            Err(e) => run.check(false, &e),
+    let medians = match check_output(&run.stdout) {
+        Ok(m) => m,
+        Err(problems) => {
+            run.check(false, &problems.join("\n"));
+            unreachable!()
         }
-    }
-    let sums: Vec<&Value> = lines
-        .iter()
-        .filter(|l| l["kind"] == "ring-pool-c-summary")
-        .collect();
-    run.check(sums.len() == 1, "one summary line");
-    let s = sums[0];
-    for (key, method) in [
-        ("register_median_us", "register"),
-        ("clone_median_us", "clone"),
-        ("table_clone_median_us", "table-clone"),
-        ("nop_median_us", "nop"),
-        ("write_median_us", "write"),
-        ("read_median_us", "read"),
-    ] {
-        run.check(
-            s[key].as_f64() == Some(medians[method]),
-            &format!("summary {key} must be the {method} line's median"),
-        );
-    }
+    };
     let ratio = medians["register"] / medians["clone"];
-    run.check(
-        s["ratio_register_over_clone"]
-            .as_f64()
-            .is_some_and(|r| (r - ratio).abs() <= 0.051 + ratio * 1e-3),
-        &format!("the summary's ratio must be register / clone = {ratio:.2}"),
-    );
-    run.check(
-        s["verified_blocks"].as_u64() == Some(per_io),
-        "every block written must have been read back and verified",
-    );
     eprintln!(
         "capi: register {:.1} us, clone {:.1} us ({ratio:.1}x), table-clone {:.1} us, \
          nop {:.1} us, write {:.1} us, read {:.1} us (medians)",
@@ -213,7 +361,7 @@ fn ring_pool_c_shares_a_pool_by_clone_and_reports_its_latencies() {
     let file = std::fs::read(&scratch).unwrap();
     for j in 0..FILE_BLOCKS as u64 {
         let got = &file[j as usize * BLOCK..(j as usize + 1) * BLOCK];
-        if j < per_io {
+        if j < RINGS * IOS {
             run.check(
                 got == pattern(j / IOS, j % IOS).as_slice(),
                 &format!(
