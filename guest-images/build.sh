@@ -304,12 +304,15 @@ GUEST_DIR="$CACHE_ROOT/guest/$(guest_key "$KERNEL_KEY" "$BUSYBOX_VERSION")"
 # ---------------------------------------------------------------- initramfs
 WORK="$(mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX" 2>/dev/null || { mkdir -p "$CACHE_ROOT/guest" && mktemp -d "$CACHE_ROOT/guest/.work.XXXXXX"; })"
 trap 'rm -rf "$WORK"' EXIT
-# C programs over the pv-uring C API (programs/pv-uring-c/c/build.sh links
-# them statically with the libpv_uring_c.a cargo just built): in the full
-# initramfs only.
-bash "$PROGRAMS/pv-uring-c/c/build.sh" "$PROGRAMS/target/$TARGET/release" "$WORK/c" >"$WORK/c.list" ||
+# The C programs over the pv-uring C API: one multi-call binary that
+# programs/pv-uring-c/c/build.sh links statically with the libpv_uring_c.a
+# cargo just built (it prints "PATH NAME..."); in the full initramfs only.
+bash "$PROGRAMS/pv-uring-c/c/build.sh" "$PROGRAMS/target/$TARGET/release" "$WORK/c" >"$WORK/c.out" ||
 	die "building the C programs of $PROGRAMS/pv-uring-c/c failed"
-mapfile -t CBINS <"$WORK/c.list"
+read -r -a CBINS <"$WORK/c.out"
+CBIN="${CBINS[0]:-}"
+CBINS=("${CBINS[@]:1}")
+[[ -x "$CBIN" && ${#CBINS[@]} -gt 0 ]] || die "pv-uring-c/c/build.sh printed no program: $(cat "$WORK/c.out")"
 GEN="$WORK/gen_init_cpio"
 cc -O2 -o "$GEN" "$KTREE/usr/gen_init_cpio.c" || die "cannot build gen_init_cpio"
 LIST="$WORK/initramfs.list"
@@ -322,7 +325,7 @@ LIST="$WORK/initramfs.list"
 	done
 	echo "file /bin/busybox $BUSYBOX 0755 0 0"
 	declare -A prog=()
-	for b in "${BINS[@]}" "${CBINS[@]}"; do prog[$(basename "$b")]=1; done
+	for b in "${BINS[@]}" "$CBIN" "${CBINS[@]}"; do prog[$(basename "$b")]=1; done
 	for a in "${APPLETS[@]}"; do prog[$a]=1; done
 	while read -r applet; do
 		[[ -n "$applet" && -z "${prog[$applet]:-}" && "$applet" != busybox ]] || continue
@@ -334,15 +337,16 @@ LIST="$WORK/initramfs.list"
 	for a in "${APPLETS[@]}"; do
 		echo "slink /bin/$a rv-guest 0777 0 0"
 	done
-	for b in "${CBINS[@]}"; do
-		echo "file /bin/$(basename "$b") $b 0755 0 0"
-	done
 	# The kernel runs /init with argv[0] "/init": rv-guest starts rv-init.
 	echo "slink /init /bin/rv-guest 0777 0 0"
 } >"$LIST"
+grep -v -e ' busybox ' -e ' /bin/busybox ' "$LIST" >"$WORK/initramfs-min.list"
+{
+	echo "file /bin/$(basename "$CBIN") $CBIN 0755 0 0"
+	for c in "${CBINS[@]}"; do echo "slink /bin/$c $(basename "$CBIN") 0777 0 0"; done
+} >>"$LIST"
 "$GEN" -t 0 "$LIST" >"$WORK/initramfs.cpio" 2>"$WORK/gen.log" ||
 	{ cat "$WORK/gen.log" >&2; die "gen_init_cpio failed"; }
-grep -v -e ' busybox ' -e ' /bin/busybox ' -e " $WORK/c/" "$LIST" >"$WORK/initramfs-min.list"
 "$GEN" -t 0 "$WORK/initramfs-min.list" >"$WORK/initramfs-min.cpio" 2>"$WORK/gen.log" ||
 	{ cat "$WORK/gen.log" >&2; die "gen_init_cpio failed (minimal initramfs)"; }
 

@@ -2,7 +2,11 @@
 //! `ring-pool-c` (guest-images/programs/pv-uring-c/c/ring-pool-c.c, linked
 //! with libpv_uring_c.a, shipped in the image by guest-images/build.sh) on
 //! 8 rings (ring 0 polled) sharing a 4 MiB pool of 2 MiB pages by clone,
-//! with a scratch backend. The test requires, from its JSON lines:
+//! with a scratch backend, then the C suite `capi-suite` (c/capi-suite.c:
+//! batches, flow control, timeouts, refused SQEs, registration and
+//! translation, partial and replacing clones, the host table, linked
+//! write + fsync, polled rings, interrupts off), every case of which must
+//! print `PASS`. The test requires, from ring-pool-c's JSON lines:
 //! - a line per method (first-register, register, clone, publish,
 //!   table-clone, nop, write, read) with as many samples as the run made
 //!   (rings - 1 per ring method, rings x ios per request), each latency
@@ -98,6 +102,66 @@ fn check_method(v: &Value, want_samples: u64) -> Result<f64, String> {
         return Err(format!("{m}: mean {mean} outside [{min}, {max}]"));
     }
     Ok(med)
+}
+
+/// Every case of capi-suite (c/capi-suite.c), in its order.
+const SUITE: [&str; 11] = [
+    "ring-params",
+    "nop-batch",
+    "flow-control",
+    "wait-timeout",
+    "refused-sqes",
+    "register-translate",
+    "clone-offset-replace",
+    "table",
+    "link-fsync",
+    "polled",
+    "interrupt-off",
+];
+
+/// What is wrong with capi-suite's output: a case of [`SUITE`] without
+/// exactly one `PASS` line, any `FAIL` line, a missing or wrong summary.
+fn check_suite(stdout: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
+    for case in SUITE {
+        let n = lines
+            .iter()
+            .filter(|l| **l == format!("PASS {case}"))
+            .count();
+        if n != 1 {
+            problems.push(format!("{case}: {n} PASS lines, want 1"));
+        }
+    }
+    problems.extend(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("FAIL "))
+            .map(|l| l.to_string()),
+    );
+    let want = format!("{} passed, 0 failed", SUITE.len());
+    if !lines.contains(&want.as_str()) {
+        problems.push(format!("no summary line {want:?}"));
+    }
+    problems
+}
+
+#[test]
+fn the_suite_check_finds_missing_and_failed_cases() {
+    let good: String = SUITE
+        .iter()
+        .map(|c| format!("PASS {c}\n"))
+        .collect::<String>()
+        + "11 passed, 0 failed\n";
+    assert!(check_suite(&good).is_empty());
+    let missing = good.replace("PASS table\n", "");
+    assert!(check_suite(&missing)
+        .iter()
+        .any(|p| p.starts_with("table: 0")));
+    let failed = good.replace("PASS polled\n", "FAIL polled: x\n");
+    assert!(check_suite(&failed).iter().any(|p| p == "FAIL polled: x"));
+    let short = good.replace("11 passed", "10 passed");
+    assert_eq!(check_suite(&short).len(), 1);
 }
 
 /// The medians of each method, by name.
@@ -333,11 +397,22 @@ fn ring_pool_c_shares_a_pool_by_clone_and_reports_its_latencies() {
         &format!("path={},direct=on", scratch.display()),
         "--cmdline",
         &format!(
-            "hugepages=4 -- /bin/ring-pool-c --rings {RINGS} --size 4M --buf 1M \
-             --ios {IOS} --scratch 0 --polled --huge"
+            "hugepages=4 -- /bin/sh -c \"/bin/ring-pool-c --rings {RINGS} --size 4M --buf 1M \
+             --ios {IOS} --scratch 0 --polled --huge && /bin/capi-suite --scratch 0\""
         ),
     ]);
-    run.check(run.status == Some(0), "ring-pool-c must exit 0");
+    let problems = check_suite(&run.stdout);
+    run.check(
+        problems.is_empty(),
+        &format!(
+            "capi-suite: every case must pass:\n  {}",
+            problems.join("\n  ")
+        ),
+    );
+    run.check(
+        run.status == Some(0),
+        "ring-pool-c and capi-suite must exit 0",
+    );
     let medians = match check_output(&run.stdout) {
         Ok(m) => m,
         Err(problems) => {

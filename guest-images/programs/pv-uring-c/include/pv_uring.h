@@ -202,8 +202,10 @@ int pvu_clone_buffers(struct pvu_ring *dst, const struct pvu_ring *src);
 /*
  * As liburing's io_uring_clone_buffers_offset: nr buffers of src from
  * src_off to dst from dst_off (nr 0: all of src); flags 0 or
- * PVU_CLONE_DST_REPLACE. dst may be src. Returns dst's buffer count.
- * -EINVAL, -EBUSY, -ENXIO, -EOVERFLOW as IORING_REGISTER_CLONE_BUFFERS.
+ * PVU_CLONE_DST_REPLACE (the range must then reach the end of dst's
+ * table, and dst may not have more buffers than src: else -EINVAL). dst
+ * may be src. Returns dst's buffer count. -EINVAL, -EBUSY, -ENXIO,
+ * -EOVERFLOW as IORING_REGISTER_CLONE_BUFFERS.
  */
 int pvu_clone_buffers_offset(struct pvu_ring *dst, const struct pvu_ring *src,
 			     unsigned dst_off, unsigned src_off, unsigned nr,

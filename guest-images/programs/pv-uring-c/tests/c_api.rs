@@ -5,8 +5,9 @@
 //! - `c/test-capi.c`, linked with this crate's static library: NULL
 //!   arguments, errnos of opening, and the header's inline SQE helpers,
 //!   whose bytes must equal what pv-uring's Rust builders make;
-//! - `c/ring-pool-c.c` builds with `-Wall -Wextra -Werror` and, without a
-//!   device, prints its error line and exits 1 (bad arguments: 2).
+//! - `c/ring-pool-c.c` and `c/capi-suite.c` build with `-Wall -Wextra
+//!   -Werror` and, without a device, print their error line and exit 1
+//!   (bad arguments: 2).
 //!
 //! Needs a C compiler (`cc`, or `$CC`): without one these tests fail.
 
@@ -143,7 +144,7 @@ fn c_calls_check_their_arguments_and_helpers_build_the_library_sqes() {
 }
 
 #[test]
-fn the_example_builds_strictly_and_fails_cleanly_without_a_device() {
+fn the_programs_build_strictly_and_fail_cleanly_without_a_device() {
     let bin = build("ring-pool-c.c", true);
     let (code, out, err) = run(&bin, &["--rings", "2"]);
     assert_eq!(code, Some(1), "stdout:\n{out}\nstderr:\n{err}");
@@ -156,4 +157,8 @@ fn the_example_builds_strictly_and_fails_cleanly_without_a_device() {
         let (code, _, err) = run(&bin, bad);
         assert_eq!(code, Some(2), "{bad:?}: {err}");
     }
+    let suite = build("capi-suite.c", true);
+    let (code, out, _) = run(&suite, &["--scratch", "0"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("FAIL open: pvu_open: -2\n"), "{out}");
 }
