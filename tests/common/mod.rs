@@ -50,25 +50,11 @@ pub fn image() -> &'static Image {
                 initramfs: i.into(),
             };
         }
-        let out = Command::new("bash")
-            .arg(repo_root().join("guest-images/build.sh"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running guest-images/build.sh");
-        assert!(out.status.success(), "guest-images/build.sh failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let find = |key: &str| {
-            stdout
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| PathBuf::from(v.trim()))
-                .unwrap_or_else(|| panic!("build.sh printed no {key} line:\n{stdout}"))
-        };
+        let image = vmm::guest_image::build_default()
+            .unwrap_or_else(|e| panic!("building the guest image: {e}"));
         Image {
-            kernel: find("KERNEL="),
-            initramfs: find("INITRAMFS="),
+            kernel: image.kernel,
+            initramfs: image.initramfs,
         }
     })
 }

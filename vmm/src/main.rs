@@ -1,23 +1,5 @@
-//! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
-//! (in later parts) serves its io_uring rings from the host.
-
-use devices::affinity;
-mod bench;
-mod boot;
-mod compat_patch;
-mod config;
-mod disks;
-mod emulation;
-mod guest_image;
-mod layout;
-mod memory;
-mod outcome;
-mod pvm;
-mod run;
-mod timings;
-mod uring;
-mod vcpu;
-mod vm;
+//! The `ringvisor` binary: its command line (clap), handed to the `vmm`
+//! library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,33 +7,14 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use config::{MemoryConfig, PvmMode, VmConfig};
+use vmm::config::{self, MemoryConfig, PvmMode, VmConfig};
+use vmm::{bench, guest_image, outcome, run};
 
 /// The demo's workload: the ring-pool registration benchmark (register
 /// again versus IORING_REGISTER_CLONE_BUFFERS, 8 rings sharing a 16 MiB pool
 /// of 2 MiB guest hugepages), small enough for a nested-PVM guest.
 const DEMO_CMDLINE: &str =
     "hugepages=16 rv.workload=ring-pool rv.pool.rings=8 rv.pool.size=16M rv.pool.page=2M";
-
-/// Events that end or change a VM run, sent to the main loop.
-#[derive(Debug)]
-pub enum VmmEvent {
-    /// A device event.
-    Device(devices::VmEvent),
-    /// A vCPU shut down (triple fault).
-    TripleFault { cpu: u8 },
-    /// KVM reported a system event (reset, shutdown).
-    SystemEvent { cpu: u8, kind: u32 },
-    /// A vCPU stopped on something the VMM cannot handle.
-    Unhandled { cpu: u8, what: String },
-    /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
-    /// hint for the instructions a stock kernel is known to stop on.
-    EmulationFailure {
-        cpu: u8,
-        what: String,
-        hint: Option<&'static str>,
-    },
-}
 
 /// ringvisor boots a Linux guest under KVM and runs a workload in it.
 ///
