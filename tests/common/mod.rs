@@ -27,6 +27,25 @@ pub fn ringvisor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringvisor"))
 }
 
+/// Builds the `ringvisor-bench` binary (package `bench`) beside the
+/// `ringvisor` binary, where `ringvisor bench` looks for it: cargo builds
+/// only this package's binaries for its tests. Panics if the build fails.
+pub fn build_bench() {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", "bench", "--bin", "ringvisor-bench"]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .status()
+        .expect("running cargo build -p bench");
+    assert!(status.success(), "cargo build -p bench failed: {status}");
+    let bench = Path::new(env!("CARGO_BIN_EXE_ringvisor")).with_file_name("ringvisor-bench");
+    assert!(bench.is_file(), "cargo built no {}", bench.display());
+}
+
 pub mod skip;
 
 /// Whether a test that boots a guest must be skipped: only when

@@ -6,7 +6,6 @@
 //! `ringvisor` binary (src/main.rs) is its command line.
 
 pub use devices::affinity;
-pub mod bench;
 pub mod boot;
 pub mod compat_patch;
 pub mod config;
