@@ -24,9 +24,6 @@
 //! the handle owns (freeing CQ room for the device's flow control at once)
 //! and hands out pointers into it until [`pvu_cqe_seen`].
 
-#![deny(unsafe_op_in_unsafe_fn)]
-#![deny(clippy::undocumented_unsafe_blocks)]
-
 pub mod abi;
 
 use libc::{c_char, c_int, c_uint, c_void, iovec};
