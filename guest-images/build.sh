@@ -3,7 +3,8 @@
 # Debian's linux-source-6.1 + guest-kernel-patches/series + tinyconfig +
 # guest-kernel-patches/guest.config) and an uncompressed newc initramfs
 # (static busybox, the guest programs in /bin, most as links to the rv-guest
-# multi-call binary, and /init -> rv-guest, which runs rv-init).
+# multi-call binary, the C programs as links to pvu-c (full initramfs
+# only), and /init -> rv-guest, which runs rv-init).
 #
 # The last lines of stdout are exactly (after an INITRAMFS_MIN= line for the
 # initramfs without busybox):
@@ -307,7 +308,9 @@ trap 'rm -rf "$WORK"' EXIT
 # The C programs over the pv-uring C API: one multi-call binary that
 # programs/pv-uring-c/c/build.sh links statically with the libpv_uring_c.a
 # cargo just built (it prints "PATH NAME..."); in the full initramfs only.
-bash "$PROGRAMS/pv-uring-c/c/build.sh" "$PROGRAMS/target/$TARGET/release" "$WORK/c" >"$WORK/c.out" ||
+CLIB="$(grep -o '"[^"]*/libpv_uring_c\.a"' "$CARGO_LOG.json" | tr -d '"' | tail -n 1 || true)"
+[[ -f "$CLIB" ]] || die "cargo built no libpv_uring_c.a in $PROGRAMS (see $CARGO_LOG.json)"
+bash "$PROGRAMS/pv-uring-c/c/build.sh" "$(dirname "$CLIB")" "$WORK/c" >"$WORK/c.out" ||
 	die "building the C programs of $PROGRAMS/pv-uring-c/c failed"
 read -r -a CBINS <"$WORK/c.out"
 CBIN="${CBINS[0]:-}"
@@ -358,5 +361,5 @@ mv "$WORK/initramfs.cpio" "$GUEST_DIR/initramfs.cpio"
 mv "$WORK/initramfs-min.cpio" "$GUEST_DIR/initramfs-min.cpio"
 cp "$LIST" "$GUEST_DIR/initramfs.list"
 touch "$GUEST_DIR/.complete"
-log "initramfs: $(du -k "$GUEST_DIR/initramfs.cpio" | cut -f1) KiB ($(du -k "$GUEST_DIR/initramfs-min.cpio" | cut -f1) KiB without busybox), ${#BINS[@]} programs: $(printf '%s ' "${BINS[@]##*/}")"
+log "initramfs: $(du -k "$GUEST_DIR/initramfs.cpio" | cut -f1) KiB ($(du -k "$GUEST_DIR/initramfs-min.cpio" | cut -f1) KiB without busybox), ${#BINS[@]} programs: $(printf '%s ' "${BINS[@]##*/}")+ C: pvu-c (${CBINS[*]})"
 print_paths "$GUEST_DIR/vmlinux" "$GUEST_DIR/initramfs.cpio"
