@@ -14,6 +14,7 @@ mod memory;
 mod outcome;
 mod pvm;
 mod run;
+mod snapshot;
 mod timings;
 mod uring;
 mod vcpu;
@@ -44,6 +45,11 @@ pub enum VmmEvent {
     SystemEvent { cpu: u8, kind: u32 },
     /// A vCPU stopped on something the VMM cannot handle.
     Unhandled { cpu: u8, what: String },
+    /// A vCPU paused for a snapshot, with its saved state.
+    Paused {
+        cpu: u8,
+        state: Box<Result<snapshot::state::VcpuState, String>>,
+    },
     /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
     /// hint for the instructions a stock kernel is known to stop on.
     EmulationFailure {
@@ -75,6 +81,11 @@ enum Command {
     ///
     /// Example: ringvisor run --kernel vmlinux --initramfs initramfs.cpio --cmdline 'rv.workload=demo'
     Run(RunArgs),
+    /// Boot a guest until its /init is ready for a workload, then write a
+    /// snapshot of it to DIR for `run --restore DIR` (docs/snapshot.md).
+    ///
+    /// Example: ringvisor snapshot --out /tmp/snap --kernel vmlinux --initramfs initramfs.cpio
+    Snapshot(SnapshotArgs),
     /// Build the default guest (first use only) and boot it with the default
     /// workload (the ring-pool registration benchmark), printing what it
     /// measured.
@@ -156,10 +167,25 @@ struct MachineArgs {
 }
 
 #[derive(Args, Debug)]
+struct SnapshotArgs {
+    /// The snapshot directory (created; a snapshot there is replaced).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
 struct RunArgs {
     /// Guest kernel: an uncompressed ELF vmlinux (preferred) or a bzImage.
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Restore the snapshot in DIR (`ringvisor snapshot`) instead of
+    /// booting: --cmdline then takes only `-- WORKLOAD` or
+    /// `rv.workload=NAME`; --disk and --uring-backend, when given, replace
+    /// the snapshot's files (same count, sizes and read-only modes).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initramfs"])]
+    restore: Option<PathBuf>,
     /// Initramfs (uncompressed cpio is fastest to unpack).
     #[arg(long, value_name = "PATH")]
     initramfs: Option<PathBuf>,
@@ -251,18 +277,112 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Parses the command line; usage errors print one line and exit 2.
-fn parse_cli() -> Cli {
-    match Cli::try_parse() {
-        Ok(cli) => cli,
+/// Parses the command line; usage errors print one line and exit 2. The
+/// matches say which options were given (not defaulted).
+fn parse_cli() -> (Cli, clap::ArgMatches) {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid command line");
-            eprintln!("ringvisor: {first} (see `ringvisor --help`)");
-            std::process::exit(2);
-        }
+        Err(e) => usage_error(&e.render().to_string()),
     }
+}
+
+/// Prints the first line of a usage error and exits 2.
+fn usage_error(rendered: &str) -> ! {
+    let first = rendered.lines().next().unwrap_or("invalid command line");
+    eprintln!("ringvisor: {first} (see `ringvisor --help`)");
+    std::process::exit(2);
+}
+
+/// The VM configuration of `run` or `snapshot` options (booting).
+fn boot_config(args: RunArgs) -> VmConfig {
+    VmConfig {
+        kernel: args.kernel.unwrap_or_default(),
+        initramfs: args.initramfs,
+        cmdline: args.cmdline,
+        cpus: args.machine.cpus,
+        memory: args.machine.memory,
+        timeout: args.machine.timeout,
+        pvm: args.machine.pvm,
+        timings: args.timings,
+        disks: args.disks,
+        uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
+            let options = args.uring.unwrap_or_default();
+            config::UringConfig {
+                rings: options.rings,
+                polled: options.polled,
+                max_registered: options.max_registered,
+                sq_cpu: options.sq_cpu,
+                backends: args.uring_backends,
+            }
+        }),
+        vcpu_affinity: args.vcpu_affinity,
+    }
+}
+
+/// `ringvisor snapshot`: boots with `rv.snapshot=1` and no workload.
+fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
+    if args.run.restore.is_some() {
+        usage_error("error: snapshot takes no --restore");
+    }
+    let cmdline = args.run.cmdline.trim();
+    if cmdline == "--" || cmdline.starts_with("-- ") || cmdline.contains(" -- ") {
+        usage_error(
+            "error: a snapshot is taken before any workload runs: give the workload to \
+             `run --restore DIR --cmdline '-- WORKLOAD'`, not to snapshot",
+        );
+    }
+    let mut config = boot_config(args.run);
+    config.cmdline = format!("{} {}", config.cmdline, snapshot::SNAPSHOT_PARAM);
+    boot(config, started, run::Mode::Snapshot { out: args.out })
+}
+
+/// `ringvisor run --restore DIR`.
+fn restore_command(args: RunArgs, given: &clap::ArgMatches, dir: PathBuf, started: Instant) -> ExitCode {
+    let given_by_user =
+        |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let command = match snapshot::restore::workload_command(&args.cmdline) {
+        Ok(c) => c,
+        Err(e) => usage_error(&format!("error: {e}")),
+    };
+    let snap = match snapshot::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let request = snapshot::restore::RestoreRequest {
+        cpus: given_by_user("cpus").then_some(args.machine.cpus),
+        memory_size: given_by_user("memory").then_some(args.machine.memory.size),
+        disks: args.disks,
+        uring: args.uring.is_some(),
+        uring_backends: args.uring_backends,
+        timeout: args.machine.timeout,
+        timings: args.timings,
+        vcpu_affinity: args.vcpu_affinity,
+    };
+    let config = match snapshot::restore::config(&snap, &request) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let memory = dir.join(snapshot::MEMORY_FILE);
+    boot(
+        config,
+        started,
+        run::Mode::Restore {
+            snapshot: Box::new(snap),
+            memory,
+            command,
+        },
+    )
 }
 
 fn init_logging(verbose: u8) {
@@ -277,7 +397,7 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn boot(config: VmConfig, started: Instant) -> ExitCode {
+fn boot(config: VmConfig, started: Instant, mode: run::Mode) -> ExitCode {
     let config = match config.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -285,7 +405,7 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match run::run_vm(&config, started) {
+    let report = match run::run_vm(&config, started, mode) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("ringvisor: error: {e}");
@@ -295,6 +415,7 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
     let outcome = &report.outcome;
     match outcome {
         outcome::Outcome::GuestExit(_) | outcome::Outcome::Reset => log::info!("{outcome}"),
+        outcome::Outcome::Snapshot(what) => eprintln!("ringvisor: {what}"),
         _ => eprintln!("ringvisor: {outcome} (exit status {})", outcome.exit_code()),
     }
     if let Some(hint) = outcome.hint() {
@@ -309,34 +430,19 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli = parse_cli();
+    let (cli, matches) = parse_cli();
     init_logging(cli.verbose);
     match cli.command {
-        Command::Run(args) => boot(
-            VmConfig {
-                kernel: args.kernel,
-                initramfs: args.initramfs,
-                cmdline: args.cmdline,
-                cpus: args.machine.cpus,
-                memory: args.machine.memory,
-                timeout: args.machine.timeout,
-                pvm: args.machine.pvm,
-                timings: args.timings,
-                disks: args.disks,
-                uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
-                    let options = args.uring.unwrap_or_default();
-                    config::UringConfig {
-                        rings: options.rings,
-                        polled: options.polled,
-                        max_registered: options.max_registered,
-                        sq_cpu: options.sq_cpu,
-                        backends: args.uring_backends,
-                    }
-                }),
-                vcpu_affinity: args.vcpu_affinity,
-            },
-            started,
-        ),
+        Command::Run(mut args) => match args.restore.take() {
+            Some(dir) => {
+                let given = matches
+                    .subcommand_matches("run")
+                    .expect("the run subcommand matched");
+                restore_command(args, given, dir, started)
+            }
+            None => boot(boot_config(args), started, run::Mode::Boot),
+        },
+        Command::Snapshot(args) => snapshot_command(args, started),
         Command::Bench(args) => {
             let suites = match args.suite {
                 Suite::Registration => vec![bench::Suite::Registration],
@@ -393,6 +499,7 @@ fn main() -> ExitCode {
                 },
                 // Time the boot, not the image build.
                 Instant::now(),
+                run::Mode::Boot,
             )
         }
     }
@@ -437,7 +544,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("not run");
         };
-        assert_eq!(args.kernel, PathBuf::from("k"));
+        assert_eq!(args.kernel, Some(PathBuf::from("k")));
         assert_eq!(args.cmdline, "-- sh -c true");
         assert_eq!(args.machine.cpus, 2);
         assert_eq!(args.machine.memory.size, 1 << 30);

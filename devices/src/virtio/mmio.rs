@@ -15,8 +15,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{status, VirtioDevice, VirtioInterrupt, INTERRUPT_CONFIG, VIRTIO_F_VERSION_1};
@@ -84,6 +85,99 @@ pub struct MmioTransport {
     config_generation: u32,
 }
 
+/// One queue's registers, as a snapshot keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRegs {
+    /// `QueueNum`.
+    pub size: u16,
+    /// `QueueReady`.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Driver (available) ring address.
+    pub avail: u64,
+    /// Device (used) ring address.
+    pub used: u64,
+}
+
+/// The transport's registers, as a snapshot keeps them. The queues'
+/// positions are not kept: a snapshot is taken only with every queue idle
+/// (each available entry used), so on restore both positions are the used
+/// ring's index, read from guest memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmioState {
+    /// The virtio device ID, checked on restore.
+    pub device_type: u32,
+    /// `DeviceFeaturesSel`.
+    pub device_features_sel: u32,
+    /// `DriverFeaturesSel`.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// `QueueSel`.
+    pub queue_sel: u32,
+    /// `SHMSel`.
+    pub shm_sel: u32,
+    /// Device status.
+    pub status: u32,
+    /// Whether the device runs (DRIVER_OK accepted).
+    pub active: bool,
+    /// `ConfigGeneration`.
+    pub config_generation: u32,
+    /// `InterruptStatus`.
+    pub interrupt_status: u32,
+    /// Each queue's registers.
+    pub queues: Vec<QueueRegs>,
+}
+
+/// Why a transport's state cannot be saved or restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MmioStateError {
+    /// The device cannot be snapshotted in its current state.
+    #[error("{0}")]
+    Device(String),
+    /// A queue still has requests the device has not completed.
+    #[error("queue {queue} has requests in flight (available index {avail}, used index {used})")]
+    InFlight {
+        /// The queue.
+        queue: usize,
+        /// The driver's available index.
+        avail: u16,
+        /// The device's used index.
+        used: u16,
+    },
+    /// The rings of a ready queue cannot be read.
+    #[error("queue {0}: its rings are not in guest memory")]
+    Rings(usize),
+    /// The state is for another device.
+    #[error("state of device type {saved} for a device of type {actual}")]
+    DeviceType {
+        /// In the state.
+        saved: u32,
+        /// This device's.
+        actual: u32,
+    },
+    /// The state has another number of queues.
+    #[error("state with {saved} queues for a device with {actual}")]
+    QueueCount {
+        /// In the state.
+        saved: usize,
+        /// This device's.
+        actual: usize,
+    },
+    /// A queue's registers are invalid.
+    #[error("queue {queue}: {what}")]
+    Queue {
+        /// The queue.
+        queue: usize,
+        /// What is wrong.
+        what: String,
+    },
+    /// The device refused to start again.
+    #[error("the device refused to start: {0}")]
+    Activate(String),
+}
+
 /// Errors creating a transport.
 #[derive(Debug, thiserror::Error)]
 pub enum MmioError {
@@ -145,6 +239,128 @@ impl MmioTransport {
     /// Whether the device has been started.
     pub fn is_active(&self) -> bool {
         self.active
+    }
+
+    /// The used and available indexes of a ready queue, from guest memory.
+    fn ring_indexes(&self, i: usize, q: &Queue) -> Result<(u16, u16), MmioStateError> {
+        let avail: u16 = self
+            .mem
+            .read_obj(GuestAddress(q.avail_ring().wrapping_add(2)))
+            .map_err(|_| MmioStateError::Rings(i))?;
+        let used: u16 = self
+            .mem
+            .read_obj(GuestAddress(q.used_ring().wrapping_add(2)))
+            .map_err(|_| MmioStateError::Rings(i))?;
+        Ok((u16::from_le(avail), u16::from_le(used)))
+    }
+
+    /// The state a snapshot keeps. Refused while the device cannot be
+    /// snapshotted or while a running queue has requests in flight; call it
+    /// with the vCPUs stopped.
+    pub fn state(&self) -> Result<MmioState, MmioStateError> {
+        if let Some(why) = self.device.snapshot_blocker() {
+            return Err(MmioStateError::Device(why));
+        }
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (i, q) in self.queues.iter().enumerate() {
+            if self.active && q.ready() {
+                let (avail, used) = self.ring_indexes(i, q)?;
+                if avail != used {
+                    return Err(MmioStateError::InFlight {
+                        queue: i,
+                        avail,
+                        used,
+                    });
+                }
+            }
+            queues.push(QueueRegs {
+                size: q.size(),
+                ready: q.ready(),
+                desc: q.desc_table(),
+                avail: q.avail_ring(),
+                used: q.used_ring(),
+            });
+        }
+        Ok(MmioState {
+            device_type: self.device.device_type(),
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            acked_features: self.acked_features,
+            queue_sel: self.queue_sel,
+            shm_sel: self.shm_sel,
+            status: self.status,
+            active: self.active,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt_status.load(Ordering::SeqCst),
+            queues,
+        })
+    }
+
+    /// Takes the state of a snapshot (guest memory must already hold the
+    /// snapshot's contents) and, when the device was running, starts it
+    /// again. Every value is checked as if the guest had written it.
+    pub fn restore(&mut self, state: &MmioState) -> Result<(), MmioStateError> {
+        if state.device_type != self.device.device_type() {
+            return Err(MmioStateError::DeviceType {
+                saved: state.device_type,
+                actual: self.device.device_type(),
+            });
+        }
+        if state.queues.len() != self.queues.len() {
+            return Err(MmioStateError::QueueCount {
+                saved: state.queues.len(),
+                actual: self.queues.len(),
+            });
+        }
+        self.reset();
+        let offered = self.device.features();
+        for (i, regs) in state.queues.iter().enumerate() {
+            let bad = |what: &str| MmioStateError::Queue {
+                queue: i,
+                what: what.to_string(),
+            };
+            let q = &mut self.queues[i];
+            q.try_set_size(regs.size)
+                .map_err(|_| bad(&format!("invalid size {}", regs.size)))?;
+            q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
+            q.set_avail_ring_address(Some(regs.avail as u32), Some((regs.avail >> 32) as u32));
+            q.set_used_ring_address(Some(regs.used as u32), Some((regs.used >> 32) as u32));
+            q.set_ready(regs.ready);
+        }
+        for i in 0..self.queues.len() {
+            let q = &self.queues[i];
+            if !q.ready() {
+                continue;
+            }
+            if !q.is_valid(&self.mem) {
+                return Err(MmioStateError::Queue {
+                    queue: i,
+                    what: "rings outside guest RAM or misaligned".into(),
+                });
+            }
+            let (_, used) = self.ring_indexes(i, q)?;
+            let q = &mut self.queues[i];
+            q.set_next_avail(used);
+            q.set_next_used(used);
+        }
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.acked_features = state.acked_features & offered;
+        self.queue_sel = state.queue_sel;
+        self.shm_sel = state.shm_sel;
+        self.config_generation = state.config_generation;
+        self.interrupt_status
+            .store(state.interrupt_status, Ordering::SeqCst);
+        self.status = state.status;
+        if state.active {
+            self.activate().map_err(MmioStateError::Activate)?;
+            // Requests the driver queued but never notified, or notified
+            // while the snapshot was taken: let the device look.
+            for evt in &self.queue_events {
+                let _ = evt.write(1);
+            }
+        }
+        Ok(())
     }
 
     fn interrupt(&self) -> VirtioInterrupt {
@@ -368,6 +584,10 @@ impl MmioTransport {
 }
 
 impl BusDevice for MmioTransport {
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG_SPACE {
             self.device.read_config(offset - CONFIG_SPACE, data);

@@ -1,0 +1,187 @@
+//! Snapshots of a booted guest, and restoring them (docs/snapshot.md).
+//!
+//! `ringvisor snapshot --out DIR` boots a guest whose /init waits for a
+//! workload, pauses the vCPUs once it says so, and writes `DIR/memory`
+//! (guest RAM) and `DIR/state` (everything else). `ringvisor run --restore
+//! DIR` maps the memory file copy-on-write, loads the state and hands the
+//! workload to /init through the guest-signal device's mailbox.
+//!
+//! - [`format`]: the state file's header, checksum and encoding;
+//! - [`state`]: what the state holds, and its consistency check;
+//! - [`vcpu`], [`vm`]: KVM state of the vCPUs and of the VM;
+//! - [`memory`]: guest RAM to the memory file;
+//! - [`devices`]: device states.
+
+pub mod devices;
+pub mod format;
+pub mod memory;
+pub mod restore;
+pub mod state;
+pub mod vcpu;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+use state::Snapshot;
+
+/// The state file in a snapshot directory.
+pub const STATE_FILE: &str = "state";
+/// The guest RAM file in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory";
+/// The kernel parameter that makes rv-init wait for its workload in the
+/// guest-signal mailbox (added by `ringvisor snapshot`).
+pub const SNAPSHOT_PARAM: &str = "rv.snapshot=1";
+/// This ringvisor's version, as a snapshot records it.
+pub const RINGVISOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Errors taking, reading or restoring a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// A file operation.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was done.
+        what: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The state file is not a valid snapshot.
+    #[error("{path}: {source}")]
+    Format {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        source: format::FormatError,
+    },
+    /// Written by another ringvisor version.
+    #[error("{path}: written by ringvisor {found}; this is ringvisor {RINGVISOR_VERSION} (take the snapshot again)")]
+    RingvisorVersion {
+        /// The state file.
+        path: PathBuf,
+        /// The version that wrote it.
+        found: String,
+    },
+    /// Parts of the state disagree or exceed a limit.
+    #[error("invalid snapshot state: {0}")]
+    Invalid(String),
+    /// The snapshot's machine cannot be built as asked.
+    #[error("the snapshot cannot be restored as asked: {0}")]
+    Mismatch(String),
+    /// A KVM ioctl failed.
+    #[error("{what}{} failed: {source}", cpu.map(|c| format!(" (vCPU {c})")).unwrap_or_default())]
+    Kvm {
+        /// The ioctl.
+        what: &'static str,
+        /// The vCPU, for vCPU ioctls.
+        cpu: Option<u8>,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+    /// A device cannot be saved or restored.
+    #[error("virtio device in slot {slot}: {detail}")]
+    Device {
+        /// Its slot (disks first, then pv-uring).
+        slot: usize,
+        /// Why.
+        detail: String,
+    },
+    /// A vCPU did not pause.
+    #[error("vCPU {0} did not pause for the snapshot: {1}")]
+    Pause(u8, String),
+}
+
+/// Reads and checks the state of the snapshot in `dir`: format, version,
+/// consistency, and that the memory file is there with the guest's RAM
+/// size. Nothing is built yet, so an error here leaves nothing behind.
+pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| SnapshotError::Io {
+        what: "reading",
+        path: path.clone(),
+        source,
+    })?;
+    let snapshot = decode(&bytes).map_err(|e| match e {
+        Decoded::Format(source) => SnapshotError::Format {
+            path: path.clone(),
+            source,
+        },
+        Decoded::Version(found) => SnapshotError::RingvisorVersion {
+            path: path.clone(),
+            found,
+        },
+        Decoded::Invalid(why) => SnapshotError::Invalid(why),
+    })?;
+    let memory = dir.join(MEMORY_FILE);
+    let len = std::fs::metadata(&memory)
+        .map_err(|source| SnapshotError::Io {
+            what: "reading",
+            path: memory.clone(),
+            source,
+        })?
+        .len();
+    if len != snapshot.machine.memory_size {
+        return Err(SnapshotError::Invalid(format!(
+            "{} holds {len} bytes for {} bytes of guest RAM (truncated?)",
+            memory.display(),
+            snapshot.machine.memory_size
+        )));
+    }
+    Ok(snapshot)
+}
+
+/// Why a state file's bytes are not a snapshot this ringvisor restores.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Header, checksum or encoding.
+    Format(format::FormatError),
+    /// Another ringvisor version wrote it.
+    Version(String),
+    /// Its parts disagree.
+    Invalid(String),
+}
+
+/// Decodes and checks a state file's bytes (what the fuzz target runs).
+pub fn decode(bytes: &[u8]) -> Result<Snapshot, Decoded> {
+    // The version first, from a prefix every version shares: the header,
+    // then the version string as postcard's first field.
+    let snapshot: Snapshot = format::decode(bytes).map_err(|e| match e {
+        format::FormatError::Decode(_) => match version_of(bytes) {
+            Some(v) if v != RINGVISOR_VERSION => Decoded::Version(v),
+            _ => Decoded::Format(e),
+        },
+        e => Decoded::Format(e),
+    })?;
+    if snapshot.ringvisor_version != RINGVISOR_VERSION {
+        return Err(Decoded::Version(snapshot.ringvisor_version));
+    }
+    snapshot.check().map_err(Decoded::Invalid)?;
+    Ok(snapshot)
+}
+
+/// The ringvisor version at the start of a state file's payload, if it is
+/// readable there.
+fn version_of(bytes: &[u8]) -> Option<String> {
+    let payload = bytes.get(format::HEADER_LEN..)?;
+    let (v, _): (String, _) = postcard::take_from_bytes(payload).ok()?;
+    Some(v)
+}
+
+/// Writes `snapshot` as `dir/state`, through a temporary file renamed into
+/// place (a reader never sees half a state).
+pub fn write_state(dir: &Path, snapshot: &Snapshot) -> Result<u64, SnapshotError> {
+    let bytes = format::encode(snapshot).map_err(|source| SnapshotError::Format {
+        path: dir.join(STATE_FILE),
+        source,
+    })?;
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    let path = dir.join(STATE_FILE);
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io { what, path, source }
+    };
+    std::fs::write(&tmp, &bytes).map_err(io("writing", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("renaming", &tmp))?;
+    Ok(bytes.len() as u64)
+}
