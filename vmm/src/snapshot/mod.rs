@@ -7,11 +7,13 @@
 //! workload to /init through the guest-signal device's mailbox.
 //!
 //! - [`format`]: the state file's header, checksum and encoding;
+//! - [`decode`]: a state file's bytes to a checked state (fuzzed);
 //! - [`state`]: what the state holds, and its consistency check;
 //! - [`vcpu`], [`vm`]: KVM state of the vCPUs and of the VM;
 //! - [`memory`]: guest RAM to the memory file;
 //! - [`devices`]: device states.
 
+pub mod decode;
 pub mod devices;
 pub mod format;
 pub mod memory;
@@ -31,8 +33,7 @@ pub const MEMORY_FILE: &str = "memory";
 /// The kernel parameter that makes rv-init wait for its workload in the
 /// guest-signal mailbox (added by `ringvisor snapshot`).
 pub const SNAPSHOT_PARAM: &str = "rv.snapshot=1";
-/// This ringvisor's version, as a snapshot records it.
-pub const RINGVISOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use decode::{decode, Decoded, RINGVISOR_VERSION};
 
 /// Errors taking, reading or restoring a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -129,43 +130,6 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         )));
     }
     Ok(snapshot)
-}
-
-/// Why a state file's bytes are not a snapshot this ringvisor restores.
-#[derive(Debug)]
-pub enum Decoded {
-    /// Header, checksum or encoding.
-    Format(format::FormatError),
-    /// Another ringvisor version wrote it.
-    Version(String),
-    /// Its parts disagree.
-    Invalid(String),
-}
-
-/// Decodes and checks a state file's bytes (what the fuzz target runs).
-pub fn decode(bytes: &[u8]) -> Result<Snapshot, Decoded> {
-    // The version first, from a prefix every version shares: the header,
-    // then the version string as postcard's first field.
-    let snapshot: Snapshot = format::decode(bytes).map_err(|e| match e {
-        format::FormatError::Decode(_) => match version_of(bytes) {
-            Some(v) if v != RINGVISOR_VERSION => Decoded::Version(v),
-            _ => Decoded::Format(e),
-        },
-        e => Decoded::Format(e),
-    })?;
-    if snapshot.ringvisor_version != RINGVISOR_VERSION {
-        return Err(Decoded::Version(snapshot.ringvisor_version));
-    }
-    snapshot.check().map_err(Decoded::Invalid)?;
-    Ok(snapshot)
-}
-
-/// The ringvisor version at the start of a state file's payload, if it is
-/// readable there.
-fn version_of(bytes: &[u8]) -> Option<String> {
-    let payload = bytes.get(format::HEADER_LEN..)?;
-    let (v, _): (String, _) = postcard::take_from_bytes(payload).ok()?;
-    Some(v)
 }
 
 /// Writes `snapshot` as `dir/state`, through a temporary file renamed into

@@ -53,7 +53,7 @@ fn files(kind: &str, saved: &[FileInfo], given: &[DiskConfig]) -> Result<Vec<Dis
     };
     if chosen.len() != saved.len() {
         return Err(mismatch(format!(
-            "the snapshot has {} {kind}s, {} given",
+            "the snapshot has {} {kind}(s), {} given",
             saved.len(),
             chosen.len()
         )));
