@@ -104,7 +104,7 @@ fn snapshot() -> &'static Snap {
         std::fs::write(&disk, disk_image("")).unwrap();
         let (rw, ro) = backends(&work);
         let dir = work.join("snap");
-        let mut cmd = run_command(&[]);
+        let cmd = run_command(&[]);
         // `run_command` gives `run --kernel K --initramfs I`: make it
         // `snapshot --out DIR --kernel K --initramfs I`.
         let args: Vec<_> = cmd.get_args().skip(1).map(|a| a.to_owned()).collect();

@@ -169,8 +169,13 @@ struct MachineArgs {
 #[derive(Args, Debug)]
 struct SnapshotArgs {
     /// The snapshot directory (created; a snapshot there is replaced).
-    #[arg(long, value_name = "DIR")]
-    out: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "cached")]
+    out: Option<PathBuf>,
+    /// Use the cached snapshot of these options (under the ringvisor cache,
+    /// like the guest image), taking it first if missing, and print its
+    /// directory: `run --restore "$(ringvisor snapshot --cached ...)"`.
+    #[arg(long, conflicts_with = "out")]
+    cached: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -236,6 +241,10 @@ struct RunArgs {
 struct DemoArgs {
     #[command(flatten)]
     machine: MachineArgs,
+    /// Boot the guest instead of restoring the cached snapshot of the demo
+    /// guest (taken on first use).
+    #[arg(long)]
+    cold: bool,
 }
 
 fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
@@ -336,9 +345,82 @@ fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
              `run --restore DIR --cmdline '-- WORKLOAD'`, not to snapshot",
         );
     }
+    if args.cached {
+        let machine = snapshot::cache::CachedMachine {
+            kernel: args.run.kernel.unwrap_or_default(),
+            initramfs: args.run.initramfs,
+            cmdline: args.run.cmdline,
+            cpus: args.run.machine.cpus,
+            memory: args.run.machine.memory.size,
+            pvm: args.run.machine.pvm,
+        };
+        let dir = std::env::current_exe()
+            .map_err(|e| format!("finding this program: {e}"))
+            .and_then(|exe| snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string()));
+        return match dir {
+            Ok(dir) => {
+                println!("{}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringvisor: error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let out = args.out.unwrap_or_default();
     let mut config = boot_config(args.run);
     config.cmdline = format!("{} {}", config.cmdline, snapshot::SNAPSHOT_PARAM);
-    boot(config, started, run::Mode::Snapshot { out: args.out })
+    boot(config, started, run::Mode::Snapshot { out })
+}
+
+/// `ringvisor demo` from the cached snapshot of the demo guest (taken on
+/// first use); the restored guest runs the workload of its command line.
+fn demo_restored(image: &guest_image::GuestImage, args: &DemoArgs) -> ExitCode {
+    let machine = snapshot::cache::CachedMachine {
+        kernel: image.kernel.clone(),
+        initramfs: Some(image.smallest_initramfs().to_path_buf()),
+        cmdline: DEMO_CMDLINE.into(),
+        cpus: args.machine.cpus,
+        memory: args.machine.memory.size,
+        pvm: args.machine.pvm,
+    };
+    let loaded = std::env::current_exe()
+        .map_err(|e| format!("finding this program: {e}"))
+        .and_then(|exe| {
+            let dir = snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string())?;
+            let snap = snapshot::load(&dir).map_err(|e| e.to_string())?;
+            Ok((dir, snap))
+        });
+    let (dir, snap) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ringvisor: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("ringvisor: restoring the demo guest from {}", dir.display());
+    let request = snapshot::restore::RestoreRequest {
+        timeout: args.machine.timeout,
+        timings: true,
+        ..Default::default()
+    };
+    let config = match snapshot::restore::config(&snap, &request) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    boot(
+        config,
+        Instant::now(),
+        run::Mode::Restore {
+            snapshot: Box::new(snap),
+            memory: dir.join(snapshot::MEMORY_FILE),
+            command: Vec::new(),
+        },
+    )
 }
 
 /// `ringvisor run --restore DIR`.
@@ -478,6 +560,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if !args.cold {
+                return demo_restored(&image, &args);
+            }
             eprintln!(
                 "ringvisor: booting {} with {}",
                 image.kernel.display(),

@@ -13,6 +13,7 @@
 //! - [`memory`]: guest RAM to the memory file;
 //! - [`devices`]: device states.
 
+pub mod cache;
 pub mod decode;
 pub mod devices;
 pub mod format;
