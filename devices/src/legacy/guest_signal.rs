@@ -234,9 +234,9 @@ mod tests {
         let mut bytes = [0u8; 8];
         dev.read(regs::COMMAND + 8, &mut bytes);
         assert_eq!(&bytes, b"-c\0exit ");
-        // Past the command: zeros.
+        // The last byte, then zeros past the command.
         dev.read(regs::COMMAND + 16, &mut word);
-        assert_eq!(word, [b'\0', 0, 0, 0]);
+        assert_eq!(word, [b'3', 0, 0, 0]);
         assert_eq!(
             dev.set_command(vec![1; COMMAND_MAX + 1]),
             Err(CommandError::TooLong(COMMAND_MAX + 1))

@@ -636,6 +636,10 @@ mod tests {
         activated: Option<(u64, usize)>,
         resets: u32,
         fail: bool,
+        /// Each queue's next available index at activation.
+        next_avail: Vec<u16>,
+        /// What `snapshot_blocker` answers.
+        blocker: Option<String>,
     }
 
     struct Dummy(Arc<Mutex<Probe>>, Vec<u16>);
@@ -666,11 +670,116 @@ mod tests {
                 return Err(ActivateError::Host("refused".into()));
             }
             p.activated = Some((acked, queues.len()));
+            p.next_avail = queues.iter().map(|q| q.next_avail()).collect();
             Ok(())
         }
         fn reset(&mut self) {
             self.0.lock().unwrap().resets += 1;
         }
+        fn snapshot_blocker(&self) -> Option<String> {
+            self.0.lock().unwrap().blocker.clone()
+        }
+    }
+
+    /// Writes queue `i`'s available and used indexes (see `setup_queue`).
+    fn set_indexes(mem: &GuestMemoryMmap, i: u64, avail: u16, used: u16) {
+        let base = 0x1_0000 * (i + 1);
+        mem.write_obj(avail.to_le(), GuestAddress(base + 0x1002))
+            .unwrap();
+        mem.write_obj(used.to_le(), GuestAddress(base + 0x2002))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_running_transport_saves_and_restores_its_state() {
+        let (mut t, _) = transport();
+        setup_queue(&mut t, 0);
+        setup_queue(&mut t, 1);
+        negotiate(&mut t, 1 << 9, 1);
+        w(&mut t, reg::STATUS, ALL);
+        assert!(t.is_active());
+        let mem = t.mem.clone();
+        set_indexes(&mem, 0, 7, 7);
+        set_indexes(&mem, 1, 0, 0);
+        let state = t.state().unwrap();
+        assert_eq!(state.status, ALL);
+        assert_eq!(state.acked_features, (1 << 9) | (1 << VIRTIO_F_VERSION_1));
+        assert_eq!(state.queues[0].desc, 0x1_0000);
+        assert!(state.queues[1].ready);
+
+        // A request the device has not used: refused.
+        set_indexes(&mem, 1, 2, 1);
+        assert_eq!(
+            t.state().unwrap_err(),
+            MmioStateError::InFlight {
+                queue: 1,
+                avail: 2,
+                used: 1
+            }
+        );
+        set_indexes(&mem, 1, 1, 1);
+
+        // A fresh transport over the same memory takes the state, starts
+        // the device again at the used ring's position.
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let mut other =
+            MmioTransport::new(Box::new(Dummy(probe.clone(), vec![16, 16])), mem).unwrap();
+        other.restore(&state).unwrap();
+        assert!(other.is_active());
+        assert_eq!(r(&mut other, reg::STATUS), ALL);
+        let p = probe.lock().unwrap();
+        assert_eq!(p.activated, Some((state.acked_features, 2)));
+        assert_eq!(p.next_avail, vec![7, 1]);
+        drop(p);
+        // ... and is frozen as a running device is.
+        w(&mut other, reg::QUEUE_SEL, 0);
+        w(&mut other, reg::QUEUE_NUM, 8);
+        assert_eq!(other.state().unwrap().queues[0].size, 16);
+    }
+
+    #[test]
+    fn bad_states_and_blocked_devices_are_refused() {
+        let (mut t, probe) = transport();
+        probe.lock().unwrap().blocker = Some("2 live rings".into());
+        assert_eq!(
+            t.state().unwrap_err(),
+            MmioStateError::Device("2 live rings".into())
+        );
+        probe.lock().unwrap().blocker = None;
+        let good = t.state().unwrap();
+        let wrong_type = MmioState {
+            device_type: 9,
+            ..good.clone()
+        };
+        assert!(matches!(
+            t.restore(&wrong_type),
+            Err(MmioStateError::DeviceType { saved: 9, .. })
+        ));
+        let mut one_queue = good.clone();
+        one_queue.queues.pop();
+        assert!(matches!(
+            t.restore(&one_queue),
+            Err(MmioStateError::QueueCount { saved: 1, actual: 2 })
+        ));
+        let mut bad_size = good.clone();
+        bad_size.queues[0].size = 3;
+        assert!(matches!(
+            t.restore(&bad_size),
+            Err(MmioStateError::Queue { queue: 0, .. })
+        ));
+        let mut outside = good;
+        outside.queues[0] = QueueRegs {
+            size: 16,
+            ready: true,
+            desc: 0x1_0000_0000,
+            avail: 0x1000,
+            used: 0x2000,
+        };
+        assert!(matches!(
+            t.restore(&outside),
+            Err(MmioStateError::Queue { queue: 0, .. })
+        ));
+        t.state().unwrap();
     }
 
     fn transport() -> (MmioTransport, Arc<Mutex<Probe>>) {
