@@ -231,7 +231,8 @@ fn a_restored_guest_runs_processes_on_its_disk_and_pv_uring_and_exits_with_their
         "the workload's status (7) must come back",
     );
     run.check(
-        run.stdout.contains("rv-init: workload exited with status 7"),
+        run.stdout
+            .contains("rv-init: workload exited with status 7"),
         "rv-init must run the workload from the mailbox",
     );
     run.check(
@@ -241,7 +242,9 @@ fn a_restored_guest_runs_processes_on_its_disk_and_pv_uring_and_exits_with_their
     // virtio-blk: the guest read the host's block, and its write is in the
     // host file.
     run.check(
-        run.stdout.lines().any(|l| l.trim() == format!("HOST-{token}")),
+        run.stdout
+            .lines()
+            .any(|l| l.trim() == format!("HOST-{token}")),
         "the restored guest must read the host's block from /dev/vda",
     );
     let after = std::fs::read(&disk).unwrap();
@@ -253,7 +256,9 @@ fn a_restored_guest_runs_processes_on_its_disk_and_pv_uring_and_exits_with_their
     // pv-uring: rings created, reads, writes, clones after the restore.
     for case in PV_CASES {
         run.check(
-            run.stdout.lines().any(|l| l.trim() == format!("PASS {case}")),
+            run.stdout
+                .lines()
+                .any(|l| l.trim() == format!("PASS {case}")),
             &format!("pv-suite case {case} must pass after the restore"),
         );
     }
@@ -345,7 +350,9 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
             &format!("restore {i} must exit with its own status {}", 10 + i),
         );
         run.check(
-            run.stdout.lines().any(|l| l.trim() == format!("mark vm-{i}")),
+            run.stdout
+                .lines()
+                .any(|l| l.trim() == format!("mark vm-{i}")),
             &format!("restore {i} must see only its own guest's files"),
         );
         let after = std::fs::read(&disk).unwrap();
@@ -355,7 +362,10 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
             &format!("restore {i}'s write must be in its own disk file"),
         );
         let up = uptimes(&run.stdout);
-        run.check(up.len() == 3, "the workload must print its uptime three times");
+        run.check(
+            up.len() == 3,
+            "the workload must print its uptime three times",
+        );
         // The guest gained at most the host time from the restore's start
         // to its first uptime line (plus a console's slack), not the time
         // the snapshot sat on disk as well.
@@ -379,8 +389,16 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
             &format!("`sleep 1` must take at least a second of guest time (took {slept:.2} s)"),
         );
     }
-    assert_eq!(crc(&memory), memory_crc, "restores must not write the memory file");
-    assert_eq!(crc(&state), state_crc, "restores must not write the state file");
+    assert_eq!(
+        crc(&memory),
+        memory_crc,
+        "restores must not write the memory file"
+    );
+    assert_eq!(
+        crc(&state),
+        state_crc,
+        "restores must not write the state file"
+    );
 }
 
 /// A copy of the snapshot (the memory file linked) for a bad case.
@@ -425,7 +443,11 @@ fn bad_snapshots_give_one_clear_error_and_status_1() {
     let (dir, mut state) = copy_snapshot(snap, "bad-format");
     state[8..12].copy_from_slice(&2u32.to_le_bytes());
     std::fs::write(dir.join("state"), &state).unwrap();
-    refused(&dir, &[], "snapshot format version 2; this ringvisor reads version 1");
+    refused(
+        &dir,
+        &[],
+        "snapshot format version 2; this ringvisor reads version 1",
+    );
 
     let (dir, mut state) = copy_snapshot(snap, "bad-version");
     let ours = env!("CARGO_PKG_VERSION");
@@ -463,7 +485,11 @@ fn bad_snapshots_give_one_clear_error_and_status_1() {
     // A machine the snapshot cannot be restored as.
     let (dir, state) = copy_snapshot(snap, "mismatch");
     std::fs::write(dir.join("state"), &state).unwrap();
-    refused(&dir, &["--cpus", "1"], "the snapshot has 2 vCPUs, --cpus asks 1");
+    refused(
+        &dir,
+        &["--cpus", "1"],
+        "the snapshot has 2 vCPUs, --cpus asks 1",
+    );
     refused(
         &dir,
         &["--memory", "size=512M"],

@@ -370,7 +370,12 @@ fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
     }
     let out = args.out.unwrap_or_default();
     let mut config = boot_config(args.run);
-    config.cmdline = format!("{} {}", config.cmdline, snapshot::SNAPSHOT_PARAM);
+    config.cmdline = format!(
+        "{} {} {}",
+        snapshot::SNAPSHOT_CLOCKSOURCE,
+        config.cmdline,
+        snapshot::SNAPSHOT_PARAM
+    );
     boot(config, started, run::Mode::Snapshot { out })
 }
 
@@ -424,7 +429,12 @@ fn demo_restored(image: &guest_image::GuestImage, args: &DemoArgs) -> ExitCode {
 }
 
 /// `ringvisor run --restore DIR`.
-fn restore_command(args: RunArgs, given: &clap::ArgMatches, dir: PathBuf, started: Instant) -> ExitCode {
+fn restore_command(
+    args: RunArgs,
+    given: &clap::ArgMatches,
+    dir: PathBuf,
+    started: Instant,
+) -> ExitCode {
     let given_by_user =
         |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let command = match snapshot::restore::workload_command(&args.cmdline) {

@@ -216,12 +216,11 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
     // seconds into its boot: look for the patch while the VM is built, and
     // say so before the guest starts.
     let booting = !matches!(mode, Mode::Restore { .. });
-    let compat_check = (booting
-        && crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()))
-    .then(|| {
-        let kernel = config.kernel.clone();
-        thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
-    });
+    let compat_check = (booting && crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()))
+        .then(|| {
+            let kernel = config.kernel.clone();
+            thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
+        });
     let start = match &mode {
         Mode::Restore {
             snapshot, memory, ..

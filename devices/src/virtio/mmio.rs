@@ -759,7 +759,10 @@ mod tests {
         one_queue.queues.pop();
         assert!(matches!(
             t.restore(&one_queue),
-            Err(MmioStateError::QueueCount { saved: 1, actual: 2 })
+            Err(MmioStateError::QueueCount {
+                saved: 1,
+                actual: 2
+            })
         ));
         let mut bad_size = good.clone();
         bad_size.queues[0].size = 3;

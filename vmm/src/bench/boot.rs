@@ -258,11 +258,8 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
                 .map(|a| a.iter().filter_map(|t| t[key].as_f64()).collect())
                 .unwrap_or_default()
         };
-        let (to_workload, setup, share) = (
-            col("to_workload_s"),
-            col("vmm_setup_s"),
-            col("vmm_share"),
-        );
+        let (to_workload, setup, share) =
+            (col("to_workload_s"), col("vmm_setup_s"), col("vmm_share"));
         let to_workload_m = median(&to_workload).unwrap_or(nan);
         let setup_m = median(&setup).unwrap_or(nan);
         let share_m = median(&share).unwrap_or(nan) * 100.0;
@@ -284,7 +281,10 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
             "restores": snap["restores"],
         }));
         snapshot_rows.push([
-            format!("{memory}: VMM start to the workload running, restore (median of {})", to_workload.len()),
+            format!(
+                "{memory}: VMM start to the workload running, restore (median of {})",
+                to_workload.len()
+            ),
             format!(
                 "{:.1} ms (cold boot: {cold_to_workload:.3} s, {:.0}x)",
                 to_workload_m * 1e3,

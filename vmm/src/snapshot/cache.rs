@@ -90,7 +90,9 @@ pub fn ensure(exe: &Path, m: &CachedMachine) -> Result<PathBuf, SnapshotError> {
     std::fs::create_dir_all(&root).map_err(io("creating", &root))?;
     let tmp = root.join(format!(
         "{}.tmp-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("snapshot"),
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("snapshot"),
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);

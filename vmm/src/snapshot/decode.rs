@@ -44,4 +44,3 @@ fn version_of(bytes: &[u8]) -> Option<String> {
     let (v, _): (String, _) = postcard::take_from_bytes(payload).ok()?;
     Some(v)
 }
-

@@ -16,9 +16,8 @@ fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> 
     (0..vm.virtio_devices)
         .map(|i| {
             let base = crate::disks::slot(i).map(|(base, _)| base);
-            base.and_then(|b| vm.mmio.device_at(b)).ok_or_else(|| {
-                SnapshotError::Invalid(format!("no virtio device in slot {i}"))
-            })
+            base.and_then(|b| vm.mmio.device_at(b))
+                .ok_or_else(|| SnapshotError::Invalid(format!("no virtio device in slot {i}")))
         })
         .collect()
 }

@@ -34,6 +34,12 @@ pub const MEMORY_FILE: &str = "memory";
 /// The kernel parameter that makes rv-init wait for its workload in the
 /// guest-signal mailbox (added by `ringvisor snapshot`).
 pub const SNAPSHOT_PARAM: &str = "rv.snapshot=1";
+/// The clock source a snapshot's guest boots with (before the user's
+/// command line, which may override it). Its TSC clock source would jump
+/// over the time the snapshot sat on disk on nested PVM, where the guest's
+/// TSC is the host's (KVM cannot offset a TSC read natively in guest user
+/// mode); kvm-clock goes on from the value KVM_SET_CLOCK restores.
+pub const SNAPSHOT_CLOCKSOURCE: &str = "clocksource=kvm-clock";
 pub use decode::{decode, Decoded, RINGVISOR_VERSION};
 
 /// Errors taking, reading or restoring a snapshot.

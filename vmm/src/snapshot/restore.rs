@@ -38,7 +38,11 @@ fn mismatch(what: String) -> SnapshotError {
 /// The files to attach in place of the snapshot's `saved` ones: `given`,
 /// or the saved paths; each must have the saved size and read-only mode
 /// (the guest knows both).
-fn files(kind: &str, saved: &[FileInfo], given: &[DiskConfig]) -> Result<Vec<DiskConfig>, SnapshotError> {
+fn files(
+    kind: &str,
+    saved: &[FileInfo],
+    given: &[DiskConfig],
+) -> Result<Vec<DiskConfig>, SnapshotError> {
     let chosen: Vec<DiskConfig> = if given.is_empty() {
         saved
             .iter()
@@ -98,7 +102,10 @@ pub fn config(snapshot: &Snapshot, request: &RestoreRequest) -> Result<VmConfig,
         )));
     }
     let disks = files("disk", &m.disks, &request.disks)?;
-    let uring = match (&m.uring, request.uring || !request.uring_backends.is_empty()) {
+    let uring = match (
+        &m.uring,
+        request.uring || !request.uring_backends.is_empty(),
+    ) {
         (None, true) => {
             return Err(mismatch(
                 "the snapshot has no pv-uring device, --uring asks one".into(),

@@ -157,7 +157,7 @@ impl Snapshot {
                 return Err(format!("vCPU {i} has {} CPUID entries", v.cpuid.len()));
             }
         }
-        if !(16 << 20..=1 << 40).contains(&m.memory_size) || m.memory_size % (2 << 20) != 0 {
+        if !(16 << 20..=1 << 40).contains(&m.memory_size) || !m.memory_size.is_multiple_of(4096) {
             return Err(format!("guest RAM of {} bytes", m.memory_size));
         }
         if self.vm.irqchips.len() != 3 {

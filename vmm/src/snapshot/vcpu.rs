@@ -39,13 +39,12 @@ fn read_msrs(fd: &VcpuFd, cpu: u8, index: &[u32]) -> Result<Vec<(u32, u64)>, Sna
             .collect();
         let mut msrs = msr_batch(&entries)?;
         let read = fd.get_msrs(&mut msrs).map_err(kvm("KVM_GET_MSRS", cpu))?;
-        out.extend(
-            msrs.as_slice()[..read]
-                .iter()
-                .map(|e| (e.index, e.data)),
-        );
+        out.extend(msrs.as_slice()[..read].iter().map(|e| (e.index, e.data)));
         if read < n {
-            log::debug!("vCPU {cpu}: MSR {:#x} does not read back; left out", rest[read]);
+            log::debug!(
+                "vCPU {cpu}: MSR {:#x} does not read back; left out",
+                rest[read]
+            );
             rest = &rest[read + 1..];
         } else {
             rest = &rest[n..];
@@ -70,7 +69,9 @@ pub fn save(fd: &VcpuFd, id: u8, msr_index: &[u32]) -> Result<VcpuState, Snapsho
         debug_regs: fd.get_debug_regs().map_err(kvm("KVM_GET_DEBUGREGS", id))?,
         lapic: fd.get_lapic().map_err(kvm("KVM_GET_LAPIC", id))?,
         msrs: read_msrs(fd, id, msr_index)?,
-        events: fd.get_vcpu_events().map_err(kvm("KVM_GET_VCPU_EVENTS", id))?,
+        events: fd
+            .get_vcpu_events()
+            .map_err(kvm("KVM_GET_VCPU_EVENTS", id))?,
     })
 }
 
@@ -88,7 +89,8 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
     fd.set_mp_state(state.mp_state)
         .map_err(kvm("KVM_SET_MP_STATE", id))?;
     fd.set_regs(&state.regs).map_err(kvm("KVM_SET_REGS", id))?;
-    fd.set_sregs(&state.sregs).map_err(kvm("KVM_SET_SREGS", id))?;
+    fd.set_sregs(&state.sregs)
+        .map_err(kvm("KVM_SET_SREGS", id))?;
     // SAFETY: KVM reads the vCPU's uABI XSAVE size from the struct, which
     // is the 4 KiB of kvm_xsave unless the process asked for dynamically
     // enabled guest features (AMX: ARCH_REQ_XCOMP_GUEST_PERM), which
@@ -97,7 +99,8 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
     fd.set_xcrs(&state.xcrs).map_err(kvm("KVM_SET_XCRS", id))?;
     fd.set_debug_regs(&state.debug_regs)
         .map_err(kvm("KVM_SET_DEBUGREGS", id))?;
-    fd.set_lapic(&state.lapic).map_err(kvm("KVM_SET_LAPIC", id))?;
+    fd.set_lapic(&state.lapic)
+        .map_err(kvm("KVM_SET_LAPIC", id))?;
     for chunk in state.msrs.chunks(MSR_BATCH) {
         let entries: Vec<kvm_msr_entry> = chunk
             .iter()

@@ -1,7 +1,9 @@
 //! VM-wide KVM state: the in-kernel irqchip (PIC master and slave, IOAPIC),
 //! the PIT and kvmclock.
 
-use kvm_bindings::{kvm_irqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE};
+use kvm_bindings::{
+    kvm_irqchip, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+};
 use kvm_ioctls::VmFd;
 
 use super::state::VmState;
