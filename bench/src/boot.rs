@@ -123,7 +123,7 @@ fn timed_run(exe: &Path, args: &[&std::ffi::OsStr], what: String) -> Result<Valu
 }
 
 /// Takes a snapshot of the default guest with `memory` and restores it
-/// `runs` times with a workload that exits at once.
+/// `runs` times with the demo program (in the smallest initramfs too).
 fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, BenchError> {
     use std::ffi::OsStr;
     use std::os::unix::fs::MetadataExt;
@@ -167,7 +167,7 @@ fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, Be
                     OsStr::new("--timeout"),
                     OsStr::new("120"),
                     OsStr::new("--cmdline"),
-                    OsStr::new("-- /bin/true"),
+                    OsStr::new("-- /bin/demo"),
                 ],
                 format!("restore {} of the {memory} guest", r + 1),
             )?;
