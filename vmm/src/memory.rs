@@ -201,6 +201,22 @@ pub fn create_guest_ram(config: &MemoryConfig) -> Result<GuestRam, MemoryError> 
     if let Some(warning) = warning {
         log::warn!("{warning}");
     }
+    match map_ram(config, backing) {
+        // The pool shrank (or was taken) between the count and the
+        // mapping: the same fallback as a short pool.
+        Err(e @ MemoryError::Map { .. })
+            if matches!(backing, Backing::Hugetlb(_))
+                && config.hugepages != HugepagePolicy::Required =>
+        {
+            log::warn!("{e}: the host's hugepage pool changed; guest RAM falls back to ordinary shared memory");
+            map_ram(config, Backing::Shared)
+        }
+        other => other,
+    }
+}
+
+/// Creates the memfd of `backing` and maps and populates guest RAM in it.
+fn map_ram(config: &MemoryConfig, backing: Backing) -> Result<GuestRam, MemoryError> {
     let file = create_memfd(backing)?;
     file.set_len(config.size)
         .map_err(|source| MemoryError::Truncate {
