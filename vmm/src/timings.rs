@@ -117,10 +117,11 @@ impl Timings {
 
     /// A human-readable summary.
     pub fn summary(&self) -> String {
-        let to_init = self
-            .to_init
-            .map(|d| format!("{:.3} s", d.as_secs_f64()))
-            .unwrap_or_else(|| "not reached".into());
+        let to_init = match (self.to_init, self.restored) {
+            (Some(d), _) => format!("{:.3} s", d.as_secs_f64()),
+            (None, true) => "(in the snapshot)".into(),
+            (None, false) => "not reached".into(),
+        };
         let to_workload = self
             .to_workload
             .map(|d| format!("{:.3} s", d.as_secs_f64()))
