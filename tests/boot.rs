@@ -12,7 +12,7 @@ use common::{boot, cached_snapshot, restore_cached, run_raw, skip_without_kvm, t
 /// A hung guest is given this long (VMM start to kill): enough for a restored
 /// guest to start its workload on a loaded 2-core machine, so that the kill
 /// provably hits a running guest.
-const HANG_TIMEOUT_SECS: &str = "20";
+const HANG_TIMEOUT_SECS: &str = "60";
 /// Upper bound for any test boot that should finish by itself.
 const BOOT_TIMEOUT_SECS: &str = "400";
 
