@@ -218,7 +218,15 @@ fn parse_cli() -> (Cli, clap::ArgMatches) {
 
 /// Prints the first line of a usage error and exits 2.
 fn usage_error(rendered: &str) -> ! {
-    let first = rendered.lines().next().unwrap_or("invalid command line");
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines.next().unwrap_or("invalid command line").to_string();
+    // "the following required arguments were not provided:" names them on
+    // the next line.
+    if first.ends_with(':') {
+        if let Some(next) = lines.next() {
+            first = format!("{first} {next}");
+        }
+    }
     eprintln!("ringvisor: {first} (see `ringvisor --help`)");
     std::process::exit(2);
 }
