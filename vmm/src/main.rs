@@ -186,7 +186,9 @@ struct RunArgs {
     /// RAM). sq-cpu=C binds the polled submitters and the device's worker
     /// to host CPU C (e.g. the CPU that takes the backend disk's
     /// interrupts, with the vCPUs kept off it by --vcpu-affinity).
-    #[arg(long, value_name = "rings=N,polled=P,max-registered=SIZE,sq-cpu=C", num_args = 0..=1,
+    /// arena=SIZE[,page=2M|1G|required|1G-required]: a buffer arena of
+    /// host hugepages that guest rings register from in O(1).
+    #[arg(long, value_name = "rings=N,polled=P,max-registered=SIZE,sq-cpu=C,arena=SIZE,page=P", num_args = 0..=1,
           default_missing_value = "", value_parser = parse_uring)]
     uring: Option<config::UringOptions>,
     /// A host file the pv-uring rings reach as fixed file 0, 1, ...:
@@ -331,6 +333,7 @@ fn main() -> ExitCode {
                         max_registered: options.max_registered,
                         sq_cpu: options.sq_cpu,
                         backends: args.uring_backends,
+                        arena: options.arena,
                     }
                 }),
                 vcpu_affinity: args.vcpu_affinity,
