@@ -70,6 +70,7 @@ int main(void)
 	SIZE(vuring_arena_run);
 	SIZE(vuring_arena_register);
 	OFFSET(vuring_arena_register, nr_buffers);
+	OFFSET(vuring_arena_register, owner_fd);
 	CONST(VURING_IOC_ARENA_INFO);
 	CONST(VURING_IOC_ARENA_ALLOC);
 	CONST(VURING_IOC_ARENA_FREE);

@@ -234,6 +234,11 @@ pub struct VuringArenaRegister {
     pub nr_runs: u32,
     /// Out: the ring's buffer count.
     pub nr_buffers: u32,
+    /// In: the `/dev/vuring` fd whose allocations the runs name (holding
+    /// it is the capability, as for CLONE); -1: the calling file.
+    pub owner_fd: i32,
+    /// Reserved, 0.
+    pub resv: u32,
 }
 
 /// `VURING_IOC_INFO`.
@@ -408,6 +413,10 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
         "offsetof(vuring_arena_register, nr_buffers)",
         offset_of!(VuringArenaRegister, nr_buffers) as u64,
     );
+    line(
+        "offsetof(vuring_arena_register, owner_fd)",
+        offset_of!(VuringArenaRegister, owner_fd) as u64,
+    );
     line("VURING_IOC_ARENA_INFO", VURING_IOC_ARENA_INFO.into());
     line("VURING_IOC_ARENA_ALLOC", VURING_IOC_ARENA_ALLOC.into());
     line("VURING_IOC_ARENA_FREE", VURING_IOC_ARENA_FREE.into());
@@ -451,6 +460,6 @@ mod tests {
         assert_eq!(size_of::<VuringArenaAlloc>(), 24);
         assert_eq!(size_of::<VuringArenaFree>(), 8);
         assert_eq!(size_of::<VuringArenaRun>(), 16);
-        assert_eq!(size_of::<VuringArenaRegister>(), 16);
+        assert_eq!(size_of::<VuringArenaRegister>(), 24);
     }
 }

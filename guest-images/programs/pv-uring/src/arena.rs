@@ -13,9 +13,10 @@
 use crate::device::{ioctl, Map};
 use crate::error::Result;
 use std::os::fd::RawFd;
+pub use uring_abi::vuring::VuringArenaRegister;
 use uring_abi::vuring::{
-    VuringArenaAlloc, VuringArenaFree, VuringArenaRegister, VURING_IOC_ARENA_ALLOC,
-    VURING_IOC_ARENA_FREE, VURING_IOC_ARENA_INFO, VURING_IOC_ARENA_REGISTER,
+    VuringArenaAlloc, VuringArenaFree, VURING_IOC_ARENA_ALLOC, VURING_IOC_ARENA_FREE,
+    VURING_IOC_ARENA_INFO, VURING_IOC_ARENA_REGISTER,
 };
 pub use uring_abi::vuring::{
     VuringArenaInfo as ArenaInfo, VuringArenaRun as ArenaRun, VURING_MMAP_ARENA,
@@ -103,20 +104,38 @@ pub fn free(fd: RawFd, chunk: u32) -> Result<()> {
     free_raw(fd, &VuringArenaFree { chunk, resv: 0 })
 }
 
-/// ARENA_REGISTER of `runs` on `fd`'s ring; returns its buffer count.
+/// ARENA_REGISTER of `runs` of `fd`'s own chunks on `fd`'s ring; returns
+/// its buffer count.
 pub fn register(fd: RawFd, runs: &[ArenaRun]) -> Result<u32> {
-    let mut r = VuringArenaRegister {
-        runs: runs.as_ptr() as u64,
-        nr_runs: runs.len() as u32,
-        nr_buffers: 0,
-    };
-    // SAFETY: the driver reads nr_runs runs from `runs` (live for the
-    // call) and writes nr_buffers.
+    register_owned(fd, runs, -1)
+}
+
+/// ARENA_REGISTER of `runs` of the chunks the file `owner` (another
+/// `/dev/vuring` fd; -1: `fd`'s own) owns, on `fd`'s ring: one pool, any
+/// number of rings.
+pub fn register_owned(fd: RawFd, runs: &[ArenaRun], owner: RawFd) -> Result<u32> {
+    register_raw(
+        fd,
+        &mut VuringArenaRegister {
+            runs: runs.as_ptr() as u64,
+            nr_runs: runs.len() as u32,
+            owner_fd: owner,
+            ..Default::default()
+        },
+    )
+}
+
+/// ARENA_REGISTER with a caller-built argument (error tests set `resv`);
+/// `r.runs` must point at `r.nr_runs` runs.
+pub fn register_raw(fd: RawFd, r: &mut VuringArenaRegister) -> Result<u32> {
+    // SAFETY: the driver reads `r` and nr_runs runs at `r.runs` with
+    // copy_from_user (a bad pointer is EFAULT, nothing here is written)
+    // and writes only `r.nr_buffers`.
     unsafe {
         ioctl(
             fd,
             VURING_IOC_ARENA_REGISTER,
-            &mut r as *mut VuringArenaRegister as usize,
+            r as *mut VuringArenaRegister as usize,
             "VURING_IOC_ARENA_REGISTER",
         )
     }?;

@@ -316,7 +316,48 @@ pub fn chunk_of_another_file(ctx: &Ctx) -> CaseResult {
         b.register_arena(&[own.run(0)], &[&m], i.chunk_size),
     )?;
     read_and_check(ctx, &mut b, 0, 0, ctx.block(7), 1, m.ptr())?;
+    // Holding A's fd is the capability: a third ring registers A's chunk
+    // naming A as the owner; a fd that is not /dev/vuring, or none, is not.
+    let mut c = ctx.ring()?;
+    let n = step(
+        "C registers A's chunk with A's fd",
+        arena::register_owned(c.fd(), &[a.run(0)], a_ring.fd()),
+    )?;
+    ensure!(n == 1, "register with an owner fd: {n} buffers");
+    let res = ctx.run1(&mut c, ctx.read_fixed(0, 0, BLOCK as u32, 0))?;
+    ensure!(
+        res == BLOCK as i32,
+        "READ_FIXED into A's chunk through C: {res}"
+    );
+    let d = ctx.ring()?;
+    expect_errno(
+        "an owner fd of another device node",
+        arena::register_owned(d.fd(), &[a.run(0)], 0),
+        &[EINVAL, libc::EBADF],
+    )?;
+    expect_errno(
+        "a closed owner fd",
+        arena::register_owned(d.fd(), &[a.run(0)], 1 << 20),
+        &[libc::EBADF],
+    )?;
+    expect_errno(
+        "B as the owner of A's chunk",
+        arena::register_owned(d.fd(), &[a.run(0)], b.fd()),
+        &[libc::EACCES],
+    )?;
+    let runs = [a.run(0)];
+    let mut raw = pv_uring::arena::VuringArenaRegister {
+        runs: runs.as_ptr() as u64,
+        nr_runs: 1,
+        owner_fd: -1,
+        resv: 1,
+        ..Default::default()
+    };
+    expect_errno("resv set", arena::register_raw(d.fd(), &mut raw), &[EINVAL])?;
+    // A gives up its chunk; C's ring still holds it.
     step("A frees its chunk", a_ring.arena_free(a.chunk))?;
+    let res = ctx.run1(&mut c, ctx.read_fixed(0, 0, BLOCK as u32, 0))?;
+    ensure!(res == BLOCK as i32, "READ_FIXED after A's free: {res}");
     Ok(())
 }
 
