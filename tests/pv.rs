@@ -520,7 +520,9 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
         }
         run.check(
             now >= Some(before),
-            &format!("the host's free 2 MiB hugepages must be back: {before} before, {now:?} after"),
+            &format!(
+                "the host's free 2 MiB hugepages must be back: {before} before, {now:?} after"
+            ),
         );
     }
 }

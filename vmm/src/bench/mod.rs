@@ -248,13 +248,23 @@ fn finish_guest(
             stderr: tail(stderr, 20),
         });
     }
+    let mut timings: Option<Value> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
+        .and_then(|j| serde_json::from_str(j).ok());
+    // The pv-uring arena's set-up (RINGVISOR_ARENA), kept as
+    // timings["arena"].
+    let arena = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("RINGVISOR_ARENA "))
+        .and_then(|j| serde_json::from_str::<Value>(j).ok());
+    if let (Some(Value::Object(t)), Some(a)) = (timings.as_mut(), arena) {
+        t.insert("arena".into(), a);
+    }
     Ok(GuestRun {
         what: what.into(),
         stdout,
-        timings: stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
-            .and_then(|j| serde_json::from_str(j).ok()),
+        timings,
     })
 }
 
