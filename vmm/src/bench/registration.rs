@@ -151,7 +151,24 @@ fn points(ctx: &Ctx) -> Vec<Where> {
         v.push(Where::PvArena(ARENA_SWEEP_SIZE, true));
         v.push(Where::PvArena(ARENA_LARGE, false));
     }
+    // RINGVISOR_BENCH_POINTS=a,b keeps only the points whose label holds
+    // one of the substrings (a partial run; results.json says which).
+    if let Some(keep) = points_filter() {
+        v.retain(|&w| keep.iter().any(|k| label(ctx, w).contains(k.as_str())));
+    }
     v
+}
+
+/// The substrings of RINGVISOR_BENCH_POINTS, if set.
+fn points_filter() -> Option<Vec<String>> {
+    let v = std::env::var("RINGVISOR_BENCH_POINTS").ok()?;
+    Some(
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    )
 }
 
 /// Ring counts of an arena-only guest.
@@ -1167,6 +1184,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             "rings_sweep_ratios": ratios_sweep,
             "host_hugepages": huge_record,
             "arena_setup": arena_setup,
+            "points_filter": points_filter(),
             "skipped": skipped,
         }),
         table,

@@ -582,6 +582,53 @@ mod tests {
     }
 
     #[test]
+    fn arena_register_parses_and_checks_its_runs() {
+        let run = |chunk, nr, dst_off| ArenaRun { chunk, nr, dst_off };
+        let runs = [run(4, 2, 0), run(0, 1, 5)];
+        assert_eq!(
+            p(&encode_arena_register(3, &runs)),
+            Ok(Command::ArenaRegister {
+                ring: 3,
+                runs: runs.to_vec()
+            })
+        );
+        for bad in [
+            vec![run(0, 0, 0)],
+            vec![run(0, 2, 4), run(0, 1, 5)],
+            vec![run(0, 1, 1023), run(0, 1, 1024)],
+            vec![run(0, 2, u32::MAX)],
+        ] {
+            let e = p(&encode_arena_register(0, &bad)).unwrap_err();
+            assert!(matches!(e, ParseError::ArenaRun { .. }), "{bad:?}: {e}");
+            assert_eq!(e.errno(), Some(libc::EINVAL));
+        }
+        let mut b = encode_arena_register(0, &[run(0, 1, 0)]);
+        b[REQ_LEN + 12] = 1;
+        assert!(matches!(
+            p(&b),
+            Err(ParseError::ArenaRun { reserved: 1, .. })
+        ));
+        for n in [0usize, 65] {
+            let many: Vec<ArenaRun> = (0..n as u32).map(|i| run(0, 1, i)).collect();
+            assert_eq!(
+                p(&encode_arena_register(0, &many)),
+                Err(ParseError::ArenaRunCount(n as u32))
+            );
+        }
+        // Too short for its runs: a chain error (no response).
+        let b = encode_arena_register(0, &runs);
+        let e = p(&b[..b.len() - 1]).unwrap_err();
+        assert_eq!(e.errno(), None);
+        assert_eq!(
+            p(&req(cmd::ARENA_REGISTER, 0, 1, 1)),
+            Err(ParseError::Flags {
+                cmd: cmd::ARENA_REGISTER,
+                flags: 1
+            })
+        );
+    }
+
+    #[test]
     fn every_command_parses() {
         assert_eq!(
             p(&req(cmd::CREATE_RING, 0, 0, 8)),
@@ -678,7 +725,7 @@ mod tests {
         b[28] = 1;
         assert_eq!(p(&b), Err(ParseError::Reserved(1)));
         assert_eq!(ParseError::Reserved(1).errno(), Some(libc::EINVAL));
-        for code in [0, 8, 0xffff_ffff] {
+        for code in [0, 9, 0xffff_ffff] {
             let e = p(&req(code, 0, 0, 0)).unwrap_err();
             assert_eq!(e, ParseError::UnknownCmd(code));
             assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));

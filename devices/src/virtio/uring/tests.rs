@@ -2699,7 +2699,7 @@ fn device_model_config_features_and_shm() {
     assert_eq!(d.queue_max_sizes(), &[64]);
     d.set_guest_ram(2 * REGION2);
     let mut c = [0u8; CONFIG_LEN];
-    assert_eq!(CONFIG_LEN, 0x40);
+    assert_eq!(CONFIG_LEN, 0x50);
     d.read_config(0, &mut c);
     let w = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().unwrap());
     let q = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap());
@@ -2718,8 +2718,10 @@ fn device_model_config_features_and_shm() {
     assert_eq!(q(0x38), 2 * REGION2);
     // Reads past the end and unaligned reads.
     let mut tail = [0xffu8; 8];
-    d.read_config(0x3c, &mut tail);
-    assert_eq!(tail[..4], c[0x3c..0x40]);
+    d.read_config(0x4c, &mut tail);
+    assert_eq!(tail[..4], c[0x4c..0x50]);
+    // No arena: its fields are zero.
+    assert_eq!((q(0x40), w(0x48)), (0, 0));
     assert_eq!(d.shm_regions(), vec![(0x4000_0000, layout.len())]);
     assert_eq!(layout.len(), 4 * MIB);
     let base = d.ring_area().host_addr();
