@@ -430,6 +430,11 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     let mut image = blocks(0, READ_BLOCKS, 0x48);
     image.resize(((WRITE_BLOCK + WRITE_BLOCKS) as usize) * BLOCK, 0);
     std::fs::write(&rw, &image).unwrap();
+    // The arena on host 2 MiB pages: as root, the pool grows by the
+    // arena's pages for this boot and is restored after it (without them
+    // the arena falls back to ordinary memory, with a warning, and the
+    // run says so below).
+    let reserve = HugepageReservation::grow((ARENA_BYTES >> 21) + 8);
     let free_before = free_hugepages_2m();
 
     let (run, samples) = boot_paced(&[
@@ -510,6 +515,13 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     run.check(
         pinned == Some(ARENA_BYTES),
         &format!("with every ring gone the VMM must pin only the arena: {pinned:?}"),
+    );
+    eprintln!(
+        "pv-arena: {}",
+        run.stderr
+            .lines()
+            .find(|l| l.contains("pv-uring arena:"))
+            .unwrap_or("no arena line")
     );
     if let Some(before) = free_before {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
