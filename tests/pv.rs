@@ -537,4 +537,37 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
             ),
         );
     }
+    drop(reserve);
+}
+
+/// Raises the host's 2 MiB hugepage pool by some pages for one test and
+/// restores its size on drop (as root; otherwise it does nothing).
+struct HugepageReservation(Option<u64>);
+
+const NR_HUGEPAGES_2M: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+impl HugepageReservation {
+    fn grow(pages: u64) -> Self {
+        let Some(nr) = std::fs::read_to_string(NR_HUGEPAGES_2M)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        else {
+            return Self(None);
+        };
+        match std::fs::write(NR_HUGEPAGES_2M, (nr + pages).to_string()) {
+            Ok(()) => Self(Some(nr)),
+            Err(e) => {
+                eprintln!("pv-arena: cannot grow the 2 MiB hugepage pool by {pages}: {e}");
+                Self(None)
+            }
+        }
+    }
+}
+
+impl Drop for HugepageReservation {
+    fn drop(&mut self) {
+        if let Some(nr) = self.0 {
+            let _ = std::fs::write(NR_HUGEPAGES_2M, nr.to_string());
+        }
+    }
 }
