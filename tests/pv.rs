@@ -431,10 +431,10 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     image.resize(((WRITE_BLOCK + WRITE_BLOCKS) as usize) * BLOCK, 0);
     std::fs::write(&rw, &image).unwrap();
     // The arena on host 2 MiB pages: as root, the pool grows by the
-    // arena's pages for this boot and is restored after it (without them
+    // arena's pages (and guest RAM's, which takes them first) for this boot and is restored after it (without them
     // the arena falls back to ordinary memory, with a warning, and the
     // run says so below).
-    let reserve = HugepageReservation::grow((ARENA_BYTES >> 21) + 8);
+    let reserve = HugepageReservation::grow((ARENA_BYTES >> 21) + 128 + 16);
     let free_before = free_hugepages_2m();
 
     let (run, samples) = boot_paced(&[
