@@ -240,3 +240,24 @@ pub fn table(runs: &[ArenaRun], maps: &[&ArenaMap], n: u32, chunk_size: u64) -> 
     }
     t
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_of_runs_has_gaps_and_lengths() {
+        let run = |chunk, nr, dst_off| ArenaRun {
+            chunk,
+            nr,
+            dst_off,
+            resv: 0,
+        };
+        let t = table(&[run(4, 2, 0), run(9, 1, 3)], &[], 4, 1 << 21);
+        let lens: Vec<u64> = t.iter().map(|e| e.len).collect();
+        assert_eq!(lens, [1 << 21, 1 << 21, 0, 1 << 21]);
+        // No mapping known: no user address (translate() refuses them).
+        assert!(t.iter().all(|e| e.user_addr == 0));
+        assert!(crate::extent::translate(&t, 0x1000, 8).is_err());
+    }
+}
