@@ -1124,7 +1124,9 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             }
             Where::PvArena(size, is_sweep) => {
                 release(&mut huge, &mut huge_record);
-                let pages = size.div_ceil(HUGE_2M) + 256;
+                // The arena's pages, guest RAM's (256) and the ring
+                // area's, which both take theirs first.
+                let pages = size.div_ceil(HUGE_2M) + 256 + 64;
                 wait_for_surplus_release(Duration::from_secs(10));
                 let mut record = Value::Null;
                 let reserved = reserve_huge(ctx, pages, &mut record);
