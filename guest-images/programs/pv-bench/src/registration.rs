@@ -75,6 +75,35 @@ fn print_line(method: &str, desc: &str, samples: &[u64]) -> Option<Latency> {
     Some(l)
 }
 
+/// `clone-small`: a pv clone of a small guest pool (one 2 MiB extent) into
+/// each of `rings`, which are left empty again: the cost of a control
+/// command round trip in this guest and minute, which a pv clone of any
+/// guest pool costs (its extents are few), for the arena-only runs that
+/// have no guest pool to clone.
+fn clone_floor(
+    dev: &Device,
+    rings: &mut [PvRing],
+    emit: &mut dyn FnMut(&'static str, &[u64]),
+) -> Result<(), Failure> {
+    let m = Mapping::new(2 << 20, true)
+        .or_else(|_| Mapping::new(2 << 20, false))
+        .map_err(|e| Failure::msg(format!("mmap the small pool: {e}")))?;
+    let mut src = PvRing::new(dev, 8, 0).map_err(|e| Failure::new("create the clone source", e))?;
+    src.register_buffers(&m.iovecs(2 << 20, 2 << 20))
+        .map_err(|e| Failure::new("register the small pool", e))?;
+    let mut s = Vec::new();
+    for (k, r) in rings.iter_mut().enumerate() {
+        let t = Instant::now();
+        r.clone_buffers_from(CloneSrc::Ring(&src), 0, 0, 0, 0)
+            .map_err(|e| Failure::new(format!("clone the small pool into ring {k}"), e))?;
+        s.push(ns(t.elapsed()));
+        r.unregister_buffers()
+            .map_err(|e| Failure::new(format!("unregister ring {k}"), e))?;
+    }
+    emit("clone-small", &s);
+    Ok(())
+}
+
 /// The arena methods at ring count `n` (see the module comment), on `n`
 /// fresh rings closed at the end; false if the device has no arena of
 /// the pool's size.
@@ -100,6 +129,9 @@ fn measure_arena(
             PvRing::new(dev, 8, 0)
                 .map_err(|e| Failure::new(format!("create arena ring {k}"), e))?,
         );
+    }
+    if p.arena_only {
+        clone_floor(dev, &mut rings, emit)?;
     }
     let t = Instant::now();
     let a = arena::alloc(dev.fd(), p.size).map_err(|e| Failure::new("ARENA_ALLOC", e))?;
