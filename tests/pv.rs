@@ -455,7 +455,11 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     for (at, sample) in &samples {
         eprintln!("pv-arena: host memory at {at}: {sample:?}");
     }
-    for l in run.stdout.lines().filter(|l| l.contains("arena-lifecycle: ")) {
+    for l in run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("arena-lifecycle: "))
+    {
         eprintln!("pv-arena: {}", l.trim());
     }
     let problems = check_cases(&run.stdout, &ARENA_CASES);

@@ -642,6 +642,46 @@ mod tests {
     }
 
     #[test]
+    fn uring_arena_specs() {
+        let arena = |s| parse_uring(s).map(|o| o.arena);
+        assert_eq!(arena(""), Ok(None));
+        assert_eq!(
+            arena("arena=4G"),
+            Ok(Some(ArenaOptions {
+                size: 4 << 30,
+                page: 2 << 20,
+                required: false
+            }))
+        );
+        assert_eq!(
+            arena("arena=8G,page=1G-required"),
+            Ok(Some(ArenaOptions {
+                size: 8 << 30,
+                page: 1 << 30,
+                required: true
+            }))
+        );
+        assert_eq!(
+            arena("page=required,arena=64M").unwrap().unwrap().page,
+            2 << 20
+        );
+        // Not a whole number of chunks, no page without an arena, an
+        // unknown page, a chunk above 1 GiB (2 TiB of 1 GiB pages).
+        for bad in [
+            "arena=3M",
+            "page=1G",
+            "arena=4G,page=4K",
+            "arena=2048G,page=1G",
+            "arena=0",
+        ] {
+            assert!(
+                matches!(parse_uring(bad), Err(ConfigError::InvalidUring(ref v)) if v == bad),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn uring_specs_parse_and_validate() {
         let rings = |s| parse_uring(s).map(|o| o.rings);
         assert_eq!(rings(""), Ok(32));
