@@ -399,6 +399,19 @@ const ARENA_BYTES: u64 = 64 << 20;
 /// Allocate/register/destroy/free cycles of `arena-lifecycle`.
 const ARENA_CYCLES: u64 = 10_000;
 
+/// The 2 MiB hugetlb pages every process maps now (`HugetlbPages` of
+/// /proc/PID/status, in 2 MiB pages).
+fn hugetlb_pages_of_processes() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+        .filter_map(|s| kib(&s, "HugetlbPages"))
+        .sum::<u64>()
+        / 2048
+}
+
 /// The host's free 2 MiB hugepages.
 fn free_hugepages_2m() -> Option<u64> {
     std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
@@ -436,6 +449,7 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     // run says so below).
     let reserve = HugepageReservation::grow((ARENA_BYTES >> 21) + 128 + 16);
     let free_before = free_hugepages_2m();
+    let others_before = hugetlb_pages_of_processes();
 
     let (run, samples) = boot_paced(&[
         "--timeout",
@@ -532,10 +546,14 @@ fn pv_arena_moves_data_keeps_chunks_owned_and_gives_everything_back() {
     );
     if let Some(before) = free_before {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        let mut now = free_hugepages_2m();
+        // Other processes (other VMs on a shared machine) may have taken
+        // pages meanwhile: what they hold now more than at the start is
+        // not ours.
+        let taken = || hugetlb_pages_of_processes().saturating_sub(others_before);
+        let mut now = free_hugepages_2m().map(|f| f + taken());
         while now < Some(before) && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(500));
-            now = free_hugepages_2m();
+            now = free_hugepages_2m().map(|f| f + taken());
         }
         run.check(
             now >= Some(before),
