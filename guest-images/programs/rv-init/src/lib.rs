@@ -6,10 +6,10 @@
 //!    AVX/AVX2/AVX-512: on PVM hosts the guest kernel runs with `noxsave` and
 //!    context-switches only x87/SSE state;
 //! 2. mounts proc, sysfs, devtmpfs on /dev and hugetlbfs on /dev/hugepages;
-//! 3. writes `BOOT_MARKER` of the guest-signal device (if present);
-//! 3a. mounts each `rv.mount=DEVICE:DIR[:FSTYPE[:OPTIONS]]` of the command
-//!    line (a disk with a file system; see [`mounts`]), and unmounts them
-//!    after the workload so that everything written reaches the disk;
+//! 3. writes `BOOT_MARKER` of the guest-signal device (if present), then
+//!    mounts each `rv.mount=DEVICE:DIR[:FSTYPE[:OPTIONS]]` of the command
+//!    line (a disk with a file system; see [`mounts`]; it unmounts them
+//!    after the workload so that everything written reaches the disk);
 //! 4. runs the workload: argv after the kernel's ` -- `, else
 //!    `/bin/<rv.workload>` (default `demo`), reaping every zombie meanwhile;
 //! 5. prints `rv-init: workload exited with status N` and writes N to `EXIT`
