@@ -8,6 +8,7 @@ mod compat_patch;
 mod config;
 mod disks;
 mod emulation;
+mod guest_files;
 mod guest_image;
 mod layout;
 mod memory;
@@ -163,6 +164,11 @@ struct RunArgs {
     /// Initramfs (uncompressed cpio is fastest to unpack).
     #[arg(long, value_name = "PATH")]
     initramfs: Option<PathBuf>,
+    /// A host file or directory to add to the guest (repeatable), at GUEST
+    /// or at the same path. A dynamically linked program brings its ELF
+    /// interpreter and libraries, found as the host's loader finds them.
+    #[arg(long = "file", value_name = "HOST[:GUEST]", value_parser = parse_file)]
+    files: Vec<guest_files::FileSpec>,
     /// Extra kernel command line, appended to ringvisor's own. Arguments
     /// after ` -- ` go to the guest's /init (the workload command).
     #[arg(
@@ -214,6 +220,11 @@ struct DemoArgs {
 
 fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
+}
+
+fn parse_file(s: &str) -> Result<guest_files::FileSpec, String> {
+    s.parse()
+        .map_err(|e: guest_files::FilesError| e.to_string())
 }
 
 fn parse_uring(s: &str) -> Result<config::UringOptions, String> {
@@ -316,6 +327,7 @@ fn main() -> ExitCode {
             VmConfig {
                 kernel: args.kernel,
                 initramfs: args.initramfs,
+                files: args.files,
                 cmdline: args.cmdline,
                 cpus: args.machine.cpus,
                 memory: args.machine.memory,
@@ -380,6 +392,7 @@ fn main() -> ExitCode {
             boot(
                 VmConfig {
                     initramfs: Some(image.smallest_initramfs().to_path_buf()),
+                    files: Vec::new(),
                     kernel: image.kernel,
                     cmdline: DEMO_CMDLINE.into(),
                     cpus: args.machine.cpus,

@@ -198,6 +198,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         &ram.memory,
         &config.kernel,
         config.initramfs.as_deref(),
+        &config.files,
         &cmdline,
         config.cpus,
     )?;
