@@ -15,6 +15,16 @@
 //! `ld.so.conf` directory outside those, the host's `/etc/ld.so.cache`
 //! goes along too.
 //!
+//! What it does not do: `LD_LIBRARY_PATH` and `LD_PRELOAD` are not
+//! followed (the guest's environment is rv-init's, not the caller's);
+//! `glibc-hwcaps` subdirectories are not looked into (the guest runs with
+//! AVX off, see rv-init, so the baseline library is the right one); a
+//! program placed at a guest path other than its host path keeps its
+//! libraries at their host paths, so a `$ORIGIN`-relative library is found
+//! only when the whole tree keeps its host path (`--file /opt/app`). The
+//! host's own files are trusted input (the user names them); the guest
+//! never reaches this code, so it has no fuzz target.
+//!
 //! Crates: ELF is read with `object` (gimli-rs; bounds-checked, no unsafe
 //! in the reader we use); the archive is written and a base initramfs's
 //! paths are listed with `cpio` (newc both ways, no dependencies); include
