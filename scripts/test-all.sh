@@ -77,7 +77,7 @@ fi
 
 step "host packages the tests need"
 # The bench's PNG charts lay out text with a TrueType font
-# (vmm/src/bench/charts.rs); the project ships none.
+# (bench/src/charts.rs); the project ships none.
 PKG_WHO=test-all.sh
 # shellcheck source=guest-images/packages.sh
 source guest-images/packages.sh

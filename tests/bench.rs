@@ -124,11 +124,31 @@ fn result_checks_reject_missing_and_unmeasured_figures() {
     assert!(caught(&|| check_vmm_cpu(&missing)), "a missing path passed");
 }
 
+/// `ringvisor bench ARGS` runs `ringvisor-bench ARGS` (a separate crate's
+/// binary), its usage errors included.
+#[test]
+fn ringvisor_bench_runs_the_bench_binary() {
+    common::build_bench();
+    let help = common::run_raw(&["bench", "--help"]);
+    help.check(help.status == Some(0), "ringvisor bench --help failed");
+    help.check(
+        help.stdout.contains("ringvisor-bench") && help.stdout.contains("--no-pin"),
+        "ringvisor bench --help is not ringvisor-bench's help",
+    );
+    let bad = common::run_raw(&["bench", "--suite", "disk"]);
+    bad.check(bad.status == Some(2), "a bad suite is not a usage error");
+    bad.check(
+        bad.stderr.starts_with("ringvisor-bench: ") && bad.stderr.contains("disk"),
+        "a bad suite's error does not name it",
+    );
+}
+
 #[test]
 fn quick_bench_writes_complete_results() {
     if common::skip::skip_bench_test() || skip_without_kvm() {
         return;
     }
+    common::build_bench();
     let dir = TempDir(
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("bench-{}", std::process::id())),
     );

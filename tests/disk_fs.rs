@@ -89,7 +89,15 @@ fn guest_writes_a_file_on_an_ext4_disk_with_o_direct_io_uring() {
     // 4 KiB blocks (O_DIRECT at 4 KiB alignment), populated from `content`.
     run_tool(
         &mkfs,
-        &["-q", "-F", "-b", "4096", "-d", &content.display().to_string(), &img_s],
+        &[
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-d",
+            &content.display().to_string(),
+            &img_s,
+        ],
     );
 
     let run = boot(&[
@@ -105,7 +113,8 @@ fn guest_writes_a_file_on_an_ext4_disk_with_o_direct_io_uring() {
     ]);
     run.check(run.status == Some(0), "the guest must exit 0");
     run.check(
-        run.stdout.contains("rv-init: mounted /dev/vda on /mnt (ext4)"),
+        run.stdout
+            .contains("rv-init: mounted /dev/vda on /mnt (ext4)"),
         "rv-init must mount the disk",
     );
     run.check(

@@ -63,7 +63,8 @@ fn a_dynamically_linked_debian_program_runs_from_the_command_line() {
     // The guest: jq (through the symlink the directory brought) prints the
     // token and the sum; then the libraries the loader found.
     // (No double quotes inside: the kernel's command line only groups.)
-    let script = "/usr/bin/jq -r --arg eq = '.t + $eq + (.a | add | tostring)' /srv/data/link.json \
+    let script =
+        "/usr/bin/jq -r --arg eq = '.t + $eq + (.a | add | tostring)' /srv/data/link.json \
                   && echo libs: $(ls /usr/lib/x86_64-linux-gnu) && /usr/bin/jq --version";
     let run = boot(&[
         "--timeout",
@@ -129,7 +130,12 @@ fn bad_files_are_clear_errors_before_the_guest_starts() {
 
     // Two --file entries on one guest path.
     fails(
-        &["--file", &format!("{jq}:/opt/x"), "--file", "/etc/hostname:/opt/x"],
+        &[
+            "--file",
+            &format!("{jq}:/opt/x"),
+            "--file",
+            "/etc/hostname:/opt/x",
+        ],
         &["/opt/x", "/etc/hostname:/opt/x"],
     );
 

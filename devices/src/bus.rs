@@ -24,20 +24,36 @@ pub trait BusDevice: Send {
 pub enum BusError {
     /// A device range of length zero.
     #[error("device range at {base:#x} has length zero")]
-    EmptyRange { base: u64 },
+    EmptyRange {
+        /// The range's first address.
+        base: u64,
+    },
     /// A device range that wraps past the end of the address space.
     #[error("device range at {base:#x} with length {len:#x} wraps around the address space")]
-    RangeOverflow { base: u64, len: u64 },
+    RangeOverflow {
+        /// The range's first address.
+        base: u64,
+        /// Its length in bytes.
+        len: u64,
+    },
     /// A new device range overlaps one already inserted.
     #[error("device range {base:#x}+{len:#x} overlaps the range at {other_base:#x}")]
     Overlap {
+        /// The new range's first address.
         base: u64,
+        /// Its length in bytes.
         len: u64,
+        /// The first address of the range it overlaps.
         other_base: u64,
     },
     /// No device covers the whole access.
     #[error("no device at {addr:#x} for an access of {len} bytes")]
-    NoDevice { addr: u64, len: usize },
+    NoDevice {
+        /// The access's address.
+        addr: u64,
+        /// Its length in bytes.
+        len: usize,
+    },
 }
 
 struct Range {

@@ -4,6 +4,8 @@
 //! inside their own range (see [`bus`]) and signal interrupts and VM-wide
 //! events through small traits, so that their logic is testable without a VM.
 
+#![deny(missing_docs)]
+
 pub mod affinity;
 pub mod bus;
 pub mod legacy;

@@ -27,6 +27,25 @@ pub fn ringvisor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringvisor"))
 }
 
+/// Builds the `ringvisor-bench` binary (package `bench`) beside the
+/// `ringvisor` binary, where `ringvisor bench` looks for it: cargo builds
+/// only this package's binaries for its tests. Panics if the build fails.
+pub fn build_bench() {
+    let mut cmd = Command::new(env!("CARGO"));
+    cmd.args(["build", "-p", "bench", "--bin", "ringvisor-bench"]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .current_dir(repo_root())
+        .stdin(Stdio::null())
+        .status()
+        .expect("running cargo build -p bench");
+    assert!(status.success(), "cargo build -p bench failed: {status}");
+    let bench = Path::new(env!("CARGO_BIN_EXE_ringvisor")).with_file_name("ringvisor-bench");
+    assert!(bench.is_file(), "cargo built no {}", bench.display());
+}
+
 pub mod skip;
 
 /// Whether a test that boots a guest must be skipped: only when
@@ -50,25 +69,11 @@ pub fn image() -> &'static Image {
                 initramfs: i.into(),
             };
         }
-        let out = Command::new("bash")
-            .arg(repo_root().join("guest-images/build.sh"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running guest-images/build.sh");
-        assert!(out.status.success(), "guest-images/build.sh failed");
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let find = |key: &str| {
-            stdout
-                .lines()
-                .rev()
-                .find_map(|l| l.strip_prefix(key))
-                .map(|v| PathBuf::from(v.trim()))
-                .unwrap_or_else(|| panic!("build.sh printed no {key} line:\n{stdout}"))
-        };
+        let image = vmm::guest_image::build_default()
+            .unwrap_or_else(|e| panic!("building the guest image: {e}"));
         Image {
-            kernel: find("KERNEL="),
-            initramfs: find("INITRAMFS="),
+            kernel: image.kernel,
+            initramfs: image.initramfs,
         }
     })
 }

@@ -1,58 +1,21 @@
-//! ringvisor: a KVM virtual machine monitor that boots a Linux guest and
-//! (in later parts) serves its io_uring rings from the host.
+//! The `ringvisor` binary: its command line (clap), handed to the `vmm`
+//! library.
 
-use devices::affinity;
-mod bench;
-mod boot;
-mod compat_patch;
-mod config;
-mod disks;
-mod emulation;
-mod guest_files;
-mod guest_image;
-mod layout;
-mod memory;
-mod outcome;
-mod pvm;
-mod run;
-mod timings;
-mod uring;
-mod vcpu;
-mod vm;
-
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use config::{MemoryConfig, PvmMode, VmConfig};
+use vmm::config::{self, MemoryConfig, PvmMode, VmConfig};
+use vmm::{guest_files, guest_image, outcome, run};
 
 /// The demo's workload: the ring-pool registration benchmark (register
 /// again versus IORING_REGISTER_CLONE_BUFFERS, 8 rings sharing a 16 MiB pool
 /// of 2 MiB guest hugepages), small enough for a nested-PVM guest.
 const DEMO_CMDLINE: &str =
     "hugepages=16 rv.workload=ring-pool rv.pool.rings=8 rv.pool.size=16M rv.pool.page=2M";
-
-/// Events that end or change a VM run, sent to the main loop.
-#[derive(Debug)]
-pub enum VmmEvent {
-    /// A device event.
-    Device(devices::VmEvent),
-    /// A vCPU shut down (triple fault).
-    TripleFault { cpu: u8 },
-    /// KVM reported a system event (reset, shutdown).
-    SystemEvent { cpu: u8, kind: u32 },
-    /// A vCPU stopped on something the VMM cannot handle.
-    Unhandled { cpu: u8, what: String },
-    /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
-    /// hint for the instructions a stock kernel is known to stop on.
-    EmulationFailure {
-        cpu: u8,
-        what: String,
-        hint: Option<&'static str>,
-    },
-}
 
 /// ringvisor boots a Linux guest under KVM and runs a workload in it.
 ///
@@ -70,6 +33,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: boxing `Run` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a guest kernel and run it until it exits.
@@ -83,58 +48,21 @@ enum Command {
     /// Measure registration latency from the guest (registering again
     /// versus cloning, in-guest and through the pv device), I/O (host,
     /// virtio-blk, pv rings) and boot, against host-native io_uring in the
-    /// same run; writes results.json and SVG/PNG charts.
+    /// same run; writes results.json and SVG/PNG charts. Runs the
+    /// `ringvisor-bench` binary beside this one (`cargo build --release -p
+    /// bench`) with the same arguments.
     ///
     /// Example: ringvisor bench --suite registration --quick --out /tmp/bench
     Bench(BenchArgs),
 }
 
-/// Benchmark suites.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Suite {
-    /// Registering a buffer pool again versus cloning it: host, ring-pool
-    /// in a guest, pv-bench through /dev/vuring.
-    Registration,
-    /// 4 KiB random O_DIRECT reads and writes at QD1 and QD32: host
-    /// io_uring (plain and SQPOLL), guest virtio-blk, guest pv-uring rings
-    /// (doorbell and SQPOLL).
-    Io,
-    /// Boot time, VMM share, VMM memory overhead.
-    Boot,
-    /// Every suite.
-    All,
-}
-
+/// `ringvisor bench`'s arguments, all handed to `ringvisor-bench`.
 #[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
 struct BenchArgs {
-    /// Which suite to run.
-    #[arg(long, value_enum, default_value_t = Suite::All)]
-    suite: Suite,
-    /// The smallest points only (a few minutes).
-    #[arg(long)]
-    quick: bool,
-    /// Boots of the boot suite (1 with --quick).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
-    runs: u16,
-    /// Guest RAM of the boot suite's guests (see `run --memory`).
-    #[arg(long, default_value = "size=256M,hugepages=2M", value_parser = validate_memory)]
-    memory: String,
-    /// Write results.json and the charts into this directory.
-    #[arg(long, value_name = "DIR", default_value = "bench-results")]
-    out: PathBuf,
-    /// Never raise the host's 2 MiB hugepage pool: without enough free
-    /// hugepages the host 2 MiB registration points are skipped (and
-    /// results.json says why). By default, as root, the bench raises
-    /// nr_hugepages for those points and restores it right after.
-    #[arg(long)]
-    no_reserve_hugepages: bool,
-    /// Leave the io suite's threads where the scheduler puts them. By
-    /// default a short probe finds the CPU that takes the target disk's
-    /// interrupts: SQ threads run there, vCPUs and the host reference's
-    /// submitting thread on the quietest other CPU (results.json's
-    /// `placement` says what was chosen, or why nothing was).
-    #[arg(long)]
-    no_pin: bool,
+    /// The arguments of `ringvisor-bench` (see `ringvisor bench --help`).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<OsString>,
 }
 
 /// Options shared by every command that boots a VM.
@@ -247,11 +175,6 @@ fn parse_memory(s: &str) -> Result<MemoryConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
 }
 
-/// Checks a `--memory` value that is passed on to child VMMs verbatim.
-fn validate_memory(s: &str) -> Result<String, String> {
-    parse_memory(s).map(|_| s.to_string())
-}
-
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
@@ -318,6 +241,35 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
     ExitCode::from(outcome.exit_code())
 }
 
+/// `ringvisor bench ARGS`: replaces this process with the `ringvisor-bench`
+/// beside it, which runs its guests under this binary ($RINGVISOR_BIN).
+fn exec_bench(verbose: u8, args: Vec<OsString>) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+
+    let me = match std::env::current_exe() {
+        Ok(me) => me,
+        Err(e) => {
+            eprintln!("ringvisor: error: finding this program's path: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let bench = me.with_file_name("ringvisor-bench");
+    if !bench.is_file() {
+        eprintln!(
+            "ringvisor: the bench is a separate program and {} is missing: build it with `cargo build --release -p bench`",
+            bench.display()
+        );
+        return ExitCode::from(1);
+    }
+    let err = std::process::Command::new(&bench)
+        .args((0..verbose).map(|_| "-v"))
+        .args(args)
+        .env("RINGVISOR_BIN", &me)
+        .exec();
+    eprintln!("ringvisor: error: running {}: {err}", bench.display());
+    ExitCode::from(1)
+}
+
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = parse_cli();
@@ -349,33 +301,7 @@ fn main() -> ExitCode {
             },
             started,
         ),
-        Command::Bench(args) => {
-            let suites = match args.suite {
-                Suite::Registration => vec![bench::Suite::Registration],
-                Suite::Io => vec![bench::Suite::Io],
-                Suite::Boot => vec![bench::Suite::Boot],
-                Suite::All => vec![
-                    bench::Suite::Registration,
-                    bench::Suite::Io,
-                    bench::Suite::Boot,
-                ],
-            };
-            match bench::run(bench::Options {
-                suites,
-                out: args.out,
-                quick: args.quick,
-                runs: usize::from(args.runs),
-                memory: args.memory,
-                reserve_hugepages: !args.no_reserve_hugepages,
-                pin: !args.no_pin,
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("ringvisor: bench failed: {e}");
-                    ExitCode::from(1)
-                }
-            }
-        }
+        Command::Bench(args) => exec_bench(cli.verbose, args.args),
         Command::Demo(args) => {
             let image = match guest_image::build_default() {
                 Ok(image) => image,

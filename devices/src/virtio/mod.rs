@@ -79,7 +79,12 @@ impl VirtioInterrupt {
 pub enum ActivateError {
     /// The driver configured a different number of queues than expected.
     #[error("expected {expected} queues, got {got}")]
-    QueueCount { expected: usize, got: usize },
+    QueueCount {
+        /// The device's queue count.
+        expected: usize,
+        /// The driver's.
+        got: usize,
+    },
     /// A host resource (thread, io_uring, eventfd) could not be set up.
     #[error("{0}")]
     Host(String),

@@ -144,6 +144,11 @@ impl GuestTree {
     pub fn len(&self) -> usize {
         self.order.len()
     }
+
+    /// Whether the tree adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
 }
 
 #[cfg(test)]

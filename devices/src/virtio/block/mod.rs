@@ -82,13 +82,17 @@ pub enum BlockError {
     /// The file cannot be opened.
     #[error("cannot open disk {path}: {source}")]
     Open {
+        /// The disk file.
         path: PathBuf,
+        /// Why it cannot be opened.
         source: std::io::Error,
     },
     /// Its size cannot be found.
     #[error("cannot find the size of disk {path}: {source}")]
     Size {
+        /// The disk file.
         path: PathBuf,
+        /// Why its size is unknown.
         source: std::io::Error,
     },
     /// A queue count of zero or above 256.

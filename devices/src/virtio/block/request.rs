@@ -131,7 +131,12 @@ pub enum RequestError {
     HeaderUnreadable(u64),
     /// A descriptor's range wraps around the address space.
     #[error("descriptor at {addr:#x} of {len} bytes wraps around")]
-    AddressOverflow { addr: u64, len: u32 },
+    AddressOverflow {
+        /// The descriptor's guest address.
+        addr: u64,
+        /// Its length in bytes.
+        len: u32,
+    },
     /// A data descriptor of length zero.
     #[error("data descriptor {0} is empty")]
     EmptyDescriptor(usize),
@@ -153,8 +158,11 @@ pub enum RequestError {
     /// Sectors beyond the end of the disk (or an overflowing range).
     #[error("sectors {sector}+{sectors} are beyond the capacity of {capacity}")]
     OutOfRange {
+        /// The request's first sector.
         sector: u64,
+        /// Its sector count.
         sectors: u64,
+        /// The disk's capacity in sectors.
         capacity: u64,
     },
     /// Device-writable buffers overlap each other or the header/status.

@@ -41,6 +41,9 @@ use uring_abi::wire::{AreaLayout, AREA_ALIGN, CQ_SLOT_SIZE, SQ_SLOT_SIZE};
 
 /// Constants and structures of the io_uring uAPI (Linux 6.18) that the
 /// installed headers may lack.
+// The structures' fields are the kernel's, named as in
+// include/uapi/linux/io_uring.h, which documents them.
+#[allow(missing_docs)]
 pub mod sys {
     /// `IORING_SETUP_R_DISABLED`.
     pub const IORING_SETUP_R_DISABLED: u32 = 1 << 6;
@@ -186,7 +189,9 @@ unsafe fn io_uring_register(
     arg: *const libc::c_void,
     nr: u32,
 ) -> io::Result<i32> {
-    let rc = libc::syscall(libc::SYS_io_uring_register, fd, op, arg, nr);
+    // SAFETY: the caller guarantees that arg points to what op expects,
+    // nr entries long.
+    let rc = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, op, arg, nr) };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }

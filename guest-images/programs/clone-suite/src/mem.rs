@@ -132,7 +132,8 @@ pub fn pattern(seed: u32, len: usize) -> Vec<u8> {
 /// `addr..addr+len` must be writable memory owned by the caller.
 pub unsafe fn fill(addr: *mut u8, len: usize, seed: u32) {
     for i in 0..len {
-        addr.add(i).write_volatile(pattern_byte(seed, i));
+        // SAFETY: inside addr..addr+len, writable as the caller guarantees.
+        unsafe { addr.add(i).write_volatile(pattern_byte(seed, i)) };
     }
 }
 
@@ -141,7 +142,10 @@ pub unsafe fn fill(addr: *mut u8, len: usize, seed: u32) {
 /// # Safety
 /// `addr..addr+len` must be readable memory owned by the caller.
 pub unsafe fn snapshot(addr: *const u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| addr.add(i).read_volatile()).collect()
+    (0..len)
+        // SAFETY: inside addr..addr+len, readable as the caller guarantees.
+        .map(|i| unsafe { addr.add(i).read_volatile() })
+        .collect()
 }
 
 /// First index where `got` differs from `want`, for messages.

@@ -124,7 +124,9 @@ pub unsafe fn register(
     arg: *const libc::c_void,
     nr_args: u32,
 ) -> Result<i32, Errno> {
-    let ret = libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, nr_args);
+    // SAFETY: the caller guarantees that arg is valid for what the kernel
+    // accesses for opcode and nr_args (or one it rejects).
+    let ret = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, nr_args) };
     if ret < 0 {
         Err(Errno::last())
     } else {

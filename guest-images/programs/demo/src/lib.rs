@@ -11,8 +11,9 @@ fn field(f: &[libc::c_char]) -> String {
 }
 
 pub fn main() {
-    // SAFETY: utsname is plain data; uname() fills it in.
+    // SAFETY: utsname is plain data, for which all zeroes are valid.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname() fills in the utsname it is given.
     if unsafe { libc::uname(&mut uts) } != 0 {
         eprintln!("demo: uname: {}", std::io::Error::last_os_error());
         std::process::exit(1);

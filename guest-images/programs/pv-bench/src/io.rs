@@ -150,7 +150,7 @@ impl IoRing {
         r.register_buffers(&m.iovecs(qd * BS, qd * BS))
             .map_err(|e| Failure::new("register", e))?;
         let slots: Vec<FixedBuf> = (0..qd)
-            // SAFETY (pointer arithmetic): inside the mapping.
+            // SAFETY: pointer arithmetic inside the mapping.
             .map(|i| r.translate(unsafe { m.ptr.add(i * BS) }, BS))
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::new("translate", e))?;

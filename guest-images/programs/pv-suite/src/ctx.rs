@@ -111,7 +111,8 @@ impl Drop for Mapping {
 /// in flight targets.
 pub unsafe fn memset(addr: *mut u8, v: u8, len: usize) {
     for i in 0..len {
-        addr.add(i).write_volatile(v);
+        // SAFETY: inside addr..addr+len, writable as the caller guarantees.
+        unsafe { addr.add(i).write_volatile(v) };
     }
 }
 
@@ -120,7 +121,10 @@ pub unsafe fn memset(addr: *mut u8, v: u8, len: usize) {
 /// # Safety
 /// `addr..addr+len` must be readable.
 pub unsafe fn snapshot(addr: *const u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| addr.add(i).read_volatile()).collect()
+    (0..len)
+        // SAFETY: inside addr..addr+len, readable as the caller guarantees.
+        .map(|i| unsafe { addr.add(i).read_volatile() })
+        .collect()
 }
 
 /// The suite's shared state.

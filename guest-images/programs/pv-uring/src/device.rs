@@ -25,7 +25,9 @@ pub const DEFAULT_PATH: &str = "/dev/vuring";
 /// # Safety
 /// `arg` must be what the driver reads/writes for `req` (or 0 for `_IO`).
 unsafe fn ioctl(fd: RawFd, req: u32, arg: usize, op: &'static str) -> Result<i32> {
-    let r = libc::ioctl(fd, req as libc::Ioctl, arg);
+    // SAFETY: the caller guarantees that arg is what the driver reads or
+    // writes for req.
+    let r = unsafe { libc::ioctl(fd, req as libc::Ioctl, arg) };
     if r < 0 {
         Err(Error::last(op))
     } else {

@@ -252,11 +252,9 @@ impl Sim {
         let guest_buf = map(2 * BUF_LEN, rw, libc::MAP_SHARED, buf_memfd);
         let file = memfd(c"hostsim-file", FILE_LEN);
         let data: Vec<u8> = (0..FILE_LEN).map(file_byte).collect();
-        // SAFETY: `data` is a live buffer.
-        assert_eq!(
-            unsafe { libc::pwrite(file, data.as_ptr().cast(), data.len(), 0) },
-            data.len() as isize
-        );
+        // SAFETY: `data` is a live buffer of data.len() bytes.
+        let written = unsafe { libc::pwrite(file, data.as_ptr().cast(), data.len(), 0) };
+        assert_eq!(written, data.len() as isize);
         let layout = Layout {
             sq_entries: p.sq_entries,
             cq_entries: p.cq_entries,

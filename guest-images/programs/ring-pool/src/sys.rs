@@ -53,7 +53,9 @@ unsafe fn register(
     arg: *const libc::c_void,
     nr_args: u32,
 ) -> Result<(), Errno> {
-    let r = libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, nr_args);
+    // SAFETY: the caller guarantees that arg is valid for what the kernel
+    // accesses for opcode and nr_args.
+    let r = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, opcode, arg, nr_args) };
     if r < 0 {
         Err(Errno(
             std::io::Error::last_os_error().raw_os_error().unwrap_or(0),

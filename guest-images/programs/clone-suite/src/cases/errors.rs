@@ -243,9 +243,10 @@ pub fn eopnotsupp_not_a_ring() -> CaseResult {
     )?;
     let mut fds = [0i32; 2];
     // SAFETY: `fds` has room for the two descriptors pipe() returns.
+    let piped = unsafe { libc::pipe(fds.as_mut_ptr()) };
     step(
         "pipe",
-        if unsafe { libc::pipe(fds.as_mut_ptr()) } == 0 {
+        if piped == 0 {
             Ok(())
         } else {
             Err(sys::Errno::last())

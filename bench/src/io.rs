@@ -502,15 +502,15 @@ struct PinnedThread(Vec<usize>);
 
 impl PinnedThread {
     fn to(cpu: usize) -> std::io::Result<Self> {
-        let had = crate::affinity::current_thread_cpus()?;
-        crate::affinity::pin_current_thread(&[cpu])?;
+        let had = devices::affinity::current_thread_cpus()?;
+        devices::affinity::pin_current_thread(&[cpu])?;
         Ok(PinnedThread(had))
     }
 }
 
 impl Drop for PinnedThread {
     fn drop(&mut self) {
-        if let Err(e) = crate::affinity::pin_current_thread(&self.0) {
+        if let Err(e) = devices::affinity::pin_current_thread(&self.0) {
             log::warn!("bench: giving the thread its CPUs back: {e}");
         }
     }
@@ -520,7 +520,7 @@ impl Drop for PinnedThread {
 /// QD32 read run on the target, with the device interrupts it raises
 /// counted per CPU.
 fn place(target: &Path) -> Result<Placement, BenchError> {
-    let allowed = crate::affinity::current_thread_cpus()
+    let allowed = devices::affinity::current_thread_cpus()
         .map_err(host_err("io placement: sched_getaffinity"))?;
     let irqs = || IrqCounts::read().map_err(host_err("io placement: read /proc/interrupts"));
     let before = irqs()?;
@@ -936,11 +936,11 @@ mod tests {
         assert!(block.iter().all(|&b| b == 0xa5), "written block at {data}");
         // Pinned (both threads on one allowed CPU: any machine has one),
         // the thread gets its CPUs back afterwards.
-        let had = crate::affinity::current_thread_cpus().unwrap();
+        let had = devices::affinity::current_thread_cpus().unwrap();
         for (sqpoll, cpus) in [(false, None), (true, None), (true, Some((had[0], had[0])))] {
             let (_, lat, iops) = host_io(&t.0, Op::Read, 8, sqpoll, 0.05, cpus).unwrap();
             assert!(iops > 0.0 && lat.len() >= 8, "sqpoll {sqpoll}: {iops}");
-            assert_eq!(crate::affinity::current_thread_cpus().unwrap(), had);
+            assert_eq!(devices::affinity::current_thread_cpus().unwrap(), had);
         }
         assert_eq!(f.metadata().unwrap().len(), FILE_BYTES, "size unchanged");
     }

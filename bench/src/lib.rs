@@ -1,4 +1,5 @@
-//! `ringvisor bench`: the project's measurements, three suites.
+//! `ringvisor-bench` (also `ringvisor bench`): the project's measurements,
+//! three suites.
 //!
 //! - `registration`: registering a buffer pool on a ring again versus
 //!   cloning it (IORING_REGISTER_CLONE_BUFFERS), on the host in-process and
@@ -36,7 +37,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Map, Value};
 use thiserror::Error;
 
-use crate::guest_image::{self, GuestImage, GuestImageError};
+use vmm::guest_image::{self, GuestImage, GuestImageError};
 
 /// Errors of a benchmark run.
 #[derive(Debug, Error)]
@@ -87,6 +88,9 @@ pub enum BenchError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The VMM binary the guests run under is not there.
+    #[error("the VMM binary {0} is missing: build it with `cargo build --release -p vmm` or set RINGVISOR_BIN to its path")]
+    NoVmm(PathBuf),
     /// Drawing a chart failed.
     #[error("chart {path}: {msg}")]
     Chart { path: PathBuf, msg: String },
@@ -470,17 +474,34 @@ fn write(path: &Path, data: &[u8]) -> Result<(), BenchError> {
     })
 }
 
+/// The `ringvisor` binary the guests run under: $RINGVISOR_BIN (which
+/// `ringvisor bench` sets to itself), else the `ringvisor` beside this
+/// program.
+pub fn vmm_binary() -> Result<PathBuf, BenchError> {
+    let exe = match std::env::var_os("RINGVISOR_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe()
+            .map_err(|source| BenchError::Spawn {
+                exe: PathBuf::from("ringvisor"),
+                source,
+            })?
+            .with_file_name("ringvisor"),
+    };
+    if exe.is_file() {
+        Ok(exe)
+    } else {
+        Err(BenchError::NoVmm(exe))
+    }
+}
+
 /// Runs the suites, writes `results.json` and the charts, prints a table.
 pub fn run(opts: Options) -> Result<(), BenchError> {
     std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Write {
         path: opts.out.clone(),
         source,
     })?;
+    let exe = vmm_binary()?;
     let image = guest_image::build_default()?;
-    let exe = std::env::current_exe().map_err(|source| BenchError::Spawn {
-        exe: PathBuf::from("ringvisor"),
-        source,
-    })?;
     let ctx = Ctx {
         exe,
         image,
