@@ -371,6 +371,10 @@ mod tests {
             "path=a.img",
             "--disk",
             "path=b.img,readonly=on,direct=on",
+            "--file",
+            "/usr/bin/jq",
+            "--file",
+            "data:/srv/data",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -386,6 +390,8 @@ mod tests {
         assert_eq!(args.disks.len(), 2);
         assert_eq!(args.disks[0].path, PathBuf::from("a.img"));
         assert!(args.disks[1].readonly && args.disks[1].direct);
+        assert_eq!(args.files.len(), 2);
+        assert_eq!(args.files[1].guest.as_deref(), Some("/srv/data"));
         assert_eq!(args.uring, None);
         assert!(args.uring_backends.is_empty());
         assert_eq!(args.vcpu_affinity, None);
@@ -454,6 +460,7 @@ mod tests {
             &["ringvisor", "run", "--kernel", "k", "--timeout", "-1"],
             &["ringvisor", "run", "--kernel", "k", "--pvm", "maybe"],
             &["ringvisor", "run", "--kernel", "k", "--disk", "readonly=on"],
+            &["ringvisor", "run", "--kernel", "k", "--file", "a:/x/../y"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
         }
