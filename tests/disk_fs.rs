@@ -4,7 +4,8 @@
 //! and writes a new one with in-guest io_uring (WRITE_FIXED from a
 //! registered buffer, O_DIRECT: `blk-io --write-file`); after the guest
 //! exits the host reads that file back with `debugfs` (no mount, no loop
-//! device) and checks the file system with `e2fsck -n`.
+//! device) and checks the file system with `e2fsck -n`. A second boot
+//! checks that a mount that fails stops the workload (status 125).
 
 mod common;
 
@@ -143,4 +144,32 @@ fn guest_writes_a_file_on_an_ext4_disk_with_o_direct_io_uring() {
     }
     // rv-init unmounted it: a clean file system, nothing left in the journal.
     run_tool(&e2fsck, &["-f", "-n", &img_s]);
+}
+
+#[test]
+fn a_mount_that_fails_stops_the_workload_with_status_125() {
+    if skip_without_kvm() {
+        return;
+    }
+    // No disk at all: /dev/vda does not exist in the guest.
+    let t = token();
+    let run = boot(&[
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--cmdline",
+        &format!("rv.mount=/dev/vda:/mnt -- /bin/sh -c \"echo {t}\""),
+    ]);
+    run.check(
+        run.status == Some(125),
+        "a failed rv.mount must end with 125",
+    );
+    run.check(
+        run.stdout
+            .contains("rv-init: mount /dev/vda on /mnt (ext4): No such file or directory"),
+        "rv-init must say which mount failed and why",
+    );
+    run.check(
+        !run.stdout.lines().any(|l| l.trim_end() == t),
+        "the workload must not run without its disk",
+    );
 }
