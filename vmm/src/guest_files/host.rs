@@ -129,13 +129,19 @@ impl<'t> Collector<'t> {
             },
             origin,
         )?;
-        let data = fs::read(host).map_err(|source| FilesError::Read {
+        let read_err = |source| FilesError::Read {
             path: host.to_path_buf(),
             source,
-        })?;
-        if !elf::is_elf(&data) {
+        };
+        // The magic first: a large data file is not read twice.
+        let mut magic = [0u8; 4];
+        let n = fs::File::open(host)
+            .and_then(|mut f| std::io::Read::read(&mut f, &mut magic))
+            .map_err(read_err)?;
+        if !elf::is_elf(&magic[..n]) {
             return Ok(());
         }
+        let data = fs::read(host).map_err(read_err)?;
         let deps = match elf::parse(&data) {
             Ok(deps) => deps,
             Err(ElfError::WrongMachine(why)) => {
