@@ -460,6 +460,8 @@ pub struct VmConfig {
     pub kernel: PathBuf,
     /// Optional initramfs (cpio).
     pub initramfs: Option<PathBuf>,
+    /// `--file`: host files added to the initramfs (see `guest_files`).
+    pub files: Vec<crate::guest_files::FileSpec>,
     /// Extra kernel command line, appended to the VMM's own.
     pub cmdline: String,
     /// Number of vCPUs.
@@ -609,6 +611,7 @@ mod tests {
         let config = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 1,
             memory: MemoryConfig::default(),
@@ -747,6 +750,7 @@ mod tests {
         let base = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 1,
             memory: MemoryConfig::default(),
@@ -812,6 +816,7 @@ mod tests {
         let base = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 2,
             memory: MemoryConfig::default(),

@@ -125,6 +125,7 @@ pub fn config(snapshot: &Snapshot, request: &RestoreRequest) -> Result<VmConfig,
     Ok(VmConfig {
         kernel: PathBuf::new(),
         initramfs: None,
+        files: Vec::new(),
         cmdline: String::new(),
         cpus: m.cpus,
         memory: MemoryConfig {
