@@ -128,6 +128,20 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(20));
 }
 
+/// Runs `call` (`what` on ring `index`, one system call) and returns the
+/// nanoseconds it took.
+fn timed(
+    what: &'static str,
+    index: usize,
+    call: impl FnOnce() -> Result<(), Errno>,
+) -> Result<u64, RunError> {
+    let s = now_ns();
+    let r = call();
+    let e = now_ns();
+    r.map_err(|errno| RunError::Register { what, index, errno })?;
+    Ok(e - s)
+}
+
 /// A fresh ring; `index` names it in errors.
 fn ring(index: usize) -> Result<IoUring, RunError> {
     IoUring::builder()
@@ -178,13 +192,7 @@ fn measure(
     t0: u64,
 ) -> Result<Vec<IoUring>, RunError> {
     let rings = (0..n).map(ring).collect::<Result<Vec<IoUring>, _>>()?;
-    let s = now_ns();
-    register(&rings[0], iovs).map_err(|errno| RunError::Register {
-        what: "register",
-        index: 0,
-        errno,
-    })?;
-    let first_register_ns = now_ns() - s;
+    let first_register_ns = timed("register", 0, || register(&rings[0], iovs))?;
     eprintln!(
         "ring-pool: {n} rings: ring 0 registered in {:.3} ms",
         first_register_ns as f64 / 1e6
@@ -194,31 +202,13 @@ fn measure(
     let mut clone_ns = Vec::with_capacity(n - 1);
     for (i, ring) in rings.iter().enumerate().skip(1) {
         settle();
-        let s = now_ns();
-        let r = register(ring, iovs);
-        let e = now_ns();
-        r.map_err(|errno| RunError::Register {
-            what: "register",
-            index: i,
-            errno,
-        })?;
-        reg_ns.push(e - s);
+        reg_ns.push(timed("register", i, || register(ring, iovs))?);
         // Both methods start from an empty table.
-        errno(ring.submitter().unregister_buffers()).map_err(|errno| RunError::Register {
-            what: "unregister",
-            index: i,
-            errno,
+        timed("unregister", i, || {
+            errno(ring.submitter().unregister_buffers())
         })?;
         settle();
-        let s = now_ns();
-        let r = clone(ring, &rings[0]);
-        let e = now_ns();
-        r.map_err(|errno| RunError::Register {
-            what: "clone",
-            index: i,
-            errno,
-        })?;
-        clone_ns.push(e - s);
+        clone_ns.push(timed("clone", i, || clone(ring, &rings[0]))?);
         eprintln!(
             "ring-pool: ring {i}/{}: register {:.3} ms, clone {:.3} us, {:.1} s elapsed",
             n - 1,
