@@ -494,6 +494,32 @@ pub fn vmm_binary() -> Result<PathBuf, BenchError> {
     }
 }
 
+/// The points of each suite, in order.
+fn plan(ctx: &Ctx, suites: &[Suite]) -> Vec<(Suite, Vec<Point>)> {
+    suites
+        .iter()
+        .map(|&s| {
+            let points = match s {
+                Suite::Registration => registration::plan(ctx),
+                Suite::Io => io::plan(ctx),
+                Suite::Boot => boot::plan(ctx),
+            };
+            (s, points)
+        })
+        .collect()
+}
+
+/// The summary table on stdout: each suite's rows.
+fn print_summary(elapsed: Duration, table: &[(&str, Vec<[String; 3]>)]) {
+    println!("summary ({} in all):", human(elapsed));
+    for (suite, rows) in table {
+        println!("{suite}:");
+        for [a, b, c] in rows {
+            println!("  {a:<46} {b:>26}  {c}");
+        }
+    }
+}
+
 /// Runs the suites, writes `results.json` and the charts, prints a table.
 pub fn run(opts: Options) -> Result<(), BenchError> {
     std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Write {
@@ -512,18 +538,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         reserve_hugepages: opts.reserve_hugepages,
         pin: opts.pin,
     };
-    let plans: Vec<(Suite, Vec<Point>)> = opts
-        .suites
-        .iter()
-        .map(|&s| {
-            let points = match s {
-                Suite::Registration => registration::plan(&ctx),
-                Suite::Io => io::plan(&ctx),
-                Suite::Boot => boot::plan(&ctx),
-            };
-            (s, points)
-        })
-        .collect();
+    let plans = plan(&ctx, &opts.suites);
     let total: Duration = plans.iter().flat_map(|p| &p.1).map(|p| p.est).sum();
     let guests = plans
         .iter()
@@ -580,13 +595,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    println!("summary ({} in all):", human(elapsed));
-    for (suite, rows) in table {
-        println!("{suite}:");
-        for [a, b, c] in rows {
-            println!("  {a:<46} {b:>26}  {c}");
-        }
-    }
+    print_summary(elapsed, &table);
     println!("results: {}", path.display());
     // After the table and results.json: a chart that cannot be drawn (no
     // font, say) fails the command but loses no figure.
