@@ -358,9 +358,9 @@ fn host_io(
     let qdu = qd as usize;
     let mut ring = host_ring(qd, sqpoll, cpus, &what)?;
     let mut pool = vec![0xa5u8; (qdu + 1) * BLOCK];
+    // align < BLOCK: qd blocks fit after it.
     let align = pool.as_ptr().align_offset(BLOCK);
-    // SAFETY: align < BLOCK, and qd blocks fit after it.
-    let base = unsafe { pool.as_mut_ptr().add(align) };
+    let base = pool[align..].as_mut_ptr();
     let iov = [libc::iovec {
         iov_base: base.cast(),
         iov_len: qdu * BLOCK,
@@ -457,8 +457,8 @@ impl Requests<'_> {
         self.rng ^= self.rng >> 27;
         let blocks = FILE_BYTES / BLOCK as u64;
         let off = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks) * BLOCK as u64;
-        // SAFETY: slot < qd: inside the registered buffer.
-        let ptr = unsafe { self.base.add(slot * BLOCK) };
+        // slot < qd: inside the registered buffer.
+        let ptr = self.base.wrapping_add(slot * BLOCK);
         let fd = types::Fd(self.fd);
         let sqe = match self.op {
             Op::Read => opcode::ReadFixed::new(fd, ptr, BLOCK as u32, 0)

@@ -405,21 +405,14 @@ pub fn machine() -> Value {
         })
         .unwrap_or_else(|| "unknown".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    // SAFETY: uname fills the zeroed struct.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a utsname.
-    let kernel = if unsafe { libc::uname(&mut u) } == 0 {
-        let f = |b: &[libc::c_char]| {
-            let bytes: Vec<u8> = b
-                .iter()
-                .take_while(|c| **c != 0)
-                .map(|c| *c as u8)
-                .collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        format!("{} {} {}", f(&u.sysname), f(&u.release), f(&u.machine))
-    } else {
-        "unknown".into()
+    // uname -srm: the kernel's name and release, and the machine (this
+    // program's architecture, which the machine runs).
+    let kernel = match (
+        read_trim("/proc/sys/kernel/ostype"),
+        read_trim("/proc/sys/kernel/osrelease"),
+    ) {
+        (Some(name), Some(release)) => format!("{name} {release} {}", std::env::consts::ARCH),
+        _ => "unknown".into(),
     };
     let kvm = if Path::new("/sys/module/kvm_pvm").exists() {
         "PVM"
