@@ -104,7 +104,7 @@ sancov=(-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 # scripts, which must not be instrumented.
 host=$(rustc -vV | sed -n 's/^host: //p')
 (cd fuzz && RUSTFLAGS="${sancov[*]}" cargo build --release --locked --bins --target "$host")
-for target in pv_uring_control block_request sqe_policy; do
+for target in pv_uring_control block_request sqe_policy snapshot_load; do
     corpus="fuzz/target/corpus/$target"
     mkdir -p "$corpus"
     fuzz/target/"$host"/release/"$target" -max_total_time="$fuzz_secs" -print_final_stats=1 \

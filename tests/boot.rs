@@ -1,14 +1,18 @@
 //! Boots the real guest under the `ringvisor` binary. A boot costs tens of
 //! seconds of emulated kernel work on nested PVM, so each test is one boot
-//! that checks several things, and cargo runs them in parallel.
+//! that checks several things, and cargo runs them in parallel. The tests
+//! that only need a booted guest (demo, panic, hang) restore the cached
+//! snapshot of the test image instead (docs/snapshot.md); the first test
+//! stays a cold boot.
 
 mod common;
 
-use common::{boot, run_raw, skip_without_kvm, token};
+use common::{boot, cached_snapshot, restore_cached, run_raw, skip_without_kvm, token};
 
-/// A hung guest is given this long (VMM start to kill): enough to boot under
-/// a loaded 2-core machine, so that the kill provably hits a running guest.
-const HANG_TIMEOUT_SECS: &str = "90";
+/// A hung guest is given this long (VMM start to kill): enough for a restored
+/// guest to start its workload on a loaded 2-core machine, so that the kill
+/// provably hits a running guest.
+const HANG_TIMEOUT_SECS: &str = "60";
 /// Upper bound for any test boot that should finish by itself.
 const BOOT_TIMEOUT_SECS: &str = "400";
 
@@ -65,7 +69,7 @@ fn demo_workload_prints_the_kernel_version_and_exits_zero() {
     if skip_without_kvm() {
         return;
     }
-    let run = boot(&[
+    let run = restore_cached(&[
         "--timeout",
         BOOT_TIMEOUT_SECS,
         "--cmdline",
@@ -101,7 +105,7 @@ fn guest_kernel_panic_gives_the_panic_exit_status() {
     if skip_without_kvm() {
         return;
     }
-    let run = boot(&[
+    let run = restore_cached(&[
         "--timeout",
         BOOT_TIMEOUT_SECS,
         "--cmdline",
@@ -119,8 +123,9 @@ fn hung_guest_is_killed_by_timeout() {
     if skip_without_kvm() {
         return;
     }
+    cached_snapshot(); // taken (once) before the clock starts
     let started = std::time::Instant::now();
-    let run = boot(&[
+    let run = restore_cached(&[
         "--timeout",
         HANG_TIMEOUT_SECS,
         "--cmdline",

@@ -1,6 +1,10 @@
 //! The boot suite: for the default guest, the time from VMM start to
 //! /init, the VMM's share of vCPU time and its memory beyond guest RAM,
-//! against the targets of the project.
+//! against the targets of the project; then, side by side in the same run,
+//! snapshots (docs/snapshot.md): for a guest of `--memory` and one of 4 GiB
+//! (not with `--quick`), the snapshot's size and the time to take it, and
+//! for each of `runs` restores the time from VMM start to the workload
+//! running and the VMM's own set-up (restore) time.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -18,6 +22,10 @@ pub const TARGET_TO_INIT_S: f64 = 10.0;
 pub const TARGET_VMM_SHARE: f64 = 0.01;
 /// See [`TARGET_TO_INIT_S`].
 pub const TARGET_RSS_BEYOND_RAM: f64 = 5.0 * 1024.0 * 1024.0;
+/// Target of issue 18: VMM start to the workload running after a restore.
+pub const TARGET_RESTORE_TO_WORKLOAD_S: f64 = 0.150;
+/// The larger guest of the snapshot points.
+const LARGE_GUEST: &str = "size=4G,hugepages=off";
 
 /// Extracts the `RINGVISOR_TIMINGS` JSON from a child's stderr.
 pub fn parse_timings(stderr: &str) -> Option<Value> {
@@ -66,20 +74,130 @@ fn boot_once(
     parse_timings(&stderr).ok_or(BenchError::NoTimings { run })
 }
 
-/// One point per boot.
+/// The guests of the snapshot points.
+fn snapshot_memories(ctx: &Ctx) -> Vec<String> {
+    let mut sizes = vec![ctx.memory.clone()];
+    if !ctx.quick {
+        sizes.push(LARGE_GUEST.to_string());
+    }
+    sizes
+}
+
+/// One point per boot, then one per snapshot (with its restores).
 pub fn plan(ctx: &Ctx) -> Vec<Point> {
-    (0..ctx.runs)
+    let mut points: Vec<Point> = (0..ctx.runs)
         .map(|i| Point {
             label: format!("guest boot {}/{}", i + 1, ctx.runs),
             est: Duration::from_secs(15),
         })
-        .collect()
+        .collect();
+    for memory in snapshot_memories(ctx) {
+        points.push(Point {
+            label: format!("snapshot of a {memory} guest and {} restores", ctx.runs),
+            est: Duration::from_secs(25),
+        });
+    }
+    points
+}
+
+/// Runs `exe` with `args`; its RINGVISOR_TIMINGS, or why not.
+fn timed_run(exe: &Path, args: &[&std::ffi::OsStr], what: String) -> Result<Value, BenchError> {
+    let output = Command::new(exe)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| BenchError::Spawn {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        return Err(BenchError::RunFailed {
+            what,
+            status: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr,
+        });
+    }
+    parse_timings(&stderr).ok_or(BenchError::NoTimings { run: 0 })
+}
+
+/// Takes a snapshot of the default guest with `memory` and restores it
+/// `runs` times with the demo program (in the smallest initramfs too).
+fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, BenchError> {
+    use std::ffi::OsStr;
+    use std::os::unix::fs::MetadataExt;
+    let dir = std::env::temp_dir().join(format!("ringvisor-bench-snapshot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let taken = timed_run(
+        &ctx.exe,
+        &[
+            OsStr::new("snapshot"),
+            OsStr::new("--out"),
+            dir.as_os_str(),
+            OsStr::new("--kernel"),
+            ctx.image.kernel.as_os_str(),
+            OsStr::new("--initramfs"),
+            ctx.image.smallest_initramfs().as_os_str(),
+            OsStr::new("--memory"),
+            OsStr::new(memory),
+            OsStr::new("--timings"),
+            OsStr::new("--timeout"),
+            OsStr::new("900"),
+        ],
+        format!("snapshot of a {memory} guest"),
+    );
+    let result = taken.and_then(|taken| {
+        let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| (m.len(), m.blocks() * 512));
+        let host = |source| BenchError::Host {
+            what: format!("the snapshot in {}", dir.display()),
+            source,
+        };
+        let (state, _) = size("state").map_err(host)?;
+        let (ram_len, ram_allocated) = size("memory").map_err(host)?;
+        let mut restores = Vec::new();
+        for r in 0..ctx.runs {
+            let t = timed_run(
+                &ctx.exe,
+                &[
+                    OsStr::new("run"),
+                    OsStr::new("--restore"),
+                    dir.as_os_str(),
+                    OsStr::new("--timings"),
+                    OsStr::new("--timeout"),
+                    OsStr::new("120"),
+                    OsStr::new("--cmdline"),
+                    OsStr::new("-- /bin/demo"),
+                ],
+                format!("restore {} of the {memory} guest", r + 1),
+            )?;
+            pb.println(format!(
+                "bench: restore {} of the {memory} guest: to the workload {:.1} ms, VMM set-up {:.1} ms",
+                r + 1,
+                t["to_workload_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                t["vmm_setup_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+            ));
+            restores.push(t);
+        }
+        Ok(json!({
+            "memory": memory,
+            "guest_ram_bytes": ram_len,
+            "snapshot_bytes": state + ram_allocated,
+            "state_bytes": state,
+            "memory_file_allocated_bytes": ram_allocated,
+            "boot_and_snapshot_s": taken["wall_s"],
+            "restores": restores,
+        }))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 /// Runs the boot suite: `ctx.runs` boots of the default guest.
 pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
     let mut runs = Vec::new();
-    for (run, p) in points.iter().enumerate() {
+    let boots = &points[..ctx.runs.min(points.len())];
+    for (run, p) in boots.iter().enumerate() {
         pb.set_message(p.label.clone());
         let t = boot_once(&ctx.exe, &ctx.image, run, &ctx.memory)?;
         pb.println(format!(
@@ -92,7 +210,14 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
         runs.push(t);
         pb.inc(1);
     }
+    let mut snapshots = Vec::new();
+    for (memory, p) in snapshot_memories(ctx).iter().zip(&points[boots.len()..]) {
+        pb.set_message(p.label.clone());
+        snapshots.push(snapshot_point(ctx, memory, pb)?);
+        pb.inc(1);
+    }
     let column = |key: &str| -> Vec<f64> { runs.iter().filter_map(|s| s[key].as_f64()).collect() };
+    let cold_to_workload = median(&column("to_workload_s")).unwrap_or(f64::NAN);
     let (init, share, rss) = (
         column("to_init_s"),
         column("vmm_share"),
@@ -123,7 +248,71 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
         },
         "timings": runs,
     });
-    let table = vec![
+    let mut json = json;
+    let mut snapshot_rows = Vec::new();
+    let mut snapshot_json = Vec::new();
+    for snap in &snapshots {
+        let col = |key: &str| -> Vec<f64> {
+            snap["restores"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t[key].as_f64()).collect())
+                .unwrap_or_default()
+        };
+        let (to_workload, setup, share) =
+            (col("to_workload_s"), col("vmm_setup_s"), col("vmm_share"));
+        let to_workload_m = median(&to_workload).unwrap_or(nan);
+        let setup_m = median(&setup).unwrap_or(nan);
+        let share_m = median(&share).unwrap_or(nan) * 100.0;
+        let memory = snap["memory"].as_str().unwrap_or("?");
+        let size_mib = snap["snapshot_bytes"].as_f64().unwrap_or(nan) / 1048576.0;
+        snapshot_json.push(json!({
+            "memory": memory,
+            "snapshot": fig("snapshot size", size_mib, "MiB")?,
+            "boot_and_snapshot": snap["boot_and_snapshot_s"],
+            "samples": {
+                "to_workload": samples(&to_workload, "s"),
+                "restore_vmm_setup": samples(&setup, "s"),
+            },
+            "median": {
+                "to_workload": fig("restore: to the workload", to_workload_m, "s")?,
+                "restore_vmm_setup": fig("restore: VMM set-up", setup_m, "s")?,
+                "vmm_share": {"value": share_m, "unit": "%"},
+            },
+            "restores": snap["restores"],
+        }));
+        snapshot_rows.push([
+            format!(
+                "{memory}: VMM start to the workload running, restore (median of {})",
+                to_workload.len()
+            ),
+            format!(
+                "{:.1} ms (cold boot: {cold_to_workload:.3} s, {:.0}x)",
+                to_workload_m * 1e3,
+                cold_to_workload / to_workload_m
+            ),
+            format!(
+                "target <= {:.0} ms: {}",
+                TARGET_RESTORE_TO_WORKLOAD_S * 1e3,
+                verdict(to_workload_m <= TARGET_RESTORE_TO_WORKLOAD_S)
+            ),
+        ]);
+        snapshot_rows.push([
+            format!("{memory}: of which the VMM's restore (set-up); VMM share of vCPU time"),
+            format!("{:.1} ms; {share_m:.3} %", setup_m * 1e3),
+            "restore time must not grow with guest RAM".into(),
+        ]);
+        snapshot_rows.push([
+            format!("{memory}: snapshot size (state + memory file in use)"),
+            format!("{size_mib:.1} MiB"),
+            format!(
+                "boot + snapshot {:.1} s",
+                snap["boot_and_snapshot_s"].as_f64().unwrap_or(nan)
+            ),
+        ]);
+    }
+    json["snapshot"] = json!(snapshot_json);
+    json["median"]["to_workload_cold"] = json!(cold_to_workload);
+    let mut table = vec![
         [
             format!("VMM start to /init (median of {})", runs.len()),
             format!("{to_init:.3} s"),
@@ -150,6 +339,7 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
             ),
         ],
     ];
+    table.extend(snapshot_rows);
     Ok(SuiteOutput { json, table })
 }
 

@@ -17,6 +17,11 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// The guest writes `data` at `offset` from the device's base.
     fn write(&mut self, offset: u64, data: &[u8]);
+    /// The device as `Any`, for the VMM to reach its concrete type (saving
+    /// and restoring its state in a snapshot). `None` by default.
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
 }
 
 /// Errors of bus set-up and dispatch.
@@ -71,6 +76,11 @@ impl Bus {
     /// Creates an empty bus.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The device whose range starts at `base`.
+    pub fn device_at(&self, base: u64) -> Option<Arc<Mutex<dyn BusDevice>>> {
+        self.ranges.get(&base).map(|r| r.device.clone())
     }
 
     /// Maps `device` at `[base, base + len)`.

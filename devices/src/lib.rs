@@ -24,6 +24,11 @@ pub enum VmEvent {
     BootMarker,
     /// The guest asked for a reset through the i8042 controller.
     Reset,
+    /// The guest's /init is ready for a workload and waits for it in the
+    /// guest-signal device's mailbox (the point a snapshot is taken).
+    ReadyForWorkload,
+    /// The guest's /init started the workload.
+    WorkloadStarted,
 }
 
 /// Where devices send [`VmEvent`]s. Implemented by the VMM's event channel.

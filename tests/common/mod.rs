@@ -155,3 +155,45 @@ pub fn token() -> String {
         .as_nanos();
     format!("rv-token-{:x}-{:x}", std::process::id(), nanos)
 }
+
+/// The cached snapshot of the test image booted with the default options
+/// (`ringvisor snapshot --cached`: taken on first use, under the ringvisor
+/// cache), taken once per test process. For tests that only need a booted
+/// guest; each kind of test keeps a cold boot elsewhere.
+pub fn cached_snapshot() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let image = image();
+        let out = ringvisor()
+            .args(["snapshot", "--cached", "--kernel"])
+            .arg(&image.kernel)
+            .arg("--initramfs")
+            .arg(&image.initramfs)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("spawning ringvisor snapshot --cached");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "ringvisor snapshot --cached failed: {stdout}"
+        );
+        PathBuf::from(stdout.trim())
+    })
+}
+
+/// `ringvisor run --restore CACHED ARGS`: [`boot`] from the cached
+/// snapshot (`--cmdline` takes only `-- WORKLOAD` or `rv.workload=NAME`).
+pub fn restore_cached(args: &[&str]) -> Run {
+    let dir = cached_snapshot();
+    collect(
+        ringvisor()
+            .arg("run")
+            .arg("--restore")
+            .arg(dir)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("spawning ringvisor run --restore"),
+    )
+}

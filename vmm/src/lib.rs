@@ -17,6 +17,7 @@ pub mod memory;
 pub mod outcome;
 pub mod pvm;
 pub mod run;
+pub mod snapshot;
 pub mod timings;
 pub mod uring;
 pub mod vcpu;
@@ -33,6 +34,11 @@ pub enum VmmEvent {
     SystemEvent { cpu: u8, kind: u32 },
     /// A vCPU stopped on something the VMM cannot handle.
     Unhandled { cpu: u8, what: String },
+    /// A vCPU paused for a snapshot, with its saved state.
+    Paused {
+        cpu: u8,
+        state: Box<Result<snapshot::state::VcpuState, String>>,
+    },
     /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
     /// hint for the instructions a stock kernel is known to stop on.
     EmulationFailure {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use vmm::config::{self, MemoryConfig, PvmMode, VmConfig};
-use vmm::{guest_image, outcome, run};
+use vmm::{guest_image, outcome, run, snapshot};
 
 /// The demo's workload: the ring-pool registration benchmark (register
 /// again versus IORING_REGISTER_CLONE_BUFFERS, 8 rings sharing a 16 MiB pool
@@ -39,6 +39,11 @@ enum Command {
     ///
     /// Example: ringvisor run --kernel vmlinux --initramfs initramfs.cpio --cmdline 'rv.workload=demo'
     Run(RunArgs),
+    /// Boot a guest until its /init is ready for a workload, then write a
+    /// snapshot of it to DIR for `run --restore DIR` (docs/snapshot.md).
+    ///
+    /// Example: ringvisor snapshot --out /tmp/snap --kernel vmlinux --initramfs initramfs.cpio
+    Snapshot(SnapshotArgs),
     /// Build the default guest (first use only) and boot it with the default
     /// workload (the ring-pool registration benchmark), printing what it
     /// measured.
@@ -83,10 +88,30 @@ struct MachineArgs {
 }
 
 #[derive(Args, Debug)]
+struct SnapshotArgs {
+    /// The snapshot directory (created; a snapshot there is replaced).
+    #[arg(long, value_name = "DIR", required_unless_present = "cached")]
+    out: Option<PathBuf>,
+    /// Use the cached snapshot of these options (under the ringvisor cache,
+    /// like the guest image), taking it first if missing, and print its
+    /// directory: `run --restore "$(ringvisor snapshot --cached ...)"`.
+    #[arg(long, conflicts_with = "out")]
+    cached: bool,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Args, Debug)]
 struct RunArgs {
     /// Guest kernel: an uncompressed ELF vmlinux (preferred) or a bzImage.
-    #[arg(long, value_name = "PATH")]
-    kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "restore")]
+    kernel: Option<PathBuf>,
+    /// Restore the snapshot in DIR (`ringvisor snapshot`) instead of
+    /// booting: --cmdline then takes only `-- WORKLOAD` or
+    /// `rv.workload=NAME`; --disk and --uring-backend, when given, replace
+    /// the snapshot's files (same count, sizes and read-only modes).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initramfs"])]
+    restore: Option<PathBuf>,
     /// Initramfs (uncompressed cpio is fastest to unpack).
     #[arg(long, value_name = "PATH")]
     initramfs: Option<PathBuf>,
@@ -137,6 +162,10 @@ struct RunArgs {
 struct DemoArgs {
     #[command(flatten)]
     machine: MachineArgs,
+    /// Boot the guest instead of restoring the cached snapshot of the demo
+    /// guest (taken on first use).
+    #[arg(long)]
+    cold: bool,
 }
 
 fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
@@ -173,18 +202,203 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Parses the command line; usage errors print one line and exit 2.
-fn parse_cli() -> Cli {
-    match Cli::try_parse() {
-        Ok(cli) => cli,
+/// Parses the command line; usage errors print one line and exit 2. The
+/// matches say which options were given (not defaulted).
+fn parse_cli() -> (Cli, clap::ArgMatches) {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m).map(|cli| (cli, m)));
+    match parsed {
+        Ok(parsed) => parsed,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid command line");
-            eprintln!("ringvisor: {first} (see `ringvisor --help`)");
-            std::process::exit(2);
+        Err(e) => usage_error(&e.render().to_string()),
+    }
+}
+
+/// Prints the first line of a usage error and exits 2.
+fn usage_error(rendered: &str) -> ! {
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let mut first = lines.next().unwrap_or("invalid command line").to_string();
+    // "the following required arguments were not provided:" names them on
+    // the next line.
+    if first.ends_with(':') {
+        if let Some(next) = lines.next() {
+            first = format!("{first} {next}");
         }
     }
+    eprintln!("ringvisor: {first} (see `ringvisor --help`)");
+    std::process::exit(2);
+}
+
+/// The VM configuration of `run` or `snapshot` options (booting).
+fn boot_config(args: RunArgs) -> VmConfig {
+    VmConfig {
+        kernel: args.kernel.unwrap_or_default(),
+        initramfs: args.initramfs,
+        cmdline: args.cmdline,
+        cpus: args.machine.cpus,
+        memory: args.machine.memory,
+        timeout: args.machine.timeout,
+        pvm: args.machine.pvm,
+        timings: args.timings,
+        disks: args.disks,
+        uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
+            let options = args.uring.unwrap_or_default();
+            config::UringConfig {
+                rings: options.rings,
+                polled: options.polled,
+                max_registered: options.max_registered,
+                sq_cpu: options.sq_cpu,
+                backends: args.uring_backends,
+            }
+        }),
+        vcpu_affinity: args.vcpu_affinity,
+    }
+}
+
+/// `ringvisor snapshot`: boots with `rv.snapshot=1` and no workload.
+fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
+    if args.run.restore.is_some() {
+        usage_error("error: snapshot takes no --restore");
+    }
+    let cmdline = args.run.cmdline.trim();
+    if cmdline == "--" || cmdline.starts_with("-- ") || cmdline.contains(" -- ") {
+        usage_error(
+            "error: a snapshot is taken before any workload runs: give the workload to \
+             `run --restore DIR --cmdline '-- WORKLOAD'`, not to snapshot",
+        );
+    }
+    if args.cached {
+        let machine = snapshot::cache::CachedMachine {
+            kernel: args.run.kernel.unwrap_or_default(),
+            initramfs: args.run.initramfs,
+            cmdline: args.run.cmdline,
+            cpus: args.run.machine.cpus,
+            memory: args.run.machine.memory.size,
+            pvm: args.run.machine.pvm,
+        };
+        let dir = std::env::current_exe()
+            .map_err(|e| format!("finding this program: {e}"))
+            .and_then(|exe| snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string()));
+        return match dir {
+            Ok(dir) => {
+                println!("{}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringvisor: error: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let out = args.out.unwrap_or_default();
+    let mut config = boot_config(args.run);
+    config.cmdline = format!(
+        "{} {} {}",
+        snapshot::SNAPSHOT_CLOCKSOURCE,
+        config.cmdline,
+        snapshot::SNAPSHOT_PARAM
+    );
+    boot(config, started, run::Mode::Snapshot { out })
+}
+
+/// `ringvisor demo` from the cached snapshot of the demo guest (taken on
+/// first use); the restored guest runs the workload of its command line.
+fn demo_restored(image: &guest_image::GuestImage, args: &DemoArgs) -> ExitCode {
+    let machine = snapshot::cache::CachedMachine {
+        kernel: image.kernel.clone(),
+        initramfs: Some(image.smallest_initramfs().to_path_buf()),
+        cmdline: DEMO_CMDLINE.into(),
+        cpus: args.machine.cpus,
+        memory: args.machine.memory.size,
+        pvm: args.machine.pvm,
+    };
+    let loaded = std::env::current_exe()
+        .map_err(|e| format!("finding this program: {e}"))
+        .and_then(|exe| {
+            let dir = snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string())?;
+            let snap = snapshot::load(&dir).map_err(|e| e.to_string())?;
+            Ok((dir, snap))
+        });
+    let (dir, snap) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ringvisor: error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("ringvisor: restoring the demo guest from {}", dir.display());
+    let request = snapshot::restore::RestoreRequest {
+        timeout: args.machine.timeout,
+        timings: true,
+        ..Default::default()
+    };
+    let config = match snapshot::restore::config(&snap, &request) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    boot(
+        config,
+        Instant::now(),
+        run::Mode::Restore {
+            snapshot: Box::new(snap),
+            memory: dir.join(snapshot::MEMORY_FILE),
+            command: Vec::new(),
+        },
+    )
+}
+
+/// `ringvisor run --restore DIR`.
+fn restore_command(
+    args: RunArgs,
+    given: &clap::ArgMatches,
+    dir: PathBuf,
+    started: Instant,
+) -> ExitCode {
+    let given_by_user =
+        |id: &str| given.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let command = match snapshot::restore::workload_command(&args.cmdline) {
+        Ok(c) => c,
+        Err(e) => usage_error(&format!("error: {e}")),
+    };
+    let snap = match snapshot::load(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let request = snapshot::restore::RestoreRequest {
+        cpus: given_by_user("cpus").then_some(args.machine.cpus),
+        memory_size: given_by_user("memory").then_some(args.machine.memory.size),
+        disks: args.disks,
+        uring: args.uring.is_some(),
+        uring_backends: args.uring_backends,
+        timeout: args.machine.timeout,
+        timings: args.timings,
+        vcpu_affinity: args.vcpu_affinity,
+    };
+    let config = match snapshot::restore::config(&snap, &request) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringvisor: error: snapshot {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    };
+    let memory = dir.join(snapshot::MEMORY_FILE);
+    boot(
+        config,
+        started,
+        run::Mode::Restore {
+            snapshot: Box::new(snap),
+            memory,
+            command,
+        },
+    )
 }
 
 fn init_logging(verbose: u8) {
@@ -199,7 +413,7 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-fn boot(config: VmConfig, started: Instant) -> ExitCode {
+fn boot(config: VmConfig, started: Instant, mode: run::Mode) -> ExitCode {
     let config = match config.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -207,7 +421,7 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match run::run_vm(&config, started) {
+    let report = match run::run_vm(&config, started, mode) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("ringvisor: error: {e}");
@@ -217,6 +431,7 @@ fn boot(config: VmConfig, started: Instant) -> ExitCode {
     let outcome = &report.outcome;
     match outcome {
         outcome::Outcome::GuestExit(_) | outcome::Outcome::Reset => log::info!("{outcome}"),
+        outcome::Outcome::Snapshot(what) => eprintln!("ringvisor: {what}"),
         _ => eprintln!("ringvisor: {outcome} (exit status {})", outcome.exit_code()),
     }
     if let Some(hint) = outcome.hint() {
@@ -260,34 +475,19 @@ fn exec_bench(verbose: u8, args: Vec<OsString>) -> ExitCode {
 
 fn main() -> ExitCode {
     let started = Instant::now();
-    let cli = parse_cli();
+    let (cli, matches) = parse_cli();
     init_logging(cli.verbose);
     match cli.command {
-        Command::Run(args) => boot(
-            VmConfig {
-                kernel: args.kernel,
-                initramfs: args.initramfs,
-                cmdline: args.cmdline,
-                cpus: args.machine.cpus,
-                memory: args.machine.memory,
-                timeout: args.machine.timeout,
-                pvm: args.machine.pvm,
-                timings: args.timings,
-                disks: args.disks,
-                uring: (args.uring.is_some() || !args.uring_backends.is_empty()).then(|| {
-                    let options = args.uring.unwrap_or_default();
-                    config::UringConfig {
-                        rings: options.rings,
-                        polled: options.polled,
-                        max_registered: options.max_registered,
-                        sq_cpu: options.sq_cpu,
-                        backends: args.uring_backends,
-                    }
-                }),
-                vcpu_affinity: args.vcpu_affinity,
-            },
-            started,
-        ),
+        Command::Run(mut args) => match args.restore.take() {
+            Some(dir) => {
+                let given = matches
+                    .subcommand_matches("run")
+                    .expect("the run subcommand matched");
+                restore_command(args, given, dir, started)
+            }
+            None => boot(boot_config(args), started, run::Mode::Boot),
+        },
+        Command::Snapshot(args) => snapshot_command(args, started),
         Command::Bench(args) => exec_bench(cli.verbose, args.args),
         Command::Demo(args) => {
             let image = match guest_image::build_default() {
@@ -297,6 +497,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            if !args.cold {
+                return demo_restored(&image, &args);
+            }
             eprintln!(
                 "ringvisor: booting {} with {}",
                 image.kernel.display(),
@@ -318,6 +521,7 @@ fn main() -> ExitCode {
                 },
                 // Time the boot, not the image build.
                 Instant::now(),
+                run::Mode::Boot,
             )
         }
     }
@@ -362,7 +566,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("not run");
         };
-        assert_eq!(args.kernel, PathBuf::from("k"));
+        assert_eq!(args.kernel, Some(PathBuf::from("k")));
         assert_eq!(args.cmdline, "-- sh -c true");
         assert_eq!(args.machine.cpus, 2);
         assert_eq!(args.machine.memory.size, 1 << 30);

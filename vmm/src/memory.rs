@@ -45,6 +45,9 @@ pub enum MemoryError {
         len: u64,
         source: vm_memory::mmap::MmapRegionError,
     },
+    /// A snapshot's memory file cannot be used.
+    #[error("snapshot memory file {path}: {detail}")]
+    SnapshotFile { path: PathBuf, detail: String },
     /// The regions could not form a guest memory map.
     #[error("building the guest memory map failed: {0}")]
     Regions(#[from] vm_memory::GuestRegionCollectionError),
@@ -57,6 +60,8 @@ pub enum Backing {
     Hugetlb(u64),
     /// Ordinary shared memory, with transparent-hugepage advice.
     Shared,
+    /// A snapshot's memory file, mapped private (copy-on-write).
+    Snapshot,
 }
 
 /// The sysfs file that holds the free count of `page_size` hugepages.
@@ -137,6 +142,55 @@ fn create_memfd(backing: Backing) -> Result<File, MemoryError> {
     Ok(memfd.into_file())
 }
 
+/// Maps a snapshot's memory file (`size` bytes of guest RAM, laid out as
+/// `ram_regions`) as guest RAM, private and copy-on-write: nothing is
+/// copied or read up front (pages fault in as the guest touches them), and
+/// no write of the guest reaches the file, so one snapshot serves any number
+/// of VMs at once. The file is opened read-only.
+pub fn map_snapshot_ram(path: &std::path::Path, size: u64) -> Result<GuestRam, MemoryError> {
+    let bad = |detail: String| MemoryError::SnapshotFile {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let len = file
+        .metadata()
+        .map_err(|e| bad(format!("cannot stat: {e}")))?
+        .len();
+    if len != size {
+        return Err(bad(format!(
+            "holds {len} bytes; the snapshot's guest has {size} bytes of RAM (truncated?)"
+        )));
+    }
+    let mut regions = Vec::new();
+    for r in ram_regions(size) {
+        let file_offset = FileOffset::new(
+            file.try_clone().map_err(|source| MemoryError::Memfd {
+                what: "dup",
+                source,
+            })?,
+            r.file_offset,
+        );
+        let mapping = MmapRegionBuilder::new(r.len as usize)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+            .with_file_offset(file_offset)
+            .build()
+            .map_err(|source| MemoryError::Map {
+                addr: r.guest_addr,
+                len: r.len,
+                source,
+            })?;
+        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
+            .expect("a region from ram_regions never wraps the address space");
+        regions.push(region);
+    }
+    Ok(GuestRam {
+        memory: GuestMemoryMmap::from_regions(regions)?,
+        backing: Backing::Snapshot,
+    })
+}
+
 /// Creates and populates guest RAM per `config`.
 pub fn create_guest_ram(config: &MemoryConfig) -> Result<GuestRam, MemoryError> {
     let free = config
@@ -147,6 +201,22 @@ pub fn create_guest_ram(config: &MemoryConfig) -> Result<GuestRam, MemoryError> 
     if let Some(warning) = warning {
         log::warn!("{warning}");
     }
+    match map_ram(config, backing) {
+        // The pool shrank (or was taken) between the count and the
+        // mapping: the same fallback as a short pool.
+        Err(e @ MemoryError::Map { .. })
+            if matches!(backing, Backing::Hugetlb(_))
+                && config.hugepages != HugepagePolicy::Required =>
+        {
+            log::warn!("{e}: the host's hugepage pool changed; guest RAM falls back to ordinary shared memory");
+            map_ram(config, Backing::Shared)
+        }
+        other => other,
+    }
+}
+
+/// Creates the memfd of `backing` and maps and populates guest RAM in it.
+fn map_ram(config: &MemoryConfig, backing: Backing) -> Result<GuestRam, MemoryError> {
     let file = create_memfd(backing)?;
     file.set_len(config.size)
         .map_err(|source| MemoryError::Truncate {

@@ -25,6 +25,8 @@ pub enum Outcome {
     },
     /// `--timeout` expired.
     Timeout(std::time::Duration),
+    /// `ringvisor snapshot` wrote its snapshot (what it wrote).
+    Snapshot(String),
 }
 
 /// Exit status for a guest kernel panic.
@@ -51,7 +53,7 @@ impl Outcome {
     pub fn exit_code(&self) -> u8 {
         match self {
             Outcome::GuestExit(status) => *status,
-            Outcome::Reset => 0,
+            Outcome::Reset | Outcome::Snapshot(_) => 0,
             Outcome::Panic => EXIT_PANIC,
             Outcome::TripleFault => EXIT_TRIPLE_FAULT,
             Outcome::Unhandled(_) | Outcome::EmulationFailure { .. } => EXIT_UNHANDLED,
@@ -80,6 +82,7 @@ impl fmt::Display for Outcome {
             Outcome::Unhandled(what) | Outcome::EmulationFailure { what, .. } => {
                 write!(f, "unhandled exit: {what}")
             }
+            Outcome::Snapshot(what) => write!(f, "{what}"),
             Outcome::Timeout(d) => write!(
                 f,
                 "--timeout of {:.1} s expired; the guest was killed",

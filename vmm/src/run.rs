@@ -2,6 +2,7 @@
 //! waits for the guest to finish, fail or time out.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
@@ -11,9 +12,36 @@ use devices::VmEvent;
 
 use crate::config::VmConfig;
 use crate::outcome::Outcome;
+use crate::snapshot::state::{FileInfo, Machine, Snapshot, UringInfo, VcpuState};
+use crate::snapshot::{self, SnapshotError};
 use crate::timings::Timings;
-use crate::vm::{self, VmError};
+use crate::vcpu::{Vcpu, VcpuKick};
+use crate::vm::{self, Start, Vm, VmError};
 use crate::VmmEvent;
+
+/// What a run does.
+pub enum Mode {
+    /// Boot and run the workload.
+    Boot,
+    /// Boot until /init is ready for a workload, then write a snapshot to
+    /// this directory.
+    Snapshot {
+        /// The snapshot directory.
+        out: PathBuf,
+    },
+    /// Restore a snapshot and hand /init this workload command.
+    Restore {
+        /// The checked snapshot state.
+        snapshot: Box<Snapshot>,
+        /// Its memory file.
+        memory: PathBuf,
+        /// argv words, each ended by a NUL (empty: the default workload).
+        command: Vec<u8>,
+    },
+}
+
+/// How long the vCPUs get to pause for a snapshot.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The result of a VM run.
 pub struct RunReport {
@@ -54,31 +82,162 @@ fn spawn_console_input(serial: std::sync::Arc<std::sync::Mutex<devices::legacy::
     }
 }
 
-/// Kicks every vCPU thread out of KVM_RUN so that each reports where the
-/// guest was (see `Vcpu::run`), and gives them a moment to print.
-fn locate_vcpus(threads: &[thread::JoinHandle<()>]) {
-    use vmm_sys_util::signal::Killable;
-    // A kick can land just before a thread re-enters KVM_RUN; a few rounds
-    // make sure each thread sees one while inside.
-    for _ in 0..3 {
-        for t in threads.iter().filter(|t| !t.is_finished()) {
-            let _ = t.kill(crate::vcpu::kick_signal());
-        }
-        thread::sleep(Duration::from_millis(50));
+/// Kicks every vCPU thread out of KVM_RUN (once each: the kick cannot be
+/// lost) after `stop` is set, so that each reports where the guest was (see
+/// `Vcpu::run`), and waits a moment for them to print.
+fn locate_vcpus(threads: &[thread::JoinHandle<Vcpu>], kicks: &[VcpuKick]) {
+    for (t, kick) in threads.iter().zip(kicks) {
+        kick.kick(t);
+    }
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Builds and runs the VM described by `config` until it ends.
-pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError> {
+/// Pauses every vCPU (each saves its own state on its thread) and writes the
+/// snapshot to `out`: guest RAM first, then the state file, each through a
+/// temporary file renamed into place. Returns what to tell the user.
+fn take_snapshot(
+    vm: &Vm,
+    config: &VmConfig,
+    rx: &mpsc::Receiver<VmmEvent>,
+    threads: &[thread::JoinHandle<Vcpu>],
+    kicks: &[VcpuKick],
+    out: &Path,
+) -> Result<String, SnapshotError> {
+    let paused_at = Instant::now();
+    vm.pause.store(true, Ordering::SeqCst);
+    for (t, kick) in threads.iter().zip(kicks) {
+        kick.kick(t);
+    }
+    let mut states: Vec<Option<VcpuState>> = (0..vm.vcpus_count).map(|_| None).collect();
+    while states.iter().any(Option::is_none) {
+        let left = PAUSE_TIMEOUT.saturating_sub(paused_at.elapsed());
+        let missing = states.iter().position(Option::is_none).unwrap_or(0) as u8;
+        match rx.recv_timeout(left) {
+            Ok(VmmEvent::Paused { cpu, state }) => {
+                let state = (*state).map_err(|e| SnapshotError::Pause(cpu, e))?;
+                if let Some(slot) = states.get_mut(usize::from(cpu)) {
+                    *slot = Some(state);
+                }
+            }
+            Ok(VmmEvent::Device(_)) => {}
+            Ok(other) => return Err(SnapshotError::Pause(missing, format!("{other:?}"))),
+            Err(_) => {
+                return Err(SnapshotError::Pause(
+                    missing,
+                    format!("no answer in {} s", PAUSE_TIMEOUT.as_secs()),
+                ))
+            }
+        }
+    }
+    let vcpus: Vec<VcpuState> = states.into_iter().flatten().collect();
+    let vm_state = snapshot::vm::save(&vm.fd)?;
+    let devices = snapshot::devices::save(vm)?;
+    let file_info = |d: &crate::config::DiskConfig| -> Result<FileInfo, SnapshotError> {
+        let size = std::fs::metadata(&d.path)
+            .map_err(|source| SnapshotError::Io {
+                what: "reading",
+                path: d.path.clone(),
+                source,
+            })?
+            .len();
+        Ok(FileInfo {
+            path: d.path.display().to_string(),
+            size,
+            readonly: d.readonly,
+            direct: d.direct,
+        })
+    };
+    let machine = Machine {
+        memory_size: config.memory.size,
+        cpus: config.cpus,
+        pvm: vm.pvm,
+        cmdline: vm.cmdline.clone(),
+        kernel_format: format!("{:?}", vm.kernel_format),
+        disks: config
+            .disks
+            .iter()
+            .map(file_info)
+            .collect::<Result<_, _>>()?,
+        uring: match &config.uring {
+            Some(u) => Some(UringInfo {
+                rings: u.rings,
+                polled: u.polled,
+                max_registered: u.max_registered,
+                backends: u.backends.iter().map(file_info).collect::<Result<_, _>>()?,
+            }),
+            None => None,
+        },
+        tsc_khz: vm.tsc_khz,
+    };
+    let state = Snapshot {
+        ringvisor_version: snapshot::RINGVISOR_VERSION.into(),
+        machine,
+        vm: vm_state,
+        vcpus,
+        devices,
+    };
+    state.check().map_err(SnapshotError::Invalid)?;
+    let paused = paused_at.elapsed();
+    let io = |what, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SnapshotError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(out).map_err(io("creating", out))?;
+    // An older snapshot here stops being one first.
+    let state_path = out.join(snapshot::STATE_FILE);
+    if state_path.exists() {
+        std::fs::remove_file(&state_path).map_err(io("removing", &state_path))?;
+    }
+    let memory_tmp = out.join(format!("{}.tmp", snapshot::MEMORY_FILE));
+    let memory = out.join(snapshot::MEMORY_FILE);
+    let ram_bytes = snapshot::memory::write(&vm.ram.memory, config.memory.size, &memory_tmp)?;
+    std::fs::rename(&memory_tmp, &memory).map_err(io("renaming", &memory_tmp))?;
+    let state_bytes = snapshot::write_state(out, &state)?;
+    Ok(format!(
+        "snapshot written to {}: {} MiB of guest RAM in use ({} MiB file, sparse), {} KiB of state; \
+         vCPUs paused and state saved in {:.1} ms, written in {:.1} ms",
+        out.display(),
+        ram_bytes >> 20,
+        config.memory.size >> 20,
+        state_bytes.div_ceil(1024),
+        paused.as_secs_f64() * 1e3,
+        (paused_at.elapsed() - paused).as_secs_f64() * 1e3,
+    ))
+}
+
+/// Builds (boots or restores) and runs the VM described by `config` until
+/// it ends, or until its snapshot is written.
+pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunReport, VmError> {
     let (tx, rx) = mpsc::channel();
     // On nested PVM a kernel without the compatibility patch stops tens of
     // seconds into its boot: look for the patch while the VM is built, and
     // say so before the guest starts.
-    let compat_check = crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()).then(|| {
-        let kernel = config.kernel.clone();
-        thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
-    });
-    let vm = vm::build(config, tx)?;
+    let booting = !matches!(mode, Mode::Restore { .. });
+    let compat_check = (booting && crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()))
+        .then(|| {
+            let kernel = config.kernel.clone();
+            thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
+        });
+    let start = match &mode {
+        Mode::Restore {
+            snapshot, memory, ..
+        } => Start::Restore { snapshot, memory },
+        _ => Start::Boot,
+    };
+    let mut vm = vm::build(config, tx, start)?;
+    if let Mode::Restore { command, .. } = &mode {
+        vm.guest_signal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_command(command.clone())
+            .map_err(|e| VmError::Device {
+                what: "guest-signal",
+                detail: e.to_string(),
+            })?;
+    }
     if let Some(warning) = compat_check.and_then(|check| check.join().ok().flatten()) {
         log::warn!("{warning}");
     }
@@ -95,8 +254,10 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
     let (placed_tx, placed_rx) = mpsc::channel();
     let mut threads = Vec::new();
     let mut gates = Vec::new();
-    for vcpu in vm.vcpus {
+    let mut kicks = Vec::new();
+    for mut vcpu in std::mem::take(&mut vm.vcpus) {
         let id = vcpu.id;
+        kicks.push(VcpuKick::new(&mut vcpu));
         let cpus = config.vcpu_affinity.clone();
         let placed = placed_tx.clone();
         let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -113,6 +274,9 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
                 if ok && go_rx.recv().is_ok() {
                     vcpu.run();
                 }
+                // Handed back through the JoinHandle: its kvm_run mapping,
+                // which the VcpuKick points into, lives as long as that.
+                vcpu
             })
             .map_err(|e| VmError::Device {
                 what: "vCPU thread",
@@ -152,6 +316,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
 
     let deadline = config.timeout.map(|t| started + t);
     let mut boot_marker = None;
+    let mut workload_started = None;
     let outcome = loop {
         let event = match deadline {
             Some(deadline) => {
@@ -175,6 +340,24 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         match event {
             VmmEvent::Device(VmEvent::BootMarker) => {
                 boot_marker.get_or_insert_with(|| started.elapsed());
+            }
+            VmmEvent::Device(VmEvent::WorkloadStarted) => {
+                workload_started.get_or_insert_with(|| started.elapsed());
+            }
+            VmmEvent::Device(VmEvent::ReadyForWorkload) => match &mode {
+                Mode::Snapshot { out } => {
+                    let done = take_snapshot(&vm, config, &rx, &threads, &kicks, out)?;
+                    break Outcome::Snapshot(done);
+                }
+                _ => log::warn!(
+                    "the guest waits for a workload in the guest-signal mailbox \
+                     (`{}` on its command line): only `ringvisor snapshot` and \
+                     `run --restore` give it one",
+                    snapshot::SNAPSHOT_PARAM
+                ),
+            },
+            VmmEvent::Paused { cpu, .. } => {
+                break Outcome::Unhandled(format!("vCPU {cpu} paused outside a snapshot"))
             }
             VmmEvent::Device(VmEvent::GuestExit(status)) => break Outcome::GuestExit(status),
             VmmEvent::Device(VmEvent::Reset) => break Outcome::from_reset(false, panicked),
@@ -202,7 +385,7 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
         outcome,
         Outcome::Timeout(_) | Outcome::Unhandled(_) | Outcome::EmulationFailure { .. }
     ) {
-        locate_vcpus(&threads);
+        locate_vcpus(&threads, &kicks);
     }
     // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
@@ -211,6 +394,8 @@ pub fn run_vm(config: &VmConfig, started: Instant) -> Result<RunReport, VmError>
     let timings = Timings {
         vmm_setup: setup_time,
         to_init: boot_marker,
+        to_workload: workload_started,
+        restored: !booting,
         wall: started.elapsed(),
         in_kvm: Duration::from_nanos(vm.stats.in_kvm_ns.load(Ordering::Relaxed)),
         in_vmm: Duration::from_nanos(vm.stats.in_vmm_ns.load(Ordering::Relaxed)),

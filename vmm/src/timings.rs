@@ -11,6 +11,10 @@ pub struct Timings {
     pub vmm_setup: Duration,
     /// From VMM start to the guest's boot marker (/init started).
     pub to_init: Option<Duration>,
+    /// From VMM start to /init starting the workload.
+    pub to_workload: Option<Duration>,
+    /// Whether the guest was restored from a snapshot (no boot).
+    pub restored: bool,
     /// From VMM start to the end of the run.
     pub wall: Duration,
     /// Time inside KVM_RUN, summed over vCPUs.
@@ -113,10 +117,20 @@ impl Timings {
 
     /// A human-readable summary.
     pub fn summary(&self) -> String {
-        let to_init = self
-            .to_init
+        let to_init = match (self.to_init, self.restored) {
+            (Some(d), _) => format!("{:.3} s", d.as_secs_f64()),
+            (None, true) => "(in the snapshot)".into(),
+            (None, false) => "not reached".into(),
+        };
+        let to_workload = self
+            .to_workload
             .map(|d| format!("{:.3} s", d.as_secs_f64()))
             .unwrap_or_else(|| "not reached".into());
+        let start = if self.restored {
+            "restored from a snapshot"
+        } else {
+            "booted"
+        };
         let rss = self
             .rss_beyond_guest_ram
             .map(|b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
@@ -131,7 +145,7 @@ impl Timings {
                 .join(", ")
         };
         format!(
-            "ringvisor: timings: VMM start to /init {to_init}; wall {:.3} s; VMM set-up {:.1} ms\n\
+            "ringvisor: timings: {start}: VMM start to /init {to_init}, to the workload running {to_workload}; wall {:.3} s; VMM set-up {:.1} ms\n\
              ringvisor: vCPU time: in KVM_RUN {:.3} s, in the VMM {:.3} s ({:.3}% VMM share), {} exits\n\
              ringvisor: kernel: {}; memory: guest RAM {} MiB ({}), VMM RSS beyond guest RAM {rss}\n\
              ringvisor: PVM compatibility: {}; instructions emulated for the host: {emulated}",
@@ -153,6 +167,8 @@ impl Timings {
         serde_json::json!({
             "kind": "vmm-timings",
             "to_init_s": self.to_init.map(|d| d.as_secs_f64()),
+            "to_workload_s": self.to_workload.map(|d| d.as_secs_f64()),
+            "restored": self.restored,
             "wall_s": self.wall.as_secs_f64(),
             "vmm_setup_s": self.vmm_setup.as_secs_f64(),
             "in_kvm_run_s": self.in_kvm.as_secs_f64(),
@@ -237,6 +253,8 @@ mod tests {
         let t = Timings {
             vmm_setup: Duration::ZERO,
             to_init: Some(Duration::from_secs(5)),
+            to_workload: Some(Duration::from_millis(5100)),
+            restored: false,
             wall: Duration::from_secs(6),
             in_kvm: Duration::from_millis(990),
             in_vmm: Duration::from_millis(10),
@@ -253,7 +271,9 @@ mod tests {
         assert!((t.vmm_share() - 0.01).abs() < 1e-9);
         let s = t.summary();
         assert!(
-            s.contains("/init 5.000 s") && s.contains("popcnt x2"),
+            s.contains("/init 5.000 s")
+                && s.contains("workload running 5.100 s")
+                && s.contains("popcnt x2"),
             "{s}"
         );
         assert_eq!(t.to_json()["exits"], 7);

@@ -2,7 +2,7 @@
 //! failures, and the time spent inside and outside KVM_RUN.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -51,6 +51,43 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     vmm_sys_util::signal::register_signal_handler(kick_signal(), ignore_kick)
 }
 
+/// Kicks one vCPU out of KVM_RUN without a race (as Firecracker does):
+/// `immediate_exit` is set in the vCPU's `kvm_run` before its thread is
+/// signalled. A thread inside KVM_RUN leaves it on the signal; one outside
+/// (handling an exit, or about to enter) gets EINTR from its next KVM_RUN,
+/// which first completes a pending MMIO or port read. One kick always lands.
+pub struct VcpuKick {
+    immediate_exit: *mut u8,
+}
+
+// SAFETY: the pointer is into the vCPU's kvm_run mapping, written only with
+// volatile byte stores; `run.rs` keeps the vCPU (and so the mapping) alive
+// in its thread's JoinHandle for as long as it holds the kick.
+unsafe impl Send for VcpuKick {}
+// SAFETY: as above; concurrent byte stores of 1 are harmless.
+unsafe impl Sync for VcpuKick {}
+
+impl VcpuKick {
+    /// The kick of `vcpu`. The caller must not use it once the vCPU is
+    /// dropped.
+    pub fn new(vcpu: &mut Vcpu) -> Self {
+        let run = vcpu.fd.get_kvm_run();
+        Self {
+            immediate_exit: std::ptr::addr_of_mut!(run.immediate_exit),
+        }
+    }
+
+    /// Sets `immediate_exit`, then signals `thread` (the vCPU's) with
+    /// [`kick_signal`]. The flag the thread is to act on must be set first.
+    pub fn kick<T>(&self, thread: &std::thread::JoinHandle<T>) {
+        use vmm_sys_util::signal::Killable;
+        // SAFETY: see the Send impl: the mapping outlives this kick.
+        unsafe { std::ptr::write_volatile(self.immediate_exit, 1) };
+        fence(Ordering::SeqCst);
+        let _ = thread.kill(kick_signal());
+    }
+}
+
 /// One vCPU and what its exits need.
 pub struct Vcpu {
     /// The KVM vCPU.
@@ -69,6 +106,11 @@ pub struct Vcpu {
     pub stats: Arc<RunStats>,
     /// Set by the VMM once the run has ended: the vCPU handles no more exits.
     pub stop: Arc<AtomicBool>,
+    /// Set by the VMM (then a [`VcpuKick`]) to take a snapshot: the vCPU
+    /// saves its state, reports it and stops.
+    pub pause: Arc<AtomicBool>,
+    /// The MSRs to save (KVM_GET_MSR_INDEX_LIST).
+    pub msr_index: Arc<Vec<u32>>,
 }
 
 /// What the run loop does after an exit.
@@ -130,8 +172,9 @@ impl EmulationContext for VcpuMemory<'_> {
 }
 
 impl Vcpu {
-    /// Runs the vCPU until the VM stops or a fatal condition is reported.
-    pub fn run(mut self) {
+    /// Runs the vCPU until the VM stops, pauses for a snapshot, or a fatal
+    /// condition is reported.
+    pub fn run(&mut self) {
         loop {
             let entered = Instant::now();
             let result = self.fd.run();
@@ -155,7 +198,23 @@ impl Vcpu {
                     Ok(next) => next,
                     Err(other) => self.handle_other(other),
                 },
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Next::Continue,
+                Err(e) if e.errno() == libc::EINTR => {
+                    // Clear the kick before looking at the flags: a kick
+                    // whose flag is set after this look still lands.
+                    self.fd.set_kvm_immediate_exit(0);
+                    fence(Ordering::SeqCst);
+                    if self.pause.load(Ordering::SeqCst) {
+                        let state = crate::snapshot::vcpu::save(&self.fd, self.id, &self.msr_index)
+                            .map_err(|e| e.to_string());
+                        self.report(VmmEvent::Paused {
+                            cpu: self.id,
+                            state: Box::new(state),
+                        });
+                        return;
+                    }
+                    Next::Continue
+                }
+                Err(e) if e.errno() == libc::EAGAIN => Next::Continue,
                 Err(e) => {
                     self.report(VmmEvent::Unhandled {
                         cpu: self.id,

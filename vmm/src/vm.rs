@@ -20,8 +20,9 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{self, cpu, BootError, KernelFormat};
 use crate::config::VmConfig;
 use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
-use crate::memory::{create_guest_ram, GuestRam, MemoryError};
+use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam, MemoryError};
 use crate::pvm;
+use crate::snapshot::{self, state::Snapshot, SnapshotError};
 use crate::vcpu::{RunStats, Vcpu};
 use crate::VmmEvent;
 
@@ -49,6 +50,9 @@ pub enum VmError {
     /// Device set-up.
     #[error("setting up device {what}: {detail}")]
     Device { what: &'static str, detail: String },
+    /// Restoring a snapshot.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// A vCPU thread cannot be restricted to `--vcpu-affinity`.
     #[error("--vcpu-affinity: vCPU {cpu}: {source}")]
     VcpuAffinity {
@@ -73,14 +77,37 @@ impl VmEventSink for DeviceEvents {
     }
 }
 
+/// How a VM starts.
+pub enum Start<'a> {
+    /// Booting the kernel of the configuration.
+    Boot,
+    /// From a snapshot: its state and its memory file.
+    Restore {
+        /// The checked state.
+        snapshot: &'a Snapshot,
+        /// The memory file.
+        memory: &'a std::path::Path,
+    },
+}
+
 /// A VM ready to run.
 pub struct Vm {
     /// The KVM VM, kept open (with its irqfds) for the VM's life.
-    _fd: VmFd,
+    pub fd: VmFd,
+    /// The MMIO bus (snapshots find the virtio transports on it).
+    pub mmio: Arc<Bus>,
+    /// How many virtio-mmio devices sit in the slots from 0 on.
+    pub virtio_devices: usize,
+    /// The guest-signal device.
+    pub guest_signal: Arc<Mutex<GuestSignal>>,
+    /// The vCPUs' TSC frequency (kHz), when KVM says.
+    pub tsc_khz: Option<u32>,
     /// Guest RAM.
     pub ram: GuestRam,
     /// vCPUs, not yet running.
     pub vcpus: Vec<Vcpu>,
+    /// How many vCPUs the VM has.
+    pub vcpus_count: usize,
     /// The console UART (for stdin input and the final flush).
     pub serial: Arc<Mutex<SerialConsole>>,
     /// Set once the guest printed a kernel panic.
@@ -89,6 +116,8 @@ pub struct Vm {
     pub stats: Arc<RunStats>,
     /// Tells the vCPUs that the run has ended.
     pub stop: Arc<AtomicBool>,
+    /// Tells the vCPUs to save their state and stop (for a snapshot).
+    pub pause: Arc<AtomicBool>,
     /// Whether PVM measures are applied.
     pub pvm: bool,
     /// The full kernel command line.
@@ -97,8 +126,9 @@ pub struct Vm {
     pub kernel_format: KernelFormat,
 }
 
-/// Builds the VM described by `config`. Device events go to `events`.
-pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError> {
+/// Builds the VM described by `config`, booting or restoring. Device events
+/// go to `events`.
+pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Result<Vm, VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
     let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     fd.set_tss_address(KVM_TSS_START as usize)
@@ -113,7 +143,12 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
     };
     fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
 
-    let ram = create_guest_ram(&config.memory)?;
+    let ram = match start {
+        Start::Boot => create_guest_ram(&config.memory)?,
+        Start::Restore { memory, snapshot } => {
+            map_snapshot_ram(memory, snapshot.machine.memory_size)?
+        }
+    };
     for (slot, region) in ram.memory.iter().enumerate() {
         let mem_region = kvm_userspace_memory_region {
             slot: slot as u32,
@@ -165,8 +200,9 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         I8042::PORT_LEN,
     )
     .map_err(device_err("i8042"))?;
+    let guest_signal = Arc::new(Mutex::new(GuestSignal::new(Box::new(device_events))));
     mmio.insert(
-        Arc::new(Mutex::new(GuestSignal::new(Box::new(device_events)))),
+        guest_signal.clone(),
         GuestSignal::MMIO_BASE,
         GuestSignal::MMIO_LEN,
     )
@@ -178,7 +214,11 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
     let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
 
     // The guest.
-    let pvm = pvm::pvm_enabled(config.pvm, pvm::host_is_pvm());
+    let virtio_devices = config.disks.len() + usize::from(config.uring.is_some());
+    let pvm = match start {
+        Start::Boot => pvm::pvm_enabled(config.pvm, pvm::host_is_pvm()),
+        Start::Restore { snapshot, .. } => snapshot.machine.pvm,
+    };
     let mut vcpu_fds = Vec::new();
     for id in 0..config.cpus {
         vcpu_fds.push(
@@ -187,35 +227,59 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
         );
     }
     let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
-    let base = pvm::base_cmdline(pvm, tsc_khz);
-    let cmdline = boot::build_cmdline(&[&base, &disk_cmdline, &uring_cmdline, &config.cmdline])?;
-    let cmdline_text = cmdline
-        .as_cstring()
-        .map_err(BootError::Cmdline)?
-        .into_string()
-        .unwrap_or_default();
-    let (entry, kernel_format) = boot::load_guest(
-        &ram.memory,
-        &config.kernel,
-        config.initramfs.as_deref(),
-        &cmdline,
-        config.cpus,
-    )?;
-    cpu::write_boot_tables(&ram.memory)?;
+    let msr_index = kvm
+        .get_msr_index_list()
+        .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
+        .as_slice()
+        .to_vec();
+    let (cmdline_text, kernel_format) = match start {
+        Start::Boot => {
+            let base = pvm::base_cmdline(pvm, tsc_khz);
+            let cmdline =
+                boot::build_cmdline(&[&base, &disk_cmdline, &uring_cmdline, &config.cmdline])?;
+            let text = cmdline
+                .as_cstring()
+                .map_err(BootError::Cmdline)?
+                .into_string()
+                .unwrap_or_default();
+            let (entry, kernel_format) = boot::load_guest(
+                &ram.memory,
+                &config.kernel,
+                config.initramfs.as_deref(),
+                &cmdline,
+                config.cpus,
+            )?;
+            cpu::write_boot_tables(&ram.memory)?;
+            let supported = kvm
+                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+                .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+            for (id, vcpu_fd) in (0..config.cpus).zip(&vcpu_fds) {
+                let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
+                vcpu_fd
+                    .set_cpuid2(&cpuid)
+                    .map_err(kvm_err("KVM_SET_CPUID2"))?;
+                cpu::setup_registers(vcpu_fd, id, &entry)?;
+                cpu::setup_lapic(vcpu_fd, id)?;
+            }
+            (text, kernel_format)
+        }
+        Start::Restore { snapshot, .. } => {
+            restore_state(&fd, &vcpu_fds, tsc_khz, snapshot)?;
+            let format = if snapshot.machine.kernel_format == "BzImage" {
+                KernelFormat::BzImage
+            } else {
+                KernelFormat::Elf
+            };
+            (snapshot.machine.cmdline.clone(), format)
+        }
+    };
 
-    let supported = kvm
-        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
     let stats = Arc::new(RunStats::default());
     let stop = Arc::new(AtomicBool::new(false));
+    let pause = Arc::new(AtomicBool::new(false));
+    let msr_index = Arc::new(msr_index);
     let mut vcpus = Vec::new();
     for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
-        let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
-        vcpu_fd
-            .set_cpuid2(&cpuid)
-            .map_err(kvm_err("KVM_SET_CPUID2"))?;
-        cpu::setup_registers(&vcpu_fd, id, &entry)?;
-        cpu::setup_lapic(&vcpu_fd, id)?;
         vcpus.push(Vcpu {
             fd: vcpu_fd,
             id,
@@ -225,22 +289,64 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>) -> Result<Vm, VmError>
             events: events.clone(),
             stats: stats.clone(),
             stop: stop.clone(),
+            pause: pause.clone(),
+            msr_index: msr_index.clone(),
         });
     }
     log::debug!(
         "guest RAM ends at {:#x}",
         ram.memory.last_addr().raw_value()
     );
-    Ok(Vm {
-        _fd: fd,
+    let vm = Vm {
+        fd,
+        mmio,
+        virtio_devices,
+        guest_signal,
+        tsc_khz,
         ram,
+        vcpus_count: vcpus.len(),
         vcpus,
         serial,
         panic_seen,
         stats,
         stop,
+        pause,
         pvm,
         cmdline: cmdline_text,
         kernel_format,
-    })
+    };
+    if let Start::Restore { snapshot, .. } = start {
+        snapshot::devices::restore(&vm, &snapshot.devices)?;
+    }
+    Ok(vm)
+}
+
+/// Loads a snapshot's KVM state: the VM's first (PIT, clock, irqchip), then
+/// each vCPU's, CPUID first; the TSC frequency is set to the snapshot's
+/// when KVM lets the VMM.
+fn restore_state(
+    fd: &VmFd,
+    vcpu_fds: &[kvm_ioctls::VcpuFd],
+    tsc_khz: Option<u32>,
+    snapshot: &Snapshot,
+) -> Result<(), VmError> {
+    snapshot::vm::restore(fd, &snapshot.vm)?;
+    for (vcpu_fd, state) in vcpu_fds.iter().zip(&snapshot.vcpus) {
+        if let Some(saved) = snapshot.machine.tsc_khz {
+            if tsc_khz != Some(saved) {
+                if let Err(e) = vcpu_fd.set_tsc_khz(saved) {
+                    log::warn!(
+                        "vCPU {}: the snapshot's TSC runs at {saved} kHz, this host's at {tsc_khz:?} \
+                         and KVM_SET_TSC_KHZ failed ({e}): guest time may drift",
+                        state.id
+                    );
+                }
+            }
+        }
+        vcpu_fd
+            .set_cpuid2(&snapshot::vcpu::cpuid(state)?)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        snapshot::vcpu::restore(vcpu_fd, state)?;
+    }
+    Ok(())
 }

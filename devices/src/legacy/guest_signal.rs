@@ -1,6 +1,9 @@
 //! The guest-signal device: how a guest tells the VMM that /init started and
-//! what its workload's exit status was. The register layout is specified in
-//! `docs/guest-interface.md`.
+//! what its workload's exit status was, and, for snapshots, that /init is
+//! ready for a workload, which the VMM then hands over in a mailbox. The
+//! register layout is specified in `docs/guest-interface.md`.
+
+use serde::{Deserialize, Serialize};
 
 use crate::bus::BusDevice;
 use crate::{VmEvent, VmEventSink};
@@ -13,14 +16,48 @@ pub mod regs {
     pub const EXIT: u64 = 0x04;
     /// Write: /init has started.
     pub const BOOT_MARKER: u64 = 0x08;
+    /// Write: /init is ready for a workload and polls `COMMAND_READY`.
+    pub const READY: u64 = 0x0c;
+    /// Read: 1 once the VMM has put a workload command in the mailbox.
+    pub const COMMAND_READY: u64 = 0x10;
+    /// Read: the command's length in bytes (0: the default workload).
+    pub const COMMAND_LEN: u64 = 0x14;
+    /// Write: /init started the workload.
+    pub const WORKLOAD_STARTED: u64 = 0x18;
+    /// Read: the command's bytes (argv words, each ended by a NUL).
+    pub const COMMAND: u64 = 0x100;
     /// "RVGS", little endian.
     pub const MAGIC_VALUE: u32 = 0x5256_4753;
+}
+
+/// The largest workload command the mailbox holds.
+pub const COMMAND_MAX: usize = (GuestSignal::MMIO_LEN - regs::COMMAND) as usize;
+
+/// What a snapshot keeps of the device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestSignalState {
+    /// The boot marker was reported.
+    pub boot_marked: bool,
+    /// /init said it was ready for a workload.
+    pub ready: bool,
+    /// The workload command in the mailbox, if any.
+    pub command: Option<Vec<u8>>,
+}
+
+/// Why a workload command does not fit the mailbox.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommandError {
+    /// Longer than the mailbox.
+    #[error("the workload command is {0} bytes; the guest-signal mailbox holds {COMMAND_MAX}")]
+    TooLong(usize),
 }
 
 /// The guest-signal device (MMIO, 4 KiB).
 pub struct GuestSignal {
     events: Box<dyn VmEventSink>,
     boot_marked: bool,
+    ready: bool,
+    command: Option<Vec<u8>>,
 }
 
 impl GuestSignal {
@@ -34,6 +71,63 @@ impl GuestSignal {
         Self {
             events,
             boot_marked: false,
+            ready: false,
+            command: None,
+        }
+    }
+
+    /// The state a snapshot keeps.
+    pub fn state(&self) -> GuestSignalState {
+        GuestSignalState {
+            boot_marked: self.boot_marked,
+            ready: self.ready,
+            command: self.command.clone(),
+        }
+    }
+
+    /// Takes the state of a snapshot.
+    pub fn restore(&mut self, state: &GuestSignalState) -> Result<(), CommandError> {
+        if let Some(c) = &state.command {
+            if c.len() > COMMAND_MAX {
+                return Err(CommandError::TooLong(c.len()));
+            }
+        }
+        self.boot_marked = state.boot_marked;
+        self.ready = state.ready;
+        self.command = state.command.clone();
+        Ok(())
+    }
+
+    /// Puts a workload command (argv words, each ended by a NUL; empty for
+    /// the guest's default workload) in the mailbox.
+    pub fn set_command(&mut self, command: Vec<u8>) -> Result<(), CommandError> {
+        if command.len() > COMMAND_MAX {
+            return Err(CommandError::TooLong(command.len()));
+        }
+        self.command = Some(command);
+        Ok(())
+    }
+
+    /// A register read (4-byte aligned words and the mailbox bytes).
+    fn read_value(&self, offset: u64, data: &mut [u8]) {
+        data.fill(0);
+        if offset >= regs::COMMAND {
+            let at = (offset - regs::COMMAND) as usize;
+            if let Some(cmd) = &self.command {
+                for (i, byte) in data.iter_mut().enumerate() {
+                    *byte = cmd.get(at + i).copied().unwrap_or(0);
+                }
+            }
+            return;
+        }
+        let value = match offset {
+            regs::MAGIC => regs::MAGIC_VALUE,
+            regs::COMMAND_READY => u32::from(self.command.is_some()),
+            regs::COMMAND_LEN => self.command.as_ref().map_or(0, |c| c.len() as u32),
+            _ => 0,
+        };
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = value.to_le_bytes().get(i).copied().unwrap_or(0);
         }
     }
 }
@@ -50,13 +144,11 @@ fn le_u32(data: &[u8]) -> Option<u32> {
 
 impl BusDevice for GuestSignal {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let value = match offset {
-            regs::MAGIC => regs::MAGIC_VALUE,
-            _ => 0,
-        };
-        for (i, byte) in data.iter_mut().enumerate() {
-            *byte = value.to_le_bytes().get(i).copied().unwrap_or(0);
-        }
+        self.read_value(offset, data);
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -74,6 +166,12 @@ impl BusDevice for GuestSignal {
                 self.events.report(VmEvent::BootMarker);
             }
             regs::BOOT_MARKER => {}
+            regs::READY if !self.ready => {
+                self.ready = true;
+                self.events.report(VmEvent::ReadyForWorkload);
+            }
+            regs::READY => {}
+            regs::WORKLOAD_STARTED => self.events.report(VmEvent::WorkloadStarted),
             _ => log::warn!("guest-signal: ignored write of {value:#x} at {offset:#x}"),
         }
     }
@@ -117,11 +215,62 @@ mod tests {
     }
 
     #[test]
+    fn ready_is_reported_once_and_the_mailbox_holds_the_command() {
+        let (mut dev, rx) = device();
+        let mut word = [0u8; 4];
+        dev.read(regs::COMMAND_READY, &mut word);
+        assert_eq!(word, [0; 4]);
+        dev.write(regs::READY, &1u32.to_le_bytes());
+        dev.write(regs::READY, &1u32.to_le_bytes());
+        assert_eq!(
+            rx.try_iter().collect::<Vec<_>>(),
+            vec![VmEvent::ReadyForWorkload]
+        );
+        dev.set_command(b"/bin/sh\0-c\0exit 3\0".to_vec()).unwrap();
+        dev.read(regs::COMMAND_READY, &mut word);
+        assert_eq!(u32::from_le_bytes(word), 1);
+        dev.read(regs::COMMAND_LEN, &mut word);
+        assert_eq!(u32::from_le_bytes(word), 18);
+        let mut bytes = [0u8; 8];
+        dev.read(regs::COMMAND + 8, &mut bytes);
+        assert_eq!(&bytes, b"-c\0exit ");
+        // The last byte, then zeros past the command.
+        dev.read(regs::COMMAND + 16, &mut word);
+        assert_eq!(word, [b'3', 0, 0, 0]);
+        assert_eq!(
+            dev.set_command(vec![1; COMMAND_MAX + 1]),
+            Err(CommandError::TooLong(COMMAND_MAX + 1))
+        );
+        dev.write(regs::WORKLOAD_STARTED, &1u32.to_le_bytes());
+        assert_eq!(rx.try_recv(), Ok(VmEvent::WorkloadStarted));
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let (mut dev, _rx) = device();
+        dev.write(regs::BOOT_MARKER, &1u32.to_le_bytes());
+        dev.write(regs::READY, &1u32.to_le_bytes());
+        let state = dev.state();
+        assert!(state.boot_marked && state.ready && state.command.is_none());
+        let (mut other, rx) = device();
+        other.restore(&state).unwrap();
+        // Restored as marked: no second boot marker or ready event.
+        other.write(regs::BOOT_MARKER, &1u32.to_le_bytes());
+        other.write(regs::READY, &1u32.to_le_bytes());
+        assert!(rx.try_recv().is_err());
+        let bad = GuestSignalState {
+            command: Some(vec![0; COMMAND_MAX + 1]),
+            ..state
+        };
+        assert!(other.restore(&bad).is_err());
+    }
+
+    #[test]
     fn malformed_writes_are_ignored() {
         let (mut dev, rx) = device();
         dev.write(regs::EXIT, &[0u8; 8]);
         dev.write(regs::EXIT, &[]);
-        dev.write(0x0c, &[1]);
+        dev.write(0x1c, &[1]);
         assert!(rx.try_recv().is_err());
     }
 }

@@ -5,7 +5,8 @@ use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use vm_superio::serial::NoEvents;
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::{NoEvents, SerialState};
 use vm_superio::Serial;
 
 use super::EventFdTrigger;
@@ -82,6 +83,29 @@ impl Write for ConsoleWriter {
     }
 }
 
+/// The UART's registers and receive FIFO, as a snapshot keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    /// Divisor latch, low and high byte.
+    pub baud_divisor: [u8; 2],
+    /// Interrupt enable register.
+    pub interrupt_enable: u8,
+    /// Interrupt identification register.
+    pub interrupt_identification: u8,
+    /// Line control register.
+    pub line_control: u8,
+    /// Line status register.
+    pub line_status: u8,
+    /// Modem control register.
+    pub modem_control: u8,
+    /// Modem status register.
+    pub modem_status: u8,
+    /// Scratch register.
+    pub scratch: u8,
+    /// Bytes received and not yet read by the guest.
+    pub in_buffer: Vec<u8>,
+}
+
 /// The COM1 UART as a bus device at ports 0x3f8..0x400.
 pub struct SerialConsole {
     uart: Serial<EventFdTrigger, NoEvents, ConsoleWriter>,
@@ -114,6 +138,49 @@ impl SerialConsole {
     pub fn flush(&mut self) -> io::Result<()> {
         self.uart.writer_mut().flush()
     }
+
+    /// The UART state a snapshot keeps.
+    pub fn state(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            baud_divisor: [s.baud_divisor_low, s.baud_divisor_high],
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Takes the UART state of a snapshot, keeping this console's output
+    /// and interrupt line.
+    pub fn restore(&mut self, state: &SerialSnapshot) -> io::Result<()> {
+        let trigger = EventFdTrigger(self.uart.interrupt_evt().0.try_clone()?);
+        let placeholder = ConsoleWriter::new(Box::new(io::sink()), PanicDetector::default());
+        let writer = std::mem::replace(self.uart.writer_mut(), placeholder);
+        let s = SerialState {
+            baud_divisor_low: state.baud_divisor[0],
+            baud_divisor_high: state.baud_divisor[1],
+            interrupt_enable: state.interrupt_enable,
+            interrupt_identification: state.interrupt_identification,
+            line_control: state.line_control,
+            line_status: state.line_status,
+            modem_control: state.modem_control,
+            modem_status: state.modem_status,
+            scratch: state.scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        match Serial::from_state(&s, trigger, NoEvents, writer) {
+            Ok(uart) => {
+                self.uart = uart;
+                Ok(())
+            }
+            Err(e) => Err(io::Error::other(format!("serial state refused: {e:?}"))),
+        }
+    }
 }
 
 impl BusDevice for SerialConsole {
@@ -124,6 +191,10 @@ impl BusDevice for SerialConsole {
         if let (Some(first), Ok(reg)) = (data.first_mut(), u8::try_from(offset)) {
             *first = self.uart.read(reg);
         }
+    }
+
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
@@ -194,5 +265,19 @@ mod tests {
         let mut b = [0u8; 1];
         uart.read(0, &mut b);
         assert_eq!(b, [b'o']);
+
+        // The state round-trips: the unread byte and the registers.
+        uart.write(7, &[0x5a]); // scratch
+        let state = uart.state();
+        assert_eq!(state.in_buffer, b"k");
+        assert_eq!(state.scratch, 0x5a);
+        let writer = ConsoleWriter::new(Box::new(out.clone()), PanicDetector::default());
+        let mut other = SerialConsole::new(EventFdTrigger(irq.try_clone().unwrap()), writer);
+        other.restore(&state).unwrap();
+        assert_eq!(other.state(), state);
+        other.read(0, &mut b);
+        assert_eq!(b, [b'k']);
+        other.write(0, b"x");
+        assert!(out.0.lock().unwrap().ends_with(b"x"));
     }
 }

@@ -15,8 +15,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{status, VirtioDevice, VirtioInterrupt, INTERRUPT_CONFIG, VIRTIO_F_VERSION_1};
@@ -84,6 +85,99 @@ pub struct MmioTransport {
     config_generation: u32,
 }
 
+/// One queue's registers, as a snapshot keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRegs {
+    /// `QueueNum`.
+    pub size: u16,
+    /// `QueueReady`.
+    pub ready: bool,
+    /// Descriptor table address.
+    pub desc: u64,
+    /// Driver (available) ring address.
+    pub avail: u64,
+    /// Device (used) ring address.
+    pub used: u64,
+}
+
+/// The transport's registers, as a snapshot keeps them. The queues'
+/// positions are not kept: a snapshot is taken only with every queue idle
+/// (each available entry used), so on restore both positions are the used
+/// ring's index, read from guest memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MmioState {
+    /// The virtio device ID, checked on restore.
+    pub device_type: u32,
+    /// `DeviceFeaturesSel`.
+    pub device_features_sel: u32,
+    /// `DriverFeaturesSel`.
+    pub driver_features_sel: u32,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// `QueueSel`.
+    pub queue_sel: u32,
+    /// `SHMSel`.
+    pub shm_sel: u32,
+    /// Device status.
+    pub status: u32,
+    /// Whether the device runs (DRIVER_OK accepted).
+    pub active: bool,
+    /// `ConfigGeneration`.
+    pub config_generation: u32,
+    /// `InterruptStatus`.
+    pub interrupt_status: u32,
+    /// Each queue's registers.
+    pub queues: Vec<QueueRegs>,
+}
+
+/// Why a transport's state cannot be saved or restored.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MmioStateError {
+    /// The device cannot be snapshotted in its current state.
+    #[error("{0}")]
+    Device(String),
+    /// A queue still has requests the device has not completed.
+    #[error("queue {queue} has requests in flight (available index {avail}, used index {used})")]
+    InFlight {
+        /// The queue.
+        queue: usize,
+        /// The driver's available index.
+        avail: u16,
+        /// The device's used index.
+        used: u16,
+    },
+    /// The rings of a ready queue cannot be read.
+    #[error("queue {0}: its rings are not in guest memory")]
+    Rings(usize),
+    /// The state is for another device.
+    #[error("state of device type {saved} for a device of type {actual}")]
+    DeviceType {
+        /// In the state.
+        saved: u32,
+        /// This device's.
+        actual: u32,
+    },
+    /// The state has another number of queues.
+    #[error("state with {saved} queues for a device with {actual}")]
+    QueueCount {
+        /// In the state.
+        saved: usize,
+        /// This device's.
+        actual: usize,
+    },
+    /// A queue's registers are invalid.
+    #[error("queue {queue}: {what}")]
+    Queue {
+        /// The queue.
+        queue: usize,
+        /// What is wrong.
+        what: String,
+    },
+    /// The device refused to start again.
+    #[error("the device refused to start: {0}")]
+    Activate(String),
+}
+
 /// Errors creating a transport.
 #[derive(Debug, thiserror::Error)]
 pub enum MmioError {
@@ -145,6 +239,128 @@ impl MmioTransport {
     /// Whether the device has been started.
     pub fn is_active(&self) -> bool {
         self.active
+    }
+
+    /// The used and available indexes of a ready queue, from guest memory.
+    fn ring_indexes(&self, i: usize, q: &Queue) -> Result<(u16, u16), MmioStateError> {
+        let avail: u16 = self
+            .mem
+            .read_obj(GuestAddress(q.avail_ring().wrapping_add(2)))
+            .map_err(|_| MmioStateError::Rings(i))?;
+        let used: u16 = self
+            .mem
+            .read_obj(GuestAddress(q.used_ring().wrapping_add(2)))
+            .map_err(|_| MmioStateError::Rings(i))?;
+        Ok((u16::from_le(avail), u16::from_le(used)))
+    }
+
+    /// The state a snapshot keeps. Refused while the device cannot be
+    /// snapshotted or while a running queue has requests in flight; call it
+    /// with the vCPUs stopped.
+    pub fn state(&self) -> Result<MmioState, MmioStateError> {
+        if let Some(why) = self.device.snapshot_blocker() {
+            return Err(MmioStateError::Device(why));
+        }
+        let mut queues = Vec::with_capacity(self.queues.len());
+        for (i, q) in self.queues.iter().enumerate() {
+            if self.active && q.ready() {
+                let (avail, used) = self.ring_indexes(i, q)?;
+                if avail != used {
+                    return Err(MmioStateError::InFlight {
+                        queue: i,
+                        avail,
+                        used,
+                    });
+                }
+            }
+            queues.push(QueueRegs {
+                size: q.size(),
+                ready: q.ready(),
+                desc: q.desc_table(),
+                avail: q.avail_ring(),
+                used: q.used_ring(),
+            });
+        }
+        Ok(MmioState {
+            device_type: self.device.device_type(),
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            acked_features: self.acked_features,
+            queue_sel: self.queue_sel,
+            shm_sel: self.shm_sel,
+            status: self.status,
+            active: self.active,
+            config_generation: self.config_generation,
+            interrupt_status: self.interrupt_status.load(Ordering::SeqCst),
+            queues,
+        })
+    }
+
+    /// Takes the state of a snapshot (guest memory must already hold the
+    /// snapshot's contents) and, when the device was running, starts it
+    /// again. Every value is checked as if the guest had written it.
+    pub fn restore(&mut self, state: &MmioState) -> Result<(), MmioStateError> {
+        if state.device_type != self.device.device_type() {
+            return Err(MmioStateError::DeviceType {
+                saved: state.device_type,
+                actual: self.device.device_type(),
+            });
+        }
+        if state.queues.len() != self.queues.len() {
+            return Err(MmioStateError::QueueCount {
+                saved: state.queues.len(),
+                actual: self.queues.len(),
+            });
+        }
+        self.reset();
+        let offered = self.device.features();
+        for (i, regs) in state.queues.iter().enumerate() {
+            let bad = |what: &str| MmioStateError::Queue {
+                queue: i,
+                what: what.to_string(),
+            };
+            let q = &mut self.queues[i];
+            q.try_set_size(regs.size)
+                .map_err(|_| bad(&format!("invalid size {}", regs.size)))?;
+            q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
+            q.set_avail_ring_address(Some(regs.avail as u32), Some((regs.avail >> 32) as u32));
+            q.set_used_ring_address(Some(regs.used as u32), Some((regs.used >> 32) as u32));
+            q.set_ready(regs.ready);
+        }
+        for i in 0..self.queues.len() {
+            let q = &self.queues[i];
+            if !q.ready() {
+                continue;
+            }
+            if !q.is_valid(&self.mem) {
+                return Err(MmioStateError::Queue {
+                    queue: i,
+                    what: "rings outside guest RAM or misaligned".into(),
+                });
+            }
+            let (_, used) = self.ring_indexes(i, q)?;
+            let q = &mut self.queues[i];
+            q.set_next_avail(used);
+            q.set_next_used(used);
+        }
+        self.device_features_sel = state.device_features_sel;
+        self.driver_features_sel = state.driver_features_sel;
+        self.acked_features = state.acked_features & offered;
+        self.queue_sel = state.queue_sel;
+        self.shm_sel = state.shm_sel;
+        self.config_generation = state.config_generation;
+        self.interrupt_status
+            .store(state.interrupt_status, Ordering::SeqCst);
+        self.status = state.status;
+        if state.active {
+            self.activate().map_err(MmioStateError::Activate)?;
+            // Requests the driver queued but never notified, or notified
+            // while the snapshot was taken: let the device look.
+            for evt in &self.queue_events {
+                let _ = evt.write(1);
+            }
+        }
+        Ok(())
     }
 
     fn interrupt(&self) -> VirtioInterrupt {
@@ -368,6 +584,10 @@ impl MmioTransport {
 }
 
 impl BusDevice for MmioTransport {
+    fn as_any_mut(&mut self) -> Option<&mut dyn std::any::Any> {
+        Some(self)
+    }
+
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG_SPACE {
             self.device.read_config(offset - CONFIG_SPACE, data);
@@ -416,6 +636,10 @@ mod tests {
         activated: Option<(u64, usize)>,
         resets: u32,
         fail: bool,
+        /// Each queue's next available index at activation.
+        next_avail: Vec<u16>,
+        /// What `snapshot_blocker` answers.
+        blocker: Option<String>,
     }
 
     struct Dummy(Arc<Mutex<Probe>>, Vec<u16>);
@@ -446,11 +670,119 @@ mod tests {
                 return Err(ActivateError::Host("refused".into()));
             }
             p.activated = Some((acked, queues.len()));
+            p.next_avail = queues.iter().map(|q| q.next_avail()).collect();
             Ok(())
         }
         fn reset(&mut self) {
             self.0.lock().unwrap().resets += 1;
         }
+        fn snapshot_blocker(&self) -> Option<String> {
+            self.0.lock().unwrap().blocker.clone()
+        }
+    }
+
+    /// Writes queue `i`'s available and used indexes (see `setup_queue`).
+    fn set_indexes(mem: &GuestMemoryMmap, i: u64, avail: u16, used: u16) {
+        let base = 0x1_0000 * (i + 1);
+        mem.write_obj(avail.to_le(), GuestAddress(base + 0x1002))
+            .unwrap();
+        mem.write_obj(used.to_le(), GuestAddress(base + 0x2002))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_running_transport_saves_and_restores_its_state() {
+        let (mut t, _) = transport();
+        setup_queue(&mut t, 0);
+        setup_queue(&mut t, 1);
+        negotiate(&mut t, 1 << 9, 1);
+        w(&mut t, reg::STATUS, ALL);
+        assert!(t.is_active());
+        let mem = t.mem.clone();
+        set_indexes(&mem, 0, 7, 7);
+        set_indexes(&mem, 1, 0, 0);
+        let state = t.state().unwrap();
+        assert_eq!(state.status, ALL);
+        assert_eq!(state.acked_features, (1 << 9) | (1 << VIRTIO_F_VERSION_1));
+        assert_eq!(state.queues[0].desc, 0x1_0000);
+        assert!(state.queues[1].ready);
+
+        // A request the device has not used: refused.
+        set_indexes(&mem, 1, 2, 1);
+        assert_eq!(
+            t.state().unwrap_err(),
+            MmioStateError::InFlight {
+                queue: 1,
+                avail: 2,
+                used: 1
+            }
+        );
+        set_indexes(&mem, 1, 1, 1);
+
+        // A fresh transport over the same memory takes the state, starts
+        // the device again at the used ring's position.
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let mut other =
+            MmioTransport::new(Box::new(Dummy(probe.clone(), vec![16, 16])), mem).unwrap();
+        other.restore(&state).unwrap();
+        assert!(other.is_active());
+        assert_eq!(r(&mut other, reg::STATUS), ALL);
+        let p = probe.lock().unwrap();
+        assert_eq!(p.activated, Some((state.acked_features, 2)));
+        assert_eq!(p.next_avail, vec![7, 1]);
+        drop(p);
+        // ... and is frozen as a running device is.
+        w(&mut other, reg::QUEUE_SEL, 0);
+        w(&mut other, reg::QUEUE_NUM, 8);
+        assert_eq!(other.state().unwrap().queues[0].size, 16);
+    }
+
+    #[test]
+    fn bad_states_and_blocked_devices_are_refused() {
+        let (mut t, probe) = transport();
+        probe.lock().unwrap().blocker = Some("2 live rings".into());
+        assert_eq!(
+            t.state().unwrap_err(),
+            MmioStateError::Device("2 live rings".into())
+        );
+        probe.lock().unwrap().blocker = None;
+        let good = t.state().unwrap();
+        let wrong_type = MmioState {
+            device_type: 9,
+            ..good.clone()
+        };
+        assert!(matches!(
+            t.restore(&wrong_type),
+            Err(MmioStateError::DeviceType { saved: 9, .. })
+        ));
+        let mut one_queue = good.clone();
+        one_queue.queues.pop();
+        assert!(matches!(
+            t.restore(&one_queue),
+            Err(MmioStateError::QueueCount {
+                saved: 1,
+                actual: 2
+            })
+        ));
+        let mut bad_size = good.clone();
+        bad_size.queues[0].size = 3;
+        assert!(matches!(
+            t.restore(&bad_size),
+            Err(MmioStateError::Queue { queue: 0, .. })
+        ));
+        let mut outside = good;
+        outside.queues[0] = QueueRegs {
+            size: 16,
+            ready: true,
+            desc: 0x1_0000_0000,
+            avail: 0x1000,
+            used: 0x2000,
+        };
+        assert!(matches!(
+            t.restore(&outside),
+            Err(MmioStateError::Queue { queue: 0, .. })
+        ));
+        t.state().unwrap();
     }
 
     fn transport() -> (MmioTransport, Arc<Mutex<Probe>>) {

@@ -127,6 +127,11 @@ pub trait VirtioDevice: Send {
     /// Stops the device: after this returns no guest memory is accessed and
     /// no in-flight I/O remains.
     fn reset(&mut self);
+    /// Why the device cannot be snapshotted now (its state lives beyond its
+    /// queues and configuration), or `None` when it can. `None` by default.
+    fn snapshot_blocker(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Copies `src` (a device's configuration space) at `offset` into `data`,

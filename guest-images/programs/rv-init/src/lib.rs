@@ -7,9 +7,13 @@
 //!    context-switches only x87/SSE state;
 //! 2. mounts proc, sysfs, devtmpfs on /dev and hugetlbfs on /dev/hugepages;
 //! 3. writes `BOOT_MARKER` of the guest-signal device (if present);
-//! 4. runs the workload: argv after the kernel's ` -- `, else
-//!    `/bin/<rv.workload>` (default `demo`), reaping every zombie meanwhile;
-//! 5. prints `rv-init: workload exited with status N` and writes N to `EXIT`
+//! 4. with `rv.snapshot=1` on the kernel command line, writes `READY` and
+//!    waits for the workload command in the device's mailbox (the VMM takes
+//!    a snapshot at `READY` and hands the command over after a restore);
+//! 5. runs the workload: the mailbox's command, else argv after the
+//!    kernel's ` -- `, else `/bin/<rv.workload>` (default `demo`), writes
+//!    `WORKLOAD_STARTED`, and reaps every zombie meanwhile;
+//! 6. prints `rv-init: workload exited with status N` and writes N to `EXIT`
 //!    (128 + signal when the workload was killed by a signal). Without the
 //!    device (e.g. under QEMU) it resets the guest instead (see power_off).
 
@@ -23,6 +27,13 @@ const SIGNAL_LEN: usize = 0x1000;
 const REG_MAGIC: usize = 0x00;
 const REG_EXIT: usize = 0x04;
 const REG_BOOT_MARKER: usize = 0x08;
+const REG_READY: usize = 0x0c;
+const REG_COMMAND_READY: usize = 0x10;
+const REG_COMMAND_LEN: usize = 0x14;
+const REG_WORKLOAD_STARTED: usize = 0x18;
+const COMMAND: usize = 0x100;
+/// How often /init looks at the mailbox while it waits for a workload.
+const MAILBOX_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 const MAGIC: u32 = 0x5256_4753; // "RVGS"
 
 /// glibc 2.36 `glibc.cpu.hwcaps` syntax: a comma-separated list of
@@ -106,6 +117,41 @@ impl SignalDevice {
         // SAFETY: off is one of the register offsets, inside the mapping.
         unsafe { ptr::write_volatile(self.base.add(off / 4), val) }
     }
+
+    /// Says /init is ready for a workload, then waits for the VMM to put a
+    /// command in the mailbox; returns its argv words (none: the default
+    /// workload).
+    fn wait_for_command(&self) -> Vec<OsString> {
+        self.write(REG_READY, 1);
+        while self.read(REG_COMMAND_READY) != 1 {
+            std::thread::sleep(MAILBOX_POLL);
+        }
+        let len = (self.read(REG_COMMAND_LEN) as usize).min(SIGNAL_LEN - COMMAND);
+        let bytes: Vec<u8> = (0..len.div_ceil(4))
+            .flat_map(|i| self.read(COMMAND + 4 * i).to_le_bytes())
+            .take(len)
+            .collect();
+        mailbox_argv(&bytes)
+    }
+}
+
+/// The argv words of a mailbox command: each word ended by a NUL.
+fn mailbox_argv(bytes: &[u8]) -> Vec<OsString> {
+    bytes
+        .split(|&b| b == 0)
+        .filter(|w| !w.is_empty())
+        .map(|w| std::ffi::OsStr::from_bytes(w).to_os_string())
+        .collect()
+}
+
+/// Whether the kernel command line asks /init to wait for its workload in
+/// the mailbox (`rv.snapshot=1`, before any ` -- `).
+fn snapshot_requested(cmdline: &str) -> bool {
+    let head = match cmdline.find(" -- ") {
+        Some(i) => &cmdline[..i],
+        None => cmdline,
+    };
+    head.split_ascii_whitespace().any(|a| a == "rv.snapshot=1")
 }
 
 fn mount(src: &str, target: &str, fstype: &str, data: Option<&str>) {
@@ -312,12 +358,30 @@ pub fn main() {
     };
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let argv = workload(&args, cmdline.trim_end());
+    let mut argv = workload(&args, cmdline.trim_end());
+    if let (Some(d), true) = (&dev, snapshot_requested(&cmdline)) {
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let uptime = uptime.split_whitespace().next().unwrap_or("?");
+        say(&format!(
+            "ready for a workload at uptime {uptime} s; waiting in the guest-signal mailbox"
+        ));
+        // SAFETY: tcdrain only waits on the given descriptor.
+        unsafe { libc::tcdrain(1) };
+        let command = d.wait_for_command();
+        if !command.is_empty() {
+            argv = command;
+        }
+    }
     let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
     say(&format!("running {}", shown.join(" ")));
 
     let status = match spawn(&argv) {
-        Ok(pid) => wait_for(pid),
+        Ok(pid) => {
+            if let Some(d) = &dev {
+                d.write(REG_WORKLOAD_STARTED, 1);
+            }
+            wait_for(pid)
+        }
         Err(s) => s,
     };
     reap_rest();
@@ -371,6 +435,21 @@ mod tests {
         assert_eq!(kernel_word_count(" a  \"b c\" d"), 3);
         let w = workload(&args[..1], "rv.workload=ring-pool");
         assert_eq!(w, vec![OsStr::new("/bin/ring-pool").to_os_string()]);
+    }
+
+    #[test]
+    fn mailbox_commands_and_the_snapshot_flag() {
+        assert_eq!(
+            mailbox_argv(b"/bin/sh\0-c\0exit 3\0"),
+            ["/bin/sh", "-c", "exit 3"]
+                .iter()
+                .map(OsString::from)
+                .collect::<Vec<_>>()
+        );
+        assert!(mailbox_argv(b"").is_empty());
+        assert!(snapshot_requested("console=ttyS0 rv.snapshot=1"));
+        assert!(!snapshot_requested("console=ttyS0 -- rv.snapshot=1"));
+        assert!(!snapshot_requested("rv.snapshot=0"));
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! Device state in a snapshot: the UART, the guest-signal device and each
+//! virtio-mmio transport (disks in order, then pv-uring), found on the VM's
+//! buses at the addresses `disks::slot` gives them.
+
+use std::sync::{Arc, Mutex};
+
+use devices::virtio::mmio::MmioTransport;
+use devices::BusDevice;
+
+use super::state::DeviceStates;
+use super::SnapshotError;
+use crate::vm::Vm;
+
+/// The virtio transports of `vm`, in slot order.
+fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> {
+    (0..vm.virtio_devices)
+        .map(|i| {
+            let base = crate::disks::slot(i).map(|(base, _)| base);
+            base.and_then(|b| vm.mmio.device_at(b))
+                .ok_or_else(|| SnapshotError::Invalid(format!("no virtio device in slot {i}")))
+        })
+        .collect()
+}
+
+fn with_transport<T>(
+    device: &Arc<Mutex<dyn BusDevice>>,
+    slot: usize,
+    f: impl FnOnce(&mut MmioTransport) -> T,
+) -> Result<T, SnapshotError> {
+    let mut guard = device.lock().unwrap_or_else(|e| e.into_inner());
+    let transport = guard
+        .as_any_mut()
+        .and_then(|a| a.downcast_mut::<MmioTransport>())
+        .ok_or_else(|| SnapshotError::Invalid(format!("slot {slot} holds no virtio device")))?;
+    Ok(f(transport))
+}
+
+/// Saves every device's state; the vCPUs must be paused.
+pub fn save(vm: &Vm) -> Result<DeviceStates, SnapshotError> {
+    let mut virtio = Vec::new();
+    for (i, t) in transports(vm)?.iter().enumerate() {
+        let state = with_transport(t, i, |t| t.state())?.map_err(|e| SnapshotError::Device {
+            slot: i,
+            detail: e.to_string(),
+        })?;
+        virtio.push(state);
+    }
+    Ok(DeviceStates {
+        serial: vm.serial.lock().unwrap_or_else(|e| e.into_inner()).state(),
+        guest_signal: vm
+            .guest_signal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state(),
+        virtio,
+    })
+}
+
+/// Loads saved device states into the devices of a VM built for the same
+/// machine, guest RAM already mapped; running virtio devices start again.
+pub fn restore(vm: &Vm, states: &DeviceStates) -> Result<(), SnapshotError> {
+    vm.serial
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .restore(&states.serial)
+        .map_err(|e| SnapshotError::Invalid(format!("serial: {e}")))?;
+    vm.guest_signal
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .restore(&states.guest_signal)
+        .map_err(|e| SnapshotError::Invalid(format!("guest-signal: {e}")))?;
+    let transports = transports(vm)?;
+    if transports.len() != states.virtio.len() {
+        return Err(SnapshotError::Invalid(format!(
+            "{} virtio device states for {} devices",
+            states.virtio.len(),
+            transports.len()
+        )));
+    }
+    for (i, (t, state)) in transports.iter().zip(&states.virtio).enumerate() {
+        with_transport(t, i, |t| t.restore(state))?.map_err(|e| SnapshotError::Device {
+            slot: i,
+            detail: e.to_string(),
+        })?;
+    }
+    Ok(())
+}

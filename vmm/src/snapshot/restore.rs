@@ -1,0 +1,247 @@
+//! What `run --restore` asks against what the snapshot holds: the VM
+//! configuration to build (the snapshot's machine, with the user's disk and
+//! backend files, timeout, timings and affinity) and the workload command
+//! for /init. Pure logic: every mismatch is an error naming both values.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::state::{FileInfo, Snapshot};
+use super::SnapshotError;
+use crate::config::{DiskConfig, HugepagePolicy, MemoryConfig, PvmMode, UringConfig, VmConfig};
+
+/// The options of `run --restore` that bear on the machine.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreRequest {
+    /// `--cpus`, when given.
+    pub cpus: Option<u8>,
+    /// `--memory size=`, when given.
+    pub memory_size: Option<u64>,
+    /// `--disk` files (none: the snapshot's own paths).
+    pub disks: Vec<DiskConfig>,
+    /// Whether `--uring` was given.
+    pub uring: bool,
+    /// `--uring-backend` files (none: the snapshot's own paths).
+    pub uring_backends: Vec<DiskConfig>,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--timings`.
+    pub timings: bool,
+    /// `--vcpu-affinity`.
+    pub vcpu_affinity: Option<Vec<usize>>,
+}
+
+fn mismatch(what: String) -> SnapshotError {
+    SnapshotError::Mismatch(what)
+}
+
+/// The files to attach in place of the snapshot's `saved` ones: `given`,
+/// or the saved paths; each must have the saved size and read-only mode
+/// (the guest knows both).
+fn files(
+    kind: &str,
+    saved: &[FileInfo],
+    given: &[DiskConfig],
+) -> Result<Vec<DiskConfig>, SnapshotError> {
+    let chosen: Vec<DiskConfig> = if given.is_empty() {
+        saved
+            .iter()
+            .map(|f| DiskConfig {
+                path: PathBuf::from(&f.path),
+                readonly: f.readonly,
+                direct: f.direct,
+            })
+            .collect()
+    } else {
+        given.to_vec()
+    };
+    if chosen.len() != saved.len() {
+        return Err(mismatch(format!(
+            "the snapshot has {} {kind}(s), {} given",
+            saved.len(),
+            chosen.len()
+        )));
+    }
+    for (i, (c, s)) in chosen.iter().zip(saved).enumerate() {
+        let size = std::fs::metadata(&c.path)
+            .map_err(|e| mismatch(format!("{kind} {i} {}: {e}", c.path.display())))?
+            .len();
+        if size != s.size {
+            return Err(mismatch(format!(
+                "{kind} {i} {} has {size} bytes; the snapshot's had {} (the guest knows its size)",
+                c.path.display(),
+                s.size
+            )));
+        }
+        if c.readonly != s.readonly {
+            return Err(mismatch(format!(
+                "{kind} {i} {} is {}; in the snapshot it was {}",
+                c.path.display(),
+                if c.readonly { "read-only" } else { "writable" },
+                if s.readonly { "read-only" } else { "writable" },
+            )));
+        }
+    }
+    Ok(chosen)
+}
+
+/// The configuration to restore `snapshot` with, as `request` asks.
+pub fn config(snapshot: &Snapshot, request: &RestoreRequest) -> Result<VmConfig, SnapshotError> {
+    let m = &snapshot.machine;
+    if let Some(cpus) = request.cpus.filter(|&c| c != m.cpus) {
+        return Err(mismatch(format!(
+            "the snapshot has {} vCPUs, --cpus asks {cpus}",
+            m.cpus
+        )));
+    }
+    if let Some(size) = request.memory_size.filter(|&s| s != m.memory_size) {
+        return Err(mismatch(format!(
+            "the snapshot has {} MiB of guest RAM, --memory asks {} MiB",
+            m.memory_size >> 20,
+            size >> 20
+        )));
+    }
+    let disks = files("disk", &m.disks, &request.disks)?;
+    let uring = match (
+        &m.uring,
+        request.uring || !request.uring_backends.is_empty(),
+    ) {
+        (None, true) => {
+            return Err(mismatch(
+                "the snapshot has no pv-uring device, --uring asks one".into(),
+            ))
+        }
+        (None, false) => None,
+        (Some(u), _) => Some(UringConfig {
+            rings: u.rings,
+            polled: u.polled,
+            max_registered: u.max_registered,
+            sq_cpu: None,
+            backends: files("pv-uring backend", &u.backends, &request.uring_backends)?,
+        }),
+    };
+    Ok(VmConfig {
+        kernel: PathBuf::new(),
+        initramfs: None,
+        cmdline: String::new(),
+        cpus: m.cpus,
+        memory: MemoryConfig {
+            size: m.memory_size,
+            hugepages: HugepagePolicy::Off,
+        },
+        timeout: request.timeout,
+        pvm: if m.pvm { PvmMode::On } else { PvmMode::Off },
+        timings: request.timings,
+        disks,
+        uring,
+        vcpu_affinity: request.vcpu_affinity.clone(),
+    })
+}
+
+/// Splits a command line into words as the kernel does for init's argv:
+/// whitespace separates words except inside double quotes; a word's
+/// leading and trailing quote are dropped.
+fn kernel_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let (mut word, mut in_word, mut in_quote) = (String::new(), false, false);
+    for c in s.chars() {
+        if c == '"' {
+            in_quote = !in_quote;
+        }
+        if c.is_ascii_whitespace() && !in_quote {
+            if in_word {
+                words.push(std::mem::take(&mut word));
+                in_word = false;
+            }
+            continue;
+        }
+        in_word = true;
+        word.push(c);
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+        .into_iter()
+        .map(|w| {
+            let w = w.strip_prefix('"').unwrap_or(&w);
+            w.strip_suffix('"').unwrap_or(w).to_string()
+        })
+        .collect()
+}
+
+/// The mailbox command for `--cmdline` of `run --restore`: ` -- WORKLOAD`
+/// gives its words, `rv.workload=NAME` gives `/bin/NAME`, nothing gives the
+/// guest's default workload (an empty command). Kernel parameters were fixed
+/// when the snapshot was taken: any other word is an error naming it.
+pub fn workload_command(cmdline: &str) -> Result<Vec<u8>, String> {
+    let s = cmdline.trim();
+    let (head, tail) = if s == "--" {
+        ("", "")
+    } else if let Some(rest) = s.strip_prefix("-- ") {
+        ("", rest)
+    } else if let Some((h, t)) = s.split_once(" -- ") {
+        (h, t)
+    } else {
+        (s, "")
+    };
+    let mut argv = kernel_words(tail);
+    for word in head.split_ascii_whitespace() {
+        match word.strip_prefix("rv.workload=") {
+            Some(name) if !name.is_empty() && !name.contains('/') => {
+                if argv.is_empty() {
+                    argv.push(format!("/bin/{name}"));
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "--cmdline with --restore takes only `-- WORKLOAD` or `rv.workload=NAME`: \
+                     the kernel command line was fixed when the snapshot was taken (found {word:?})"
+                ))
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    for w in argv {
+        if w.contains('\0') {
+            return Err(format!("workload word {w:?} holds a NUL byte"));
+        }
+        bytes.extend_from_slice(w.as_bytes());
+        bytes.push(0);
+    }
+    if bytes.len() > devices::legacy::guest_signal::COMMAND_MAX {
+        return Err(format!(
+            "the workload command is {} bytes; at most {} fit the guest-signal mailbox",
+            bytes.len(),
+            devices::legacy::guest_signal::COMMAND_MAX
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_commands() {
+        assert_eq!(workload_command("").unwrap(), b"");
+        assert_eq!(
+            workload_command("-- /bin/sh -c \"echo hi; exit 3\"").unwrap(),
+            b"/bin/sh\0-c\0echo hi; exit 3\0"
+        );
+        assert_eq!(
+            workload_command("rv.workload=blk-io").unwrap(),
+            b"/bin/blk-io\0"
+        );
+        assert_eq!(
+            workload_command("rv.workload=demo -- /bin/true").unwrap(),
+            b"/bin/true\0"
+        );
+        let err = workload_command("loglevel=7 -- /bin/true").unwrap_err();
+        assert!(err.contains("\"loglevel=7\""), "{err}");
+        assert!(workload_command("rv.workload=../x").is_err());
+        let long = format!("-- {}", "x".repeat(4000));
+        assert!(workload_command(&long).unwrap_err().contains("mailbox"));
+    }
+}
