@@ -36,6 +36,8 @@ mod ctx;
 mod harness;
 mod params;
 
+use guest_common::{ensure, fail, skip};
+
 use harness::{Case, Tally};
 use params::{Params, USAGE};
 use std::process::ExitCode;
@@ -53,28 +55,10 @@ fn pause(at: &str) {
 
 /// The program's entry point (run as `/bin/pv-suite` through rv-guest).
 pub fn main() -> ExitCode {
-    let mut p = Params::default();
-    if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
-        if let Err(e) = p.apply_cmdline(&cmdline) {
-            eprintln!("pv-suite: kernel command line: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    match p.apply_args(std::env::args().skip(1)) {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("pv-suite: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    if let Err(e) = p.validate() {
-        eprintln!("pv-suite: {e}");
-        return ExitCode::from(2);
-    }
+    let p: Params = match guest_common::cli::params("pv-suite", USAGE).or_exit() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     if p.list {
         for c in cases::CASES {
             println!("{}", c.name);

@@ -192,6 +192,22 @@ impl Params {
     }
 }
 
+impl guest_common::cli::Params for Params {
+    type Error = String;
+
+    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
+        Self::apply_cmdline(self, cmdline)
+    }
+
+    fn apply_args(&mut self, args: impl Iterator<Item = String>) -> Result<bool, String> {
+        Self::apply_args(self, args)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        Self::validate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
