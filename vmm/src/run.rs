@@ -162,6 +162,13 @@ fn take_snapshot(
             .map(file_info)
             .collect::<Result<_, _>>()?,
         uring: match &config.uring {
+            // The arena's memory and the guest's chunk ownership are not
+            // saved: a restored guest would find its mappings gone.
+            Some(u) if u.arena.is_some() => {
+                return Err(SnapshotError::Invalid(
+                    "a VM with a pv-uring arena (--uring arena=) cannot be snapshotted".into(),
+                ))
+            }
             Some(u) => Some(UringInfo {
                 rings: u.rings,
                 polled: u.polled,

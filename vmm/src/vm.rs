@@ -246,6 +246,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
                 &ram.memory,
                 &config.kernel,
                 config.initramfs.as_deref(),
+                &config.files,
                 &cmdline,
                 config.cpus,
             )?;
