@@ -25,13 +25,6 @@ pub const VIRTIO_MMIO_START: u64 = 0xc000_0000;
 /// serial port, 8 the RTC, 12 the i8042 mouse, 13 the FPU).
 pub const VIRTIO_IRQS: [u32; 8] = [5, 6, 7, 9, 10, 11, 14, 15];
 
-fn device_err(detail: String) -> VmError {
-    VmError::Device {
-        what: "virtio-blk",
-        detail,
-    }
-}
-
 /// The window base and IRQ of disk `index`.
 pub fn slot(index: usize) -> Option<(u64, u32)> {
     let irq = *VIRTIO_IRQS.get(index)?;
@@ -53,8 +46,10 @@ pub fn attach(
 ) -> Result<String, VmError> {
     let mut entries = Vec::new();
     for (i, disk) in config.disks.iter().enumerate() {
-        let (base, irq) =
-            slot(i).ok_or_else(|| device_err(format!("no IRQ line left for disk {i}")))?;
+        let (base, irq) = slot(i).ok_or(VmError::NoSlot {
+            what: "virtio-blk",
+            index: i,
+        })?;
         let letter = char::from(b'a' + i as u8);
         let block = Block::new(&BlockConfig {
             path: disk.path.clone(),
@@ -62,12 +57,19 @@ pub fn attach(
             direct: disk.direct,
             num_queues: u16::from(config.cpus),
             serial: format!("ringvisor-vd{letter}"),
-        })
-        .map_err(|e| device_err(e.to_string()))?;
-        let transport = MmioTransport::new(Box::new(block), mem.clone())
-            .map_err(|e| device_err(e.to_string()))?;
+        })?;
+        let transport = MmioTransport::new(Box::new(block), mem.clone()).map_err(|source| {
+            VmError::Transport {
+                what: "virtio-blk",
+                source,
+            }
+        })?;
         fd.register_irqfd(transport.interrupt_eventfd(), irq)
-            .map_err(|e| device_err(format!("KVM_IRQFD for IRQ {irq}: {e}")))?;
+            .map_err(|source| VmError::Irqfd {
+                what: "virtio-blk",
+                irq,
+                source,
+            })?;
         for (q, evt) in transport.queue_events().iter().enumerate() {
             let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
             if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
@@ -77,7 +79,10 @@ pub fn attach(
             }
         }
         mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
-            .map_err(|e| device_err(e.to_string()))?;
+            .map_err(|source| VmError::Bus {
+                what: "virtio-blk",
+                source,
+            })?;
         entries.push(cmdline_entry(base, irq));
     }
     Ok(entries.join(" "))

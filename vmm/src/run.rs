@@ -233,10 +233,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .set_command(command.clone())
-            .map_err(|e| VmError::Device {
-                what: "guest-signal",
-                detail: e.to_string(),
-            })?;
+            .map_err(VmError::Command)?;
     }
     if let Some(warning) = compat_check.and_then(|check| check.join().ok().flatten()) {
         log::warn!("{warning}");
@@ -278,10 +275,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
                 // which the VcpuKick points into, lives as long as that.
                 vcpu
             })
-            .map_err(|e| VmError::Device {
-                what: "vCPU thread",
-                detail: e.to_string(),
-            })?;
+            .map_err(VmError::VcpuThread)?;
         threads.push(handle);
         gates.push(go_tx);
     }
@@ -294,10 +288,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
                 failed.get_or_insert(VmError::VcpuAffinity { cpu, source });
             }
             Err(_) => {
-                failed.get_or_insert(VmError::Device {
-                    what: "vCPU thread",
-                    detail: "a vCPU thread ended before it started".into(),
-                });
+                failed.get_or_insert(VmError::VcpuThreadEnded);
                 break;
             }
         }

@@ -45,13 +45,6 @@ const KVM_IOEVENTFD_FLAG_DATAMATCH: u32 = 1 << 0;
 const KVM_IOEVENTFD_FLAG_DEASSIGN: u32 = 1 << 2;
 const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
 
-fn device_err(detail: String) -> VmError {
-    VmError::Device {
-        what: "pv-uring",
-        detail,
-    }
-}
-
 /// Where the ring area goes: the first 1 GiB boundary at or above both the
 /// end of guest RAM and 4 GiB.
 pub fn ring_area_base(ram_end: u64) -> u64 {
@@ -145,13 +138,11 @@ fn map_ring_area(fd: &VmFd, first_slot: u32, parts: &[GuestMapping]) -> Result<(
         // SAFETY: each part is a live shared mapping of the ring area,
         // which the device (kept on the MMIO bus for the VM's life) owns
         // through an Arc.
-        unsafe { fd.set_user_memory_region(region) }.map_err(|e| {
-            device_err(format!(
-                "KVM_SET_USER_MEMORY_REGION (ring area at {:#x}, {} MiB{}): {e}",
-                part.gpa,
-                part.len >> 20,
-                if part.read_only { ", read-only" } else { "" }
-            ))
+        unsafe { fd.set_user_memory_region(region) }.map_err(|source| VmError::RingArea {
+            gpa: part.gpa,
+            len: part.len,
+            read_only: part.read_only,
+            source,
         })?;
     }
     Ok(())
@@ -168,8 +159,10 @@ pub fn attach(
         return Ok(String::new());
     };
     let index = config.disks.len();
-    let (base, irq) = disks::slot(index)
-        .ok_or_else(|| device_err(format!("no IRQ line left after {index} disks")))?;
+    let (base, irq) = disks::slot(index).ok_or(VmError::NoSlot {
+        what: "pv-uring",
+        index,
+    })?;
     let ram_end = mem
         .iter()
         .map(|r| r.start_addr().raw_value() + r.len())
@@ -179,10 +172,7 @@ pub fn attach(
     // SAFETY: dup of a valid fd; the result is owned by the File.
     let vm = unsafe { libc::dup(fd.as_raw_fd()) };
     if vm < 0 {
-        return Err(device_err(format!(
-            "dup of the VM fd: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(VmError::DupVmFd(std::io::Error::last_os_error()));
     }
     // SAFETY: a new fd nothing else owns.
     let vm = unsafe { File::from_raw_fd(vm) };
@@ -211,17 +201,17 @@ pub fn attach(
             max_registered: uring.max_registered,
         },
         hooks,
-    )
-    .map_err(|e| device_err(e.to_string()))?;
+    )?;
     let mut device = device;
     device.set_guest_ram(mem.iter().map(|r| r.len()).sum());
     let area = device.ring_area();
     map_ring_area(fd, mem.num_regions() as u32, &device.guest_mappings())?;
     let doorbell = device.doorbell_page();
-    let transport =
-        MmioTransport::new(Box::new(device), mem.clone()).map_err(|e| device_err(e.to_string()))?;
+    let what = "pv-uring";
+    let transport = MmioTransport::new(Box::new(device), mem.clone())
+        .map_err(|source| VmError::Transport { what, source })?;
     fd.register_irqfd(transport.interrupt_eventfd(), irq)
-        .map_err(|e| device_err(format!("KVM_IRQFD for IRQ {irq}: {e}")))?;
+        .map_err(|source| VmError::Irqfd { what, irq, source })?;
     for (q, evt) in transport.queue_events().iter().enumerate() {
         let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
         if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
@@ -229,9 +219,9 @@ pub fn attach(
         }
     }
     mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
-        .map_err(|e| device_err(e.to_string()))?;
+        .map_err(|source| VmError::Bus { what, source })?;
     mmio.insert(Arc::new(Mutex::new(doorbell)), DOORBELL_GPA, DOORBELL_LEN)
-        .map_err(|e| device_err(e.to_string()))?;
+        .map_err(|source| VmError::Bus { what, source })?;
     log::info!(
         "pv-uring: registers at {base:#x} IRQ {irq}, completions IRQ {COMPLETION_IRQ}, \
          ring area {area_gpa:#x} ({} MiB), doorbell {DOORBELL_GPA:#x}",

@@ -47,9 +47,82 @@ pub enum VmError {
     /// vCPU register set-up.
     #[error(transparent)]
     Cpu(#[from] cpu::CpuSetupError),
-    /// Device set-up.
-    #[error("setting up device {what}: {detail}")]
-    Device { what: &'static str, detail: String },
+    /// A device's eventfd cannot be created.
+    #[error("setting up device {what}: eventfd: {source}")]
+    Eventfd {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A device's range on its bus is empty or taken.
+    #[error("setting up device {what}: {source}")]
+    Bus {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: devices::BusError,
+    },
+    /// No virtio-mmio slot (window and IRQ line) is left.
+    #[error("setting up device {what}: no IRQ line left for virtio-mmio device {index}")]
+    NoSlot {
+        /// The device.
+        what: &'static str,
+        /// Its place among the virtio-mmio devices.
+        index: usize,
+    },
+    /// A `--disk` cannot be opened.
+    #[error("setting up device virtio-blk: {0}")]
+    Block(#[from] devices::virtio::block::BlockError),
+    /// The pv-uring device cannot be created.
+    #[error("setting up device pv-uring: {0}")]
+    PvUring(#[from] devices::virtio::uring::PvUringError),
+    /// A virtio-mmio transport cannot be created.
+    #[error("setting up device {what}: {source}")]
+    Transport {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: devices::virtio::mmio::MmioError,
+    },
+    /// A device's interrupt cannot be routed through a KVM irqfd.
+    #[error("setting up device {what}: KVM_IRQFD for IRQ {irq}: {source}")]
+    Irqfd {
+        /// The device.
+        what: &'static str,
+        /// The IRQ line.
+        irq: u32,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// A part of the pv-uring ring area cannot be mapped into the guest.
+    #[error(
+        "setting up device pv-uring: KVM_SET_USER_MEMORY_REGION (ring area at {gpa:#x}, {} MiB{}): {source}",
+        .len >> 20,
+        if *.read_only { ", read-only" } else { "" }
+    )]
+    RingArea {
+        /// Its guest-physical address.
+        gpa: u64,
+        /// Its length in bytes.
+        len: u64,
+        /// Whether it is mapped read-only.
+        read_only: bool,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// The VM fd cannot be duplicated for the pv-uring device.
+    #[error("setting up device pv-uring: dup of the VM fd: {0}")]
+    DupVmFd(std::io::Error),
+    /// The guest-signal device refuses the restored workload's command.
+    #[error("setting up device guest-signal: {0}")]
+    Command(#[from] devices::legacy::guest_signal::CommandError),
+    /// A vCPU thread cannot be started.
+    #[error("setting up device vCPU thread: {0}")]
+    VcpuThread(std::io::Error),
+    /// A vCPU thread ended before it said where it runs.
+    #[error("setting up device vCPU thread: a vCPU thread ended before it started")]
+    VcpuThreadEnded,
     /// Restoring a snapshot.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),
@@ -165,9 +238,9 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
 
     // Devices.
     let panic_seen = Arc::new(AtomicBool::new(false));
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device {
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Eventfd {
         what: "serial",
-        detail: format!("eventfd: {e}"),
+        source,
     })?;
     fd.register_irqfd(&serial_irq, SerialConsole::IRQ)
         .map_err(kvm_err("KVM_IRQFD (serial)"))?;
@@ -182,12 +255,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
     let device_events = DeviceEvents(events.clone());
     let mut pio = Bus::new();
     let mut mmio = Bus::new();
-    let device_err = |what| {
-        move |e: devices::BusError| VmError::Device {
-            what,
-            detail: e.to_string(),
-        }
-    };
+    let device_err = |what| move |source| VmError::Bus { what, source };
     pio.insert(
         serial.clone(),
         SerialConsole::PORT_BASE,
