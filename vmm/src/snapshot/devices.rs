@@ -39,10 +39,8 @@ fn with_transport<T>(
 pub fn save(vm: &Vm) -> Result<DeviceStates, SnapshotError> {
     let mut virtio = Vec::new();
     for (i, t) in transports(vm)?.iter().enumerate() {
-        let state = with_transport(t, i, |t| t.state())?.map_err(|e| SnapshotError::Device {
-            slot: i,
-            detail: e.to_string(),
-        })?;
+        let state = with_transport(t, i, |t| t.state())?
+            .map_err(|source| SnapshotError::Device { slot: i, source })?;
         virtio.push(state);
     }
     Ok(DeviceStates {
@@ -78,10 +76,8 @@ pub fn restore(vm: &Vm, states: &DeviceStates) -> Result<(), SnapshotError> {
         )));
     }
     for (i, (t, state)) in transports.iter().zip(&states.virtio).enumerate() {
-        with_transport(t, i, |t| t.restore(state))?.map_err(|e| SnapshotError::Device {
-            slot: i,
-            detail: e.to_string(),
-        })?;
+        with_transport(t, i, |t| t.restore(state))?
+            .map_err(|source| SnapshotError::Device { slot: i, source })?;
     }
     Ok(())
 }

@@ -88,12 +88,12 @@ pub enum SnapshotError {
         source: kvm_ioctls::Error,
     },
     /// A device cannot be saved or restored.
-    #[error("virtio device in slot {slot}: {detail}")]
+    #[error("virtio device in slot {slot}: {source}")]
     Device {
         /// Its slot (disks first, then pv-uring).
         slot: usize,
         /// Why.
-        detail: String,
+        source: ::devices::virtio::mmio::MmioStateError,
     },
     /// A vCPU did not pause.
     #[error("vCPU {0} did not pause for the snapshot: {1}")]
