@@ -17,7 +17,7 @@ use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 
 use crate::config::VmConfig;
-use crate::vm::VmError;
+use crate::error::VmError;
 
 /// Base of the virtio-mmio windows (see docs/guest-interface.md).
 pub const VIRTIO_MMIO_START: u64 = 0xc000_0000;

@@ -11,6 +11,7 @@ pub mod compat_patch;
 pub mod config;
 pub mod disks;
 pub mod emulation;
+pub mod error;
 pub mod guest_image;
 pub mod layout;
 pub mod memory;

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use devices::VmEvent;
 
 use crate::config::VmConfig;
+use crate::error::VmError;
 use crate::outcome::Outcome;
 use crate::snapshot::state::{FileInfo, Machine, Snapshot, UringInfo, VcpuState};
 use crate::snapshot::{self, SnapshotError};
 use crate::timings::Timings;
 use crate::vcpu::{Vcpu, VcpuKick};
-use crate::vm::{self, Start, Vm, VmError};
+use crate::vm::{self, Start, Vm};
 use crate::VmmEvent;
 
 /// What a run does.

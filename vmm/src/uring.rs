@@ -28,8 +28,8 @@ use vmm_sys_util::ioctl_iow_nr;
 
 use crate::config::VmConfig;
 use crate::disks;
+use crate::error::VmError;
 use crate::layout::{MMIO_GAP_END, URING_DOORBELL_START};
-use crate::vm::VmError;
 
 /// The doorbell page's guest-physical address.
 pub const DOORBELL_GPA: u64 = URING_DOORBELL_START;
