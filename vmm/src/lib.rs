@@ -22,6 +22,7 @@ pub mod snapshot;
 pub mod timings;
 pub mod uring;
 pub mod vcpu;
+pub mod virtio_mmio;
 pub mod vm;
 
 /// Events that end or change a VM run, sent to the main loop.

@@ -1,8 +1,8 @@
 //! `--uring` / `--uring-backend`: the paravirtual io_uring device
 //! (docs/pv-uring.md) on virtio-mmio, wired to KVM.
 //!
-//! - Its virtio-mmio window is the first slot after the disks, with the
-//!   next IRQ of `disks::VIRTIO_IRQS` for the control queue; completions
+//! - Its virtio-mmio window is the first slot after the disks, with that
+//!   slot's IRQ for the control queue; completions
 //!   raise [`COMPLETION_IRQ`] (ISA IRQ 3: no COM2 here, and never a disk's).
 //! - The ring area is an extra KVM memory slot at
 //!   [`ring_area_base`] (above guest RAM and the 32-bit gap, 1 GiB aligned).
@@ -14,22 +14,21 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
-use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY};
 use devices::virtio::uring::{
     BackendConfig, GuestMapping, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN,
 };
 use devices::Bus;
 use kvm_bindings::{kvm_ioeventfd, kvm_irqfd, kvm_userspace_memory_region, KVM_MEM_READONLY};
-use kvm_ioctls::{IoEventAddress, VmFd};
+use kvm_ioctls::VmFd;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
 use crate::config::VmConfig;
-use crate::disks;
 use crate::error::VmError;
 use crate::layout::{MMIO_GAP_END, URING_DOORBELL_START};
+use crate::virtio_mmio::{self, Slot, SlotAllocator};
 
 /// The doorbell page's guest-physical address.
 pub const DOORBELL_GPA: u64 = URING_DOORBELL_START;
@@ -153,16 +152,12 @@ pub fn attach(
     fd: &VmFd,
     mmio: &mut Bus,
     mem: &GuestMemoryMmap,
+    slots: &mut SlotAllocator,
     config: &VmConfig,
 ) -> Result<String, VmError> {
     let Some(uring) = &config.uring else {
         return Ok(String::new());
     };
-    let index = config.disks.len();
-    let (base, irq) = disks::slot(index).ok_or(VmError::NoSlot {
-        what: "pv-uring",
-        index,
-    })?;
     let ram_end = mem
         .iter()
         .map(|r| r.start_addr().raw_value() + r.len())
@@ -208,18 +203,8 @@ pub fn attach(
     map_ring_area(fd, mem.num_regions() as u32, &device.guest_mappings())?;
     let doorbell = device.doorbell_page();
     let what = "pv-uring";
-    let transport = MmioTransport::new(Box::new(device), mem.clone())
-        .map_err(|source| VmError::Transport { what, source })?;
-    fd.register_irqfd(transport.interrupt_eventfd(), irq)
-        .map_err(|source| VmError::Irqfd { what, irq, source })?;
-    for (q, evt) in transport.queue_events().iter().enumerate() {
-        let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
-        if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
-            log::warn!("pv-uring: no ioeventfd for queue {q} ({e}); notifications take MMIO exits");
-        }
-    }
-    mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
-        .map_err(|source| VmError::Bus { what, source })?;
+    let slot = virtio_mmio::attach(fd, mmio, mem, slots, what, what, Box::new(device))?;
+    let Slot { base, irq } = slot;
     mmio.insert(Arc::new(Mutex::new(doorbell)), DOORBELL_GPA, DOORBELL_LEN)
         .map_err(|source| VmError::Bus { what, source })?;
     log::info!(
@@ -227,7 +212,7 @@ pub fn attach(
          ring area {area_gpa:#x} ({} MiB), doorbell {DOORBELL_GPA:#x}",
         area.guest_len() >> 20
     );
-    Ok(disks::cmdline_entry(base, irq))
+    Ok(slot.cmdline_entry())
 }
 
 // The boot tests' skip helper: skips only when asked, and counts them.
@@ -280,14 +265,12 @@ mod tests {
 
     #[test]
     fn irqs_and_doorbell_avoid_everything_else() {
-        for i in 0..crate::config::MAX_DISKS {
-            assert_ne!(disks::slot(i).unwrap().1, COMPLETION_IRQ);
-        }
+        assert!(!virtio_mmio::VIRTIO_IRQS.contains(&COMPLETION_IRQ));
         assert!(![0, 1, 2, 4, 8, 12, 13].contains(&COMPLETION_IRQ));
         // The doorbell lies in the MMIO gap, past every virtio window and
         // below the guest-signal device.
-        let (last, _) = disks::slot(crate::config::MAX_DISKS - 1).unwrap();
-        assert!(DOORBELL_GPA >= last + 2 * MMIO_WINDOW);
+        let last = Slot::nth(crate::config::MAX_DISKS - 1).unwrap().base;
+        assert!(DOORBELL_GPA >= last + 2 * devices::virtio::mmio::MMIO_WINDOW);
         const { assert!(DOORBELL_GPA + DOORBELL_LEN <= devices::legacy::GuestSignal::MMIO_BASE) };
     }
 }

@@ -24,6 +24,7 @@ use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam};
 use crate::pvm;
 use crate::snapshot::{self, state::Snapshot};
 use crate::vcpu::{RunStats, Vcpu};
+use crate::virtio_mmio::SlotAllocator;
 use crate::VmmEvent;
 
 /// Sends device events into the VMM's event channel.
@@ -162,13 +163,14 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
     )
     .map_err(device_err("guest-signal"))?;
     // virtio-blk disks (--disk), announced on the command line.
-    let disk_cmdline = crate::disks::attach(&fd, &mut mmio, &ram.memory, config)?;
+    let mut slots = SlotAllocator::new();
+    let disk_cmdline = crate::disks::attach(&fd, &mut mmio, &ram.memory, &mut slots, config)?;
     // The pv-uring device (--uring), after the disks.
-    let uring_cmdline = crate::uring::attach(&fd, &mut mmio, &ram.memory, config)?;
+    let uring_cmdline = crate::uring::attach(&fd, &mut mmio, &ram.memory, &mut slots, config)?;
     let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
 
     // The guest.
-    let virtio_devices = config.disks.len() + usize::from(config.uring.is_some());
+    let virtio_devices = slots.allocated();
     let pvm = match start {
         Start::Boot => pvm::pvm_enabled(config.pvm, pvm::host_is_pvm()),
         Start::Restore { snapshot, .. } => snapshot.machine.pvm,

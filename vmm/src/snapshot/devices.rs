@@ -1,6 +1,6 @@
 //! Device state in a snapshot: the UART, the guest-signal device and each
 //! virtio-mmio transport (disks in order, then pv-uring), found on the VM's
-//! buses at the addresses `disks::slot` gives them.
+//! buses at the addresses of their virtio-mmio slots.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,7 @@ use crate::vm::Vm;
 fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> {
     (0..vm.virtio_devices)
         .map(|i| {
-            let base = crate::disks::slot(i).map(|(base, _)| base);
+            let base = crate::virtio_mmio::Slot::nth(i).map(|s| s.base);
             base.and_then(|b| vm.mmio.device_at(b))
                 .ok_or_else(|| SnapshotError::Invalid(format!("no virtio device in slot {i}")))
         })
