@@ -90,6 +90,99 @@ pub struct Vm {
 /// go to `events`.
 pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Result<Vm, VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
+    let fd = create_vm(&kvm)?;
+    let ram = match start {
+        Start::Boot => create_guest_ram(&config.memory)?,
+        Start::Restore { memory, snapshot } => {
+            map_snapshot_ram(memory, snapshot.machine.memory_size)?
+        }
+    };
+    map_guest_ram(&fd, &ram)?;
+    let devices = attach_devices(&fd, &ram, config, &events)?;
+
+    // The guest.
+    let pvm = match start {
+        Start::Boot => pvm::pvm_enabled(config.pvm, pvm::host_is_pvm()),
+        Start::Restore { snapshot, .. } => snapshot.machine.pvm,
+    };
+    let vcpu_fds = (0..config.cpus)
+        .map(|id| fd.create_vcpu(u64::from(id)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+    let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
+    let msr_index = kvm
+        .get_msr_index_list()
+        .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
+        .as_slice()
+        .to_vec();
+    let (cmdline, kernel_format) = match start {
+        Start::Boot => {
+            let base = pvm::base_cmdline(pvm, tsc_khz);
+            let parts: [&str; 3] = [&base, &devices.cmdline, &config.cmdline];
+            load_guest(&kvm, &ram, config, &vcpu_fds, pvm, &parts)?
+        }
+        Start::Restore { snapshot, .. } => {
+            restore_state(&fd, &vcpu_fds, tsc_khz, snapshot)?;
+            let format = if snapshot.machine.kernel_format == "BzImage" {
+                KernelFormat::BzImage
+            } else {
+                KernelFormat::Elf
+            };
+            (snapshot.machine.cmdline.clone(), format)
+        }
+    };
+
+    let stats = Arc::new(RunStats::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let pause = Arc::new(AtomicBool::new(false));
+    let msr_index = Arc::new(msr_index);
+    let (pio, mmio) = (Arc::new(devices.pio), Arc::new(devices.mmio));
+    let mut vcpus = Vec::new();
+    for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
+        vcpus.push(Vcpu {
+            fd: vcpu_fd,
+            id,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            mem: ram.memory.clone(),
+            events: events.clone(),
+            stats: stats.clone(),
+            stop: stop.clone(),
+            pause: pause.clone(),
+            msr_index: msr_index.clone(),
+        });
+    }
+    log::debug!(
+        "guest RAM ends at {:#x}",
+        ram.memory.last_addr().raw_value()
+    );
+    let vm = Vm {
+        fd,
+        mmio,
+        virtio_devices: devices.virtio_devices,
+        guest_signal: devices.guest_signal,
+        tsc_khz,
+        ram,
+        vcpus_count: vcpus.len(),
+        vcpus,
+        serial: devices.serial,
+        panic_seen: devices.panic_seen,
+        stats,
+        stop,
+        pause,
+        pvm,
+        cmdline,
+        kernel_format,
+    };
+    if let Start::Restore { snapshot, .. } = start {
+        snapshot::devices::restore(&vm, &snapshot.devices)?;
+    }
+    Ok(vm)
+}
+
+/// Creates the KVM VM with its TSS and identity map, the in-kernel irqchip
+/// and the PIT.
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
     let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
     fd.set_tss_address(KVM_TSS_START as usize)
         .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
@@ -102,13 +195,11 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
         ..Default::default()
     };
     fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    Ok(fd)
+}
 
-    let ram = match start {
-        Start::Boot => create_guest_ram(&config.memory)?,
-        Start::Restore { memory, snapshot } => {
-            map_snapshot_ram(memory, snapshot.machine.memory_size)?
-        }
-    };
+/// Gives each guest RAM region a KVM memory slot, from slot 0 on.
+fn map_guest_ram(fd: &VmFd, ram: &GuestRam) -> Result<(), VmError> {
     for (slot, region) in ram.memory.iter().enumerate() {
         let mem_region = kvm_userspace_memory_region {
             slot: slot as u32,
@@ -122,8 +213,30 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
         unsafe { fd.set_user_memory_region(mem_region) }
             .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
     }
+    Ok(())
+}
 
-    // Devices.
+/// The devices of a VM on their buses, before the vCPUs share the buses.
+struct Devices {
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<SerialConsole>>,
+    panic_seen: Arc<AtomicBool>,
+    guest_signal: Arc<Mutex<GuestSignal>>,
+    /// How many virtio-mmio slots the devices took.
+    virtio_devices: usize,
+    /// The kernel command-line entries announcing the virtio devices.
+    cmdline: String,
+}
+
+/// Puts the serial console, i8042, guest-signal device, `--disk`s and the
+/// pv-uring device (`--uring`) on their buses, wired to KVM.
+fn attach_devices(
+    fd: &VmFd,
+    ram: &GuestRam,
+    config: &VmConfig,
+    events: &Sender<VmmEvent>,
+) -> Result<Devices, VmError> {
     let panic_seen = Arc::new(AtomicBool::new(false));
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Eventfd {
         what: "serial",
@@ -162,119 +275,65 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
         GuestSignal::MMIO_LEN,
     )
     .map_err(device_err("guest-signal"))?;
-    // virtio-blk disks (--disk), announced on the command line.
+    // virtio-blk disks (--disk), then the pv-uring device (--uring), in
+    // virtio-mmio slots from 0 on, announced on the command line.
     let mut slots = SlotAllocator::new();
-    let disk_cmdline = crate::disks::attach(&fd, &mut mmio, &ram.memory, &mut slots, config)?;
-    // The pv-uring device (--uring), after the disks.
-    let uring_cmdline = crate::uring::attach(&fd, &mut mmio, &ram.memory, &mut slots, config)?;
-    let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
-
-    // The guest.
-    let virtio_devices = slots.allocated();
-    let pvm = match start {
-        Start::Boot => pvm::pvm_enabled(config.pvm, pvm::host_is_pvm()),
-        Start::Restore { snapshot, .. } => snapshot.machine.pvm,
-    };
-    let mut vcpu_fds = Vec::new();
-    for id in 0..config.cpus {
-        vcpu_fds.push(
-            fd.create_vcpu(u64::from(id))
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?,
-        );
-    }
-    let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
-    let msr_index = kvm
-        .get_msr_index_list()
-        .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
-        .as_slice()
-        .to_vec();
-    let (cmdline_text, kernel_format) = match start {
-        Start::Boot => {
-            let base = pvm::base_cmdline(pvm, tsc_khz);
-            let cmdline =
-                boot::build_cmdline(&[&base, &disk_cmdline, &uring_cmdline, &config.cmdline])?;
-            let text = cmdline
-                .as_cstring()
-                .map_err(BootError::Cmdline)?
-                .into_string()
-                .unwrap_or_default();
-            let (entry, kernel_format) = boot::load_guest(
-                &ram.memory,
-                &config.kernel,
-                config.initramfs.as_deref(),
-                &cmdline,
-                config.cpus,
-            )?;
-            cpu::write_boot_tables(&ram.memory)?;
-            let supported = kvm
-                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-                .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-            for (id, vcpu_fd) in (0..config.cpus).zip(&vcpu_fds) {
-                let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
-                vcpu_fd
-                    .set_cpuid2(&cpuid)
-                    .map_err(kvm_err("KVM_SET_CPUID2"))?;
-                cpu::setup_registers(vcpu_fd, id, &entry)?;
-                cpu::setup_lapic(vcpu_fd, id)?;
-            }
-            (text, kernel_format)
-        }
-        Start::Restore { snapshot, .. } => {
-            restore_state(&fd, &vcpu_fds, tsc_khz, snapshot)?;
-            let format = if snapshot.machine.kernel_format == "BzImage" {
-                KernelFormat::BzImage
-            } else {
-                KernelFormat::Elf
-            };
-            (snapshot.machine.cmdline.clone(), format)
-        }
-    };
-
-    let stats = Arc::new(RunStats::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    let pause = Arc::new(AtomicBool::new(false));
-    let msr_index = Arc::new(msr_index);
-    let mut vcpus = Vec::new();
-    for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
-        vcpus.push(Vcpu {
-            fd: vcpu_fd,
-            id,
-            pio: pio.clone(),
-            mmio: mmio.clone(),
-            mem: ram.memory.clone(),
-            events: events.clone(),
-            stats: stats.clone(),
-            stop: stop.clone(),
-            pause: pause.clone(),
-            msr_index: msr_index.clone(),
-        });
-    }
-    log::debug!(
-        "guest RAM ends at {:#x}",
-        ram.memory.last_addr().raw_value()
-    );
-    let vm = Vm {
-        fd,
+    let disks = crate::disks::attach(fd, &mut mmio, &ram.memory, &mut slots, config)?;
+    let uring = crate::uring::attach(fd, &mut mmio, &ram.memory, &mut slots, config)?;
+    let cmdline = [disks, uring]
+        .into_iter()
+        .filter(|e| !e.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Devices {
+        pio,
         mmio,
-        virtio_devices,
-        guest_signal,
-        tsc_khz,
-        ram,
-        vcpus_count: vcpus.len(),
-        vcpus,
         serial,
         panic_seen,
-        stats,
-        stop,
-        pause,
-        pvm,
-        cmdline: cmdline_text,
-        kernel_format,
-    };
-    if let Start::Restore { snapshot, .. } = start {
-        snapshot::devices::restore(&vm, &snapshot.devices)?;
+        guest_signal,
+        virtio_devices: slots.allocated(),
+        cmdline,
+    })
+}
+
+/// Loads the kernel, initramfs and command line (from `cmdline_parts`)
+/// into guest RAM, writes the boot tables, and sets up each vCPU's CPUID,
+/// registers and LAPIC for the boot. Returns the full command line and the
+/// kernel's format.
+fn load_guest(
+    kvm: &Kvm,
+    ram: &GuestRam,
+    config: &VmConfig,
+    vcpu_fds: &[kvm_ioctls::VcpuFd],
+    pvm: bool,
+    cmdline_parts: &[&str],
+) -> Result<(String, KernelFormat), VmError> {
+    let cmdline = boot::build_cmdline(cmdline_parts)?;
+    let text = cmdline
+        .as_cstring()
+        .map_err(BootError::Cmdline)?
+        .into_string()
+        .unwrap_or_default();
+    let (entry, kernel_format) = boot::load_guest(
+        &ram.memory,
+        &config.kernel,
+        config.initramfs.as_deref(),
+        &cmdline,
+        config.cpus,
+    )?;
+    cpu::write_boot_tables(&ram.memory)?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
+        let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
+        vcpu_fd
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        cpu::setup_registers(vcpu_fd, id, &entry)?;
+        cpu::setup_lapic(vcpu_fd, id)?;
     }
-    Ok(vm)
+    Ok((text, kernel_format))
 }
 
 /// Loads a snapshot's KVM state: the VM's first (PIT, clock, irqchip), then
