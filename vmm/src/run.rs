@@ -198,7 +198,7 @@ fn take_snapshot(
         vcpus,
         devices,
     };
-    state.check().map_err(SnapshotError::Invalid)?;
+    state.check()?;
     let paused = paused_at.elapsed();
     let io = |what, path: &Path| {
         let path = path.to_path_buf();

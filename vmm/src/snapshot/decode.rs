@@ -16,7 +16,7 @@ pub enum Decoded {
     /// Another ringvisor version wrote it.
     Version(String),
     /// Its parts disagree.
-    Invalid(String),
+    Invalid(super::state::StateError),
 }
 
 /// Decodes and checks a state file's bytes (what the fuzz target runs).

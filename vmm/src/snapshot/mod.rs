@@ -73,6 +73,9 @@ pub enum SnapshotError {
     },
     /// Parts of the state disagree or exceed a limit.
     #[error("invalid snapshot state: {0}")]
+    State(#[from] state::StateError),
+    /// The state does not fit the machine it is loaded into.
+    #[error("invalid snapshot state: {0}")]
     Invalid(String),
     /// The snapshot's machine cannot be built as asked.
     #[error("the snapshot cannot be restored as asked: {0}")]
@@ -119,7 +122,7 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
             path: path.clone(),
             found,
         },
-        Decoded::Invalid(why) => SnapshotError::Invalid(why),
+        Decoded::Invalid(why) => SnapshotError::State(why),
     })?;
     let memory = dir.join(MEMORY_FILE);
     let len = std::fs::metadata(&memory)
