@@ -170,11 +170,31 @@ fn kernel_words(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// Why `--cmdline` of `run --restore` gives no workload command.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkloadError {
+    /// A word other than `-- WORKLOAD` or `rv.workload=NAME`.
+    #[error(
+        "--cmdline with --restore takes only `-- WORKLOAD` or `rv.workload=NAME`: \
+         the kernel command line was fixed when the snapshot was taken (found {0:?})"
+    )]
+    KernelWord(String),
+    /// A workload word holds a NUL byte.
+    #[error("workload word {0:?} holds a NUL byte")]
+    Nul(String),
+    /// The command does not fit the mailbox.
+    #[error(
+        "the workload command is {0} bytes; at most {max} fit the guest-signal mailbox",
+        max = devices::legacy::guest_signal::COMMAND_MAX
+    )]
+    TooLong(usize),
+}
+
 /// The mailbox command for `--cmdline` of `run --restore`: ` -- WORKLOAD`
 /// gives its words, `rv.workload=NAME` gives `/bin/NAME`, nothing gives the
 /// guest's default workload (an empty command). Kernel parameters were fixed
 /// when the snapshot was taken: any other word is an error naming it.
-pub fn workload_command(cmdline: &str) -> Result<Vec<u8>, String> {
+pub fn workload_command(cmdline: &str) -> Result<Vec<u8>, WorkloadError> {
     let s = cmdline.trim();
     let (head, tail) = if s == "--" {
         ("", "")
@@ -193,28 +213,19 @@ pub fn workload_command(cmdline: &str) -> Result<Vec<u8>, String> {
                     argv.push(format!("/bin/{name}"));
                 }
             }
-            _ => {
-                return Err(format!(
-                    "--cmdline with --restore takes only `-- WORKLOAD` or `rv.workload=NAME`: \
-                     the kernel command line was fixed when the snapshot was taken (found {word:?})"
-                ))
-            }
+            _ => return Err(WorkloadError::KernelWord(word.to_string())),
         }
     }
     let mut bytes = Vec::new();
     for w in argv {
         if w.contains('\0') {
-            return Err(format!("workload word {w:?} holds a NUL byte"));
+            return Err(WorkloadError::Nul(w));
         }
         bytes.extend_from_slice(w.as_bytes());
         bytes.push(0);
     }
     if bytes.len() > devices::legacy::guest_signal::COMMAND_MAX {
-        return Err(format!(
-            "the workload command is {} bytes; at most {} fit the guest-signal mailbox",
-            bytes.len(),
-            devices::legacy::guest_signal::COMMAND_MAX
-        ));
+        return Err(WorkloadError::TooLong(bytes.len()));
     }
     Ok(bytes)
 }
@@ -239,9 +250,12 @@ mod tests {
             b"/bin/true\0"
         );
         let err = workload_command("loglevel=7 -- /bin/true").unwrap_err();
-        assert!(err.contains("\"loglevel=7\""), "{err}");
+        assert_eq!(err, WorkloadError::KernelWord("loglevel=7".into()));
+        assert!(err.to_string().contains("\"loglevel=7\""), "{err}");
         assert!(workload_command("rv.workload=../x").is_err());
         let long = format!("-- {}", "x".repeat(4000));
-        assert!(workload_command(&long).unwrap_err().contains("mailbox"));
+        let err = workload_command(&long).unwrap_err();
+        assert_eq!(err, WorkloadError::TooLong(4001));
+        assert!(err.to_string().contains("mailbox"));
     }
 }
