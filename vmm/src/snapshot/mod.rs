@@ -79,7 +79,7 @@ pub enum SnapshotError {
     Invalid(String),
     /// The snapshot's machine cannot be built as asked.
     #[error("the snapshot cannot be restored as asked: {0}")]
-    Mismatch(String),
+    Mismatch(#[from] restore::MismatchError),
     /// A KVM ioctl failed.
     #[error("{what}{} failed: {source}", cpu.map(|c| format!(" (vCPU {c})")).unwrap_or_default())]
     Kvm {
