@@ -39,7 +39,7 @@ pub enum VmmEvent {
     /// A vCPU paused for a snapshot, with its saved state.
     Paused {
         cpu: u8,
-        state: Box<Result<snapshot::state::VcpuState, String>>,
+        state: Box<Result<snapshot::state::VcpuState, snapshot::SnapshotError>>,
     },
     /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
     /// hint for the instructions a stock kernel is known to stop on.

@@ -115,18 +115,26 @@ fn pause_vcpus(
         let missing = states.iter().position(Option::is_none).unwrap_or(0) as u8;
         match rx.recv_timeout(left) {
             Ok(VmmEvent::Paused { cpu, state }) => {
-                let state = (*state).map_err(|e| SnapshotError::Pause(cpu, e))?;
+                let state = (*state).map_err(|e| SnapshotError::PauseFailed {
+                    cpu,
+                    source: Box::new(e),
+                })?;
                 if let Some(slot) = states.get_mut(usize::from(cpu)) {
                     *slot = Some(state);
                 }
             }
             Ok(VmmEvent::Device(_)) => {}
-            Ok(other) => return Err(SnapshotError::Pause(missing, format!("{other:?}"))),
+            Ok(other) => {
+                return Err(SnapshotError::PauseInterrupted {
+                    cpu: missing,
+                    event: format!("{other:?}"),
+                })
+            }
             Err(_) => {
-                return Err(SnapshotError::Pause(
-                    missing,
-                    format!("no answer in {} s", PAUSE_TIMEOUT.as_secs()),
-                ))
+                return Err(SnapshotError::PauseTimeout {
+                    cpu: missing,
+                    timeout: PAUSE_TIMEOUT,
+                })
             }
         }
     }

@@ -98,9 +98,30 @@ pub enum SnapshotError {
         /// Why.
         source: ::devices::virtio::mmio::MmioStateError,
     },
-    /// A vCPU did not pause.
-    #[error("vCPU {0} did not pause for the snapshot: {1}")]
-    Pause(u8, String),
+    /// A vCPU could not save its state.
+    #[error("vCPU {cpu} did not pause for the snapshot: {source}")]
+    PauseFailed {
+        /// The vCPU.
+        cpu: u8,
+        /// Why.
+        source: Box<SnapshotError>,
+    },
+    /// A vCPU did not answer in time.
+    #[error("vCPU {cpu} did not pause for the snapshot: no answer in {} s", .timeout.as_secs())]
+    PauseTimeout {
+        /// The first vCPU still missing.
+        cpu: u8,
+        /// How long the VMM waited.
+        timeout: std::time::Duration,
+    },
+    /// Something else happened while the vCPUs paused.
+    #[error("vCPU {cpu} did not pause for the snapshot: {event}")]
+    PauseInterrupted {
+        /// The first vCPU still missing.
+        cpu: u8,
+        /// The event that came instead, as the VMM prints it.
+        event: String,
+    },
 }
 
 /// Reads and checks the state of the snapshot in `dir`: format, version,
