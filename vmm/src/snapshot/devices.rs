@@ -17,7 +17,7 @@ fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> 
         .map(|i| {
             let base = crate::virtio_mmio::Slot::nth(i).map(|s| s.base);
             base.and_then(|b| vm.mmio.device_at(b))
-                .ok_or_else(|| SnapshotError::Invalid(format!("no virtio device in slot {i}")))
+                .ok_or(SnapshotError::NoVirtioDevice(i))
         })
         .collect()
 }
@@ -31,7 +31,7 @@ fn with_transport<T>(
     let transport = guard
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<MmioTransport>())
-        .ok_or_else(|| SnapshotError::Invalid(format!("slot {slot} holds no virtio device")))?;
+        .ok_or(SnapshotError::NotVirtio(slot))?;
     Ok(f(transport))
 }
 
@@ -61,19 +61,18 @@ pub fn restore(vm: &Vm, states: &DeviceStates) -> Result<(), SnapshotError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .restore(&states.serial)
-        .map_err(|e| SnapshotError::Invalid(format!("serial: {e}")))?;
+        .map_err(SnapshotError::Serial)?;
     vm.guest_signal
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .restore(&states.guest_signal)
-        .map_err(|e| SnapshotError::Invalid(format!("guest-signal: {e}")))?;
+        .map_err(SnapshotError::GuestSignal)?;
     let transports = transports(vm)?;
     if transports.len() != states.virtio.len() {
-        return Err(SnapshotError::Invalid(format!(
-            "{} virtio device states for {} devices",
-            states.virtio.len(),
-            transports.len()
-        )));
+        return Err(SnapshotError::VirtioCount {
+            states: states.virtio.len(),
+            devices: transports.len(),
+        });
     }
     for (i, (t, state)) in transports.iter().zip(&states.virtio).enumerate() {
         with_transport(t, i, |t| t.restore(state))?

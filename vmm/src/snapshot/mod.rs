@@ -74,9 +74,65 @@ pub enum SnapshotError {
     /// Parts of the state disagree or exceed a limit.
     #[error("invalid snapshot state: {0}")]
     State(#[from] state::StateError),
-    /// The state does not fit the machine it is loaded into.
-    #[error("invalid snapshot state: {0}")]
-    Invalid(String),
+    /// The memory file does not hold the guest's RAM.
+    #[error("invalid snapshot state: {} holds {len} bytes for {size} bytes of guest RAM (truncated?)", .path.display())]
+    MemoryFileSize {
+        /// The memory file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// Guest RAM's size in the state.
+        size: u64,
+    },
+    /// No virtio transport sits in a slot the VM has.
+    #[error("invalid snapshot state: no virtio device in slot {0}")]
+    NoVirtioDevice(usize),
+    /// A slot's device is not a virtio transport.
+    #[error("invalid snapshot state: slot {0} holds no virtio device")]
+    NotVirtio(usize),
+    /// The saved virtio device states do not match the VM's devices.
+    #[error("invalid snapshot state: {states} virtio device states for {devices} devices")]
+    VirtioCount {
+        /// Saved states.
+        states: usize,
+        /// Devices of the VM.
+        devices: usize,
+    },
+    /// The UART's state cannot be loaded.
+    #[error("invalid snapshot state: serial: {0}")]
+    Serial(#[source] std::io::Error),
+    /// The guest-signal device's state cannot be loaded.
+    #[error("invalid snapshot state: guest-signal: {0}")]
+    GuestSignal(#[source] ::devices::legacy::guest_signal::CommandError),
+    /// A list of MSRs does not fit KVM's structure.
+    #[error("invalid snapshot state: MSR list: {0:?}")]
+    MsrList(vmm_sys_util::fam::Error),
+    /// A vCPU's CPUID does not fit KVM's structure.
+    #[error("invalid snapshot state: vCPU {cpu} CPUID: {source:?}")]
+    Cpuid {
+        /// The vCPU.
+        cpu: u8,
+        /// Why.
+        source: vmm_sys_util::fam::Error,
+    },
+    /// KVM refused a saved MSR value.
+    #[error("invalid snapshot state: vCPU {cpu}: KVM refused MSR {index:#x} = {value:#x}")]
+    MsrRefused {
+        /// The vCPU.
+        cpu: u8,
+        /// The MSR.
+        index: u32,
+        /// The value.
+        value: u64,
+    },
+    /// The `ringvisor snapshot` run that fills the cache failed.
+    #[error("invalid snapshot state: taking the cached snapshot failed (exit status {status:?}): {last}")]
+    CacheTake {
+        /// Its exit status.
+        status: Option<i32>,
+        /// The last line it printed on stderr.
+        last: String,
+    },
     /// The snapshot's machine cannot be built as asked.
     #[error("the snapshot cannot be restored as asked: {0}")]
     Mismatch(#[from] restore::MismatchError),
@@ -154,11 +210,11 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         })?
         .len();
     if len != snapshot.machine.memory_size {
-        return Err(SnapshotError::Invalid(format!(
-            "{} holds {len} bytes for {} bytes of guest RAM (truncated?)",
-            memory.display(),
-            snapshot.machine.memory_size
-        )));
+        return Err(SnapshotError::MemoryFileSize {
+            path: memory,
+            len,
+            size: snapshot.machine.memory_size,
+        });
     }
     Ok(snapshot)
 }
