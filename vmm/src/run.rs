@@ -83,15 +83,29 @@ fn spawn_console_input(serial: std::sync::Arc<std::sync::Mutex<devices::legacy::
     }
 }
 
+/// The running vCPU threads, each with the kick that gets it out of
+/// KVM_RUN.
+struct VcpuThreads {
+    threads: Vec<thread::JoinHandle<Vcpu>>,
+    kicks: Vec<VcpuKick>,
+}
+
+impl VcpuThreads {
+    /// Kicks every vCPU thread out of KVM_RUN.
+    fn kick_all(&self) {
+        for (t, kick) in self.threads.iter().zip(&self.kicks) {
+            kick.kick(t);
+        }
+    }
+}
+
 /// Kicks every vCPU thread out of KVM_RUN (once each: the kick cannot be
 /// lost) after `stop` is set, so that each reports where the guest was (see
 /// `Vcpu::run`), and waits a moment for them to print.
-fn locate_vcpus(threads: &[thread::JoinHandle<Vcpu>], kicks: &[VcpuKick]) {
-    for (t, kick) in threads.iter().zip(kicks) {
-        kick.kick(t);
-    }
+fn locate_vcpus(vcpus: &VcpuThreads) {
+    vcpus.kick_all();
     let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+    while Instant::now() < deadline && vcpus.threads.iter().any(|t| !t.is_finished()) {
         thread::sleep(Duration::from_millis(5));
     }
 }
@@ -101,14 +115,11 @@ fn locate_vcpus(threads: &[thread::JoinHandle<Vcpu>], kicks: &[VcpuKick]) {
 fn pause_vcpus(
     vm: &Vm,
     rx: &mpsc::Receiver<VmmEvent>,
-    threads: &[thread::JoinHandle<Vcpu>],
-    kicks: &[VcpuKick],
+    vcpus: &VcpuThreads,
     paused_at: Instant,
 ) -> Result<Vec<VcpuState>, SnapshotError> {
     vm.pause.store(true, Ordering::SeqCst);
-    for (t, kick) in threads.iter().zip(kicks) {
-        kick.kick(t);
-    }
+    vcpus.kick_all();
     let mut states: Vec<Option<VcpuState>> = (0..vm.vcpus_count).map(|_| None).collect();
     while states.iter().any(Option::is_none) {
         let left = PAUSE_TIMEOUT.saturating_sub(paused_at.elapsed());
@@ -190,12 +201,11 @@ fn take_snapshot(
     vm: &Vm,
     config: &VmConfig,
     rx: &mpsc::Receiver<VmmEvent>,
-    threads: &[thread::JoinHandle<Vcpu>],
-    kicks: &[VcpuKick],
+    vcpu_threads: &VcpuThreads,
     out: &Path,
 ) -> Result<String, SnapshotError> {
     let paused_at = Instant::now();
-    let vcpus = pause_vcpus(vm, rx, threads, kicks, paused_at)?;
+    let vcpus = pause_vcpus(vm, rx, vcpu_threads, paused_at)?;
     let vm_state = snapshot::vm::save(&vm.fd)?;
     let devices = snapshot::devices::save(vm)?;
     let machine = machine(vm, config)?;
@@ -237,12 +247,8 @@ fn take_snapshot(
 
 /// Starts a thread per vCPU. Each first restricts itself to
 /// `--vcpu-affinity`; none enters KVM_RUN before every one has, and a
-/// failure ends the run before the guest starts. Returns the threads and
-/// their kicks.
-fn start_vcpus(
-    vm: &mut Vm,
-    config: &VmConfig,
-) -> Result<(Vec<thread::JoinHandle<Vcpu>>, Vec<VcpuKick>), VmError> {
+/// failure ends the run before the guest starts.
+fn start_vcpus(vm: &mut Vm, config: &VmConfig) -> Result<VcpuThreads, VmError> {
     if let Err(e) = crate::vcpu::install_kick_handler() {
         log::warn!("no vCPU kick signal handler ({e}): a hung guest cannot be located");
     }
@@ -304,7 +310,7 @@ fn start_vcpus(
     for gate in gates {
         let _ = gate.send(());
     }
-    Ok((threads, kicks))
+    Ok(VcpuThreads { threads, kicks })
 }
 
 /// When the guest reached its milestones, since the run started.
@@ -345,14 +351,12 @@ fn next_event(
 /// Handles the VM's events until the run ends (the guest exits, resets or
 /// fails, the timeout passes, or the snapshot of `Mode::Snapshot` is
 /// written), noting the guest's milestones in `marks`.
-#[allow(clippy::too_many_arguments)]
 fn wait_for_end(
     vm: &Vm,
     config: &VmConfig,
     mode: &Mode,
     rx: &mpsc::Receiver<VmmEvent>,
-    threads: &[thread::JoinHandle<Vcpu>],
-    kicks: &[VcpuKick],
+    vcpus: &VcpuThreads,
     started: Instant,
     marks: &mut Marks,
 ) -> Result<Outcome, VmError> {
@@ -374,7 +378,7 @@ fn wait_for_end(
             }
             VmmEvent::Device(VmEvent::ReadyForWorkload) => match mode {
                 Mode::Snapshot { out } => {
-                    let done = take_snapshot(vm, config, rx, threads, kicks, out)?;
+                    let done = take_snapshot(vm, config, rx, vcpus, out)?;
                     break Outcome::Snapshot(done);
                 }
                 _ => log::warn!(
@@ -472,13 +476,11 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
     let boot_started = Instant::now();
     let setup_time = boot_started - started;
 
-    let (threads, kicks) = start_vcpus(&mut vm, config)?;
+    let vcpus = start_vcpus(&mut vm, config)?;
     spawn_console_input(vm.serial.clone());
 
     let mut marks = Marks::default();
-    let outcome = wait_for_end(
-        &vm, config, &mode, &rx, &threads, &kicks, started, &mut marks,
-    )?;
+    let outcome = wait_for_end(&vm, config, &mode, &rx, &vcpus, started, &mut marks)?;
     // Before the vCPU threads are told to stop: one that has exited would
     // count as the VMM's.
     let vmm_threads_cpu = crate::timings::vmm_threads_cpu();
@@ -487,7 +489,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
         outcome,
         Outcome::Timeout(_) | Outcome::Unhandled(_) | Outcome::EmulationFailure { .. }
     ) {
-        locate_vcpus(&threads, &kicks);
+        locate_vcpus(&vcpus);
     }
     // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
