@@ -61,5 +61,21 @@ int main(void)
 	CONST(PVU_SLOT_SQES);
 	CONST(PVU_SQ_NEED_WAKEUP);
 	CONST(PVU_CQ_EVENTFD_DISABLED);
+	/* the arena */
+	SIZE(vuring_arena_info);
+	OFFSET(vuring_arena_info, nr_chunks);
+	SIZE(vuring_arena_alloc);
+	OFFSET(vuring_arena_alloc, offset);
+	SIZE(vuring_arena_free);
+	SIZE(vuring_arena_run);
+	SIZE(vuring_arena_register);
+	OFFSET(vuring_arena_register, nr_buffers);
+	OFFSET(vuring_arena_register, owner_fd);
+	CONST(VURING_IOC_ARENA_INFO);
+	CONST(VURING_IOC_ARENA_ALLOC);
+	CONST(VURING_IOC_ARENA_FREE);
+	CONST(VURING_IOC_ARENA_REGISTER);
+	CONST(VURING_MMAP_ARENA);
+	CONST(VURING_MAX_ARENA_RUNS);
 	return 0;
 }

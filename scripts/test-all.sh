@@ -82,6 +82,10 @@ PKG_WHO=test-all.sh
 # shellcheck source=guest-images/packages.sh
 source guest-images/packages.sh
 install_packages fonts-dejavu-core
+# tests/files.rs runs a Debian program the project does not build (jq,
+# dynamically linked with libjq and libonig); tests/disk_fs.rs makes and
+# reads an ext4 image (mkfs.ext4, debugfs, e2fsck).
+install_packages jq e2fsprogs
 
 step "format and lints"
 cargo fmt --all -- --check

@@ -353,35 +353,14 @@ fn host_io(
         .map(|(app, _)| PinnedThread::to(app))
         .transpose()
         .map_err(host_err(format!("{what}: pin to a CPU")))?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(op == Op::Write)
-        .custom_flags(libc::O_DIRECT)
-        .open(path)
-        .map_err(host_err(format!(
-            "{what}: open {} O_DIRECT",
-            path.display()
-        )))?;
+    let f = open_direct(path, op, &what)?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
     let qdu = qd as usize;
-    let mut builder = IoUring::builder();
-    if sqpoll {
-        // The pv-uring device's SQ thread idle time.
-        builder.setup_sqpoll(SQ_THREAD_IDLE_MS);
-        if let Some((_, sq)) = cpus {
-            builder.setup_sqpoll_cpu(sq as u32);
-        }
-    }
-    let mut ring = builder
-        // An SQ thread may post a batch's CQEs before it publishes the SQ
-        // head that consumed it: room for a second batch keeps the refill
-        // from finding the SQ full.
-        .build((qd * if sqpoll { 2 } else { 1 }).next_power_of_two().max(8))
-        .map_err(host_err(format!("{what}: io_uring_setup")))?;
+    let mut ring = host_ring(qd, sqpoll, cpus, &what)?;
     let mut pool = vec![0xa5u8; (qdu + 1) * BLOCK];
+    // align < BLOCK: qd blocks fit after it.
     let align = pool.as_ptr().align_offset(BLOCK);
-    // SAFETY: align < BLOCK, and qd blocks fit after it.
-    let base = unsafe { pool.as_mut_ptr().add(align) };
+    let base = pool[align..].as_mut_ptr();
     let iov = [libc::iovec {
         iov_base: base.cast(),
         iov_len: qdu * BLOCK,
@@ -389,43 +368,17 @@ fn host_io(
     // SAFETY: `pool` outlives the ring (dropped after it at the end).
     unsafe { ring.submitter().register_buffers(&iov) }
         .map_err(host_err(format!("{what}: register")))?;
-    let blocks = FILE_BYTES / BLOCK as u64;
-    let mut rng: u64 = 0x2545_f491_4f6c_dd1d ^ u64::from(qd) ^ ((op as u64) << 32);
-    let mut started = vec![Instant::now(); qdu];
-    let mut push = |ring: &mut IoUring, slot: usize, started: &mut [Instant]| {
-        rng ^= rng >> 12;
-        rng ^= rng << 25;
-        rng ^= rng >> 27;
-        let off = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks) * BLOCK as u64;
-        // SAFETY: slot < qd: inside the registered buffer.
-        let ptr = unsafe { base.add(slot * BLOCK) };
-        let sqe = match op {
-            Op::Read => opcode::ReadFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
-                .offset(off)
-                .build(),
-            Op::Write => opcode::WriteFixed::new(types::Fd(fd), ptr, BLOCK as u32, 0)
-                .offset(off)
-                .build(),
-        }
-        .user_data(slot as u64);
-        started[slot] = Instant::now();
-        // A full SQ can only be the SQ thread's late head update (see the
-        // ring size): wait for it, briefly.
-        let deadline = Instant::now() + Duration::from_secs(1);
-        // SAFETY: one request per slot in flight; the buffer lives on.
-        while unsafe { ring.submission().push(&sqe) }.is_err() {
-            if !sqpoll || Instant::now() > deadline {
-                return Err(BenchError::Host {
-                    what: format!("{what}: SQ full"),
-                    source: std::io::Error::from_raw_os_error(libc::EBUSY),
-                });
-            }
-            std::hint::spin_loop();
-        }
-        Ok(())
+    let mut requests = Requests {
+        fd,
+        base,
+        op,
+        sqpoll,
+        rng: 0x2545_f491_4f6c_dd1d ^ u64::from(qd) ^ ((op as u64) << 32),
+        started: vec![Instant::now(); qdu],
+        what: &what,
     };
     for slot in 0..qdu {
-        push(&mut ring, slot, &mut started)?;
+        requests.push(&mut ring, slot)?;
     }
     let t0 = Instant::now();
     let end = t0 + Duration::from_secs_f64(secs);
@@ -438,35 +391,7 @@ fn host_io(
     let mut last_progress = t0;
     let mut done: Vec<(usize, i32)> = Vec::with_capacity(qdu);
     while inflight > 0 {
-        if sqpoll {
-            // No system call while the poller is awake (it wakes it when
-            // IORING_SQ_NEED_WAKEUP is set).
-            ring.submit()
-                .map_err(host_err(format!("{what}: io_uring_enter")))?;
-            loop {
-                done.extend(
-                    ring.completion()
-                        .map(|c| (c.user_data() as usize, c.result())),
-                );
-                if !done.is_empty() {
-                    break;
-                }
-                std::hint::spin_loop();
-                if last_progress.elapsed() > Duration::from_secs(30) {
-                    return Err(BenchError::Host {
-                        what: format!("{what}: no completion for 30 s"),
-                        source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
-                    });
-                }
-            }
-        } else {
-            ring.submit_and_wait(1)
-                .map_err(host_err(format!("{what}: io_uring_enter")))?;
-            done.extend(
-                ring.completion()
-                    .map(|c| (c.user_data() as usize, c.result())),
-            );
-        }
+        reap(&mut ring, sqpoll, last_progress, &what, &mut done)?;
         let now = Instant::now();
         last_progress = now;
         for (slot, res) in done.drain(..) {
@@ -478,10 +403,10 @@ fn host_io(
             }
             ops += 1;
             slice_ops += 1;
-            lat.push((now - started[slot]).as_nanos() as f64 / 1e3);
+            lat.push((now - requests.started[slot]).as_nanos() as f64 / 1e3);
             inflight -= 1;
             if now < end {
-                push(&mut ring, slot, &mut started)?;
+                requests.push(&mut ring, slot)?;
                 inflight += 1;
             }
         }
@@ -494,6 +419,140 @@ fn host_io(
     drop(ring);
     drop(pool);
     Ok((slices, lat, total))
+}
+
+/// The target opened O_DIRECT for `op`.
+fn open_direct(path: &Path, op: Op, what: &str) -> Result<std::fs::File, BenchError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(op == Op::Write)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .map_err(host_err(format!(
+            "{what}: open {} O_DIRECT",
+            path.display()
+        )))
+}
+
+/// The host reference's requests: a random block of the target each, one
+/// buffer slot of the registered buffer each.
+struct Requests<'a> {
+    fd: i32,
+    /// The registered buffer: `BLOCK` bytes a slot.
+    base: *mut u8,
+    op: Op,
+    sqpoll: bool,
+    /// xorshift64* state.
+    rng: u64,
+    /// When each slot's request was pushed.
+    started: Vec<Instant>,
+    what: &'a str,
+}
+
+impl Requests<'_> {
+    /// Pushes a request for `slot` (none in flight) to `ring`'s SQ.
+    fn push(&mut self, ring: &mut IoUring, slot: usize) -> Result<(), BenchError> {
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let blocks = FILE_BYTES / BLOCK as u64;
+        let off = (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % blocks) * BLOCK as u64;
+        // slot < qd: inside the registered buffer.
+        let ptr = self.base.wrapping_add(slot * BLOCK);
+        let fd = types::Fd(self.fd);
+        let sqe = match self.op {
+            Op::Read => opcode::ReadFixed::new(fd, ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build(),
+            Op::Write => opcode::WriteFixed::new(fd, ptr, BLOCK as u32, 0)
+                .offset(off)
+                .build(),
+        }
+        .user_data(slot as u64);
+        self.started[slot] = Instant::now();
+        // A full SQ can only be the SQ thread's late head update (see the
+        // ring size): wait for it, briefly.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        // SAFETY: one request per slot in flight; the buffer outlives the
+        // ring (host_io drops the ring first).
+        while unsafe { ring.submission().push(&sqe) }.is_err() {
+            if !self.sqpoll || Instant::now() > deadline {
+                return Err(BenchError::Host {
+                    what: format!("{}: SQ full", self.what),
+                    source: std::io::Error::from_raw_os_error(libc::EBUSY),
+                });
+            }
+            std::hint::spin_loop();
+        }
+        Ok(())
+    }
+}
+
+/// The host reference's ring for `qd` requests in flight: plain, or with
+/// an SQ thread (`sqpoll`) of the pv-uring device's idle time, on CPU
+/// `cpus.1` when given.
+fn host_ring(
+    qd: u32,
+    sqpoll: bool,
+    cpus: Option<(usize, usize)>,
+    what: &str,
+) -> Result<IoUring, BenchError> {
+    let mut builder = IoUring::builder();
+    if sqpoll {
+        // The pv-uring device's SQ thread idle time.
+        builder.setup_sqpoll(SQ_THREAD_IDLE_MS);
+        if let Some((_, sq)) = cpus {
+            builder.setup_sqpoll_cpu(sq as u32);
+        }
+    }
+    builder
+        // An SQ thread may post a batch's CQEs before it publishes the SQ
+        // head that consumed it: room for a second batch keeps the refill
+        // from finding the SQ full.
+        .build((qd * if sqpoll { 2 } else { 1 }).next_power_of_two().max(8))
+        .map_err(host_err(format!("{what}: io_uring_setup")))
+}
+
+/// Submits what was pushed and waits for at least one completion, adding
+/// `(slot, result)` of each to `done`: a plain ring waits in
+/// io_uring_enter; an SQPOLL ring busy-polls its CQ (failing after 30 s
+/// without progress since `last_progress`).
+fn reap(
+    ring: &mut IoUring,
+    sqpoll: bool,
+    last_progress: Instant,
+    what: &str,
+    done: &mut Vec<(usize, i32)>,
+) -> Result<(), BenchError> {
+    if !sqpoll {
+        ring.submit_and_wait(1)
+            .map_err(host_err(format!("{what}: io_uring_enter")))?;
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        return Ok(());
+    }
+    // No system call while the poller is awake (it wakes it when
+    // IORING_SQ_NEED_WAKEUP is set).
+    ring.submit()
+        .map_err(host_err(format!("{what}: io_uring_enter")))?;
+    loop {
+        done.extend(
+            ring.completion()
+                .map(|c| (c.user_data() as usize, c.result())),
+        );
+        if !done.is_empty() {
+            return Ok(());
+        }
+        std::hint::spin_loop();
+        if last_progress.elapsed() > Duration::from_secs(30) {
+            return Err(BenchError::Host {
+                what: format!("{what}: no completion for 30 s"),
+                source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+            });
+        }
+    }
 }
 
 /// The calling thread kept on one CPU until dropped, then given back the
@@ -619,193 +678,247 @@ fn vmm_cpu_per_request(run: &GuestRun, lines: &[Value]) -> Result<Value, BenchEr
     Ok(json!({"value": null, "not_measured": VMM_CPU_NOT_MEASURED, "ops": ops}))
 }
 
-pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
-    let target = make_target(&ctx.out)?;
-    let file = target.0.display().to_string();
-    let s = secs(ctx);
-    let mut pts = Vec::new();
-    let placement = if ctx.pin {
-        place(&target.0)?
-    } else {
-        Placement::Unpinned("--no-pin".into())
-    };
-    // The SQPOLL reference gets the pv SQPOLL ring's placement; the plain
-    // reference, one thread that sleeps in io_uring_enter, is left where
-    // the scheduler puts it (next to the interrupts it waits for: faster
-    // here than pinned away from them).
-    let sqpoll_cpus = placement.host_cpus();
+/// What every phase of the suite shares.
+struct Suite<'a> {
+    ctx: &'a Ctx,
+    plan: &'a [Point],
+    pb: &'a ProgressBar,
+    /// The target file.
+    target: &'a Path,
+    /// Seconds per run.
+    secs: f64,
+    placement: Placement,
+    /// Where the SQPOLL reference runs: the pv SQPOLL ring's placement.
+    /// The plain reference, one thread that sleeps in io_uring_enter, is
+    /// left where the scheduler puts it (next to the interrupts it waits
+    /// for: faster here than pinned away from them).
+    sqpoll_cpus: Option<(usize, usize)>,
+}
 
-    for (i, (path, sqpoll)) in [(Path_::Host, false), (Path_::HostSqpoll, true)]
-        .into_iter()
-        .enumerate()
-    {
-        pb.set_message(plan[i].label.clone());
-        for op in OPS {
-            for qd in QDS {
-                let load = host_load();
-                let cpus = if sqpoll { sqpoll_cpus } else { None };
-                let (slices, lat, iops) = host_io(&target.0, op, qd, sqpoll, s, cpus)?;
-                let (min, med, p99) = super::stats(&lat).unwrap_or((0.0, 0.0, 0.0));
-                let what = format!("{} {} qd {qd} latency", path.name(), op.name());
-                pts.push(point(
-                    path,
-                    op,
-                    qd,
-                    iops,
-                    samples(&slices, "IOPS per 100 ms slice"),
-                    load,
-                    json!({
-                        "latency": latency(&what, min, med, p99)?,
-                        "ops": lat.len(),
-                    }),
-                )?);
+impl Suite<'_> {
+    /// `--qd` and `--op` values of the guests' benchmark programs.
+    fn qds_and_ops() -> (String, String) {
+        (
+            QDS.map(|q| q.to_string()).join(","),
+            OPS.map(Op::name).join(","),
+        )
+    }
+
+    /// The host references, plain and SQPOLL, before the guests.
+    fn host_points(&self, pts: &mut Vec<Value>) -> Result<(), BenchError> {
+        for (i, (path, sqpoll)) in [(Path_::Host, false), (Path_::HostSqpoll, true)]
+            .into_iter()
+            .enumerate()
+        {
+            self.pb.set_message(self.plan[i].label.clone());
+            for op in OPS {
+                for qd in QDS {
+                    let load = host_load();
+                    let cpus = if sqpoll { self.sqpoll_cpus } else { None };
+                    let (slices, lat, iops) =
+                        host_io(self.target, op, qd, sqpoll, self.secs, cpus)?;
+                    let (min, med, p99) = super::stats(&lat).unwrap_or((0.0, 0.0, 0.0));
+                    let what = format!("{} {} qd {qd} latency", path.name(), op.name());
+                    pts.push(point(
+                        path,
+                        op,
+                        qd,
+                        iops,
+                        samples(&slices, "IOPS per 100 ms slice"),
+                        load,
+                        json!({
+                            "latency": latency(&what, min, med, p99)?,
+                            "ops": lat.len(),
+                        }),
+                    )?);
+                }
             }
+            self.pb.inc(1);
         }
-        pb.inc(1);
+        Ok(())
     }
 
-    // The guests get the file writable: the write runs overwrite it (it
-    // is the suite's own temporary file, removed at the end).
-    pb.set_message(plan[2].label.clone());
-    let qds = QDS.map(|q| q.to_string()).join(",");
-    let ops = OPS.map(Op::name).join(",");
-    let load = host_load();
-    let run = run_guest(
-        ctx,
-        &plan[2].label,
-        &[
-            placement.vcpu_args(),
-            vec![
-                "--disk".into(),
-                format!("path={file},direct=on"),
-                "--cmdline".into(),
-                format!("-- /bin/blk-io --bench-qd {qds} --bench-op {ops} --bench-secs {s}"),
-            ],
-        ]
-        .concat(),
-    )?;
-    let lines = run.require("blk-io-bench")?;
-    let mut vmm_cpu = vec![json!({
-        "path": Path_::VirtioBlk.name(),
-        "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
-    })];
-    for op in OPS {
-        for qd in QDS {
-            let l = guest_line(&run, &lines, "blk-io-bench", op, qd, None)?;
-            let iops = run.num(l, "iops")?;
-            pts.push(point(
-                Path_::VirtioBlk,
-                op,
-                qd,
-                iops,
-                samples(&[iops], "IOPS"),
-                load,
-                json!({"ops": l["ops"], "secs": l["secs"]}),
-            )?);
-        }
-    }
-    pb.inc(1);
-
-    pb.set_message(plan[3].label.clone());
-    let load = host_load();
-    // The guest pauses before and after each run; in each pause the host
-    // measures its own reference for the same op and depth (see
-    // `Bracket`), while the guest sleeps.
-    let mut brackets = Vec::new();
-    let run = run_guest_paced(
-        ctx,
-        &plan[3].label,
-        &[
-            placement.vcpu_args(),
-            vec![
-                "--uring".into(),
-                placement.uring_arg(8),
-                "--uring-backend".into(),
-                format!("path={file},direct=on"),
-                "--cmdline".into(),
-                format!(
-                    "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,polled --span {FILE_BYTES} --io-ms {} --pause on",
-                    (s * 1000.0) as u64
-                ),
-            ],
-        ]
-        .concat(),
-        "pv-bench-pause",
-        |pause, vmm_pid| {
-            let b = Bracket::measure(pause, vmm_pid, &target.0, s, sqpoll_cpus)?;
-            pb.set_message(format!("{}: host reference {}", plan[3].label, b.describe()));
-            brackets.push(b);
-            Ok(())
-        },
-    )?;
-    let lines = run.require("pv-bench-io")?;
-    // One guest runs both rings: the VMM's CPU covers both, and the SQ
-    // thread's (it ends with its ring, but stays in the process's time).
-    vmm_cpu.push(json!({
-        "path": "guest-pv-ring+guest-pv-ring-sqpoll",
-        "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
-    }));
-    for (path, submit) in [(Path_::PvRing, "doorbell"), (Path_::PvRingSqpoll, "polled")] {
+    /// The virtio-blk guest (`blk-io --bench-qd`); returns its VMM CPU entry.
+    fn virtio_blk_points(&self, pts: &mut Vec<Value>) -> Result<Value, BenchError> {
+        // The guests get the file writable: the write runs overwrite it (it
+        // is the suite's own temporary file, removed at the end).
+        let label = &self.plan[2].label;
+        self.pb.set_message(label.clone());
+        let (qds, ops) = Self::qds_and_ops();
+        let load = host_load();
+        let run = run_guest(
+            self.ctx,
+            label,
+            &[
+                self.placement.vcpu_args(),
+                vec![
+                    "--disk".into(),
+                    format!("path={},direct=on", self.target.display()),
+                    "--cmdline".into(),
+                    format!(
+                        "-- /bin/blk-io --bench-qd {qds} --bench-op {ops} --bench-secs {}",
+                        self.secs
+                    ),
+                ],
+            ]
+            .concat(),
+        )?;
+        let lines = run.require("blk-io-bench")?;
+        let vmm_cpu = json!({
+            "path": Path_::VirtioBlk.name(),
+            "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
+        });
         for op in OPS {
             for qd in QDS {
-                let l = guest_line(&run, &lines, "pv-bench-io", op, qd, Some(submit))?;
+                let l = guest_line(&run, &lines, "blk-io-bench", op, qd, None)?;
                 let iops = run.num(l, "iops")?;
-                let what = format!("{} {} qd {qd} latency", path.name(), op.name());
-                let reference = Bracket::reference(&brackets, submit, op, qd)?;
                 pts.push(point(
-                    path,
+                    Path_::VirtioBlk,
                     op,
                     qd,
                     iops,
                     samples(&[iops], "IOPS"),
                     load,
-                    json!({
-                        "latency": latency(
-                            &what,
-                            run.num(l, "min_us")?,
-                            run.num(l, "median_us")?,
-                            run.num(l, "p99_us")?,
-                        )?,
-                        "ops": l["ops"], "secs": l["secs"],
-                        "host_reference": reference,
-                        // Where the guest's time went (pv-bench's own
-                        // measurements; plain numbers, null when none).
-                        "diag": {
-                            "doorbells": l["doorbells"],
-                            "doorbell_median_us": l["doorbell_median_us"],
-                            "pickup_median_us": l["pickup_median_us"],
-                            "pickup_p99_us": l["pickup_p99_us"],
-                            "stalls": l["stalls"],
-                            "stalled_ms": l["stalled_ms"],
-                            // [[upper bound µs or null, count, ms], ...]
-                            "stall_hist": l["stall_hist"],
-                        },
-                    }),
+                    json!({"ops": l["ops"], "secs": l["secs"]}),
                 )?);
             }
         }
+        self.pb.inc(1);
+        Ok(vmm_cpu)
     }
-    pb.inc(1);
 
-    // The reference again, after the guests (see fold_second_host_run).
-    pb.set_message(plan[4].label.clone());
-    for op in OPS {
-        for qd in QDS {
-            let (slices, _, iops) = host_io(&target.0, op, qd, false, s, None)?;
-            let p = pts
-                .iter_mut()
-                .find(|v| is_point(v, Path_::Host, op, qd))
-                .ok_or_else(|| {
-                    host_err(format!("host {} qd {qd}", op.name()))(std::io::Error::other(
-                        "no first run",
-                    ))
-                })?;
-            fold_second_host_run(p, iops, &slices)?;
+    /// The pv-uring guest (`pv-bench`, a doorbell ring and a polled ring),
+    /// each run bracketed by host references; returns its VMM CPU entry.
+    fn pv_points(&self, pts: &mut Vec<Value>) -> Result<Value, BenchError> {
+        let label = &self.plan[3].label;
+        self.pb.set_message(label.clone());
+        let (qds, ops) = Self::qds_and_ops();
+        let load = host_load();
+        // The guest pauses before and after each run; in each pause the host
+        // measures its own reference for the same op and depth (see
+        // `Bracket`), while the guest sleeps.
+        let mut brackets = Vec::new();
+        let run = run_guest_paced(
+            self.ctx,
+            label,
+            &[
+                self.placement.vcpu_args(),
+                vec![
+                    "--uring".into(),
+                    self.placement.uring_arg(8),
+                    "--uring-backend".into(),
+                    format!("path={},direct=on", self.target.display()),
+                    "--cmdline".into(),
+                    format!(
+                        "hugepages=8 -- /bin/pv-bench --only io --qd {qds} --op {ops} --submit doorbell,polled --span {FILE_BYTES} --io-ms {} --pause on",
+                        (self.secs * 1000.0) as u64
+                    ),
+                ],
+            ]
+            .concat(),
+            "pv-bench-pause",
+            |pause, vmm_pid| {
+                let b = Bracket::measure(pause, vmm_pid, self.target, self.secs, self.sqpoll_cpus)?;
+                self.pb
+                    .set_message(format!("{label}: host reference {}", b.describe()));
+                brackets.push(b);
+                Ok(())
+            },
+        )?;
+        let lines = run.require("pv-bench-io")?;
+        // One guest runs both rings: the VMM's CPU covers both, and the SQ
+        // thread's (it ends with its ring, but stays in the process's time).
+        let vmm_cpu = json!({
+            "path": "guest-pv-ring+guest-pv-ring-sqpoll",
+            "vmm_cpu_per_request": vmm_cpu_per_request(&run, &lines)?,
+        });
+        for (path, submit) in [(Path_::PvRing, "doorbell"), (Path_::PvRingSqpoll, "polled")] {
+            for op in OPS {
+                for qd in QDS {
+                    let l = guest_line(&run, &lines, "pv-bench-io", op, qd, Some(submit))?;
+                    let reference = Bracket::reference(&brackets, submit, op, qd)?;
+                    pts.push(pv_point(&run, l, path, op, qd, load, reference)?);
+                }
+            }
         }
+        self.pb.inc(1);
+        Ok(vmm_cpu)
     }
-    pb.inc(1);
-    drop(target);
 
+    /// The plain host reference again, after the guests, folded into its
+    /// first run (see fold_second_host_run).
+    fn host_points_again(&self, pts: &mut [Value]) -> Result<(), BenchError> {
+        self.pb.set_message(self.plan[4].label.clone());
+        for op in OPS {
+            for qd in QDS {
+                let (slices, _, iops) = host_io(self.target, op, qd, false, self.secs, None)?;
+                let p = pts
+                    .iter_mut()
+                    .find(|v| is_point(v, Path_::Host, op, qd))
+                    .ok_or_else(|| {
+                        host_err(format!("host {} qd {qd}", op.name()))(std::io::Error::other(
+                            "no first run",
+                        ))
+                    })?;
+                fold_second_host_run(p, iops, &slices)?;
+            }
+        }
+        self.pb.inc(1);
+        Ok(())
+    }
+}
+
+/// The point of a pv-bench `pv-bench-io` line `l`.
+fn pv_point(
+    run: &GuestRun,
+    l: &Value,
+    path: Path_,
+    op: Op,
+    qd: u32,
+    load: Option<f64>,
+    reference: Value,
+) -> Result<Value, BenchError> {
+    let iops = run.num(l, "iops")?;
+    let what = format!("{} {} qd {qd} latency", path.name(), op.name());
+    point(
+        path,
+        op,
+        qd,
+        iops,
+        samples(&[iops], "IOPS"),
+        load,
+        json!({
+            "latency": latency(
+                &what,
+                run.num(l, "min_us")?,
+                run.num(l, "median_us")?,
+                run.num(l, "p99_us")?,
+            )?,
+            "ops": l["ops"], "secs": l["secs"],
+            "host_reference": reference,
+            // Where the guest's time went (pv-bench's own
+            // measurements; plain numbers, null when none).
+            "diag": {
+                "doorbells": l["doorbells"],
+                "doorbell_median_us": l["doorbell_median_us"],
+                "pickup_median_us": l["pickup_median_us"],
+                "pickup_p99_us": l["pickup_p99_us"],
+                "stalls": l["stalls"],
+                "stalled_ms": l["stalled_ms"],
+                // [[upper bound µs or null, count, ms], ...]
+                "stall_hist": l["stall_hist"],
+            },
+        }),
+    )
+}
+
+/// The ratios of every guest path to its references, and the summary
+/// table's rows (`vmm_cpu`: the guests' VMM CPU entries).
+fn summarize(
+    pts: &[Value],
+    placement: &Placement,
+    vmm_cpu: &[Value],
+) -> Result<(Vec<Value>, Vec<[String; 3]>), BenchError> {
     let iops_of = |p: Path_, op: Op, qd: u32| {
         pts.iter()
             .find(|v| is_point(v, p, op, qd))
@@ -875,7 +988,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         }
     }
     table.push(["placement".into(), String::new(), placement.describe()]);
-    for c in &vmm_cpu {
+    for c in vmm_cpu {
         let v = &c["vmm_cpu_per_request"]["value"];
         let figure = match v["value"].as_f64() {
             Some(x) => format!("{x:.2} {}", v["unit"].as_str().unwrap_or("")),
@@ -887,10 +1000,41 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             String::new(),
         ]);
     }
+    Ok((ratios, table))
+}
+
+pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
+    let target = make_target(&ctx.out)?;
+    let placement = if ctx.pin {
+        place(&target.0)?
+    } else {
+        Placement::Unpinned("--no-pin".into())
+    };
+    let suite = Suite {
+        ctx,
+        plan,
+        pb,
+        target: &target.0,
+        secs: secs(ctx),
+        sqpoll_cpus: placement.host_cpus(),
+        placement,
+    };
+    let mut pts = Vec::new();
+    suite.host_points(&mut pts)?;
+    let vmm_cpu = vec![
+        suite.virtio_blk_points(&mut pts)?,
+        suite.pv_points(&mut pts)?,
+    ];
+    suite.host_points_again(&mut pts)?;
+    let Suite {
+        secs, placement, ..
+    } = suite;
+    drop(target);
+    let (ratios, table) = summarize(&pts, &placement, &vmm_cpu)?;
     Ok(SuiteOutput {
         json: json!({
             "file_bytes": FILE_BYTES,
-            "secs_per_run": s,
+            "secs_per_run": secs,
             "placement": placement.json(),
             "points": pts,
             "ratios": ratios,

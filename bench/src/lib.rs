@@ -252,13 +252,23 @@ fn finish_guest(
             stderr: tail(stderr, 20),
         });
     }
+    let mut timings: Option<Value> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
+        .and_then(|j| serde_json::from_str(j).ok());
+    // The pv-uring arena's set-up (RINGVISOR_ARENA), kept as
+    // timings["arena"].
+    let arena = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("RINGVISOR_ARENA "))
+        .and_then(|j| serde_json::from_str::<Value>(j).ok());
+    if let (Some(Value::Object(t)), Some(a)) = (timings.as_mut(), arena) {
+        t.insert("arena".into(), a);
+    }
     Ok(GuestRun {
         what: what.into(),
         stdout,
-        timings: stderr
-            .lines()
-            .find_map(|l| l.strip_prefix("RINGVISOR_TIMINGS "))
-            .and_then(|j| serde_json::from_str(j).ok()),
+        timings,
     })
 }
 
@@ -405,21 +415,14 @@ pub fn machine() -> Value {
         })
         .unwrap_or_else(|| "unknown".into());
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    // SAFETY: uname fills the zeroed struct.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a utsname.
-    let kernel = if unsafe { libc::uname(&mut u) } == 0 {
-        let f = |b: &[libc::c_char]| {
-            let bytes: Vec<u8> = b
-                .iter()
-                .take_while(|c| **c != 0)
-                .map(|c| *c as u8)
-                .collect();
-            String::from_utf8_lossy(&bytes).into_owned()
-        };
-        format!("{} {} {}", f(&u.sysname), f(&u.release), f(&u.machine))
-    } else {
-        "unknown".into()
+    // uname -srm: the kernel's name and release, and the machine (this
+    // program's architecture, which the machine runs).
+    let kernel = match (
+        read_trim("/proc/sys/kernel/ostype"),
+        read_trim("/proc/sys/kernel/osrelease"),
+    ) {
+        (Some(name), Some(release)) => format!("{name} {release} {}", std::env::consts::ARCH),
+        _ => "unknown".into(),
     };
     let kvm = if Path::new("/sys/module/kvm_pvm").exists() {
         "PVM"
@@ -494,6 +497,32 @@ pub fn vmm_binary() -> Result<PathBuf, BenchError> {
     }
 }
 
+/// The points of each suite, in order.
+fn plan(ctx: &Ctx, suites: &[Suite]) -> Vec<(Suite, Vec<Point>)> {
+    suites
+        .iter()
+        .map(|&s| {
+            let points = match s {
+                Suite::Registration => registration::plan(ctx),
+                Suite::Io => io::plan(ctx),
+                Suite::Boot => boot::plan(ctx),
+            };
+            (s, points)
+        })
+        .collect()
+}
+
+/// The summary table on stdout: each suite's rows.
+fn print_summary(elapsed: Duration, table: &[(&str, Vec<[String; 3]>)]) {
+    println!("summary ({} in all):", human(elapsed));
+    for (suite, rows) in table {
+        println!("{suite}:");
+        for [a, b, c] in rows {
+            println!("  {a:<46} {b:>26}  {c}");
+        }
+    }
+}
+
 /// Runs the suites, writes `results.json` and the charts, prints a table.
 pub fn run(opts: Options) -> Result<(), BenchError> {
     std::fs::create_dir_all(&opts.out).map_err(|source| BenchError::Write {
@@ -512,18 +541,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         reserve_hugepages: opts.reserve_hugepages,
         pin: opts.pin,
     };
-    let plans: Vec<(Suite, Vec<Point>)> = opts
-        .suites
-        .iter()
-        .map(|&s| {
-            let points = match s {
-                Suite::Registration => registration::plan(&ctx),
-                Suite::Io => io::plan(&ctx),
-                Suite::Boot => boot::plan(&ctx),
-            };
-            (s, points)
-        })
-        .collect();
+    let plans = plan(&ctx, &opts.suites);
     let total: Duration = plans.iter().flat_map(|p| &p.1).map(|p| p.est).sum();
     let guests = plans
         .iter()
@@ -580,13 +598,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    println!("summary ({} in all):", human(elapsed));
-    for (suite, rows) in table {
-        println!("{suite}:");
-        for [a, b, c] in rows {
-            println!("  {a:<46} {b:>26}  {c}");
-        }
-    }
+    print_summary(elapsed, &table);
     println!("results: {}", path.display());
     // After the table and results.json: a chart that cannot be drawn (no
     // font, say) fails the command but loses no figure.

@@ -4,7 +4,16 @@
 //!
 //! Two series: pool size at 8 rings (`points`), and the number of rings
 //! at one pool size (`rings_sweep`: 1 to 64 rings; one ring has only its
-//! first registration). Host points on 2 MiB pages need free host
+//! first registration).
+//!
+//! pv-bench guests also have a pv-uring buffer arena of the pool's size
+//! (`--uring arena=`): beside register, clone and table-clone they measure
+//! `arena` (ARENA_REGISTER of a pool of arena chunks on each ring, after
+//! one `arena-alloc`) and `arena-clone` (whole clones of an arena ring's
+//! table). An arena-only guest (`pv-bench --only arena`, small RAM)
+//! measures the 1-to-64-ring sweep at [`ARENA_SWEEP_SIZE`] and the largest
+//! arena [`ARENA_LARGE`]; each arena guest's set-up (host allocation and
+//! registration, `RINGVISOR_ARENA`) is recorded in `arena_setup`. Host points on 2 MiB pages need free host
 //! hugepages; as root the suite raises the pool for them and restores it
 //! before the guests run ([`Reservation`]), and records what it did.
 
@@ -33,6 +42,10 @@ const SIZE_RINGS: usize = 8;
 const LARGE_GUEST_RINGS: usize = 4;
 /// Ring counts of the rings sweep. One ring: the first registration only.
 const SWEEP_RINGS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// Pool of the arena-only sweep (the issue's 4 GiB).
+const ARENA_SWEEP_SIZE: u64 = 4 << 30;
+/// The largest arena measured (once, 1 and 64 rings): 8 GiB.
+const ARENA_LARGE: u64 = 8 << 30;
 
 /// One measurement point.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -49,6 +62,9 @@ enum Where {
     PvBench(u64),
     /// A guest running ring-pool on ordinary 4 KiB guest pages, 8 rings.
     RingPoolSmall(u64),
+    /// A small guest running `pv-bench --only arena` on an arena of this
+    /// many bytes: every count of [`SWEEP_RINGS`], or (`false`) 1 and 64.
+    PvArena(u64, bool),
 }
 
 impl Where {
@@ -129,7 +145,39 @@ fn points(ctx: &Ctx) -> Vec<Where> {
     for s in guest_small_sizes(ctx) {
         v.push(Where::RingPoolSmall(s));
     }
+    if ctx.quick {
+        v.push(Where::PvArena(16 << 20, true));
+    } else {
+        v.push(Where::PvArena(ARENA_SWEEP_SIZE, true));
+        v.push(Where::PvArena(ARENA_LARGE, false));
+    }
+    // RINGVISOR_BENCH_POINTS=a,b keeps only the points whose label holds
+    // one of the substrings (a partial run; results.json says which).
+    if let Some(keep) = points_filter() {
+        v.retain(|&w| keep.iter().any(|k| label(ctx, w).contains(k.as_str())));
+    }
     v
+}
+
+/// The substrings of RINGVISOR_BENCH_POINTS, if set.
+fn points_filter() -> Option<Vec<String>> {
+    let v = std::env::var("RINGVISOR_BENCH_POINTS").ok()?;
+    Some(
+        v.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    )
+}
+
+/// Ring counts of an arena-only guest.
+fn arena_rings_arg(sweep: bool) -> String {
+    if sweep {
+        SWEEP_RINGS.map(|n| n.to_string()).join(",")
+    } else {
+        "1,64".into()
+    }
 }
 
 fn page(huge: bool) -> &'static str {
@@ -179,6 +227,11 @@ fn label(ctx: &Ctx, w: Where) -> String {
             "guest ring-pool {} of 4K pages, rings {SIZE_RINGS}",
             size_label(s)
         ),
+        Where::PvArena(s, sweep) => format!(
+            "guest pv-bench arena {}, rings {}",
+            size_label(s),
+            arena_rings_arg(sweep)
+        ),
     }
 }
 
@@ -216,6 +269,13 @@ fn estimate(ctx: &Ctx, w: Where) -> Duration {
         // No hugepages to zero, a fault per 4 KiB page instead; per ring
         // a registration (~53 ms per MiB), an unregistration and a clone.
         Where::RingPoolSmall(s) => boot_and_populate(s) + SIZE_RINGS as f64 * (0.1 * mib(s) + 0.3),
+        // A small guest's boot and the host's allocation of the arena
+        // (~0.2 s per GiB); per ring a create, a register, a clone and a
+        // close (~40 ms).
+        Where::PvArena(s, sweep) => {
+            let rings: usize = if sweep { SWEEP_RINGS.iter().sum() } else { 65 };
+            18.0 + 0.2 * (s >> 30) as f64 + rings as f64 * 0.04
+        }
     })
 }
 
@@ -695,7 +755,7 @@ fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, 
     let mut out = Vec::new();
     for l in &lines {
         let method = l["method"].as_str().unwrap_or("?");
-        if method == "publish" {
+        if method == "publish" || method == "arena-alloc" {
             continue;
         }
         let rings = l["rings"].as_u64().unwrap_or(0);
@@ -710,16 +770,34 @@ fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, 
                 raw.len()
             )));
         }
-        let first = single("first-register", rings)
-            .ok_or_else(|| missing(format!("{kind} first-register line for {rings} rings")))?;
+        let alloc = || {
+            single("arena-alloc", rings)
+                .ok_or_else(|| missing(format!("{kind} arena-alloc line for {rings} rings")))
+        };
+        let first = || {
+            single("first-register", rings)
+                .ok_or_else(|| missing(format!("{kind} first-register line for {rings} rings")))
+        };
         let total = match method {
-            "first-register" => first,
+            // The time until every ring holds the pool: one allocation,
+            // then a registration per ring.
+            "arena" => alloc()? + raw.iter().sum::<f64>(),
+            // Ring 0 registers from the arena, the others clone it.
+            "arena-clone" => {
+                let reg0 = single("arena", rings)
+                    .ok_or_else(|| missing(format!("{kind} arena line for {rings} rings")))?;
+                alloc()? + reg0 + raw.iter().sum::<f64>()
+            }
+            "first-register" => first()?,
+            // The command floor of arena-only guests (a clone of a 2 MiB
+            // guest pool per ring).
+            "clone-small" => raw.iter().sum::<f64>(),
             "table-clone" => {
                 let publish = single("publish", rings)
                     .ok_or_else(|| missing(format!("{kind} publish line for {rings} rings")))?;
-                first + publish + raw.iter().sum::<f64>()
+                first()? + publish + raw.iter().sum::<f64>()
             }
-            _ => first + raw.iter().sum::<f64>(),
+            _ => first()? + raw.iter().sum::<f64>(),
         };
         out.push(point_json(&Pt {
             source,
@@ -777,12 +855,15 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool, ram_on_huge: bool) -> Vec<String> 
         } else {
             guest_size_rings(size)
         };
+        // The arena of the pool's size: its rings are fresh for each count
+        // and closed after it (at most 64 more at once).
         a.extend([
             "--uring".into(),
             format!(
-                "rings={},max-registered={}M",
-                total + 2,
-                max_registered_mib(ctx, size)
+                "rings={},max-registered={}M,arena={}",
+                total + 64 + 2,
+                max_registered_mib(ctx, size),
+                arena_spec(size)
             ),
             "--cmdline".into(),
             format!(
@@ -796,6 +877,27 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool, ram_on_huge: bool) -> Vec<String> 
         ]);
     }
     a
+}
+
+/// `--uring arena=` for a pool of `size` bytes: on 2 MiB host pages, in
+/// whole MiB (the chunk rule of docs/pv-uring.md holds for every pool
+/// size of this suite).
+fn arena_spec(size: u64) -> String {
+    format!("{}M", size.div_ceil(1 << 20))
+}
+
+/// An arena-only guest: 512 MiB of RAM (no pool), the arena, pv-bench
+/// `--only arena`.
+fn guest_arena_args(size: u64, sweep: bool) -> Vec<String> {
+    let counts = arena_rings_arg(sweep);
+    vec![
+        "--memory".into(),
+        "size=512M".into(),
+        "--uring".into(),
+        format!("rings=66,polled=0,arena={}", arena_spec(size)),
+        "--cmdline".into(),
+        format!("hugepages=4 -- /bin/pv-bench --only arena --rings {counts} --size {size}"),
+    ]
 }
 
 /// A ring-pool guest on ordinary 4 KiB guest pages (no guest hugepages).
@@ -862,11 +964,49 @@ fn ratios(pts: &[Value], sweep: bool) -> Result<(Vec<Value>, Vec<[String; 3]>), 
             ]);
             continue;
         }
+        if p["method"] == "arena" {
+            // The issue's target: within 2x of a pv clone of the pool.
+            if let Some(c) = find(p, "clone") {
+                let what = format!("{src} {} {pg} {rings} rings arena", size_label(size));
+                ratios.push(json!({
+                    "source": src,
+                    "pool_bytes": size,
+                    "page": pg,
+                    "rings": rings,
+                    "ratio": "arena/clone",
+                    "value": fig(&what, med(p) / med(c), "x")?,
+                }));
+            }
+            let floor = find(p, "clone-small").map(|c| {
+                format!(
+                    " / pv clone of a 2 MiB guest pool {} ({:.1}x)",
+                    us(med(c)),
+                    med(p) / med(c)
+                )
+            });
+            if let Some(c) = find(p, "clone-small") {
+                let what = format!("{src} {} {pg} {rings} rings floor", size_label(size));
+                ratios.push(json!({
+                    "source": src,
+                    "pool_bytes": size,
+                    "page": pg,
+                    "rings": rings,
+                    "ratio": "arena/clone-small",
+                    "value": fig(&what, med(p) / med(c), "x")?,
+                }));
+            }
+            table.push([
+                name.clone(),
+                format!("arena register {}{}", us(med(p)), floor.unwrap_or_default()),
+                format!("all {rings} rings hold the pool after {}", us(tot(p))),
+            ]);
+            continue;
+        }
         if p["method"] != "register" {
             continue;
         }
         let reg = med(p);
-        for other in ["clone", "table-clone"] {
+        for other in ["clone", "table-clone", "arena", "arena-clone"] {
             let Some(c) = find(p, other) else {
                 continue;
             };
@@ -904,6 +1044,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     let mut sweep: Vec<Value> = Vec::new();
     let mut skipped: Vec<Value> = Vec::new();
     let mut huge_record = Value::Null;
+    let mut arena_setup: Vec<Value> = Vec::new();
     // Decided at the first 2 MiB host point; a reservation lives until
     // the first guest point (or an error: its Drop restores the pool).
     let mut huge: Option<Result<Option<Reservation>, String>> = None;
@@ -965,7 +1106,11 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 // kernel touches is a 4 KiB shadow-paging entry, which
                 // doubled the in-guest clone at 4 GiB (5.2 ms against
                 // 2.2-2.6 ms on hugepages).
-                let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20);
+                let pv = matches!(w, Where::PvBench(_));
+                // pv-bench guests also have an arena of the pool's size,
+                // on host 2 MiB pages when the reservation gets them.
+                let arena_pages = if pv { size.div_ceil(HUGE_2M) } else { 0 };
+                let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20) + arena_pages;
                 wait_for_surplus_release(Duration::from_secs(10));
                 let mut ram_record = Value::Null;
                 let ram = reserve_huge(ctx, ram_pages, &mut ram_record);
@@ -973,11 +1118,13 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                 if let Err(why) = &ram {
                     ram_record["error"] = why.clone().into();
                 }
-                let pv = matches!(w, Where::PvBench(_));
                 let run = run_guest(ctx, &p.label, &guest_args(ctx, size, pv, on_huge));
                 drop(ram);
                 let run = run?;
                 let ram_pages_used = if on_huge { "2M" } else { "4K" };
+                if pv {
+                    arena_setup.push(arena_record(&run, &p.label, size)?);
+                }
                 let got = if pv {
                     guest_points(&run, "pv-bench", "guest-pv-bench")?
                 } else {
@@ -993,6 +1140,31 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
                     }
                     if size == sweep_size(ctx) {
                         sweep.push(g);
+                    }
+                }
+            }
+            Where::PvArena(size, is_sweep) => {
+                release(&mut huge, &mut huge_record);
+                // The arena's pages, guest RAM's (256) and the ring
+                // area's, which both take theirs first.
+                let pages = size.div_ceil(HUGE_2M) + 256 + 64;
+                wait_for_surplus_release(Duration::from_secs(10));
+                let mut record = Value::Null;
+                let reserved = reserve_huge(ctx, pages, &mut record);
+                if let Err(why) = &reserved {
+                    record["error"] = why.clone().into();
+                }
+                let run = run_guest(ctx, &p.label, &guest_arena_args(size, is_sweep));
+                drop(reserved);
+                let run = run?;
+                let mut setup = arena_record(&run, &p.label, size)?;
+                setup["reservation"] = record;
+                arena_setup.push(setup);
+                for g in guest_points(&run, "pv-bench", "guest-pv-arena")? {
+                    if is_sweep {
+                        sweep.push(g);
+                    } else {
+                        pts.push(g);
                     }
                 }
             }
@@ -1019,6 +1191,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
     let (ratios_size, mut table) = ratios(&pts, false)?;
     let (ratios_sweep, table_sweep) = ratios(&sweep, true)?;
     table.extend(table_sweep);
+    table.extend(arena_rows(&arena_setup, &pts, &sweep));
     for s in &skipped {
         table.push([
             s["point"].as_str().unwrap_or("?").to_string(),
@@ -1033,10 +1206,84 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             "rings_sweep": sweep,
             "rings_sweep_ratios": ratios_sweep,
             "host_hugepages": huge_record,
+            "arena_setup": arena_setup,
+            "points_filter": points_filter(),
             "skipped": skipped,
         }),
         table,
     })
+}
+
+/// What an arena guest's VMM reported of the arena's set-up
+/// (`RINGVISOR_ARENA`, kept in its timings).
+fn arena_record(run: &GuestRun, point: &str, size: u64) -> Result<Value, BenchError> {
+    let a = run
+        .timings
+        .as_ref()
+        .and_then(|t| t.get("arena"))
+        .cloned()
+        .ok_or_else(|| BenchError::Missing {
+            what: run.what.clone(),
+            kind: "RINGVISOR_ARENA line (the arena's set-up, --timings)".into(),
+            stdout: String::new(),
+        })?;
+    if a["bytes"] != size {
+        return Err(BenchError::Missing {
+            what: run.what.clone(),
+            kind: format!("an arena of {size} bytes (got {})", a["bytes"]),
+            stdout: String::new(),
+        });
+    }
+    Ok(json!({"point": point, "arena": a}))
+}
+
+/// Table rows of the arena's set-up: the host's allocation and its
+/// registration, beside the host-native first registration of the same
+/// bytes of 2 MiB pages in this run (a `host` point), when there is one.
+fn arena_rows(setups: &[Value], pts: &[Value], sweep: &[Value]) -> Vec<[String; 3]> {
+    // Registering the same bytes of 2 MiB pages again on a host ring, in
+    // this run (the host point's `register` median).
+    let native = |size: u64| {
+        pts.iter().chain(sweep).find(|p| {
+            p["source"] == "host"
+                && p["method"] == "register"
+                && p["pool_bytes"] == size
+                && p["page"] == "2M"
+        })
+    };
+    setups
+        .iter()
+        .map(|s| {
+            let a = &s["arena"];
+            let size = a["bytes"].as_u64().unwrap_or(0);
+            let ms = |k: &str| a[k].as_f64().unwrap_or(f64::NAN);
+            let vs = native(size).map_or("no host point of this size".to_string(), |p| {
+                format!(
+                    "host-native register {:.2} ms",
+                    p["median"]["value"].as_f64().unwrap_or(f64::NAN) / 1e3
+                )
+            });
+            [
+                format!(
+                    "arena set-up {} ({} chunks of {} KiB, {})",
+                    size_label(size),
+                    a["chunks"],
+                    a["chunk"].as_u64().unwrap_or(0) >> 10,
+                    if a["hugetlb"] == true {
+                        "2 MiB hugetlb"
+                    } else {
+                        "ordinary memory"
+                    }
+                ),
+                format!(
+                    "registration {:.2} ms, allocation {:.1} ms",
+                    ms("register_ms"),
+                    ms("allocate_ms")
+                ),
+                vs,
+            ]
+        })
+        .collect()
 }
 
 fn us(v: f64) -> String {
@@ -1097,7 +1344,10 @@ mod tests {
                 .unwrap();
             assert!(pts[first_guest..].iter().all(|w| matches!(
                 w,
-                Where::RingPool(_) | Where::PvBench(_) | Where::RingPoolSmall(_)
+                Where::RingPool(_)
+                    | Where::PvBench(_)
+                    | Where::RingPoolSmall(_)
+                    | Where::PvArena(..)
             )));
             assert!(pts.contains(&Where::HostSweep(sweep_size(&c), true)));
             assert!(guest_sizes(&c).contains(&sweep_size(&c)));
@@ -1118,8 +1368,12 @@ mod tests {
     fn guest_arguments_of_the_sweep() {
         let c = ctx(false);
         let a = guest_args(&c, 64 << 20, true, false).join(" ");
-        // 7 ring counts keep the 64 MiB pool registered, plus one again.
-        assert!(a.contains("--uring rings=129,max-registered=512M"), "{a}");
+        // 7 ring counts keep the 64 MiB pool registered, plus one again;
+        // the arena's rings (64 at most at once) and an arena of the pool.
+        assert!(
+            a.contains("--uring rings=193,max-registered=512M,arena=64M"),
+            "{a}"
+        );
         assert!(a.contains("size=384M,hugepages=2M "), "{a}");
         assert!(
             a.contains("--rings 1,2,4,8,16,32,64 --size 67108864"),
@@ -1127,7 +1381,10 @@ mod tests {
         );
         let a = guest_args(&c, 4 << 30, true, true).join(" ");
         assert!(a.contains("--rings 4 --size 4294967296"), "{a}");
-        assert!(a.contains("--uring rings=6,max-registered=8192M"), "{a}");
+        assert!(
+            a.contains("--uring rings=70,max-registered=8192M,arena=4096M"),
+            "{a}"
+        );
         assert!(a.contains("size=5376M,hugepages=required "), "{a}");
         let a = guest_small_args(64 << 20).join(" ");
         assert!(a.contains("--memory size=384M --cmdline"), "{a}");
@@ -1159,6 +1416,38 @@ mod tests {
             stdout: lines.join("\r\n"),
             timings: None,
         }
+    }
+
+    #[test]
+    fn arena_totals_need_no_first_registration() {
+        let d = r#""rings":3,"pool_bytes":4294967296,"page":"2M""#;
+        let line = |method: &str, samples: &str| {
+            format!(
+                r#"{{"kind":"pv-bench","method":"{method}",{d},"samples":{},"min_us":1.0,"median_us":1.5,"p99_us":2.0,"samples_us":[{samples}]}}"#,
+                samples.split(',').count()
+            )
+        };
+        let lines = [
+            line("arena-alloc", "30.0"),
+            line("arena", "1.0,1.5,2.0"),
+            line("arena-clone", "4.0,5.0"),
+        ];
+        let run = run_of(&lines.iter().map(String::as_str).collect::<Vec<_>>());
+        let pts = guest_points(&run, "pv-bench", "guest-pv-arena").unwrap();
+        let methods: Vec<&str> = pts.iter().map(|p| p["method"].as_str().unwrap()).collect();
+        assert_eq!(methods, ["arena", "arena-clone"]);
+        let total = |i: usize| pts[i]["total"]["value"].as_f64().unwrap();
+        // The allocation, then every ring's registration; for the clones
+        // ring 0's registration first.
+        assert_eq!((total(0), total(1)), (34.5, 40.0));
+        let (_, table) = ratios(&pts, true).unwrap();
+        assert!(
+            table[0][2].contains("all 3 rings hold the pool after 34.5 us"),
+            "{table:?}"
+        );
+        // Without its allocation line the arena total is not made up.
+        let run = run_of(&[lines[1].as_str()]);
+        assert!(guest_points(&run, "pv-bench", "guest-pv-arena").is_err());
     }
 
     #[test]

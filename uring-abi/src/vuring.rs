@@ -167,6 +167,80 @@ pub struct VuringPublish {
     pub token: u64,
 }
 
+/// `struct vuring_arena_info` (`VURING_IOC_ARENA_INFO`): the buffer arena
+/// (all zero without one).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaInfo {
+    /// Bytes of a chunk (the unit of allocation; one buffer).
+    pub chunk_size: u64,
+    /// Bytes of the arena.
+    pub len: u64,
+    /// Chunks of the arena.
+    pub nr_chunks: u32,
+    /// Chunks no open file or ring holds now.
+    pub free_chunks: u32,
+}
+
+/// `struct vuring_arena_alloc` (`VURING_IOC_ARENA_ALLOC`): a run of chunks
+/// for the calling file.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaAlloc {
+    /// In: bytes (rounded up to whole chunks).
+    pub len: u64,
+    /// Out: the first chunk.
+    pub chunk: u32,
+    /// Out: chunks.
+    pub nr: u32,
+    /// Out: the mmap offset of the first chunk
+    /// (`VURING_MMAP_ARENA + chunk * chunk_size`).
+    pub offset: u64,
+}
+
+/// `struct vuring_arena_free` (`VURING_IOC_ARENA_FREE`): gives back the
+/// allocation whose first chunk is `chunk`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaFree {
+    /// The first chunk of an allocation of this file.
+    pub chunk: u32,
+    /// Reserved, 0.
+    pub resv: u32,
+}
+
+/// `struct vuring_arena_run`: `nr` chunks from `chunk` on become the
+/// ring's buffers `dst_off..dst_off + nr`.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaRun {
+    /// First chunk (inside one allocation of this file).
+    pub chunk: u32,
+    /// Chunks (at least 1).
+    pub nr: u32,
+    /// First buffer index (runs in increasing order, not overlapping).
+    pub dst_off: u32,
+    /// Reserved, 0.
+    pub resv: u32,
+}
+
+/// `struct vuring_arena_register` (`VURING_IOC_ARENA_REGISTER`).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaRegister {
+    /// In: `struct vuring_arena_run[nr_runs]`.
+    pub runs: u64,
+    /// In: 1 ..= 64.
+    pub nr_runs: u32,
+    /// Out: the ring's buffer count.
+    pub nr_buffers: u32,
+    /// In: the `/dev/vuring` fd whose allocations the runs name (holding
+    /// it is the capability, as for CLONE); -1: the calling file.
+    pub owner_fd: i32,
+    /// Reserved, 0.
+    pub resv: u32,
+}
+
 /// `VURING_IOC_INFO`.
 pub const VURING_IOC_INFO: u32 = ior::<VuringInfo>(VURING_IOC_MAGIC, 0);
 /// `VURING_IOC_CREATE`.
@@ -182,6 +256,15 @@ pub const VURING_IOC_PUBLISH: u32 = ior::<VuringPublish>(VURING_IOC_MAGIC, 5);
 /// `VURING_IOC_UNPUBLISH`.
 pub const VURING_IOC_UNPUBLISH: u32 = iow::<VuringPublish>(VURING_IOC_MAGIC, 6);
 
+/// `VURING_IOC_ARENA_INFO`.
+pub const VURING_IOC_ARENA_INFO: u32 = ior::<VuringArenaInfo>(VURING_IOC_MAGIC, 7);
+/// `VURING_IOC_ARENA_ALLOC`.
+pub const VURING_IOC_ARENA_ALLOC: u32 = iowr::<VuringArenaAlloc>(VURING_IOC_MAGIC, 8);
+/// `VURING_IOC_ARENA_FREE`.
+pub const VURING_IOC_ARENA_FREE: u32 = iow::<VuringArenaFree>(VURING_IOC_MAGIC, 9);
+/// `VURING_IOC_ARENA_REGISTER`.
+pub const VURING_IOC_ARENA_REGISTER: u32 = iowr::<VuringArenaRegister>(VURING_IOC_MAGIC, 10);
+
 /// mmap offset of the ring's submission slot (`sq_slot_size` bytes,
 /// read-write).
 pub const VURING_MMAP_SQ: u64 = 0;
@@ -190,6 +273,9 @@ pub const VURING_MMAP_DOORBELL: u64 = 1 << 32;
 /// mmap offset of the ring's completion slot (`cq_slot_size` bytes,
 /// read-only: a writable mapping is refused with `EACCES`).
 pub const VURING_MMAP_CQ: u64 = 2 << 32;
+/// mmap offset of the arena: chunk `c` is at `VURING_MMAP_ARENA + c *
+/// chunk_size`; a mapping must lie inside one allocation of this file.
+pub const VURING_MMAP_ARENA: u64 = 1 << 48;
 
 /// Every size, offset and constant of the header as `NAME VALUE` lines, in
 /// the order `guest-kernel-patches/abi-dump.c` prints them; `check.sh`
@@ -294,6 +380,52 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
         "PVU_CQ_EVENTFD_DISABLED",
         wire::PVU_CQ_EVENTFD_DISABLED.into(),
     );
+    // The arena (issue 15).
+    line(
+        "sizeof(struct vuring_arena_info)",
+        size_of::<VuringArenaInfo>() as u64,
+    );
+    line(
+        "offsetof(vuring_arena_info, nr_chunks)",
+        offset_of!(VuringArenaInfo, nr_chunks) as u64,
+    );
+    line(
+        "sizeof(struct vuring_arena_alloc)",
+        size_of::<VuringArenaAlloc>() as u64,
+    );
+    line(
+        "offsetof(vuring_arena_alloc, offset)",
+        offset_of!(VuringArenaAlloc, offset) as u64,
+    );
+    line(
+        "sizeof(struct vuring_arena_free)",
+        size_of::<VuringArenaFree>() as u64,
+    );
+    line(
+        "sizeof(struct vuring_arena_run)",
+        size_of::<VuringArenaRun>() as u64,
+    );
+    line(
+        "sizeof(struct vuring_arena_register)",
+        size_of::<VuringArenaRegister>() as u64,
+    );
+    line(
+        "offsetof(vuring_arena_register, nr_buffers)",
+        offset_of!(VuringArenaRegister, nr_buffers) as u64,
+    );
+    line(
+        "offsetof(vuring_arena_register, owner_fd)",
+        offset_of!(VuringArenaRegister, owner_fd) as u64,
+    );
+    line("VURING_IOC_ARENA_INFO", VURING_IOC_ARENA_INFO.into());
+    line("VURING_IOC_ARENA_ALLOC", VURING_IOC_ARENA_ALLOC.into());
+    line("VURING_IOC_ARENA_FREE", VURING_IOC_ARENA_FREE.into());
+    line(
+        "VURING_IOC_ARENA_REGISTER",
+        VURING_IOC_ARENA_REGISTER.into(),
+    );
+    line("VURING_MMAP_ARENA", VURING_MMAP_ARENA);
+    line("VURING_MAX_ARENA_RUNS", wire::MAX_ARENA_RUNS.into());
 }
 
 #[cfg(test)]
@@ -324,5 +456,10 @@ mod tests {
         assert_eq!(size_of::<VuringPublish>(), 8);
         assert_eq!(VURING_IOC_UNREGISTER, 0xb903);
         assert_eq!(VURING_IOC_PUBLISH, 0x8008_b905);
+        assert_eq!(size_of::<VuringArenaInfo>(), 24);
+        assert_eq!(size_of::<VuringArenaAlloc>(), 24);
+        assert_eq!(size_of::<VuringArenaFree>(), 8);
+        assert_eq!(size_of::<VuringArenaRun>(), 16);
+        assert_eq!(size_of::<VuringArenaRegister>(), 24);
     }
 }

@@ -18,6 +18,37 @@ pub const QUEUE_SIZE: u16 = 64;
 pub const PVU_F_POLLED: u32 = 0;
 /// Feature bit: the host buffer table (PUBLISH, UNPUBLISH, CLONE from it).
 pub const PVU_F_TABLE: u32 = 1;
+/// Feature bit: the buffer arena (shared-memory region [`SHM_ARENA`],
+/// registered once on a host ring; ARENA_REGISTER clones runs of it).
+/// Offered only when the VM has an arena (`--uring arena=SIZE`).
+pub const PVU_F_ARENA: u32 = 2;
+
+/// Shared-memory region id of the ring area.
+pub const SHM_RING_AREA: u8 = 0;
+/// Shared-memory region id of the buffer arena (with [`PVU_F_ARENA`]).
+pub const SHM_ARENA: u8 = 1;
+/// A ring's table can hold the whole arena: the chunk is the smallest
+/// power-of-two multiple of the host page that makes the arena at most
+/// this many chunks ([`arena_chunk_size`]).
+pub const MAX_ARENA_CHUNKS: u32 = MAX_BUFFERS;
+/// Most runs in one ARENA_REGISTER.
+pub const MAX_ARENA_RUNS: u32 = 64;
+
+/// The arena's chunk size for an arena of `len` bytes on host pages of
+/// `page` bytes (a power of two): the page, doubled until the arena is at
+/// most [`MAX_ARENA_CHUNKS`] chunks, so that one ring's buffer table
+/// (`max_buffers` entries) holds the whole arena. `None` if `len` is 0,
+/// not a multiple of the chunk, or the chunk would pass [`MAX_EXTENT_LEN`].
+pub fn arena_chunk_size(len: u64, page: u64) -> Option<u64> {
+    if len == 0 || !page.is_power_of_two() {
+        return None;
+    }
+    let mut chunk = page;
+    while len.div_ceil(chunk) > u64::from(MAX_ARENA_CHUNKS) {
+        chunk = chunk.checked_mul(2)?;
+    }
+    (chunk <= MAX_EXTENT_LEN && len.is_multiple_of(chunk)).then_some(chunk)
+}
 
 /// Byte offsets in the configuration space (read-only).
 pub mod config {
@@ -50,8 +81,12 @@ pub mod config {
     /// le64: most bytes the VM's rings may have registered at once
     /// (REGISTER_BUFFERS; clones cost nothing).
     pub const MAX_REGISTERED: usize = 0x38;
+    /// le64: bytes of an arena chunk (one host buffer; 0: no arena).
+    pub const ARENA_CHUNK_SIZE: usize = 0x40;
+    /// le32: chunks of the arena (shared-memory region 1).
+    pub const ARENA_CHUNKS: usize = 0x48;
     /// Bytes of the configuration space.
-    pub const LEN: usize = 0x40;
+    pub const LEN: usize = 0x50;
 }
 
 /// Largest SQ of a ring.
@@ -171,6 +206,8 @@ pub mod cmd {
     pub const PUBLISH_BUFFERS: u32 = 6;
     /// Remove a table entry.
     pub const UNPUBLISH_BUFFERS: u32 = 7;
+    /// Clone runs of arena chunks into a ring's table.
+    pub const ARENA_REGISTER: u32 = 8;
 }
 
 /// CREATE_RING flag: the ring gets a polled submitter.
@@ -184,6 +221,9 @@ pub const PVU_CLONE_DST_REPLACE: u32 = 1 << 1;
 pub const REQ_LEN: usize = 32;
 /// Bytes of `struct pvu_extent`.
 pub const EXTENT_LEN: usize = 16;
+/// Bytes of `struct pvu_arena_run` (ARENA_REGISTER's `nr` runs after the
+/// header: le32 `chunk`, le32 `nr`, le32 `dst_off`, le32 `reserved`).
+pub const ARENA_RUN_LEN: usize = 16;
 /// Bytes of `struct pvu_ctrl_resp` (without a command's output).
 pub const RESP_LEN: usize = 16;
 /// Bytes of `struct pvu_ring_layout` (CREATE_RING's output).
@@ -299,6 +339,17 @@ mod tests {
     const _: () =
         assert!(slot::SQES + MAX_ENTRIES as usize * crate::uring::SQE_LEN <= SQ_SLOT_SIZE as usize);
     const _: () = assert!(slot::SQ_HEAD >= 64 && slot::SQ_TAIL < 64);
+
+    #[test]
+    fn arena_chunks_fit_one_table() {
+        assert_eq!(arena_chunk_size(64 << 20, 2 << 20), Some(2 << 20));
+        assert_eq!(arena_chunk_size(2 << 30, 2 << 20), Some(2 << 20));
+        assert_eq!(arena_chunk_size(4 << 30, 2 << 20), Some(4 << 20));
+        assert_eq!(arena_chunk_size(8 << 30, 1 << 30), Some(1 << 30));
+        assert_eq!(arena_chunk_size(3 << 20, 2 << 20), None);
+        assert_eq!(arena_chunk_size(0, 2 << 20), None);
+        assert_eq!(arena_chunk_size(2048 << 30, 1 << 30), None);
+    }
 
     #[test]
     fn ring_layout_round_trips() {

@@ -45,7 +45,8 @@ pub enum ConfigError {
     /// A `--uring` value that does not parse.
     #[error(
         "invalid --uring {0:?}: expected comma-separated rings=N (1 to {max}), polled=P (0 to N), \
-         max-registered=SIZE (e.g. 4G) and sq-cpu=C (one host CPU)",
+         max-registered=SIZE (e.g. 4G), sq-cpu=C (one host CPU), arena=SIZE (e.g. 4G) and \
+         page=2M|1G|required|1G-required (the arena's hugepages)",
         max = MAX_URING_RINGS
     )]
     InvalidUring(String),
@@ -111,6 +112,21 @@ pub struct UringConfig {
     pub sq_cpu: Option<usize>,
     /// Host files every ring reaches as fixed files 0.., in order.
     pub backends: Vec<DiskConfig>,
+    /// The buffer arena (`arena=SIZE`, `page=`), if any.
+    pub arena: Option<ArenaOptions>,
+}
+
+/// The pv-uring buffer arena (`--uring arena=SIZE[,page=2M|1G|required|1G-required]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaOptions {
+    /// Bytes.
+    pub size: u64,
+    /// Host hugepage size: 2 MiB (default) or 1 GiB.
+    pub page: u64,
+    /// Fail at start, rather than fall back to ordinary memory with a
+    /// warning, when the host lacks the pages (`page=required`: 2 MiB,
+    /// `page=1G-required`).
+    pub required: bool,
 }
 
 /// What a `--uring` value says.
@@ -124,6 +140,8 @@ pub struct UringOptions {
     pub max_registered: Option<u64>,
     /// The submitting threads' host CPU (`sq-cpu=`).
     pub sq_cpu: Option<usize>,
+    /// The buffer arena (`arena=`, `page=`).
+    pub arena: Option<ArenaOptions>,
 }
 
 impl Default for UringOptions {
@@ -133,6 +151,7 @@ impl Default for UringOptions {
             polled: DEFAULT_URING_POLLED,
             max_registered: None,
             sq_cpu: None,
+            arena: None,
         }
     }
 }
@@ -144,6 +163,7 @@ pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
     let bad = || ConfigError::InvalidUring(s.to_string());
     let mut options = UringOptions::default();
     let mut polled = None;
+    let (mut arena, mut page) = (None, None);
     for item in s.split(',').filter(|i| !i.is_empty()) {
         match item.split_once('=') {
             Some(("rings", v)) => options.rings = v.parse().map_err(|_| bad())?,
@@ -167,6 +187,16 @@ pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
                     _ => return Err(bad()),
                 }
             }
+            Some(("arena", v)) => arena = Some(parse_size(v).map_err(|_| bad())?),
+            Some(("page", v)) => {
+                page = Some(match v.to_ascii_lowercase().as_str() {
+                    "2m" => (2 << 20, false),
+                    "1g" => (1 << 30, false),
+                    "required" | "2m-required" => (2 << 20, true),
+                    "1g-required" => (1 << 30, true),
+                    _ => return Err(bad()),
+                })
+            }
             _ => return Err(bad()),
         }
     }
@@ -178,6 +208,23 @@ pub fn parse_uring(s: &str) -> Result<UringOptions, ConfigError> {
     if options.polled > options.rings {
         return Err(bad());
     }
+    let page_given = page.is_some();
+    let (page, required) = page.unwrap_or((2 << 20, false));
+    options.arena = match arena {
+        // The arena splits into at most 1024 chunks of a power-of-two
+        // multiple of the page (docs/pv-uring.md, "The buffer arena").
+        Some(size) if devices::virtio::uring::arena_chunk_size(size, page).is_some() => {
+            Some(ArenaOptions {
+                size,
+                page,
+                required,
+            })
+        }
+        Some(_) => return Err(bad()),
+        // page= without arena= says nothing.
+        None if page_given => return Err(bad()),
+        None => None,
+    };
     Ok(options)
 }
 
@@ -413,6 +460,8 @@ pub struct VmConfig {
     pub kernel: PathBuf,
     /// Optional initramfs (cpio).
     pub initramfs: Option<PathBuf>,
+    /// `--file`: host files added to the initramfs (see `guest_files`).
+    pub files: Vec<crate::guest_files::FileSpec>,
     /// Extra kernel command line, appended to the VMM's own.
     pub cmdline: String,
     /// Number of vCPUs.
@@ -562,6 +611,7 @@ mod tests {
         let config = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 1,
             memory: MemoryConfig::default(),
@@ -592,6 +642,46 @@ mod tests {
             disks.validate(),
             Err(ConfigError::TooManyDisks(MAX_DISKS + 1))
         );
+    }
+
+    #[test]
+    fn uring_arena_specs() {
+        let arena = |s| parse_uring(s).map(|o| o.arena);
+        assert_eq!(arena(""), Ok(None));
+        assert_eq!(
+            arena("arena=4G"),
+            Ok(Some(ArenaOptions {
+                size: 4 << 30,
+                page: 2 << 20,
+                required: false
+            }))
+        );
+        assert_eq!(
+            arena("arena=8G,page=1G-required"),
+            Ok(Some(ArenaOptions {
+                size: 8 << 30,
+                page: 1 << 30,
+                required: true
+            }))
+        );
+        assert_eq!(
+            arena("page=required,arena=64M").unwrap().unwrap().page,
+            2 << 20
+        );
+        // Not a whole number of chunks, no page without an arena, an
+        // unknown page, a chunk above 1 GiB (2 TiB of 1 GiB pages).
+        for bad in [
+            "arena=3M",
+            "page=1G",
+            "arena=4G,page=4K",
+            "arena=2048G,page=1G",
+            "arena=0",
+        ] {
+            assert!(
+                matches!(parse_uring(bad), Err(ConfigError::InvalidUring(ref v)) if v == bad),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -660,6 +750,7 @@ mod tests {
         let base = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 1,
             memory: MemoryConfig::default(),
@@ -674,6 +765,7 @@ mod tests {
                 max_registered: None,
                 sq_cpu: None,
                 backends: vec![parse_uring_backend("path=f").unwrap(); MAX_URING_BACKENDS],
+                arena: None,
             }),
         };
         assert!(base.clone().validate().is_ok());
@@ -724,6 +816,7 @@ mod tests {
         let base = VmConfig {
             kernel: "vmlinux".into(),
             initramfs: None,
+            files: Vec::new(),
             cmdline: String::new(),
             cpus: 2,
             memory: MemoryConfig::default(),
@@ -737,6 +830,7 @@ mod tests {
                 max_registered: None,
                 sq_cpu: Some(1),
                 backends: Vec::new(),
+                arena: None,
             }),
             vcpu_affinity: Some(vec![0]),
         };

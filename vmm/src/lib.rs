@@ -12,6 +12,7 @@ pub mod config;
 pub mod disks;
 pub mod emulation;
 pub mod error;
+pub mod guest_files;
 pub mod guest_image;
 pub mod layout;
 pub mod memory;

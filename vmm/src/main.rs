@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use vmm::config::{self, MemoryConfig, PvmMode, VmConfig};
-use vmm::{guest_image, outcome, run, snapshot};
+use vmm::{guest_files, guest_image, outcome, run, snapshot};
 
 /// The demo's workload: the ring-pool registration benchmark (register
 /// again versus IORING_REGISTER_CLONE_BUFFERS, 8 rings sharing a 16 MiB pool
@@ -33,6 +33,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start: boxing `Run` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a guest kernel and run it until it exits.
@@ -110,11 +112,16 @@ struct RunArgs {
     /// booting: --cmdline then takes only `-- WORKLOAD` or
     /// `rv.workload=NAME`; --disk and --uring-backend, when given, replace
     /// the snapshot's files (same count, sizes and read-only modes).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initramfs"])]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "initramfs", "files"])]
     restore: Option<PathBuf>,
     /// Initramfs (uncompressed cpio is fastest to unpack).
     #[arg(long, value_name = "PATH")]
     initramfs: Option<PathBuf>,
+    /// A host file or directory to add to the guest (repeatable), at GUEST
+    /// or at the same path. A dynamically linked program brings its ELF
+    /// interpreter and libraries, found as the host's loader finds them.
+    #[arg(long = "file", value_name = "HOST[:GUEST]", value_parser = parse_file)]
+    files: Vec<guest_files::FileSpec>,
     /// Extra kernel command line, appended to ringvisor's own. Arguments
     /// after ` -- ` go to the guest's /init (the workload command).
     #[arg(
@@ -138,7 +145,9 @@ struct RunArgs {
     /// RAM). sq-cpu=C binds the polled submitters and the device's worker
     /// to host CPU C (e.g. the CPU that takes the backend disk's
     /// interrupts, with the vCPUs kept off it by --vcpu-affinity).
-    #[arg(long, value_name = "rings=N,polled=P,max-registered=SIZE,sq-cpu=C", num_args = 0..=1,
+    /// arena=SIZE[,page=2M|1G|required|1G-required]: a buffer arena of
+    /// host hugepages that guest rings register from in O(1).
+    #[arg(long, value_name = "rings=N,polled=P,max-registered=SIZE,sq-cpu=C,arena=SIZE,page=P", num_args = 0..=1,
           default_missing_value = "", value_parser = parse_uring)]
     uring: Option<config::UringOptions>,
     /// A host file the pv-uring rings reach as fixed file 0, 1, ...:
@@ -170,6 +179,11 @@ struct DemoArgs {
 
 fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
     s.parse().map_err(|e: config::ConfigError| e.to_string())
+}
+
+fn parse_file(s: &str) -> Result<guest_files::FileSpec, String> {
+    s.parse()
+        .map_err(|e: guest_files::FilesError| e.to_string())
 }
 
 fn parse_uring(s: &str) -> Result<config::UringOptions, String> {
@@ -236,6 +250,7 @@ fn boot_config(args: RunArgs) -> VmConfig {
     VmConfig {
         kernel: args.kernel.unwrap_or_default(),
         initramfs: args.initramfs,
+        files: args.files,
         cmdline: args.cmdline,
         cpus: args.machine.cpus,
         memory: args.machine.memory,
@@ -251,6 +266,7 @@ fn boot_config(args: RunArgs) -> VmConfig {
                 max_registered: options.max_registered,
                 sq_cpu: options.sq_cpu,
                 backends: args.uring_backends,
+                arena: options.arena,
             }
         }),
         vcpu_affinity: args.vcpu_affinity,
@@ -268,6 +284,9 @@ fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
             "error: a snapshot is taken before any workload runs: give the workload to \
              `run --restore DIR --cmdline '-- WORKLOAD'`, not to snapshot",
         );
+    }
+    if args.cached && !args.run.files.is_empty() {
+        usage_error("error: snapshot --cached takes no --file (the cache is keyed by kernel, initramfs and command line): use --out DIR");
     }
     if args.cached {
         let machine = snapshot::cache::CachedMachine {
@@ -508,6 +527,7 @@ fn main() -> ExitCode {
             boot(
                 VmConfig {
                     initramfs: Some(image.smallest_initramfs().to_path_buf()),
+                    files: Vec::new(),
                     kernel: image.kernel,
                     cmdline: DEMO_CMDLINE.into(),
                     cpus: args.machine.cpus,
@@ -561,6 +581,10 @@ mod tests {
             "path=a.img",
             "--disk",
             "path=b.img,readonly=on,direct=on",
+            "--file",
+            "/usr/bin/jq",
+            "--file",
+            "data:/srv/data",
         ])
         .unwrap();
         let Command::Run(args) = cli.command else {
@@ -576,6 +600,8 @@ mod tests {
         assert_eq!(args.disks.len(), 2);
         assert_eq!(args.disks[0].path, PathBuf::from("a.img"));
         assert!(args.disks[1].readonly && args.disks[1].direct);
+        assert_eq!(args.files.len(), 2);
+        assert_eq!(args.files[1].guest.as_deref(), Some("/srv/data"));
         assert_eq!(args.uring, None);
         assert!(args.uring_backends.is_empty());
         assert_eq!(args.vcpu_affinity, None);
@@ -644,6 +670,7 @@ mod tests {
             &["ringvisor", "run", "--kernel", "k", "--timeout", "-1"],
             &["ringvisor", "run", "--kernel", "k", "--pvm", "maybe"],
             &["ringvisor", "run", "--kernel", "k", "--disk", "readonly=on"],
+            &["ringvisor", "run", "--kernel", "k", "--file", "a:/x/../y"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err(), "{argv:?} parsed");
         }

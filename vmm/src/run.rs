@@ -182,6 +182,9 @@ fn machine(vm: &Vm, config: &VmConfig) -> Result<Machine, SnapshotError> {
             .map(file_info)
             .collect::<Result<_, _>>()?,
         uring: match &config.uring {
+            // The arena's memory and the guest's chunk ownership are not
+            // saved: a restored guest would find its mappings gone.
+            Some(u) if u.arena.is_some() => return Err(SnapshotError::Arena),
             Some(u) => Some(UringInfo {
                 rings: u.rings,
                 polled: u.polled,

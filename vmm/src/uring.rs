@@ -6,6 +6,8 @@
 //!   raise [`COMPLETION_IRQ`] (ISA IRQ 3: no COM2 here, and never a disk's).
 //! - The ring area is an extra KVM memory slot at
 //!   [`ring_area_base`] (above guest RAM and the 32-bit gap, 1 GiB aligned).
+//! - The buffer arena (`--uring arena=SIZE`), if any, is one more slot at
+//!   [`arena_base`], the next 1 GiB boundary after the ring area.
 //! - The doorbell page sits at [`DOORBELL_GPA`] on the MMIO bus; each ring
 //!   also gets a KVM ioeventfd (datamatch: its id) so doorbells never exit
 //!   to the VMM, and an irqfd for its completion eventfd.
@@ -14,6 +16,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
+use devices::virtio::uring::arena::ArenaConfig;
 use devices::virtio::uring::{
     BackendConfig, GuestMapping, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN,
 };
@@ -48,6 +51,12 @@ const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
 /// end of guest RAM and 4 GiB.
 pub fn ring_area_base(ram_end: u64) -> u64 {
     ram_end.max(MMIO_GAP_END).next_multiple_of(RING_AREA_ALIGN)
+}
+
+/// Where the arena goes: the first 1 GiB boundary after the ring area
+/// (which also aligns it to any chunk, at most 1 GiB).
+pub fn arena_base(ring_area_base: u64, ring_area_len: u64) -> u64 {
+    (ring_area_base + ring_area_len).next_multiple_of(RING_AREA_ALIGN)
 }
 
 /// Routes rings' doorbells and completions through KVM, with raw ioctls on
@@ -147,6 +156,11 @@ fn map_ring_area(fd: &VmFd, first_slot: u32, parts: &[GuestMapping]) -> Result<(
     Ok(())
 }
 
+/// Bytes of the ring area the guest sees for `rings` slots.
+fn uring_abi_area_len(rings: u32) -> u64 {
+    devices::virtio::uring::AreaLayout { max_rings: rings }.len()
+}
+
 /// The command-line entry announcing the device, or "" without `--uring`.
 pub fn attach(
     fd: &VmFd,
@@ -194,6 +208,12 @@ pub fn attach(
             sq_cpu: uring.sq_cpu.map(|cpu| cpu as u32),
             max_polled: uring.polled,
             max_registered: uring.max_registered,
+            arena: uring.arena.map(|a| ArenaConfig {
+                len: a.size,
+                page: a.page,
+                required: a.required,
+                gpa: arena_base(area_gpa, uring_abi_area_len(uring.rings)),
+            }),
         },
         hooks,
     )?;
@@ -201,6 +221,36 @@ pub fn attach(
     device.set_guest_ram(mem.iter().map(|r| r.len()).sum());
     let area = device.ring_area();
     map_ring_area(fd, mem.num_regions() as u32, &device.guest_mappings())?;
+    if let Some(arena) = device.arena() {
+        let setup = arena.setup();
+        let line = format!(
+            "pv-uring arena: {} MiB, {} chunks of {} KiB on {}; host allocation {:.1} ms, \
+             host registration {:.2} ms",
+            arena.len() >> 20,
+            arena.chunks(),
+            arena.chunk_size() >> 10,
+            if arena.is_hugetlb() {
+                "hugetlb pages"
+            } else {
+                "ordinary shared memory"
+            },
+            setup.allocate.as_secs_f64() * 1e3,
+            setup.register.as_secs_f64() * 1e3,
+        );
+        if config.timings {
+            eprintln!("ringvisor: timings: {line}");
+            eprintln!(
+                "RINGVISOR_ARENA {{\"bytes\":{},\"chunks\":{},\"chunk\":{},\"hugetlb\":{},\
+                 \"allocate_ms\":{:.3},\"register_ms\":{:.3}}}",
+                arena.len(),
+                arena.chunks(),
+                arena.chunk_size(),
+                arena.is_hugetlb(),
+                setup.allocate.as_secs_f64() * 1e3,
+                setup.register.as_secs_f64() * 1e3
+            );
+        }
+    }
     let doorbell = device.doorbell_page();
     let what = "pv-uring";
     let slot = virtio_mmio::attach(fd, mmio, mem, slots, what, what, Box::new(device))?;
@@ -253,6 +303,14 @@ mod tests {
         hooks.ring_created(5, &db, &done).unwrap();
         hooks.ring_destroyed(5, &db, &done);
         assert!(hooks.ioeventfd(5, &db, true).is_err());
+    }
+
+    #[test]
+    fn arena_follows_the_ring_area_aligned() {
+        let area = ring_area_base(512 << 20);
+        assert_eq!(arena_base(area, 24 << 20), 5 << 30);
+        assert_eq!(arena_base(area, 1 << 30), 5 << 30);
+        assert_eq!(arena_base(area, (1 << 30) + 1), 6 << 30);
     }
 
     #[test]

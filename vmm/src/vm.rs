@@ -318,6 +318,7 @@ fn load_guest(
         &ram.memory,
         &config.kernel,
         config.initramfs.as_deref(),
+        &config.files,
         &cmdline,
         config.cpus,
     )?;

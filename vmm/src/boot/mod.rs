@@ -16,6 +16,7 @@ use linux_loader::loader::{self, bzimage::BzImage, elf::Elf, KernelLoader};
 use thiserror::Error;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
+use crate::guest_files::{self, FileSpec};
 use crate::layout::{
     e820_map, CMDLINE_MAX_SIZE, CMDLINE_START, HIMEM_START, MMIO_GAP_START, ZERO_PAGE_START,
 };
@@ -42,6 +43,9 @@ pub enum BootError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A `--file` could not be added to the initramfs.
+    #[error(transparent)]
+    Files(#[from] crate::guest_files::FilesError),
     /// The initramfs does not fit below the kernel's limit.
     #[error("initramfs of {size} bytes does not fit in guest RAM below {limit:#x}")]
     InitramfsTooBig { size: u64, limit: u64 },
@@ -132,13 +136,24 @@ fn load_kernel(
     }
 }
 
-/// Places the initramfs at the top of low RAM, page-aligned. Returns its
-/// address and size.
-fn load_initramfs(mem: &GuestMemoryMmap, path: &Path) -> Result<(u64, u64), BootError> {
-    let data = std::fs::read(path).map_err(|source| BootError::ReadInitramfs {
-        path: path.to_path_buf(),
-        source,
-    })?;
+/// Places the initramfs, with the `--file` archive appended, at the top of
+/// low RAM, page-aligned. Returns its address and size.
+fn load_initramfs(
+    mem: &GuestMemoryMmap,
+    path: Option<&Path>,
+    files: &[FileSpec],
+) -> Result<(u64, u64), BootError> {
+    let mut data = match path {
+        Some(path) => std::fs::read(path).map_err(|source| BootError::ReadInitramfs {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        None => Vec::new(),
+    };
+    if !files.is_empty() {
+        let extra = guest_files::build_archive(files, path.map(|p| (p, &data[..])))?;
+        data = guest_files::newc::concatenate(data, &extra);
+    }
     let size = data.len() as u64;
     let low_end = mem
         .last_addr()
@@ -162,11 +177,13 @@ fn load_initramfs(mem: &GuestMemoryMmap, path: &Path) -> Result<(u64, u64), Boot
     Ok((addr, size))
 }
 
-/// Loads kernel, initramfs, command line, zero page and MP table.
+/// Loads kernel, initramfs (with the `--file` archive), command line,
+/// zero page and MP table.
 pub fn load_guest(
     mem: &GuestMemoryMmap,
     kernel: &Path,
     initramfs: Option<&Path>,
+    files: &[FileSpec],
     cmdline: &Cmdline,
     cpus: u8,
 ) -> Result<(BootEntry, KernelFormat), BootError> {
@@ -192,8 +209,8 @@ pub fn load_guest(
     params.hdr.cmdline_size = cmdline_len as u32;
     params.hdr.kernel_alignment = KERNEL_MIN_ALIGNMENT_BYTES;
 
-    if let Some(path) = initramfs {
-        let (addr, size) = load_initramfs(mem, path)?;
+    if initramfs.is_some() || !files.is_empty() {
+        let (addr, size) = load_initramfs(mem, initramfs, files)?;
         if addr < kernel_end {
             return Err(BootError::InitramfsTooBig {
                 size,
@@ -261,9 +278,16 @@ mod tests {
     fn missing_kernel_names_the_path() {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 64 << 20)]).unwrap();
         let cmdline = build_cmdline(&["console=ttyS0"]).unwrap();
-        let err = load_guest(&mem, Path::new("/nonexistent/vmlinux"), None, &cmdline, 1)
-            .unwrap_err()
-            .to_string();
+        let err = load_guest(
+            &mem,
+            Path::new("/nonexistent/vmlinux"),
+            None,
+            &[],
+            &cmdline,
+            1,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nonexistent/vmlinux"), "{err}");
     }
 
@@ -275,7 +299,7 @@ mod tests {
         let path = dir.join("not-a-kernel");
         std::fs::write(&path, vec![0x5a; 8192]).unwrap();
         let cmdline = build_cmdline(&["console=ttyS0"]).unwrap();
-        let err = load_guest(&mem, &path, None, &cmdline, 1)
+        let err = load_guest(&mem, &path, None, &[], &cmdline, 1)
             .unwrap_err()
             .to_string();
         assert!(err.contains("not a loadable kernel"), "{err}");

@@ -125,6 +125,11 @@ pub enum SnapshotError {
         /// The value.
         value: u64,
     },
+    /// The VM has a pv-uring arena, which a snapshot does not save.
+    #[error(
+        "invalid snapshot state: a VM with a pv-uring arena (--uring arena=) cannot be snapshotted"
+    )]
+    Arena,
     /// The `ringvisor snapshot` run that fills the cache failed.
     #[error("invalid snapshot state: taking the cached snapshot failed (exit status {status:?}): {last}")]
     CacheTake {

@@ -201,11 +201,14 @@ pub fn config(snapshot: &Snapshot, request: &RestoreRequest) -> Result<VmConfig,
             max_registered: u.max_registered,
             sq_cpu: None,
             backends: files("pv-uring backend", &u.backends, &request.uring_backends)?,
+            // Snapshots of a VM with an arena are refused (run.rs).
+            arena: None,
         }),
     };
     Ok(VmConfig {
         kernel: PathBuf::new(),
         initramfs: None,
+        files: Vec::new(),
         cmdline: String::new(),
         cpus: m.cpus,
         memory: MemoryConfig {

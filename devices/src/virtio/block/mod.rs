@@ -32,7 +32,13 @@ use vmm_sys_util::eventfd::EventFd;
 
 use self::engine::{DiskInfo, Engine};
 use self::request::{DeviceLimits, ID_BYTES, SECTOR_SHIFT, SECTOR_SIZE};
-use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::{ActivateError, VirtioDevice, VirtioInterrupt};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
+    VIRTIO_BLK_F_RO, VIRTIO_BLK_F_SEG_MAX, VIRTIO_BLK_F_WRITE_ZEROES,
+};
+use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use vm_memory::{ByteValued, Le16, Le32, Le64};
 
 /// virtio device ID of a block device.
 pub const VIRTIO_ID_BLOCK: u32 = 2;
@@ -43,23 +49,62 @@ pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Largest discard / write-zeroes in sectors (1 GiB).
 pub const MAX_ZERO_SECTORS: u32 = 1 << 21;
 
-/// Feature bits (virtio 1.2, 5.2.3).
-pub mod features {
-    /// `seg_max` is valid.
-    pub const SEG_MAX: u32 = 2;
-    /// The disk is read-only.
-    pub const RO: u32 = 5;
-    /// `blk_size` is valid.
-    pub const BLK_SIZE: u32 = 6;
-    /// Cache flush command.
-    pub const FLUSH: u32 = 9;
-    /// Multiple queues (`num_queues`).
-    pub const MQ: u32 = 12;
-    /// Discard command.
-    pub const DISCARD: u32 = 13;
-    /// Write-zeroes command.
-    pub const WRITE_ZEROES: u32 = 14;
+/// `struct virtio_blk_config` (virtio 1.2, 5.2.4): the device's
+/// configuration space, 60 bytes, little endian. Fields the device offers
+/// no feature for stay zero.
+#[repr(C, packed)]
+#[derive(Debug, Default, Clone, Copy)]
+pub struct VirtioBlkConfig {
+    /// Capacity in 512-byte sectors.
+    pub capacity: Le64,
+    /// Largest segment (`VIRTIO_BLK_F_SIZE_MAX`, not offered).
+    pub size_max: Le32,
+    /// Most data segments in one request (`VIRTIO_BLK_F_SEG_MAX`).
+    pub seg_max: Le32,
+    /// Geometry: cylinders (`VIRTIO_BLK_F_GEOMETRY`, not offered).
+    pub cylinders: Le16,
+    /// Geometry: heads.
+    pub heads: u8,
+    /// Geometry: sectors per track.
+    pub sectors: u8,
+    /// Logical block size in bytes (`VIRTIO_BLK_F_BLK_SIZE`).
+    pub blk_size: Le32,
+    /// Topology (`VIRTIO_BLK_F_TOPOLOGY`, not offered): log2 of logical
+    /// blocks per physical block.
+    pub physical_block_exp: u8,
+    /// Topology: offset of the first aligned logical block.
+    pub alignment_offset: u8,
+    /// Topology: suggested minimum I/O size in blocks.
+    pub min_io_size: Le16,
+    /// Topology: optimal I/O size in blocks.
+    pub opt_io_size: Le32,
+    /// Writeback cache mode (`VIRTIO_BLK_F_CONFIG_WCE`, not offered).
+    pub writeback: u8,
+    /// Reserved.
+    pub unused0: u8,
+    /// Number of request queues (`VIRTIO_BLK_F_MQ`).
+    pub num_queues: Le16,
+    /// Largest discard in sectors (`VIRTIO_BLK_F_DISCARD`).
+    pub max_discard_sectors: Le32,
+    /// Most segments in one discard.
+    pub max_discard_seg: Le32,
+    /// Discard alignment in sectors.
+    pub discard_sector_alignment: Le32,
+    /// Largest write-zeroes in sectors (`VIRTIO_BLK_F_WRITE_ZEROES`).
+    pub max_write_zeroes_sectors: Le32,
+    /// Most segments in one write-zeroes.
+    pub max_write_zeroes_seg: Le32,
+    /// Whether write-zeroes may deallocate (unmap) the sectors.
+    pub write_zeroes_may_unmap: u8,
+    /// Reserved.
+    pub unused1: [u8; 3],
 }
+
+const _: () = assert!(std::mem::size_of::<VirtioBlkConfig>() == 60);
+
+// SAFETY: a packed repr(C) struct of little-endian integers and bytes: no
+// padding, and every bit pattern is a valid value.
+unsafe impl ByteValued for VirtioBlkConfig {}
 
 /// How to attach one disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +156,7 @@ pub struct Block {
     disk: DiskInfo,
     features: u64,
     queue_sizes: Vec<u16>,
-    config: Vec<u8>,
+    config: VirtioBlkConfig,
     name: String,
     worker: Option<Worker>,
 }
@@ -176,18 +221,18 @@ impl Block {
         serial[..n].copy_from_slice(&id[..n]);
 
         let mut features = (1u64 << VIRTIO_F_VERSION_1)
-            | (1 << features::FLUSH)
-            | (1 << features::SEG_MAX)
-            | (1 << features::BLK_SIZE)
-            | (1 << features::MQ);
+            | (1 << VIRTIO_BLK_F_FLUSH)
+            | (1 << VIRTIO_BLK_F_SEG_MAX)
+            | (1 << VIRTIO_BLK_F_BLK_SIZE)
+            | (1 << VIRTIO_BLK_F_MQ);
         if config.read_only {
-            features |= 1 << features::RO;
+            features |= 1 << VIRTIO_BLK_F_RO;
         }
         if discard {
-            features |= 1 << features::DISCARD;
+            features |= 1 << VIRTIO_BLK_F_DISCARD;
         }
         if write_zeroes {
-            features |= 1 << features::WRITE_ZEROES;
+            features |= 1 << VIRTIO_BLK_F_WRITE_ZEROES;
         }
         let disk = DiskInfo {
             limits: DeviceLimits {
@@ -247,22 +292,24 @@ impl Block {
     }
 }
 
-/// `struct virtio_blk_config` (60 bytes, little endian).
-fn config_space(disk: &DiskInfo, num_queues: u16) -> Vec<u8> {
-    let mut c = vec![0u8; 60];
-    c[0..8].copy_from_slice(&disk.limits.capacity.to_le_bytes());
-    c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-    c[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
-    c[34..36].copy_from_slice(&num_queues.to_le_bytes());
+/// The configuration space of `disk` with `num_queues` queues.
+fn config_space(disk: &DiskInfo, num_queues: u16) -> VirtioBlkConfig {
+    let mut c = VirtioBlkConfig {
+        capacity: disk.limits.capacity.into(),
+        seg_max: SEG_MAX.into(),
+        blk_size: (SECTOR_SIZE as u32).into(),
+        num_queues: num_queues.into(),
+        ..VirtioBlkConfig::default()
+    };
     if disk.limits.discard {
-        c[36..40].copy_from_slice(&disk.max_zero_sectors.to_le_bytes());
-        c[40..44].copy_from_slice(&1u32.to_le_bytes());
-        c[44..48].copy_from_slice(&1u32.to_le_bytes());
+        c.max_discard_sectors = disk.max_zero_sectors.into();
+        c.max_discard_seg = 1.into();
+        c.discard_sector_alignment = 1.into();
     }
     if disk.limits.write_zeroes {
-        c[48..52].copy_from_slice(&disk.max_zero_sectors.to_le_bytes());
-        c[52..56].copy_from_slice(&1u32.to_le_bytes());
-        c[56] = u8::from(disk.limits.discard);
+        c.max_write_zeroes_sectors = disk.max_zero_sectors.into();
+        c.max_write_zeroes_seg = 1.into();
+        c.write_zeroes_may_unmap = u8::from(disk.limits.discard);
     }
     c
 }
@@ -372,7 +419,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.config, offset, data);
+        super::read_config_bytes(self.config.as_slice(), offset, data);
     }
 
     fn activate(

@@ -415,8 +415,8 @@ fn hostile_requests_fail_and_the_device_keeps_serving() {
 #[test]
 fn read_only_disk_refuses_writes_and_announces_ro() {
     let mut rig = Rig::new(true, false);
-    assert_ne!(rig.block.features() & (1 << features::RO), 0);
-    assert_eq!(rig.block.features() & (1 << features::DISCARD), 0);
+    assert_ne!(rig.block.features() & (1 << VIRTIO_BLK_F_RO), 0);
+    assert_eq!(rig.block.features() & (1 << VIRTIO_BLK_F_DISCARD), 0);
     let mut e = rig.engine();
     let before = rig.file.contents();
     rig.mem.write_slice(&[1; 512], GuestAddress(DATA)).unwrap();
@@ -437,15 +437,15 @@ fn config_space_and_features() {
     let rig = Rig::new(false, false);
     let f = rig.block.features();
     for bit in [
-        features::FLUSH,
-        features::SEG_MAX,
-        features::BLK_SIZE,
-        features::MQ,
+        VIRTIO_BLK_F_FLUSH,
+        VIRTIO_BLK_F_SEG_MAX,
+        VIRTIO_BLK_F_BLK_SIZE,
+        VIRTIO_BLK_F_MQ,
         32,
     ] {
         assert_ne!(f & (1 << bit), 0, "feature {bit}");
     }
-    assert_eq!(f & (1 << features::RO), 0);
+    assert_eq!(f & (1 << VIRTIO_BLK_F_RO), 0);
     let mut b = [0u8; 8];
     rig.block.read_config(0, &mut b);
     assert_eq!(u64::from_le_bytes(b), DISK_SECTORS);
@@ -457,6 +457,68 @@ fn config_space_and_features() {
     let mut q = [0u8; 2];
     rig.block.read_config(34, &mut q);
     assert_eq!(u16::from_le_bytes(q), 1);
+    // Discard and write-zeroes limits (the file under target/ takes both,
+    // see the next test).
+    for (offset, value) in [
+        (36, MAX_ZERO_SECTORS),
+        (40, 1),
+        (44, 1),
+        (48, MAX_ZERO_SECTORS),
+        (52, 1),
+    ] {
+        rig.block.read_config(offset, &mut w);
+        assert_eq!(u32::from_le_bytes(w), value, "config offset {offset}");
+    }
+    let mut unmap = [0u8; 1];
+    rig.block.read_config(56, &mut unmap);
+    assert_eq!(unmap, [1]);
+}
+
+/// The configuration space is the 60 bytes of the kernel's `struct
+/// virtio_blk_config` up to its secure-erase fields, field for field.
+#[test]
+fn config_layout_matches_virtio_bindings() {
+    use std::mem::{offset_of, size_of};
+    use virtio_bindings::virtio_blk::virtio_blk_config as Kernel;
+    macro_rules! same_offsets {
+        ($($field:ident),*) => {
+            $(assert_eq!(
+                offset_of!(VirtioBlkConfig, $field),
+                offset_of!(Kernel, $field),
+                stringify!($field)
+            );)*
+        };
+    }
+    same_offsets!(
+        capacity,
+        size_max,
+        seg_max,
+        blk_size,
+        physical_block_exp,
+        alignment_offset,
+        min_io_size,
+        opt_io_size,
+        num_queues,
+        max_discard_sectors,
+        max_discard_seg,
+        discard_sector_alignment,
+        max_write_zeroes_sectors,
+        max_write_zeroes_seg,
+        write_zeroes_may_unmap,
+        unused1
+    );
+    assert_eq!(
+        offset_of!(VirtioBlkConfig, cylinders),
+        offset_of!(Kernel, geometry)
+    );
+    assert_eq!(
+        offset_of!(VirtioBlkConfig, writeback),
+        offset_of!(Kernel, wce)
+    );
+    assert_eq!(
+        size_of::<VirtioBlkConfig>(),
+        offset_of!(Kernel, max_secure_erase_sectors)
+    );
 }
 
 #[test]
@@ -466,7 +528,7 @@ fn discard_and_write_zeroes_when_the_file_supports_them() {
     // Not a skip: the file is under target/, which must be a file system
     // with fallocate's punch/zero (see TempFile).
     assert!(
-        f & (1 << features::WRITE_ZEROES) != 0 && f & (1 << features::DISCARD) != 0,
+        f & (1 << VIRTIO_BLK_F_WRITE_ZEROES) != 0 && f & (1 << VIRTIO_BLK_F_DISCARD) != 0,
         "{}: the file system under target/ must take fallocate punch/zero",
         rig.file.0.display()
     );
@@ -498,7 +560,7 @@ fn discard_and_write_zeroes_when_the_file_supports_them() {
         .unwrap();
     let r = rig.one(&mut e, VIRTIO_BLK_T_WRITE_ZEROES, 0, &[(DATA, 16, false)]);
     assert_eq!(r.0, VIRTIO_BLK_S_UNSUPP);
-    if f & (1 << features::DISCARD) != 0 {
+    if f & (1 << VIRTIO_BLK_F_DISCARD) != 0 {
         rig.mem
             .write_slice(&seg(16, 8, 0), GuestAddress(DATA))
             .unwrap();

@@ -9,8 +9,8 @@
 //! used length 0 and no response.
 
 pub use uring_abi::wire::{
-    cmd, EXTENT_LEN, MAX_EXTENT_LEN, PVU_CLONE_DST_REPLACE, PVU_CLONE_SRC_TABLE, PVU_RING_POLLED,
-    REQ_LEN, RESP_LEN, RING_LAYOUT_LEN,
+    cmd, ARENA_RUN_LEN, EXTENT_LEN, MAX_ARENA_RUNS, MAX_EXTENT_LEN, PVU_CLONE_DST_REPLACE,
+    PVU_CLONE_SRC_TABLE, PVU_RING_POLLED, REQ_LEN, RESP_LEN, RING_LAYOUT_LEN,
 };
 
 /// The device limits a request is checked against.
@@ -38,6 +38,19 @@ pub struct Extent {
     pub gpa: u64,
     /// Length in bytes (1 ..= 1 GiB, `gpa + len` does not wrap).
     pub len: u64,
+}
+
+/// One `struct pvu_arena_run`: arena chunks `chunk..chunk + nr` become the
+/// ring's buffers `dst_off..dst_off + nr`. Whether the chunks exist is the
+/// executor's check (it knows the arena).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaRun {
+    /// First chunk.
+    pub chunk: u32,
+    /// Chunks (at least 1).
+    pub nr: u32,
+    /// First buffer index.
+    pub dst_off: u32,
 }
 
 /// Where CLONE_BUFFERS takes its buffers from.
@@ -100,6 +113,14 @@ pub enum Command {
     UnpublishBuffers {
         /// The table id.
         table: u32,
+    },
+    /// ARENA_REGISTER.
+    ArenaRegister {
+        /// The ring (without buffers).
+        ring: u32,
+        /// 1 ..= [`MAX_ARENA_RUNS`] runs in increasing, disjoint
+        /// destination order, ending at most at `max_buffers`.
+        runs: Vec<ArenaRun>,
     },
 }
 
@@ -174,6 +195,35 @@ pub enum ParseError {
     /// CLONE_BUFFERS with an offset but `nr` 0.
     #[error("clone offsets given with nr 0")]
     OffsetsWithoutCount,
+    /// ARENA_REGISTER run count out of 1 ..= 64.
+    #[error("{0} arena runs out of range (1 to {MAX_ARENA_RUNS})")]
+    ArenaRunCount(u32),
+    /// ARENA_REGISTER without room for its runs (chain error).
+    #[error("request of {have} bytes cannot hold {nr} arena runs")]
+    ArenaRunsShort {
+        /// Runs announced.
+        nr: u32,
+        /// Bytes in the request.
+        have: usize,
+    },
+    /// An arena run that is empty, has reserved bits, starts before the
+    /// previous run's end or ends past `max_buffers`.
+    #[error(
+        "arena run {index} (chunk {chunk}, nr {nr}, dst_off {dst_off}, reserved {reserved:#x}) \
+         is empty, out of order, past max_buffers or has reserved bits"
+    )]
+    ArenaRun {
+        /// Its position.
+        index: usize,
+        /// Its first chunk.
+        chunk: u32,
+        /// Its length.
+        nr: u32,
+        /// Its first buffer index.
+        dst_off: u32,
+        /// Its reserved word.
+        reserved: u32,
+    },
 }
 
 impl ParseError {
@@ -181,7 +231,9 @@ impl ParseError {
     /// malformed and gets no response.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            ParseError::Short(_) | ParseError::ExtentsShort { .. } => None,
+            ParseError::Short(_)
+            | ParseError::ExtentsShort { .. }
+            | ParseError::ArenaRunsShort { .. } => None,
             ParseError::UnknownCmd(_) => Some(libc::EOPNOTSUPP),
             ParseError::ExtentWraps { .. } => Some(libc::EFAULT),
             _ => Some(libc::EINVAL),
@@ -240,7 +292,8 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
         | cmd::REGISTER_BUFFERS
         | cmd::UNREGISTER_BUFFERS
         | cmd::PUBLISH_BUFFERS
-        | cmd::UNPUBLISH_BUFFERS => 0,
+        | cmd::UNPUBLISH_BUFFERS
+        | cmd::ARENA_REGISTER => 0,
         other => return Err(ParseError::UnknownCmd(other)),
     };
     if flags & !allowed != 0 {
@@ -307,8 +360,74 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
             }
         }
         cmd::PUBLISH_BUFFERS => Command::PublishBuffers { ring: ring_id },
+        cmd::ARENA_REGISTER => Command::ArenaRegister {
+            ring: ring_id,
+            runs: parse_runs(bytes, nr, limits)?,
+        },
         _ => Command::UnpublishBuffers { table: src_id },
     })
+}
+
+/// ARENA_REGISTER's `nr` runs after the header.
+fn parse_runs(bytes: &[u8], nr: u32, limits: &Limits) -> Result<Vec<ArenaRun>, ParseError> {
+    if nr == 0 || nr > MAX_ARENA_RUNS {
+        return Err(ParseError::ArenaRunCount(nr));
+    }
+    // nr <= 64: no overflow.
+    if bytes.len() < REQ_LEN + nr as usize * ARENA_RUN_LEN {
+        return Err(ParseError::ArenaRunsShort {
+            nr,
+            have: bytes.len(),
+        });
+    }
+    let mut runs = Vec::with_capacity(nr as usize);
+    let mut end = 0u32;
+    for index in 0..nr as usize {
+        let at = REQ_LEN + index * ARENA_RUN_LEN;
+        let (chunk, nr, dst_off, reserved) = (
+            le32(bytes, at),
+            le32(bytes, at + 4),
+            le32(bytes, at + 8),
+            le32(bytes, at + 12),
+        );
+        let run_end = dst_off.checked_add(nr);
+        match run_end {
+            Some(e) if nr > 0 && reserved == 0 && dst_off >= end && e <= limits.max_buffers => {
+                end = e;
+            }
+            _ => {
+                return Err(ParseError::ArenaRun {
+                    index,
+                    chunk,
+                    nr,
+                    dst_off,
+                    reserved,
+                })
+            }
+        }
+        runs.push(ArenaRun { chunk, nr, dst_off });
+    }
+    Ok(runs)
+}
+
+/// Builds an ARENA_REGISTER request (tests and fuzzing).
+pub fn encode_arena_register(ring_id: u32, runs: &[ArenaRun]) -> Vec<u8> {
+    let mut b = encode_request(
+        cmd::ARENA_REGISTER,
+        ring_id,
+        0,
+        runs.len() as u32,
+        0,
+        0,
+        0,
+        &[],
+    );
+    for r in runs {
+        for v in [r.chunk, r.nr, r.dst_off, 0] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    b
 }
 
 /// One `struct pvu_ctrl_resp` and the command's output.
@@ -401,7 +520,9 @@ pub fn fuzz_one(data: &[u8]) -> bool {
             } else {
                 assert!(matches!(
                     e,
-                    ParseError::Short(_) | ParseError::ExtentsShort { .. }
+                    ParseError::Short(_)
+                        | ParseError::ExtentsShort { .. }
+                        | ParseError::ArenaRunsShort { .. }
                 ));
             }
             return false;
@@ -433,6 +554,15 @@ pub fn fuzz_one(data: &[u8]) -> bool {
             nr,
             ..
         } => assert!(*nr != 0 || (*src_off == 0 && *dst_off == 0)),
+        Command::ArenaRegister { runs, .. } => {
+            assert!(!runs.is_empty() && runs.len() <= MAX_ARENA_RUNS as usize);
+            let mut end = 0u64;
+            for r in runs {
+                assert!(r.nr >= 1 && u64::from(r.dst_off) >= end);
+                end = u64::from(r.dst_off) + u64::from(r.nr);
+                assert!(end <= u64::from(limits.max_buffers));
+            }
+        }
         _ => {}
     }
     assert!(command.response_len() >= RESP_LEN);
@@ -449,6 +579,53 @@ mod tests {
 
     fn p(b: &[u8]) -> Result<Command, ParseError> {
         parse(b, &Limits::default())
+    }
+
+    #[test]
+    fn arena_register_parses_and_checks_its_runs() {
+        let run = |chunk, nr, dst_off| ArenaRun { chunk, nr, dst_off };
+        let runs = [run(4, 2, 0), run(0, 1, 5)];
+        assert_eq!(
+            p(&encode_arena_register(3, &runs)),
+            Ok(Command::ArenaRegister {
+                ring: 3,
+                runs: runs.to_vec()
+            })
+        );
+        for bad in [
+            vec![run(0, 0, 0)],
+            vec![run(0, 2, 4), run(0, 1, 5)],
+            vec![run(0, 1, 1023), run(0, 1, 1024)],
+            vec![run(0, 2, u32::MAX)],
+        ] {
+            let e = p(&encode_arena_register(0, &bad)).unwrap_err();
+            assert!(matches!(e, ParseError::ArenaRun { .. }), "{bad:?}: {e}");
+            assert_eq!(e.errno(), Some(libc::EINVAL));
+        }
+        let mut b = encode_arena_register(0, &[run(0, 1, 0)]);
+        b[REQ_LEN + 12] = 1;
+        assert!(matches!(
+            p(&b),
+            Err(ParseError::ArenaRun { reserved: 1, .. })
+        ));
+        for n in [0usize, 65] {
+            let many: Vec<ArenaRun> = (0..n as u32).map(|i| run(0, 1, i)).collect();
+            assert_eq!(
+                p(&encode_arena_register(0, &many)),
+                Err(ParseError::ArenaRunCount(n as u32))
+            );
+        }
+        // Too short for its runs: a chain error (no response).
+        let b = encode_arena_register(0, &runs);
+        let e = p(&b[..b.len() - 1]).unwrap_err();
+        assert_eq!(e.errno(), None);
+        assert_eq!(
+            p(&req(cmd::ARENA_REGISTER, 0, 1, 1)),
+            Err(ParseError::Flags {
+                cmd: cmd::ARENA_REGISTER,
+                flags: 1
+            })
+        );
     }
 
     #[test]
@@ -548,7 +725,7 @@ mod tests {
         b[28] = 1;
         assert_eq!(p(&b), Err(ParseError::Reserved(1)));
         assert_eq!(ParseError::Reserved(1).errno(), Some(libc::EINVAL));
-        for code in [0, 8, 0xffff_ffff] {
+        for code in [0, 9, 0xffff_ffff] {
             let e = p(&req(code, 0, 0, 0)).unwrap_err();
             assert_eq!(e, ParseError::UnknownCmd(code));
             assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));

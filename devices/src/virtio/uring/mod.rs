@@ -1,6 +1,8 @@
 //! The paravirtual io_uring device (pv-uring, device ID 0x7276), host side
 //! of docs/pv-uring.md (ABI version 2, defined in the `uring-abi` crate).
 //!
+//! - [`arena`]: the buffer arena (shared-memory region 1), registered once
+//!   on a host ring of its own; ARENA_REGISTER clones runs of it.
 //! - [`control`]: parsing the control requests (pure, fuzzed).
 //! - [`ring`]: the host io_uring instances (raw system calls), the ring
 //!   area, buffer registration and cloning, the budget of registered bytes.
@@ -37,6 +39,7 @@
 //! or the VM ending (dropping the [`Executor`]) retires every ring the same
 //! way and waits for them, up to [`IDLE_TIMEOUT`] in all.
 
+pub mod arena;
 pub mod control;
 pub mod poller;
 pub mod ring;
@@ -60,7 +63,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use uring_abi::wire::{self, config as cfg, RingLayout, PVU_RING_POLLED};
 
-use self::control::{CloneSource, Command, Limits, Response, RESP_LEN};
+use self::arena::{Arena, ArenaConfig, ArenaError};
+use self::control::{ArenaRun, CloneSource, Command, Limits, Response, RESP_LEN};
 use self::poller::{Poller, POLL_IDLE};
 use self::ring::{check_clone, errno_of, Budget, Buf, HostRing, RingArea, Teardown};
 use self::submit::{Pass, SlotWatch, Submitter};
@@ -68,8 +72,8 @@ use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 use crate::BusDevice;
 
 pub use uring_abi::wire::{
-    DOORBELL_LEN, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_POLLED, PVU_F_TABLE, QUEUE_SIZE,
-    VIRTIO_ID_PV_URING,
+    arena_chunk_size, AreaLayout, DOORBELL_LEN, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_ARENA,
+    PVU_F_POLLED, PVU_F_TABLE, QUEUE_SIZE, VIRTIO_ID_PV_URING,
 };
 
 /// Default number of ring slots.
@@ -128,6 +132,8 @@ pub struct PvUringConfig {
     /// Most bytes the VM's rings may have registered at once; `None`: the
     /// guest's RAM size.
     pub max_registered: Option<u64>,
+    /// The buffer arena (`--uring arena=SIZE`), if any.
+    pub arena: Option<ArenaConfig>,
 }
 
 /// Errors building the device.
@@ -158,6 +164,9 @@ pub enum PvUringError {
     /// The ring area cannot be created.
     #[error("creating the ring area: {0}")]
     Area(io::Error),
+    /// The buffer arena cannot be set up.
+    #[error(transparent)]
+    Arena(#[from] ArenaError),
 }
 
 /// Where the VMM routes a ring's doorbell and completions.
@@ -374,6 +383,7 @@ pub struct ExecutorPolicy {
 pub struct Executor {
     mem: GuestMemoryMmap,
     area: Arc<RingArea>,
+    arena: Option<Arc<Arena>>,
     backends: Vec<RawFd>,
     _backend_files: Arc<Vec<File>>,
     limits: Limits,
@@ -390,9 +400,11 @@ pub struct Executor {
 
 impl Executor {
     /// An executor with no rings.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         mem: GuestMemoryMmap,
         area: Arc<RingArea>,
+        arena: Option<Arc<Arena>>,
         backends: Arc<Vec<File>>,
         policy: ExecutorPolicy,
         hooks: Arc<dyn RingHooks>,
@@ -404,6 +416,7 @@ impl Executor {
             backends: backends.iter().map(|f| f.as_raw_fd()).collect(),
             _backend_files: backends,
             area,
+            arena,
             limits: Limits {
                 max_entries: MAX_ENTRIES,
                 max_buffers: MAX_BUFFERS,
@@ -645,6 +658,7 @@ impl Executor {
                 nr,
             } => self.clone_buffers(*dst, *src, *replace, *src_off, *dst_off, *nr),
             Command::PublishBuffers { ring } => self.publish(*ring),
+            Command::ArenaRegister { ring, runs } => self.arena_register(*ring, runs),
             Command::UnpublishBuffers { table } => {
                 if !self.has(PVU_F_TABLE) {
                     Err(libc::EOPNOTSUPP)
@@ -875,6 +889,53 @@ impl Executor {
             id: u32::from(replace && idle),
             ..Response::value(c.ring.bufs().len() as u64)
         })
+    }
+
+    /// ARENA_REGISTER: clones the runs of the arena's host table into the
+    /// ring's (empty) table, one host clone per run, in order: the first
+    /// into the empty table, each later one with `DST_REPLACE`, which keeps
+    /// the entries below its `dst_off` (all of them: the runs ascend). The
+    /// parser checked the runs' order and `max_buffers`; the chunks are
+    /// checked here against this VM's arena. A failure takes back what the
+    /// earlier runs cloned: no request can have used it (the ring's lock is
+    /// held throughout, so no submission pass ran).
+    fn arena_register(&mut self, id: u32, runs: &[ArenaRun]) -> Result<Response, i32> {
+        if !self.has(PVU_F_ARENA) {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let arena = self.arena.clone().ok_or(libc::EOPNOTSUPP)?;
+        let core = self.core(id)?;
+        let mut c = lock(&core);
+        if !c.ring.bufs().is_empty() {
+            return Err(libc::EBUSY);
+        }
+        for r in runs {
+            let end = r.chunk.checked_add(r.nr);
+            if end.is_none_or(|end| end > arena.chunks()) {
+                log::debug!(
+                    "pv-uring: ring {id}: arena run of chunks {}+{} is outside the {} chunks",
+                    r.chunk,
+                    r.nr,
+                    arena.chunks()
+                );
+                return Err(libc::EFAULT);
+            }
+        }
+        for (i, r) in runs.iter().enumerate() {
+            if let Err(e) =
+                c.ring
+                    .clone_buffers(arena.fd(), arena.bufs(), i > 0, r.chunk, r.dst_off, r.nr)
+            {
+                log::warn!("pv-uring: ring {id}: cloning arena run {i}: {e}");
+                if i > 0 {
+                    if let Err(e) = c.ring.unregister_buffers() {
+                        log::error!("pv-uring: ring {id}: taking back arena runs: {e}");
+                    }
+                }
+                return Err(errno_of(&e));
+            }
+        }
+        Ok(Response::value(c.ring.bufs().len() as u64))
     }
 
     fn publish(&mut self, id: u32) -> Result<Response, i32> {
@@ -1229,6 +1290,7 @@ pub struct PvUring {
     config: [u8; CONFIG_LEN],
     ring_area_gpa: u64,
     area: Arc<RingArea>,
+    arena: Option<Arc<Arena>>,
     backends: Arc<Vec<File>>,
     hooks: Arc<dyn RingHooks>,
     doorbells: Arc<Doorbells>,
@@ -1280,6 +1342,7 @@ impl PvUring {
             })?);
         }
         let area = RingArea::new(config.max_rings).map_err(PvUringError::Area)?;
+        let arena = config.arena.as_ref().map(Arena::new).transpose()?;
         let layout = area.layout();
         let mut c = [0u8; CONFIG_LEN];
         let mut put32 = |at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
@@ -1297,6 +1360,11 @@ impl PvUring {
         put32(cfg::MAX_CHAIN, wire::MAX_CHAIN);
         c[cfg::DOORBELL_GPA..cfg::DOORBELL_GPA + 8]
             .copy_from_slice(&config.doorbell_gpa.to_le_bytes());
+        if let Some(a) = &arena {
+            c[cfg::ARENA_CHUNK_SIZE..cfg::ARENA_CHUNK_SIZE + 8]
+                .copy_from_slice(&a.chunk_size().to_le_bytes());
+            c[cfg::ARENA_CHUNKS..cfg::ARENA_CHUNKS + 4].copy_from_slice(&a.chunks().to_le_bytes());
+        }
         // MAX_REGISTERED is known once guest RAM is (activate).
         log::info!(
             "pv-uring: {} rings ({} ring area), {} polled at most, {} backends",
@@ -1313,6 +1381,7 @@ impl PvUring {
             config: c,
             ring_area_gpa: config.ring_area_gpa,
             area: Arc::new(area),
+            arena: arena.map(Arc::new),
             backends: Arc::new(files),
             hooks,
             doorbells: Arc::new(Doorbells::default()),
@@ -1338,11 +1407,23 @@ impl PvUring {
         self.area.clone()
     }
 
-    /// How the VMM maps region 0: the submission area read-write, the
-    /// completion area read-only. The private area is never mapped.
-    pub fn guest_mappings(&self) -> [GuestMapping; 2] {
+    /// The buffer arena, if the device has one.
+    pub fn arena(&self) -> Option<Arc<Arena>> {
+        self.arena.clone()
+    }
+
+    /// How the VMM maps the shared-memory regions: region 0's submission
+    /// area read-write, its completion area read-only (the private area is
+    /// never mapped), then the arena (region 1) read-write.
+    pub fn guest_mappings(&self) -> Vec<GuestMapping> {
         let layout = self.area.layout();
         let base = self.area.host_addr();
+        let arena = self.arena.iter().map(|a| GuestMapping {
+            gpa: a.gpa(),
+            host_addr: a.host_addr(),
+            len: a.len(),
+            read_only: false,
+        });
         [
             GuestMapping {
                 gpa: self.ring_area_gpa,
@@ -1357,6 +1438,9 @@ impl PvUring {
                 read_only: true,
             },
         ]
+        .into_iter()
+        .chain(arena)
+        .collect()
     }
 
     /// The doorbell page for the MMIO bus.
@@ -1372,6 +1456,7 @@ impl PvUring {
         Executor::new(
             mem,
             self.area.clone(),
+            self.arena.clone(),
             self.backends.clone(),
             ExecutorPolicy {
                 features,
@@ -1397,7 +1482,12 @@ impl VirtioDevice for PvUring {
         } else {
             0
         };
-        (1u64 << VIRTIO_F_VERSION_1) | polled | (1 << PVU_F_TABLE)
+        let arena = if self.arena.is_some() {
+            1 << PVU_F_ARENA
+        } else {
+            0
+        };
+        (1u64 << VIRTIO_F_VERSION_1) | polled | (1 << PVU_F_TABLE) | arena
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
@@ -1409,7 +1499,9 @@ impl VirtioDevice for PvUring {
     }
 
     fn shm_regions(&self) -> Vec<(u64, u64)> {
-        vec![(self.ring_area_gpa, self.area.guest_len())]
+        let mut regions = vec![(self.ring_area_gpa, self.area.guest_len())];
+        regions.extend(self.arena.iter().map(|a| (a.gpa(), a.len())));
+        regions
     }
 
     fn activate(

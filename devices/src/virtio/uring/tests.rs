@@ -109,6 +109,8 @@ struct Opts {
     max_registered: Option<u64>,
     /// The polled submitters' idle time (default: the device's, 1 s).
     poll_idle: Option<Duration>,
+    /// The buffer arena.
+    arena: Option<super::arena::ArenaConfig>,
 }
 
 impl Default for Opts {
@@ -120,6 +122,7 @@ impl Default for Opts {
             max_polled: 1,
             max_registered: None,
             poll_idle: None,
+            arena: None,
         }
     }
 }
@@ -155,6 +158,7 @@ fn config(opts: &Opts, file: &TempFile, ro: &TempFile) -> PvUringConfig {
         sq_cpu: opts.sq_cpu,
         max_polled: opts.max_polled,
         max_registered: opts.max_registered,
+        arena: opts.arena,
     }
 }
 
@@ -2695,7 +2699,7 @@ fn device_model_config_features_and_shm() {
     assert_eq!(d.queue_max_sizes(), &[64]);
     d.set_guest_ram(2 * REGION2);
     let mut c = [0u8; CONFIG_LEN];
-    assert_eq!(CONFIG_LEN, 0x40);
+    assert_eq!(CONFIG_LEN, 0x50);
     d.read_config(0, &mut c);
     let w = |i: usize| u32::from_le_bytes(c[i..i + 4].try_into().unwrap());
     let q = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().unwrap());
@@ -2714,8 +2718,10 @@ fn device_model_config_features_and_shm() {
     assert_eq!(q(0x38), 2 * REGION2);
     // Reads past the end and unaligned reads.
     let mut tail = [0xffu8; 8];
-    d.read_config(0x3c, &mut tail);
-    assert_eq!(tail[..4], c[0x3c..0x40]);
+    d.read_config(0x4c, &mut tail);
+    assert_eq!(tail[..4], c[0x4c..0x50]);
+    // No arena: its fields are zero.
+    assert_eq!((q(0x40), w(0x48)), (0, 0));
     assert_eq!(d.shm_regions(), vec![(0x4000_0000, layout.len())]);
     assert_eq!(layout.len(), 4 * MIB);
     let base = d.ring_area().host_addr();
@@ -2951,4 +2957,301 @@ fn no_interrupt_flag_suppresses_the_control_interrupt() {
     assert!(serve(false));
     assert!(!serve(true));
     assert!(serve(false));
+}
+
+// ---------------------------------------------------------------- arena
+
+/// An arena of 16 MiB: 8 chunks of 2 MiB (ordinary memory, with a
+/// warning, where the host has no free 2 MiB pages).
+const ARENA_LEN: u64 = 16 * MIB;
+const CHUNK: u64 = 2 * MIB;
+const ARENA_FEATURES: u64 = ALL_FEATURES | (1 << PVU_F_ARENA);
+
+fn arena_opts() -> Opts {
+    Opts {
+        features: ARENA_FEATURES,
+        arena: Some(super::arena::ArenaConfig {
+            len: ARENA_LEN,
+            page: 2 * MIB,
+            required: false,
+            gpa: 0x1_0000_0000,
+        }),
+        ..Opts::default()
+    }
+}
+
+impl Rig {
+    fn arena_register(&mut self, ring: u32, runs: &[(u32, u32, u32)]) -> Resp {
+        let runs: Vec<ArenaRun> = runs
+            .iter()
+            .map(|&(chunk, nr, dst_off)| ArenaRun { chunk, nr, dst_off })
+            .collect();
+        self.call(&encode_arena_register(ring, &runs))
+    }
+
+    /// Arena bytes `[off, off + len)`, as the guest reads them through its
+    /// mapping of region 1.
+    fn arena_bytes(&self, off: u64, len: usize) -> Vec<u8> {
+        let a = self.dev.arena().unwrap();
+        assert!(off + len as u64 <= a.len());
+        // SAFETY: inside the arena's mapping, which `a` keeps alive.
+        unsafe { std::slice::from_raw_parts((a.host_addr() + off) as *const u8, len).to_vec() }
+    }
+
+    fn write_arena(&self, off: u64, bytes: &[u8]) {
+        let a = self.dev.arena().unwrap();
+        assert!(off + bytes.len() as u64 <= a.len());
+        // SAFETY: as arena_bytes; nothing else writes there meanwhile.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                (a.host_addr() + off) as *mut u8,
+                bytes.len(),
+            )
+        }
+    }
+}
+
+/// The device advertises the arena: feature, configuration and region 1.
+#[test]
+fn arena_is_region_1_with_its_chunks_in_the_config_space() {
+    let _s = serial();
+    let rig = Rig::with(arena_opts());
+    assert_ne!(rig.dev.features() & (1 << PVU_F_ARENA), 0);
+    let mut b = [0u8; 12];
+    rig.dev.read_config(cfg::ARENA_CHUNK_SIZE as u64, &mut b);
+    assert_eq!(u64::from_le_bytes(b[..8].try_into().unwrap()), CHUNK);
+    assert_eq!(u32::from_le_bytes(b[8..].try_into().unwrap()), 8);
+    let regions = rig.dev.shm_regions();
+    assert_eq!(regions.len(), 2);
+    assert_eq!(regions[1], (0x1_0000_0000, ARENA_LEN));
+    let maps = rig.dev.guest_mappings();
+    assert_eq!(maps.len(), 3);
+    assert_eq!(
+        (maps[2].gpa, maps[2].len, maps[2].read_only),
+        (0x1_0000_0000, ARENA_LEN, false)
+    );
+    // Without an arena: no feature, no region 1, zero fields.
+    let plain = Rig::new(ALL_FEATURES);
+    assert_eq!(plain.dev.features() & (1 << PVU_F_ARENA), 0);
+    assert_eq!(plain.dev.shm_regions().len(), 1);
+    plain.dev.read_config(cfg::ARENA_CHUNK_SIZE as u64, &mut b);
+    assert_eq!(b, [0u8; 12]);
+}
+
+/// Runs of chunks become the ring's buffers at the indices asked; bytes
+/// move both ways through them, the gap between runs is an empty entry,
+/// and nothing is charged to the registered-bytes budget.
+#[test]
+fn arena_register_clones_runs_and_moves_bytes_both_ways() {
+    let _s = serial();
+    let mut rig = Rig::with(arena_opts());
+    let (id, view) = rig.create(8);
+    let r = rig.arena_register(id, &[(2, 2, 0), (5, 1, 3)]);
+    assert_eq!((r.used, r.status, r.value), (16, 0, 4), "{r:?}");
+    assert_eq!(rig.exec.registered_bytes(), 0);
+    // WRITE_FIXED from chunk 5 (buffer 3) at offset 4096.
+    let data = pattern(8192, 42);
+    rig.write_arena(5 * CHUNK + 4096, &data);
+    let cqes = rig.run(
+        id,
+        &view,
+        &[fixed(IORING_OP_WRITE_FIXED, 4096, 8192, 65536, 3, 1)],
+    );
+    assert_eq!(cqes, vec![(1, 8192)]);
+    assert_eq!(&rig.file.contents()[65536..65536 + 8192], &data[..]);
+    // READ_FIXED into chunk 3 (buffer 1) at offset 100, up to its end.
+    let cqes = rig.run(
+        id,
+        &view,
+        &[fixed(IORING_OP_READ_FIXED, CHUNK - 1000, 1000, 7, 1, 2)],
+    );
+    assert_eq!(cqes, vec![(2, 1000)]);
+    assert_eq!(
+        rig.arena_bytes(3 * CHUNK + CHUNK - 1000, 1000),
+        pattern(FILE_LEN, 7)[7..1007]
+    );
+    // Past the chunk's end, the gap (index 2) and past the table: refused.
+    let cqes = rig.run(
+        id,
+        &view,
+        &[
+            fixed(IORING_OP_READ_FIXED, CHUNK - 1000, 1001, 0, 1, 3),
+            fixed(IORING_OP_READ_FIXED, 0, 512, 0, 2, 4),
+            fixed(IORING_OP_READ_FIXED, 0, 512, 0, 4, 5),
+        ],
+    );
+    assert_eq!(
+        cqes,
+        vec![(3, -libc::EFAULT), (4, -libc::EFAULT), (5, -libc::EFAULT)]
+    );
+    // A whole-table clone of the arena ring to a second ring works too.
+    let (id2, view2) = rig.create(8);
+    let r = rig.clone_from(id2, id, 0, 0, 0, 0);
+    assert_eq!((r.status, r.value), (0, 4));
+    let cqes = rig.run(
+        id2,
+        &view2,
+        &[fixed(IORING_OP_READ_FIXED, 0, 512, 2048, 0, 6)],
+    );
+    assert_eq!(cqes, vec![(6, 512)]);
+    assert_eq!(
+        rig.arena_bytes(2 * CHUNK, 512),
+        pattern(FILE_LEN, 7)[2048..2560]
+    );
+    rig.assert_no_host_address();
+}
+
+/// Every refusal of ARENA_REGISTER, each followed by a good one: the host
+/// never trusts a chunk index, a count or an order.
+#[test]
+fn hostile_arena_runs_are_refused_and_the_device_keeps_serving() {
+    let _s = serial();
+    let mut rig = Rig::with(arena_opts());
+    let (id, view) = rig.create(8);
+    let max = MAX_BUFFERS;
+    type Case = (&'static str, Vec<(u32, u32, u32)>, i32);
+    let cases: &[Case] = &[
+        ("a chunk past the arena", vec![(8, 1, 0)], libc::EFAULT),
+        (
+            "a run that ends past the arena",
+            vec![(6, 3, 0)],
+            libc::EFAULT,
+        ),
+        (
+            "a chunk index that wraps",
+            vec![(u32::MAX, 2, 0)],
+            libc::EFAULT,
+        ),
+        ("an empty run", vec![(0, 0, 0)], libc::EINVAL),
+        (
+            "runs out of order",
+            vec![(0, 1, 5), (1, 1, 2)],
+            libc::EINVAL,
+        ),
+        ("overlapping runs", vec![(0, 2, 0), (4, 1, 1)], libc::EINVAL),
+        (
+            "a run past max_buffers",
+            vec![(0, 2, max - 1)],
+            libc::EINVAL,
+        ),
+        (
+            "a destination that wraps",
+            vec![(0, 2, u32::MAX)],
+            libc::EINVAL,
+        ),
+    ];
+    for (what, runs, errno) in cases {
+        let r = rig.arena_register(id, runs);
+        assert_eq!((r.used, r.status), (16, -errno), "{what}: {r:?}");
+        // Nothing was cloned: the ring has no buffers.
+        let cqes = rig.run(id, &view, &[fixed(IORING_OP_READ_FIXED, 0, 512, 0, 0, 1)]);
+        assert_eq!(cqes, vec![(1, -libc::EFAULT)], "{what}");
+    }
+    // A reserved word, 0 runs, 65 runs; an unknown ring.
+    let mut req = encode_arena_register(
+        id,
+        &[ArenaRun {
+            chunk: 0,
+            nr: 1,
+            dst_off: 0,
+        }],
+    );
+    req[REQ_LEN + 12] = 1;
+    assert_eq!(rig.call(&req).status, -libc::EINVAL);
+    assert_eq!(rig.arena_register(id, &[]).status, -libc::EINVAL);
+    let many: Vec<(u32, u32, u32)> = (0..65).map(|i| (0, 1, i)).collect();
+    assert_eq!(rig.arena_register(id, &many).status, -libc::EINVAL);
+    assert_eq!(rig.arena_register(77, &[(0, 1, 0)]).status, -libc::ENOENT);
+    // A chain too short for its runs gets no response.
+    let req = encode_arena_register(
+        id,
+        &[ArenaRun {
+            chunk: 0,
+            nr: 1,
+            dst_off: 0,
+        }],
+    );
+    assert_eq!(rig.call(&req[..REQ_LEN + 8]).used, 0);
+    // A later run the host kernel refuses takes back the earlier ones: a
+    // ring that already has buffers is EBUSY and keeps them.
+    let r = rig.arena_register(id, &[(0, 8, 0)]);
+    assert_eq!((r.status, r.value), (0, 8), "{r:?}");
+    assert_eq!(rig.arena_register(id, &[(0, 1, 0)]).status, -libc::EBUSY);
+    let cqes = rig.run(id, &view, &[fixed(IORING_OP_READ_FIXED, 0, 512, 0, 7, 2)]);
+    assert_eq!(cqes, vec![(2, 512)]);
+    assert_eq!(rig.arena_bytes(7 * CHUNK, 512), pattern(FILE_LEN, 7)[..512]);
+    // A driver that did not accept the feature, and a device without an
+    // arena: EOPNOTSUPP.
+    let mut rig = Rig::with(Opts {
+        features: ALL_FEATURES,
+        ..arena_opts()
+    });
+    let (id, _) = rig.create(8);
+    assert_eq!(
+        rig.arena_register(id, &[(0, 1, 0)]).status,
+        -libc::EOPNOTSUPP
+    );
+    let mut rig = Rig::new(ARENA_FEATURES);
+    let (id, _) = rig.create(8);
+    assert_eq!(
+        rig.arena_register(id, &[(0, 1, 0)]).status,
+        -libc::EOPNOTSUPP
+    );
+}
+
+/// Register/unregister/destroy cycles on the arena pin nothing beyond the
+/// arena's own registration, and the device's end releases that too.
+#[test]
+fn arena_cycles_pin_nothing_more_and_the_end_releases_the_arena() {
+    let _s = serial();
+    let start = settled_vm_pin();
+    let mut rig = Rig::with(arena_opts());
+    let with_arena = vm_pin_kib();
+    assert!(
+        with_arena >= start + (ARENA_LEN >> 10),
+        "the arena's registration does not show in VmPin ({start} -> {with_arena} kB)"
+    );
+    for cycle in 0..200u32 {
+        let (id, view) = rig.create(4);
+        let chunk = cycle % 8;
+        let r = rig.arena_register(id, &[(chunk, 8 - chunk, 0)]);
+        assert_eq!(
+            (r.status, r.value),
+            (0, u64::from(8 - chunk)),
+            "cycle {cycle}"
+        );
+        if cycle % 10 == 0 {
+            assert!(rig.lands_at_arena(id, &view, chunk));
+        }
+        let r = rig.simple(cmd::UNREGISTER_BUFFERS, id, 0, 0, 0, 0, 0);
+        assert_eq!((r.status, r.id), (0, 1));
+        let r = rig.arena_register(id, &[(0, 1, 0)]);
+        assert_eq!(r.status, 0);
+        assert_eq!(rig.destroy(id).status, 0);
+    }
+    assert_eq!(rig.exec.registered_bytes(), 0);
+    assert_eq!(vm_pin_kib(), with_arena, "cycles left pages pinned");
+    drop(rig);
+    assert_eq!(
+        settled_vm_pin(),
+        start,
+        "the arena stays pinned after the device"
+    );
+}
+
+impl Rig {
+    /// Reads 512 bytes of the file through buffer 0 of ring `id`, which
+    /// holds arena chunk `chunk`; returns whether they landed there.
+    fn lands_at_arena(&mut self, id: u32, view: &GuestRingView, chunk: u32) -> bool {
+        let off = u64::from(chunk) * CHUNK;
+        self.write_arena(off, &[0u8; 512]);
+        let cqes = self.run(
+            id,
+            view,
+            &[fixed(IORING_OP_READ_FIXED, 0, 512, 1024, 0, 0x1b)],
+        );
+        assert_eq!(cqes, vec![(0x1b, 512)]);
+        self.arena_bytes(off, 512) == pattern(FILE_LEN, 7)[1024..1536]
+    }
 }

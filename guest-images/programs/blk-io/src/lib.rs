@@ -26,10 +26,19 @@
 //! depth for S seconds (default 2); one JSON line per run,
 //! `{"kind":"blk-io-bench","op":"randread","qd":N,"ops":..,"secs":..,"iops":..}`.
 //! Any failure prints `{"kind":"blk-io-bench-error",...}` and exits 1.
+//!
+//! File mode (`--write-file PATH --blocks N`, for a file on a mounted disk,
+//! tests/disk_fs.rs): creates PATH (`O_CREAT|O_TRUNC|O_DIRECT`), writes N
+//! blocks of [`file_word`] with WRITE_FIXED from one registered buffer,
+//! fsyncs through the ring, reads them back with READ_FIXED into the zeroed
+//! buffer and verifies them. Prints `blk-io: file PATH: N blocks written
+//! and read back (O_DIRECT, registered buffer)` and exits 0, or
+//! `blk-io: FAIL file PATH: <why>` and exits 1.
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
 
+use guest_common::mem::{Mapping, Page};
 use io_uring::{opcode, types, IoUring};
 
 /// Bytes per block of the layout.
@@ -53,6 +62,106 @@ fn host_word(b: u64, j: u64) -> u64 {
 /// Word `j` of guest block `b`.
 fn guest_word(b: u64, j: u64) -> u64 {
     0x4755_4553_0000_0000 | (b << 16) | j
+}
+
+/// Word `j` of block `b` of the file that `--write-file` writes.
+pub fn file_word(b: u64, j: u64) -> u64 {
+    0x4649_4c45_0000_0000 | (b << 16) | j
+}
+
+/// Submits one fixed-buffer read or write of block `b` of `fd` from the
+/// start of registered buffer 0 (at `buf`) and waits for it.
+fn file_op(ring: &mut IoUring, fd: i32, buf: *mut u8, b: u64, write: bool) -> Result<(), String> {
+    let off = b * BLOCK as u64;
+    let sqe = if write {
+        opcode::WriteFixed::new(types::Fd(fd), buf, BLOCK as u32, 0)
+            .offset(off)
+            .build()
+    } else {
+        opcode::ReadFixed::new(types::Fd(fd), buf, BLOCK as u32, 0)
+            .offset(off)
+            .build()
+    }
+    .user_data(b);
+    // SAFETY: the buffer is registered as index 0, spans BLOCK bytes and
+    // lives until the completion below has been reaped.
+    unsafe { ring.submission().push(&sqe) }.map_err(|_| "SQ full".to_string())?;
+    ring.submit_and_wait(1)
+        .map_err(|e| format!("io_uring_enter: {e}"))?;
+    let res = ring
+        .completion()
+        .next()
+        .map(|c| c.result())
+        .ok_or("no completion")?;
+    if res != BLOCK as i32 {
+        return Err(format!(
+            "{} of block {b}: result {res}",
+            if write { "WRITE_FIXED" } else { "READ_FIXED" }
+        ));
+    }
+    Ok(())
+}
+
+/// File mode: see the module documentation.
+fn write_file(path: &str, blocks: u64) -> Result<(), String> {
+    let fd = open(
+        path,
+        libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_DIRECT,
+    )
+    .map_err(|e| format!("open O_CREAT|O_DIRECT: errno {e}"))?;
+    // SAFETY: fcntl F_GETFL on an open descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags & libc::O_DIRECT == 0 {
+        return Err(format!(
+            "O_DIRECT not set on the open file (flags {flags:#x})"
+        ));
+    }
+    let mut ring = IoUring::new(8).map_err(|e| format!("io_uring_setup: {e}"))?;
+    let buf = map(BLOCK);
+    let iov = [libc::iovec {
+        iov_base: buf.cast(),
+        iov_len: BLOCK,
+    }];
+    // SAFETY: the buffer is never unmapped.
+    unsafe { ring.submitter().register_buffers(&iov) }.map_err(|e| format!("register: {e}"))?;
+    let words = || {
+        // SAFETY: buf is BLOCK bytes, page-aligned, and only used here
+        // between ring operations.
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u64>(), BLOCK / 8) }
+    };
+    for b in 0..blocks {
+        for (j, w) in words().iter_mut().enumerate() {
+            *w = file_word(b, j as u64);
+        }
+        file_op(&mut ring, fd, buf, b, true)?;
+    }
+    let sqe = opcode::Fsync::new(types::Fd(fd))
+        .build()
+        .user_data(u64::MAX);
+    // SAFETY: an fsync SQE references no memory.
+    unsafe { ring.submission().push(&sqe) }.map_err(|_| "SQ full".to_string())?;
+    ring.submit_and_wait(1)
+        .map_err(|e| format!("io_uring_enter: {e}"))?;
+    match ring.completion().next().map(|c| c.result()) {
+        Some(0) => {}
+        other => return Err(format!("fsync: {other:?}")),
+    }
+    for b in 0..blocks {
+        words().fill(0);
+        file_op(&mut ring, fd, buf, b, false)?;
+        if let Some((j, w)) = words()
+            .iter()
+            .enumerate()
+            .find(|(j, w)| **w != file_word(b, *j as u64))
+        {
+            return Err(format!("block {b} word {j} reads {w:#x}"));
+        }
+    }
+    // SAFETY: closing our descriptor.
+    if unsafe { libc::close(fd) } != 0 {
+        return Err(format!("close: errno {}", errno()));
+    }
+    Ok(())
 }
 
 struct Tally {
@@ -92,57 +201,12 @@ fn open(path: &str, flags: i32) -> Result<i32, i32> {
     }
 }
 
-/// An anonymous, page-aligned, populated mapping.
+/// An anonymous, page-aligned mapping that lives as long as the program
+/// (guest-common's; its pages are touched before any use).
 fn map(len: usize) -> *mut u8 {
-    // SAFETY: an anonymous private mapping; checked below.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-            -1,
-            0,
-        )
-    };
-    assert!(p != libc::MAP_FAILED, "mmap of {len} bytes failed");
-    p.cast()
-}
-
-/// `struct io_uring_clone_buffers`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneBuffers {
-    src_fd: u32,
-    flags: u32,
-    src_off: u32,
-    dst_off: u32,
-    nr: u32,
-    pad: [u32; 3],
-}
-
-const IORING_REGISTER_CLONE_BUFFERS: libc::c_uint = 30;
-
-fn clone_buffers(dst: i32, src: i32) -> Result<(), i32> {
-    let arg = CloneBuffers {
-        src_fd: src as u32,
-        ..Default::default()
-    };
-    // SAFETY: io_uring_register with a live, correctly laid out argument.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            dst,
-            IORING_REGISTER_CLONE_BUFFERS,
-            &arg as *const CloneBuffers,
-            1,
-        )
-    };
-    if r < 0 {
-        Err(errno())
-    } else {
-        Ok(())
-    }
+    let m = Mapping::reserve(len, Page::Small4K)
+        .unwrap_or_else(|e| panic!("mmap of {len} bytes failed: {e}"));
+    Box::leak(Box::new(m)).at(0)
 }
 
 /// Runs `ops` (offset in file, offset in buffer `buf`, write?) on `ring`,
@@ -354,7 +418,18 @@ fn bench(dev: &str, qds: &str, ops: &str, secs: f64) -> ! {
     std::process::exit(0);
 }
 
-pub fn main() {
+/// The command line.
+struct Args {
+    /// The disk under test.
+    dev: String,
+    /// A read-only disk to check too.
+    ro_dev: Option<String>,
+    /// Rings sharing the buffer table.
+    rings: usize,
+}
+
+/// Parses the command line; benchmark mode runs and exits from here.
+fn parse_args() -> Args {
     let args: Vec<String> = std::env::args().collect();
     let arg = |name: &str| {
         args.iter()
@@ -362,6 +437,23 @@ pub fn main() {
             .and_then(|i| args.get(i + 1).cloned())
     };
     let dev = arg("--dev").unwrap_or_else(|| "/dev/vda".into());
+    if let Some(path) = arg("--write-file") {
+        let blocks = arg("--blocks").and_then(|v| v.parse::<u64>().ok());
+        let result = match blocks {
+            Some(n @ 1..=65536) => write_file(&path, n).map(|()| n),
+            _ => Err("--blocks N (1 to 65536) is needed".into()),
+        };
+        match result {
+            Ok(n) => {
+                println!("blk-io: file {path}: {n} blocks written and read back (O_DIRECT, registered buffer)");
+                std::process::exit(0);
+            }
+            Err(e) => {
+                println!("blk-io: FAIL file {path}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     if let Some(qds) = arg("--bench-qd") {
         let secs = arg("--bench-secs")
             .map(|s| {
@@ -374,37 +466,18 @@ pub fn main() {
         let ops = arg("--bench-op").unwrap_or_else(|| "randread".into());
         bench(&dev, &qds, &ops, secs);
     }
-    let ro_dev = arg("--ro-dev");
-    let rings: usize = arg("--rings").and_then(|v| v.parse().ok()).unwrap_or(3);
-    let mut t = Tally {
-        passed: 0,
-        failed: 0,
-    };
+    Args {
+        dev,
+        ro_dev: arg("--ro-dev"),
+        rings: arg("--rings").and_then(|v| v.parse().ok()).unwrap_or(3),
+    }
+}
 
-    let fd = match open(&dev, libc::O_RDWR | libc::O_DIRECT) {
-        Ok(fd) => fd,
-        Err(e) => {
-            println!("blk-io: cannot open {dev} O_DIRECT: errno {e}");
-            println!("blk-io: 0 passed, 1 failed");
-            std::process::exit(1);
-        }
-    };
-
-    // Two 64 KiB buffers per ring: [2r] for reads, [2r + 1] for writes.
-    let nbufs = 2 * rings;
-    let pool = map(nbufs * BUF);
-    let iovecs: Vec<libc::iovec> = (0..nbufs)
-        .map(|i| libc::iovec {
-            // SAFETY: inside the pool.
-            iov_base: unsafe { pool.add(i * BUF) }.cast(),
-            iov_len: BUF,
-        })
-        .collect();
-    let mut ring_set: Vec<IoUring> = (0..rings)
-        .map(|_| IoUring::new(32).expect("io_uring_setup"))
-        .collect();
+/// Registers `iovecs` on the first ring and clones the table to every
+/// other ring (checked: each clone, and that each ring then holds a table).
+fn share_table(t: &mut Tally, ring_set: &[IoUring], iovecs: &[libc::iovec]) {
     // SAFETY: the pool lives for the whole program.
-    let reg = unsafe { ring_set[0].submitter().register_buffers(&iovecs) };
+    let reg = unsafe { ring_set[0].submitter().register_buffers(iovecs) };
     t.check_why(
         reg.is_ok(),
         "IORING_REGISTER_BUFFERS on ring 0",
@@ -416,17 +489,20 @@ pub fn main() {
         // No fallback to registering again: the point of this program is
         // that rings share one table by cloning, and a fallback would make
         // a kernel without the clone look like one with it.
-        let clone = clone_buffers(ring.as_raw_fd(), src);
+        let clone = ring.submitter().register_buffers_clone(src);
         cloned += usize::from(clone.is_ok());
         t.check_why(
             clone.is_ok(),
             &format!("ring {r}: IORING_REGISTER_CLONE_BUFFERS from ring 0"),
-            &format!("errno {}", clone.err().unwrap_or(0)),
+            &format!(
+                "errno {}",
+                clone.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+            ),
         );
         // This ring never registered a table: if it holds one, the clone
         // put it there. (6.1 refuses a second table with EBUSY.)
         // SAFETY: as above.
-        let again = unsafe { ring.submitter().register_buffers(&iovecs) };
+        let again = unsafe { ring.submitter().register_buffers(iovecs) };
         t.check_why(
             again
                 .as_ref()
@@ -436,61 +512,67 @@ pub fn main() {
         );
     }
     println!(
-        "blk-io: {rings} rings, buffers cloned to {cloned} of {}",
-        rings - 1
+        "blk-io: {} rings, buffers cloned to {cloned} of {}",
+        ring_set.len(),
+        ring_set.len() - 1
     );
+}
 
-    let per_buf = BUF / OP;
-    for (r, ring) in ring_set.iter_mut().enumerate() {
-        let rb = (2 * r) as u16;
-        // Read the whole host region, one buffer at a time, several ops in
-        // flight; ring r starts at a different place.
-        let chunks = HOST_BLOCKS as usize * BLOCK / BUF;
-        let mut ok = true;
-        for c in 0..chunks {
-            let chunk = (c + r * 5) % chunks;
-            let base = (chunk * BUF) as u64;
-            let ops: Vec<_> = (0..per_buf)
-                .map(|k| (base + (k * OP) as u64, k * OP, false))
-                .collect();
-            words(pool, rb.into()).fill(0);
-            let done = run_fixed(ring, fd, pool, rb, &ops);
-            ok &= done == per_buf;
-            ok &= verify(pool, rb.into(), (chunk * BUF / BLOCK) as u64, host_word);
-        }
-        t.check(ok, &format!("ring {r}: READ_FIXED of the host pattern"));
+/// `(file offset, buffer offset, write)` of the operations covering one
+/// buffer's worth of the file from `base`.
+fn buffer_ops(base: u64, write: bool) -> Vec<(u64, usize, bool)> {
+    (0..BUF / OP)
+        .map(|k| (base + (k * OP) as u64, k * OP, write))
+        .collect()
+}
 
-        // Write this ring's region and read it back.
-        let wb = rb + 1;
-        let first = WRITE_START + r as u64 * WRITE_BLOCKS;
-        for (i, w) in words(pool, wb.into()).iter_mut().enumerate() {
-            let b = first + (i * 8 / BLOCK) as u64;
-            *w = guest_word(b, (i % (BLOCK / 8)) as u64).to_le();
-        }
-        let base = first * BLOCK as u64;
-        let ops: Vec<_> = (0..per_buf)
-            .map(|k| (base + (k * OP) as u64, k * OP, true))
-            .collect();
-        let done = run_fixed(ring, fd, pool, wb, &ops);
-        t.check(done == per_buf, &format!("ring {r}: WRITE_FIXED"));
-        let fsync = opcode::Fsync::new(types::Fd(fd)).build();
-        // SAFETY: no buffers involved.
-        unsafe { ring.submission().push(&fsync) }.expect("SQ full");
-        let synced = ring.submit_and_wait(1).is_ok()
-            && ring.completion().next().is_some_and(|c| c.result() == 0);
-        t.check(synced, &format!("ring {r}: fsync"));
+/// Ring `r` reads the whole host region through its read buffer, several
+/// operations in flight, starting at a place of its own.
+fn check_host_reads(t: &mut Tally, r: usize, ring: &mut IoUring, fd: i32, pool: *mut u8) {
+    let rb = (2 * r) as u16;
+    let chunks = HOST_BLOCKS as usize * BLOCK / BUF;
+    let mut ok = true;
+    for c in 0..chunks {
+        let chunk = (c + r * 5) % chunks;
+        let ops = buffer_ops((chunk * BUF) as u64, false);
         words(pool, rb.into()).fill(0);
-        let ops: Vec<_> = (0..per_buf)
-            .map(|k| (base + (k * OP) as u64, k * OP, false))
-            .collect();
         let done = run_fixed(ring, fd, pool, rb, &ops);
-        t.check(
-            done == per_buf && verify(pool, rb.into(), first, guest_word),
-            &format!("ring {r}: read back what it wrote"),
-        );
+        ok &= done == ops.len();
+        ok &= verify(pool, rb.into(), (chunk * BUF / BLOCK) as u64, host_word);
     }
+    t.check(ok, &format!("ring {r}: READ_FIXED of the host pattern"));
+}
 
-    // GET_ID: the serial the VMM gave the disk.
+/// Ring `r` writes its own region, fsyncs and reads it back.
+fn check_write_back(t: &mut Tally, r: usize, ring: &mut IoUring, fd: i32, pool: *mut u8) {
+    let rb = (2 * r) as u16;
+    let wb = rb + 1;
+    let first = WRITE_START + r as u64 * WRITE_BLOCKS;
+    for (i, w) in words(pool, wb.into()).iter_mut().enumerate() {
+        let b = first + (i * 8 / BLOCK) as u64;
+        *w = guest_word(b, (i % (BLOCK / 8)) as u64).to_le();
+    }
+    let base = first * BLOCK as u64;
+    let ops = buffer_ops(base, true);
+    let done = run_fixed(ring, fd, pool, wb, &ops);
+    t.check(done == ops.len(), &format!("ring {r}: WRITE_FIXED"));
+    let fsync = opcode::Fsync::new(types::Fd(fd)).build();
+    // SAFETY: no buffers involved.
+    unsafe { ring.submission().push(&fsync) }.expect("SQ full");
+    let synced = ring.submit_and_wait(1).is_ok()
+        && ring.completion().next().is_some_and(|c| c.result() == 0);
+    t.check(synced, &format!("ring {r}: fsync"));
+    words(pool, rb.into()).fill(0);
+    let ops = buffer_ops(base, false);
+    let done = run_fixed(ring, fd, pool, rb, &ops);
+    t.check(
+        done == ops.len() && verify(pool, rb.into(), first, guest_word),
+        &format!("ring {r}: read back what it wrote"),
+    );
+}
+
+/// GET_ID: the serial the VMM gave the disk, as the guest kernel shows it.
+fn check_serial(t: &mut Tally, dev: &str) {
     let name = dev.trim_start_matches("/dev/");
     match std::fs::read_to_string(format!("/sys/block/{name}/serial")) {
         Ok(s) => t.check_why(
@@ -506,53 +588,93 @@ pub fn main() {
             &format!("/sys/block/{name}/serial: {e}"),
         ),
     }
+}
 
-    if let Some(ro) = ro_dev {
-        // Linux 6.1 lets O_RDWR open a read-only disk; writes must fail.
-        let ro_name = ro.trim_start_matches("/dev/");
-        let flag = std::fs::read_to_string(format!("/sys/block/{ro_name}/ro")).unwrap_or_default();
-        t.check_why(
-            flag.trim() == "1",
-            &format!("/sys/block/{ro_name}/ro is 1"),
-            &format!("{:?}", flag.trim()),
-        );
-        match open(&ro, libc::O_RDWR) {
-            Ok(wfd) => {
-                words(pool, 1).fill(0xee);
-                // SAFETY: BUF bytes of buffer 1 inside the pool.
-                let n = unsafe { libc::pwrite(wfd, pool.add(BUF).cast(), BLOCK, 0) };
-                let e = errno();
-                t.check_why(
-                    n < 0 && (e == libc::EPERM || e == libc::EROFS || e == libc::EIO),
-                    "read-only disk refuses writes",
-                    &format!("pwrite returned {n}, errno {e}"),
-                );
-            }
-            Err(e) => t.check_why(
-                e == libc::EROFS || e == libc::EACCES || e == libc::EPERM,
+/// The read-only disk `ro`: marked read-only, refuses writes, holds the
+/// host pattern.
+fn check_read_only(t: &mut Tally, ro: &str, pool: *mut u8) {
+    // Linux 6.1 lets O_RDWR open a read-only disk; writes must fail.
+    let ro_name = ro.trim_start_matches("/dev/");
+    let flag = std::fs::read_to_string(format!("/sys/block/{ro_name}/ro")).unwrap_or_default();
+    t.check_why(
+        flag.trim() == "1",
+        &format!("/sys/block/{ro_name}/ro is 1"),
+        &format!("{:?}", flag.trim()),
+    );
+    match open(ro, libc::O_RDWR) {
+        Ok(wfd) => {
+            words(pool, 1).fill(0xee);
+            // SAFETY: BUF bytes of buffer 1 inside the pool.
+            let n = unsafe { libc::pwrite(wfd, pool.add(BUF).cast(), BLOCK, 0) };
+            let e = errno();
+            t.check_why(
+                n < 0 && (e == libc::EPERM || e == libc::EROFS || e == libc::EIO),
                 "read-only disk refuses writes",
-                &format!("open O_RDWR: errno {e}"),
-            ),
+                &format!("pwrite returned {n}, errno {e}"),
+            );
         }
-        match open(&ro, libc::O_RDONLY | libc::O_DIRECT) {
-            Ok(rfd) => {
-                let rb = 0usize;
-                words(pool, rb).fill(0);
-                // SAFETY: the buffer is BUF bytes inside the pool.
-                let n = unsafe { libc::pread(rfd, pool.cast(), BUF, 0) };
-                t.check(
-                    n == BUF as isize && verify(pool, rb, 0, host_word),
-                    "read-only disk holds the host pattern",
-                );
-            }
-            Err(e) => t.check_why(
-                false,
-                "read-only disk holds the host pattern",
-                &format!("open O_RDONLY|O_DIRECT: errno {e}"),
-            ),
-        }
+        Err(e) => t.check_why(
+            e == libc::EROFS || e == libc::EACCES || e == libc::EPERM,
+            "read-only disk refuses writes",
+            &format!("open O_RDWR: errno {e}"),
+        ),
     }
+    match open(ro, libc::O_RDONLY | libc::O_DIRECT) {
+        Ok(rfd) => {
+            let rb = 0usize;
+            words(pool, rb).fill(0);
+            // SAFETY: the buffer is BUF bytes inside the pool.
+            let n = unsafe { libc::pread(rfd, pool.cast(), BUF, 0) };
+            t.check(
+                n == BUF as isize && verify(pool, rb, 0, host_word),
+                "read-only disk holds the host pattern",
+            );
+        }
+        Err(e) => t.check_why(
+            false,
+            "read-only disk holds the host pattern",
+            &format!("open O_RDONLY|O_DIRECT: errno {e}"),
+        ),
+    }
+}
 
+pub fn main() {
+    let args = parse_args();
+    let mut t = Tally {
+        passed: 0,
+        failed: 0,
+    };
+    let fd = match open(&args.dev, libc::O_RDWR | libc::O_DIRECT) {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("blk-io: cannot open {} O_DIRECT: errno {e}", args.dev);
+            println!("blk-io: 0 passed, 1 failed");
+            std::process::exit(1);
+        }
+    };
+
+    // Two 64 KiB buffers per ring: [2r] for reads, [2r + 1] for writes.
+    let nbufs = 2 * args.rings;
+    let pool = map(nbufs * BUF);
+    let iovecs: Vec<libc::iovec> = (0..nbufs)
+        .map(|i| libc::iovec {
+            // SAFETY: inside the pool.
+            iov_base: unsafe { pool.add(i * BUF) }.cast(),
+            iov_len: BUF,
+        })
+        .collect();
+    let mut ring_set: Vec<IoUring> = (0..args.rings)
+        .map(|_| IoUring::new(32).expect("io_uring_setup"))
+        .collect();
+    share_table(&mut t, &ring_set, &iovecs);
+    for (r, ring) in ring_set.iter_mut().enumerate() {
+        check_host_reads(&mut t, r, ring, fd, pool);
+        check_write_back(&mut t, r, ring, fd, pool);
+    }
+    check_serial(&mut t, &args.dev);
+    if let Some(ro) = &args.ro_dev {
+        check_read_only(&mut t, ro, pool);
+    }
     println!("blk-io: {} passed, {} failed", t.passed, t.failed);
     std::process::exit(i32::from(t.failed > 0));
 }

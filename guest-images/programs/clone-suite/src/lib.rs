@@ -64,7 +64,14 @@ mod cases;
 mod harness;
 mod mem;
 mod ring;
-mod sys;
+
+/// Raw `io_uring_register(2)` and errno values (guest-common's).
+mod sys {
+    pub use guest_common::uring::*;
+    pub use guest_common::Errno;
+}
+
+use guest_common::{ensure, fail};
 
 use std::process::ExitCode;
 

@@ -21,13 +21,13 @@ pub const CHUNK: usize = 4096;
 /// The suite's main buffer pool (4 x 64 KiB of 4 KiB pages), faulted in once.
 pub fn pool_a() -> &'static Mapping {
     static P: OnceLock<Mapping> = OnceLock::new();
-    P.get_or_init(|| Mapping::new(POOL, Page::Small4K).expect("mmap pool A"))
+    P.get_or_init(|| Mapping::with_page(POOL, Page::Small4K).expect("mmap pool A"))
 }
 
 /// A second, disjoint pool for destination rings' own buffers.
 pub fn pool_b() -> &'static Mapping {
     static P: OnceLock<Mapping> = OnceLock::new();
-    P.get_or_init(|| Mapping::new(POOL, Page::Small4K).expect("mmap pool B"))
+    P.get_or_init(|| Mapping::with_page(POOL, Page::Small4K).expect("mmap pool B"))
 }
 
 /// A ring and the helpers the cases need.

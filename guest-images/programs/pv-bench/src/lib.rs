@@ -187,7 +187,12 @@ fn run(p: &Params) -> Result<(), Failure> {
         p.cpu.map_or("any".into(), |c| c.to_string())
     );
     if p.reg {
-        let reg_rings: usize = p.rings.iter().sum();
+        // The arena-only counts close their rings before the next count.
+        let reg_rings: usize = if p.arena_only {
+            p.rings.iter().copied().max().unwrap_or(0)
+        } else {
+            p.rings.iter().sum()
+        };
         if reg_rings + p.submits.len() > i.max_rings as usize {
             return Err(Failure::msg(format!(
                 "{reg_rings} rings + {} I/O rings asked, the device has {} (--uring rings=N)",

@@ -32,6 +32,9 @@ pub struct Params {
     pub cq_eventfd: bool,
     /// Run the registration measurement.
     pub reg: bool,
+    /// Registration from the buffer arena only (`--only arena`): no guest
+    /// pool, the arena methods at each ring count.
+    pub arena_only: bool,
     /// Run the random-read measurement.
     pub io: bool,
     /// Guest CPU to run on (`--cpu N`): a `nohz_full` CPU keeps the guest
@@ -60,6 +63,7 @@ impl Default for Params {
             submits: vec![crate::io::Submit::Doorbell],
             cq_eventfd: false,
             reg: true,
+            arena_only: false,
             io: true,
             cpu: None,
             pause: false,
@@ -70,7 +74,7 @@ impl Default for Params {
 pub const USAGE: &str =
     "usage: pv-bench [--dev PATH] [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B] \
 [--backend N] [--span S] [--qd 1,32] [--io-ms MS] [--op randread,randwrite] \
-[--submit doorbell,polled] [--cq-eventfd on|off] [--only reg|io] [--cpu N] [--pause on|off]
+[--submit doorbell,polled] [--cq-eventfd on|off] [--only reg|arena|io] [--cpu N] [--pause on|off]
 kernel command line: rv.pvbench.<same names, '_' for '-'>=VALUE";
 
 /// Parses `4096`, `512K`, `64M`, `1G`.
@@ -152,8 +156,9 @@ impl Params {
             "pause" => self.pause = on_off(k, v)?,
             "only" => match v {
                 "reg" => (self.reg, self.io) = (true, false),
+                "arena" => (self.reg, self.arena_only, self.io) = (true, true, false),
                 "io" => (self.reg, self.io) = (false, true),
-                _ => return Err(format!("bad value {v:?} for only (reg or io)")),
+                _ => return Err(format!("bad value {v:?} for only (reg, arena or io)")),
             },
             _ => return Err(format!("unknown option {k}")),
         }

@@ -30,6 +30,12 @@ pub struct Params {
     /// `PV-SUITE-PAUSE <at>` and wait for a line on stdin (the host
     /// measures its memory meanwhile; tests/pv.rs).
     pub pause: bool,
+    /// Run the arena cases (a VM with `--uring arena=`) instead of the
+    /// suite; with `pause`, pause around the lifecycle cycles.
+    pub arena: bool,
+    /// With `arena`: allocate/register/destroy/free cycles of the
+    /// `arena-lifecycle` case.
+    pub arena_cycles: u64,
 }
 
 impl Default for Params {
@@ -48,13 +54,15 @@ impl Default for Params {
             verbose: false,
             list: false,
             pause: false,
+            arena: false,
+            arena_cycles: 10_000,
         }
     }
 }
 
 pub const USAGE: &str = "usage: pv-suite [--list] [-v] [--dev PATH] [--seed N] [--backend N] \
 [--read-blocks N] [--write-block N] [--write-blocks N] [--no-write] [--pool-rings N] \
-[--cycles N] [--pause] [CASE-SUBSTRING...]
+[--cycles N] [--pause] [--arena [--arena-cycles N]] [CASE-SUBSTRING...]
 kernel command line: rv.pv.dev= rv.pv.seed= rv.pv.backend= rv.pv.read_blocks= \
 rv.pv.write_block= rv.pv.write_blocks= rv.pv.write=0|1 rv.pv.pool_rings= rv.pv.cycles= \
 rv.pv.cases=a,b rv.pv.verbose=1 rv.pv.pause=1";
@@ -69,6 +77,7 @@ const FLAGS_WITH_VALUE: &[&str] = &[
     "write-blocks",
     "pool-rings",
     "cycles",
+    "arena-cycles",
 ];
 
 fn num<T: std::str::FromStr>(key: &str, v: &str) -> Result<T, String> {
@@ -104,6 +113,8 @@ impl Params {
             "write" => self.write = flag(key, v)?,
             "pool_rings" | "pool-rings" => self.pool_rings = num(key, v)?,
             "cycles" => self.cycles = Some(num(key, v)?),
+            "arena_cycles" | "arena-cycles" => self.arena_cycles = num(key, v)?,
+            "arena" => self.arena = flag(key, v)?,
             "verbose" => self.verbose = flag(key, v)?,
             "pause" => self.pause = flag(key, v)?,
             "cases" => self
@@ -143,6 +154,7 @@ impl Params {
                 "-v" | "--verbose" => self.verbose = true,
                 "--no-write" => self.write = false,
                 "--pause" => self.pause = true,
+                "--arena" => self.arena = true,
                 _ if a.starts_with("--") => {
                     let (k, inline) = match a[2..].split_once('=') {
                         Some((k, v)) => (k.to_string(), Some(v.to_string())),
@@ -177,6 +189,22 @@ impl Params {
             return Err("write_blocks must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+impl guest_common::cli::Params for Params {
+    type Error = String;
+
+    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
+        Self::apply_cmdline(self, cmdline)
+    }
+
+    fn apply_args(&mut self, args: impl Iterator<Item = String>) -> Result<bool, String> {
+        Self::apply_args(self, args)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        Self::validate(self)
     }
 }
 

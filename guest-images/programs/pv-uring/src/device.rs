@@ -24,7 +24,7 @@ pub const DEFAULT_PATH: &str = "/dev/vuring";
 ///
 /// # Safety
 /// `arg` must be what the driver reads/writes for `req` (or 0 for `_IO`).
-unsafe fn ioctl(fd: RawFd, req: u32, arg: usize, op: &'static str) -> Result<i32> {
+pub(crate) unsafe fn ioctl(fd: RawFd, req: u32, arg: usize, op: &'static str) -> Result<i32> {
     // SAFETY: the caller guarantees that arg is what the driver reads or
     // writes for req.
     let r = unsafe { libc::ioctl(fd, req as libc::Ioctl, arg) };
@@ -36,9 +36,9 @@ unsafe fn ioctl(fd: RawFd, req: u32, arg: usize, op: &'static str) -> Result<i32
 }
 
 /// A shared mapping, unmapped on drop.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
+pub(crate) struct Map {
+    pub(crate) ptr: *mut u8,
+    pub(crate) len: usize,
 }
 
 // SAFETY: a plain mapping owned by this value; the raw pointer is only
@@ -48,7 +48,13 @@ unsafe impl Send for Map {}
 unsafe impl Sync for Map {}
 
 impl Map {
-    fn new(fd: RawFd, len: usize, off: u64, prot: i32, op: &'static str) -> Result<Self> {
+    pub(crate) fn new(
+        fd: RawFd,
+        len: usize,
+        off: u64,
+        prot: i32,
+        op: &'static str,
+    ) -> Result<Self> {
         // SAFETY: a fresh shared mapping of the driver's memory at a
         // kernel-chosen address; no existing memory is affected.
         let p = unsafe {
@@ -167,6 +173,11 @@ impl Device {
     /// of rings that do not exist.
     pub fn ring_doorbell(&self, id: u32) {
         self.doorbell.ring(id)
+    }
+
+    /// The buffer arena (all zero without one), with its free chunks now.
+    pub fn arena_info(&self) -> Result<crate::arena::ArenaInfo> {
+        crate::arena::info(self.fd.as_raw_fd())
     }
 
     /// UNPUBLISH `token` through the device fd (no ring on it). Only the
@@ -574,6 +585,38 @@ impl PvRing {
         out.truncate((r.nr_extents as usize).min(cap));
         self.extents = out.clone();
         Ok(out)
+    }
+
+    /// ARENA_REGISTER: `runs` of this file's arena chunks (of
+    /// `chunk_size` bytes) become the ring's buffers (one command, no page
+    /// pinned). Entries of chunks inside one of `maps` get that mapping's
+    /// address (for [`PvRing::translate`]), the others 0. Returns the
+    /// ring's buffer count.
+    pub fn register_arena(
+        &mut self,
+        runs: &[crate::arena::ArenaRun],
+        maps: &[&crate::arena::ArenaMap],
+        chunk_size: u64,
+    ) -> Result<u32> {
+        let n = crate::arena::register(self.fd(), runs)?;
+        self.extents = crate::arena::table(runs, maps, n, chunk_size);
+        Ok(n)
+    }
+
+    /// ARENA_ALLOC on this ring's file: chunks for at least `len` bytes,
+    /// owned by this file until [`PvRing::arena_free`] or close.
+    pub fn arena_alloc(&self, len: u64) -> Result<crate::arena::ArenaAlloc> {
+        crate::arena::alloc(self.fd(), len)
+    }
+
+    /// ARENA_FREE of the allocation starting at `chunk`.
+    pub fn arena_free(&self, chunk: u32) -> Result<()> {
+        crate::arena::free(self.fd(), chunk)
+    }
+
+    /// Maps an allocation of this file (read-write, shared).
+    pub fn arena_map(&self, a: &crate::arena::ArenaAlloc) -> Result<crate::arena::ArenaMap> {
+        crate::arena::map(self.fd(), a)
     }
 
     /// Drops the ring's buffers (UNREGISTER). The driver keeps their pages

@@ -24,6 +24,11 @@
 //! doorbell again when SQEs are still waiting ([`Completion`]'s drop, and
 //! [`PvRing::wait`] when the SQ head stops moving).
 //!
+//! - The buffer arena ([`arena`]): host memory the host registered once;
+//!   [`PvRing::arena_alloc`], [`PvRing::arena_map`] and
+//!   [`PvRing::register_arena`] give a ring a pool of any size with one
+//!   command and no page pinned.
+//!
 //! ```no_run
 //! use pv_uring::{read_fixed, Device, PvRing};
 //! let dev = Device::open()?;
@@ -42,6 +47,7 @@
 //! # Ok::<(), pv_uring::Error>(())
 //! ```
 
+pub mod arena;
 mod device;
 mod error;
 pub mod extent;
@@ -72,6 +78,8 @@ pub trait InfoExt {
     fn has_polled(&self) -> bool;
     /// `PVU_F_TABLE`: the host buffer table (PUBLISH, clone from a token).
     fn has_table(&self) -> bool;
+    /// `PVU_F_ARENA`: the buffer arena.
+    fn has_arena(&self) -> bool;
 }
 
 impl InfoExt for VuringInfo {
@@ -80,5 +88,8 @@ impl InfoExt for VuringInfo {
     }
     fn has_table(&self) -> bool {
         self.features & (1 << uring_abi::wire::PVU_F_TABLE) != 0
+    }
+    fn has_arena(&self) -> bool {
+        self.features & (1 << uring_abi::wire::PVU_F_ARENA) != 0
     }
 }

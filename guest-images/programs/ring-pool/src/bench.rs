@@ -3,7 +3,8 @@
 use crate::params::{split, PageSize, Params};
 use crate::pool::{free_hugepages_2m, Pool};
 use crate::stats::{line, ratio, samples_us, Latency, MethodRecord, PoolDesc, SummaryRecord};
-use crate::sys::{self, now_ns, Errno};
+use crate::sys::{self, now_ns};
+use guest_common::Errno;
 use io_uring::IoUring;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -84,10 +85,27 @@ fn map_pool(p: &Params) -> Result<Pool, RunError> {
     Ok(Pool::map(p.size, PageSize::Small4K)?)
 }
 
+/// The errno of a failed io-uring crate call.
+fn errno(r: std::io::Result<()>) -> Result<(), Errno> {
+    r.map_err(|e| Errno::from_io(&e))
+}
+
+/// Registers the pool's `iovs` on `ring` (one system call).
+fn register(ring: &IoUring, iovs: &[libc::iovec]) -> Result<(), Errno> {
+    // SAFETY: the iovecs describe the pool mapping, which outlives every
+    // ring; no I/O ever uses the registered buffers.
+    errno(unsafe { ring.submitter().register_buffers(iovs) })
+}
+
+/// Clones the whole buffer table of `src` into `dst` (one system call).
+fn clone(dst: &IoUring, src: &IoUring) -> Result<(), Errno> {
+    errno(dst.submitter().register_buffers_clone(src.as_raw_fd()))
+}
+
 /// Cheap check before minutes of population: cloning between two empty
 /// rings is -ENXIO where opcode 30 exists, -EINVAL where it does not.
-fn probe_clone(dst: i32, src: i32) -> Result<(), RunError> {
-    classify_probe(sys::clone_buffers(dst, src))
+fn probe_clone(dst: &IoUring, src: &IoUring) -> Result<(), RunError> {
+    classify_probe(clone(dst, src))
 }
 
 /// Interprets the probe's result.
@@ -110,6 +128,20 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(20));
 }
 
+/// Runs `call` (`what` on ring `index`, one system call) and returns the
+/// nanoseconds it took.
+fn timed(
+    what: &'static str,
+    index: usize,
+    call: impl FnOnce() -> Result<(), Errno>,
+) -> Result<u64, RunError> {
+    let s = now_ns();
+    let r = call();
+    let e = now_ns();
+    r.map_err(|errno| RunError::Register { what, index, errno })?;
+    Ok(e - s)
+}
+
 /// A fresh ring; `index` names it in errors.
 fn ring(index: usize) -> Result<IoUring, RunError> {
     IoUring::builder()
@@ -125,7 +157,7 @@ pub fn run(p: &Params) -> Result<(), RunError> {
     // leaves unpinning to a kernel worker, which would run (emulated, slow)
     // during the next count's measurement.
     let mut keep: Vec<IoUring> = vec![ring(0)?, ring(1)?];
-    probe_clone(keep[1].as_raw_fd(), keep[0].as_raw_fd())?;
+    probe_clone(&keep[1], &keep[0])?;
 
     let pool = map_pool(p)?;
     let pieces = split(pool.len(), p.buf_bytes());
@@ -160,14 +192,7 @@ fn measure(
     t0: u64,
 ) -> Result<Vec<IoUring>, RunError> {
     let rings = (0..n).map(ring).collect::<Result<Vec<IoUring>, _>>()?;
-    let fds: Vec<i32> = rings.iter().map(|r| r.as_raw_fd()).collect();
-    let s = now_ns();
-    sys::register_buffers(fds[0], iovs).map_err(|errno| RunError::Register {
-        what: "register",
-        index: 0,
-        errno,
-    })?;
-    let first_register_ns = now_ns() - s;
+    let first_register_ns = timed("register", 0, || register(&rings[0], iovs))?;
     eprintln!(
         "ring-pool: {n} rings: ring 0 registered in {:.3} ms",
         first_register_ns as f64 / 1e6
@@ -175,33 +200,15 @@ fn measure(
 
     let mut reg_ns = Vec::with_capacity(n - 1);
     let mut clone_ns = Vec::with_capacity(n - 1);
-    for (i, &fd) in fds.iter().enumerate().skip(1) {
+    for (i, ring) in rings.iter().enumerate().skip(1) {
         settle();
-        let s = now_ns();
-        let r = sys::register_buffers(fd, iovs);
-        let e = now_ns();
-        r.map_err(|errno| RunError::Register {
-            what: "register",
-            index: i,
-            errno,
-        })?;
-        reg_ns.push(e - s);
+        reg_ns.push(timed("register", i, || register(ring, iovs))?);
         // Both methods start from an empty table.
-        sys::unregister_buffers(fd).map_err(|errno| RunError::Register {
-            what: "unregister",
-            index: i,
-            errno,
+        timed("unregister", i, || {
+            errno(ring.submitter().unregister_buffers())
         })?;
         settle();
-        let s = now_ns();
-        let r = sys::clone_buffers(fd, fds[0]);
-        let e = now_ns();
-        r.map_err(|errno| RunError::Register {
-            what: "clone",
-            index: i,
-            errno,
-        })?;
-        clone_ns.push(e - s);
+        clone_ns.push(timed("clone", i, || clone(ring, &rings[0]))?);
         eprintln!(
             "ring-pool: ring {i}/{}: register {:.3} ms, clone {:.3} us, {:.1} s elapsed",
             n - 1,

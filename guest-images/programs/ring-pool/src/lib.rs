@@ -21,28 +21,10 @@ use params::{Params, USAGE};
 use std::process::ExitCode;
 
 pub fn main() -> ExitCode {
-    let mut p = Params::default();
-    if let Ok(cmdline) = std::fs::read_to_string("/proc/cmdline") {
-        if let Err(e) = p.apply_cmdline(&cmdline) {
-            eprintln!("ring-pool: kernel command line: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    match p.apply_args(std::env::args().skip(1)) {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("ring-pool: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    if let Err(e) = p.validate() {
-        eprintln!("ring-pool: {e}");
-        return ExitCode::from(2);
-    }
+    let p: Params = match guest_common::cli::params("ring-pool", USAGE).or_exit() {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     match bench::run(&p) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

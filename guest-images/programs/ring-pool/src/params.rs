@@ -233,6 +233,22 @@ registration only). Every sample is printed. Defaults: 8 rings, 16M, 2M pages
 rv.pool.rings= rv.pool.size= rv.pool.page= rv.pool.buf= apply first; flags
 override them. Results are JSON lines on stdout, progress on stderr.";
 
+impl guest_common::cli::Params for Params {
+    type Error = ParamError;
+
+    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ParamError> {
+        Self::apply_cmdline(self, cmdline)
+    }
+
+    fn apply_args(&mut self, args: impl Iterator<Item = String>) -> Result<bool, ParamError> {
+        Self::apply_args(self, args)
+    }
+
+    fn validate(&self) -> Result<(), ParamError> {
+        Self::validate(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,8 +1,10 @@
-//! The buffer pool: one anonymous mapping of 2 MiB hugetlb or 4 KiB pages,
+//! The buffer pool: one anonymous mapping (guest-common's) of 2 MiB hugetlb
+//! or 4 KiB pages,
 //! faulted in page by page with progress on stderr (minutes in the guest).
 
 use crate::params::PageSize;
 use crate::sys::now_ns;
+use guest_common::mem::{Mapping, Page};
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -16,65 +18,31 @@ pub enum PoolError {
 }
 
 pub struct Pool {
-    ptr: *mut u8,
-    len: u64,
+    map: Mapping,
     pub page: PageSize,
 }
 
-/// `MAP_HUGE_2MB`.
-const MAP_HUGE_2MB: libc::c_int = 21 << 26;
-
-/// Free 2 MiB hugetlb pages (sysfs, then /proc/meminfo).
-pub fn free_hugepages_2m() -> u64 {
-    if let Ok(v) =
-        std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
-    {
-        return v.trim().parse().unwrap_or(0);
-    }
-    let m = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    m.lines()
-        .find_map(|l| l.strip_prefix("HugePages_Free:"))
-        .and_then(|r| r.trim().parse().ok())
-        .unwrap_or(0)
-}
+pub use guest_common::mem::free_hugepages_2m;
 
 impl Pool {
-    /// Maps `len` bytes (rounded up to the page) of `page` pages.
+    /// Maps `len` bytes (rounded up to the page) of `page` pages, not yet
+    /// touched (hugetlb reserves at mmap time: a short pool fails here, not
+    /// with SIGBUS while populating).
     pub fn map(len: u64, page: PageSize) -> Result<Self, PoolError> {
-        let len = len.div_ceil(page.bytes()) * page.bytes();
-        let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
-        if page == PageSize::Huge2M {
-            // hugetlb reserves at mmap time: a short pool fails here, not
-            // with SIGBUS while populating.
-            flags |= libc::MAP_HUGETLB | MAP_HUGE_2MB;
-        }
-        // SAFETY: a new anonymous mapping at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                -1,
-                0,
-            )
+        let kind = match page {
+            PageSize::Huge2M => Page::Huge2M,
+            PageSize::Small4K => Page::Small4K,
         };
-        if p == libc::MAP_FAILED {
-            return Err(PoolError::Mmap {
-                bytes: len,
-                page: page.label(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-        Ok(Pool {
-            ptr: p.cast(),
-            len,
-            page,
-        })
+        let map = Mapping::reserve(len as usize, kind).map_err(|source| PoolError::Mmap {
+            bytes: len.div_ceil(page.bytes()) * page.bytes(),
+            page: page.label(),
+            source,
+        })?;
+        Ok(Pool { map, page })
     }
 
     pub fn len(&self) -> u64 {
-        self.len
+        self.map.len() as u64
     }
 
     /// Faults every page in (writing one byte each), reporting progress on
@@ -84,21 +52,22 @@ impl Pool {
         let start = now_ns();
         let mut last = start;
         let mut off = 0u64;
-        while off < self.len {
+        let len = self.len();
+        while off < len {
             // SAFETY: `off < len`: inside the mapping.
-            unsafe { self.ptr.add(off as usize).write_volatile(1) };
+            unsafe { self.map.at(off as usize).write_volatile(1) };
             off += step;
             if (off / step).is_multiple_of(64) {
                 let now = now_ns();
                 if (now - last) as f64 / 1e9 >= every_s {
                     last = now;
                     let el = (now - start) as f64 / 1e9;
-                    let left = el * (self.len - off) as f64 / off as f64;
+                    let left = el * (len - off) as f64 / off as f64;
                     eprintln!(
                         "ring-pool: populating {:.0}% ({} of {} MiB), {el:.1} s elapsed, ~{left:.0} s left",
-                        off as f64 * 100.0 / self.len as f64,
+                        off as f64 * 100.0 / len as f64,
                         off >> 20,
-                        self.len >> 20
+                        len >> 20
                     );
                 }
             }
@@ -111,21 +80,12 @@ impl Pool {
         pieces
             .iter()
             .map(|&(off, len)| {
-                assert!(off + len <= self.len);
+                assert!(off + len <= self.len());
                 libc::iovec {
-                    // SAFETY: in bounds, checked above.
-                    iov_base: unsafe { self.ptr.add(off as usize) }.cast(),
+                    iov_base: self.map.at(off as usize).cast(),
                     iov_len: len as usize,
                 }
             })
             .collect()
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: exactly the mapping made in `map`; the kernel holds its
-        // own references to any pages still registered.
-        unsafe { libc::munmap(self.ptr.cast(), self.len as usize) };
     }
 }

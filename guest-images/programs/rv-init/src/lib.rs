@@ -10,10 +10,13 @@
 //! 4. with `rv.snapshot=1` on the kernel command line, writes `READY` and
 //!    waits for the workload command in the device's mailbox (the VMM takes
 //!    a snapshot at `READY` and hands the command over after a restore);
-//! 5. runs the workload: the mailbox's command, else argv after the
+//! 5. mounts each `rv.mount=DEVICE:DIR[:FSTYPE[:OPTIONS]]` of the command
+//!    line (a disk with a file system; see [`mounts`]; it unmounts them
+//!    after the workload so that everything written reaches the disk);
+//! 6. runs the workload: the mailbox's command, else argv after the
 //!    kernel's ` -- `, else `/bin/<rv.workload>` (default `demo`), writes
 //!    `WORKLOAD_STARTED`, and reaps every zombie meanwhile;
-//! 6. prints `rv-init: workload exited with status N` and writes N to `EXIT`
+//! 7. prints `rv-init: workload exited with status N` and writes N to `EXIT`
 //!    (128 + signal when the workload was killed by a signal). Without the
 //!    device (e.g. under QEMU) it resets the guest instead (see power_off).
 
@@ -225,6 +228,113 @@ fn workload_name(cmdline: &str) -> String {
         .to_string()
 }
 
+/// One `rv.mount=` request from the kernel command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRequest {
+    /// The block device, e.g. `/dev/vda`.
+    pub device: String,
+    /// The directory to mount it on (created if missing).
+    pub dir: String,
+    /// The file system type (default `ext4`).
+    pub fstype: String,
+    /// `ro` or `rw` plus file-system options (`,`-separated), as `mount -o`.
+    pub options: String,
+}
+
+/// The status rv-init reports when a `rv.mount=` fails: the workload does
+/// not run without its disk.
+pub const MOUNT_FAILED_STATUS: u32 = 125;
+
+/// Every `rv.mount=DEVICE:DIR[:FSTYPE[:OPTIONS]]` of the command line, in
+/// order (the part after ` -- ` belongs to the workload). Errors name the
+/// malformed value.
+pub fn mounts(cmdline: &str) -> Result<Vec<MountRequest>, String> {
+    let head = match cmdline.find(" -- ") {
+        Some(i) => &cmdline[..i],
+        None => cmdline,
+    };
+    head.split_ascii_whitespace()
+        .filter_map(|a| a.strip_prefix("rv.mount="))
+        .map(|spec| {
+            let mut parts = spec.splitn(4, ':');
+            let device = parts.next().unwrap_or_default();
+            let dir = parts.next().unwrap_or_default();
+            let fstype = parts.next().filter(|f| !f.is_empty()).unwrap_or("ext4");
+            let options = parts.next().unwrap_or_default();
+            if !device.starts_with('/') || !dir.starts_with('/') {
+                return Err(format!(
+                    "rv.mount={spec}: expected DEVICE:DIR[:FSTYPE[:OPTIONS]] with absolute paths"
+                ));
+            }
+            Ok(MountRequest {
+                device: device.into(),
+                dir: dir.into(),
+                fstype: fstype.into(),
+                options: options.into(),
+            })
+        })
+        .collect()
+}
+
+/// Splits `mount -o` style options into mount(2) flags (`ro`, `rw`,
+/// `sync`, `noatime`) and the rest, passed to the file system as data.
+fn mount_flags(options: &str) -> (libc::c_ulong, String) {
+    let (mut flags, mut data) = (0, Vec::new());
+    for o in options.split(',').filter(|o| !o.is_empty()) {
+        match o {
+            "ro" => flags |= libc::MS_RDONLY,
+            "rw" => flags &= !libc::MS_RDONLY,
+            "sync" => flags |= libc::MS_SYNCHRONOUS,
+            "noatime" => flags |= libc::MS_NOATIME,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Mounts one requested disk.
+fn mount_disk(m: &MountRequest) -> Result<(), String> {
+    std::fs::create_dir_all(&m.dir).map_err(|e| format!("mkdir {}: {e}", m.dir))?;
+    let (flags, data) = mount_flags(&m.options);
+    let (s, t, f, d) = (
+        cstr(m.device.as_bytes()),
+        cstr(m.dir.as_bytes()),
+        cstr(m.fstype.as_bytes()),
+        cstr(data.as_bytes()),
+    );
+    // SAFETY: all pointers are NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc != 0 {
+        return Err(format!(
+            "mount {} on {} ({}): {}",
+            m.device,
+            m.dir,
+            m.fstype,
+            errno()
+        ));
+    }
+    say(&format!("mounted {} on {} ({})", m.device, m.dir, m.fstype));
+    Ok(())
+}
+
+/// Unmounts what [`mount_disk`] mounted, last first, so that the file
+/// systems are clean on the disk when the VMM exits. Returns false if one
+/// could not be unmounted (then it is at least synced).
+fn unmount_disks(mounted: &[MountRequest]) -> bool {
+    let mut ok = true;
+    for m in mounted.iter().rev() {
+        let t = cstr(m.dir.as_bytes());
+        // SAFETY: umount2 of a NUL-terminated path.
+        if unsafe { libc::umount2(t.as_ptr(), 0) } != 0 {
+            say(&format!("umount {}: {}", m.dir, errno()));
+            // SAFETY: sync has no preconditions.
+            unsafe { libc::sync() };
+            ok = false;
+        }
+    }
+    ok
+}
+
 /// Exit status as the guest interface reports it.
 fn status_code(wstatus: libc::c_int) -> u32 {
     if libc::WIFEXITED(wstatus) {
@@ -373,18 +483,37 @@ pub fn main() {
         }
     }
     let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-    say(&format!("running {}", shown.join(" ")));
 
-    let status = match spawn(&argv) {
-        Ok(pid) => {
-            if let Some(d) = &dev {
-                d.write(REG_WORKLOAD_STARTED, 1);
+    let mut mounted = Vec::new();
+    let mounting = mounts(cmdline.trim_end()).and_then(|requests| {
+        requests.iter().try_for_each(|m| {
+            mount_disk(m)?;
+            mounted.push(m.clone());
+            Ok(())
+        })
+    });
+    let mut status = match mounting {
+        Ok(()) => {
+            say(&format!("running {}", shown.join(" ")));
+            match spawn(&argv) {
+                Ok(pid) => {
+                    if let Some(d) = &dev {
+                        d.write(REG_WORKLOAD_STARTED, 1);
+                    }
+                    wait_for(pid)
+                }
+                Err(s) => s,
             }
-            wait_for(pid)
         }
-        Err(s) => s,
+        Err(e) => {
+            say(&format!("{e}; not running the workload"));
+            MOUNT_FAILED_STATUS
+        }
     };
     reap_rest();
+    if !unmount_disks(&mounted) && status == 0 {
+        status = MOUNT_FAILED_STATUS;
+    }
     say(&format!("workload exited with status {status}"));
     // The console transmits asynchronously: wait until everything written
     // so far has left the UART, or the VMM stops the guest mid-line.
@@ -435,6 +564,39 @@ mod tests {
         assert_eq!(kernel_word_count(" a  \"b c\" d"), 3);
         let w = workload(&args[..1], "rv.workload=ring-pool");
         assert_eq!(w, vec![OsStr::new("/bin/ring-pool").to_os_string()]);
+    }
+
+    #[test]
+    fn mount_requests_parse() {
+        assert_eq!(mounts("console=ttyS0 rv.workload=demo"), Ok(vec![]));
+        let m = mounts("a rv.mount=/dev/vda:/mnt rv.mount=/dev/vdb:/data:xfs:ro,noatime,x=1 -- rv.mount=/dev/vdc:/no").unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(
+            m[0],
+            MountRequest {
+                device: "/dev/vda".into(),
+                dir: "/mnt".into(),
+                fstype: "ext4".into(),
+                options: String::new(),
+            }
+        );
+        assert_eq!(
+            (m[1].fstype.as_str(), m[1].options.as_str()),
+            ("xfs", "ro,noatime,x=1")
+        );
+        assert_eq!(
+            mount_flags(&m[1].options),
+            (libc::MS_RDONLY | libc::MS_NOATIME, "x=1".to_string())
+        );
+        for bad in [
+            "rv.mount=/dev/vda",
+            "rv.mount=vda:/mnt",
+            "rv.mount=/dev/vda:mnt",
+            "rv.mount=",
+        ] {
+            let e = mounts(bad).unwrap_err();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

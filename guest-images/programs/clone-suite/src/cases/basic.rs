@@ -60,7 +60,7 @@ pub fn fixed_io_through_clone() -> CaseResult {
 
 pub fn pages_4k() -> CaseResult {
     let file = Scratch::new()?;
-    let m = step("mmap 4K pool", Mapping::new(64 << 10, Page::Small4K))?;
+    let m = step("mmap 4K pool", Mapping::with_page(64 << 10, Page::Small4K))?;
     let src = Ring::new()?;
     step("register", src.register(&m.iovecs(2, 32 << 10)))?;
     let mut dst = Ring::new()?;
@@ -78,7 +78,7 @@ pub fn hugetlb_2m() -> CaseResult {
             "needs 2 free 2 MiB hugetlb pages, HugePages_Free is {free} (boot with hugepages=N)"
         )));
     }
-    let m = match Mapping::new(2 * HUGE, Page::Huge2M) {
+    let m = match Mapping::with_page(2 * HUGE, Page::Huge2M) {
         Ok(m) => m,
         Err(e) => return Err(CaseError::Skip(format!("MAP_HUGETLB 4 MiB failed: {e}"))),
     };

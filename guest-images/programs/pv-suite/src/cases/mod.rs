@@ -1,5 +1,6 @@
 //! The case table.
 
+mod arena;
 mod clone;
 pub mod control;
 mod data;
@@ -118,6 +119,31 @@ pub static CASES: &[Case] = &[
     ),
     case!("hostile-cq-slot-read-only", hostile::cq_slot_read_only),
     case!("create-until-enospc", control::create_until_enospc),
+];
+
+/// The buffer arena's cases (`pv-suite --arena`, a VM with `--uring
+/// arena=`), in run order; the lifecycle cycles last.
+pub static ARENA_CASES: &[Case] = &[
+    case!("arena-info", arena::info),
+    case!("arena-write-guest-pattern", arena::write_guest_pattern),
+    case!("arena-read-host-pattern", arena::read_host_pattern),
+    case!("arena-runs-and-clone", arena::runs_and_clone),
+    case!("arena-errors", arena::errors),
+    case!("arena-chunk-of-another-file", arena::chunk_of_another_file),
+    case!(
+        "arena-chunk-beyond-the-arena",
+        arena::chunk_beyond_the_arena
+    ),
+    case!("arena-double-free", arena::double_free),
+    case!(
+        "arena-unmap-and-free-while-held",
+        arena::unmap_and_free_while_held
+    ),
+    case!(
+        "arena-close-with-io-in-flight",
+        arena::close_with_io_in_flight
+    ),
+    case!("arena-lifecycle", arena::lifecycle),
 ];
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
-//! Raw `io_uring_register(2)` access for the opcodes this suite exercises.
+//! Raw `io_uring_register(2)` access for the buffer opcodes.
 //!
-//! The `io-uring` crate covers the happy paths; the error cases need to hand
-//! the kernel malformed arguments (bad pointers, non-zero padding, wrong
-//! `nr_args`), so every register call here goes through [`register`].
+//! The `io-uring` crate covers the happy paths (prefer it:
+//! `Submitter::register_buffers_clone` clones a whole table); the error
+//! cases need to hand the kernel malformed arguments (bad pointers,
+//! non-zero padding, wrong `nr_args`, descriptors that are no ring), so
+//! every call here goes through [`register`].
 
-use std::fmt;
+use crate::Errno;
 
 /// `IORING_REGISTER_BUFFERS`.
 pub const REGISTER_BUFFERS: u32 = 0;
@@ -26,11 +28,17 @@ pub const CLONE_DST_REPLACE: u32 = 1 << 1;
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CloneBuffers {
+    /// The source ring's fd (or registered index).
     pub src_fd: u32,
+    /// `CLONE_SRC_REGISTERED` | `CLONE_DST_REPLACE`.
     pub flags: u32,
+    /// First source entry.
     pub src_off: u32,
+    /// First destination entry.
     pub dst_off: u32,
+    /// Entries (0: the whole table).
     pub nr: u32,
+    /// Must be zero.
     pub pad: [u32; 3],
 }
 
@@ -60,56 +68,12 @@ impl CloneBuffers {
 #[repr(C)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RsrcUpdate {
+    /// The table index (`u32::MAX`: the kernel chooses).
     pub offset: u32,
+    /// Must be zero.
     pub resv: u32,
+    /// The ring fd.
     pub data: u64,
-}
-
-/// A positive errno value returned by a failed system call.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Errno(pub i32);
-
-impl Errno {
-    /// The errno of the last failed libc call on this thread.
-    pub fn last() -> Self {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
-
-    /// The symbolic name, for the errors this suite expects.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            libc::EPERM => "EPERM",
-            libc::ENOENT => "ENOENT",
-            libc::EINTR => "EINTR",
-            libc::ENXIO => "ENXIO",
-            libc::EBADF => "EBADF",
-            libc::EAGAIN => "EAGAIN",
-            libc::ENOMEM => "ENOMEM",
-            libc::EACCES => "EACCES",
-            libc::EFAULT => "EFAULT",
-            libc::EBUSY => "EBUSY",
-            libc::EEXIST => "EEXIST",
-            libc::EINVAL => "EINVAL",
-            libc::ENFILE => "ENFILE",
-            libc::EMFILE => "EMFILE",
-            libc::EOVERFLOW => "EOVERFLOW",
-            libc::EOPNOTSUPP => "EOPNOTSUPP",
-            libc::ENOSYS => "ENOSYS",
-            _ => "E?",
-        }
-    }
-}
-
-impl fmt::Debug for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-{}({})", self.name(), self.0)
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
 }
 
 /// Calls `io_uring_register(fd, opcode, arg, nr_args)`.
@@ -153,7 +117,7 @@ pub fn clone_buffers(dst_fd: i32, arg: &CloneBuffers) -> Result<(), Errno> {
 ///
 /// The iovecs must describe memory that stays mapped while registered; the
 /// kernel pins the pages, so unmapping them later is safe for this process
-/// (the kernel keeps its own reference), which is all this suite relies on.
+/// (the kernel keeps its own reference).
 pub fn register_buffers(fd: i32, iovs: &[libc::iovec]) -> Result<(), Errno> {
     // SAFETY: `iovs` is a live slice of `iovs.len()` iovecs read by the kernel.
     unsafe {
@@ -221,11 +185,5 @@ mod tests {
         assert_eq!(std::mem::size_of::<CloneBuffers>(), 32);
         assert_eq!(std::mem::align_of::<CloneBuffers>(), 4);
         assert_eq!(std::mem::size_of::<RsrcUpdate>(), 16);
-    }
-
-    #[test]
-    fn errno_names() {
-        assert_eq!(format!("{}", Errno(libc::EBUSY)), "-EBUSY(16)");
-        assert_eq!(Errno(libc::EOVERFLOW).name(), "EOVERFLOW");
     }
 }
