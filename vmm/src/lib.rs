@@ -11,6 +11,7 @@ pub mod compat_patch;
 pub mod config;
 pub mod disks;
 pub mod emulation;
+pub mod error;
 pub mod guest_files;
 pub mod guest_image;
 pub mod layout;
@@ -22,6 +23,7 @@ pub mod snapshot;
 pub mod timings;
 pub mod uring;
 pub mod vcpu;
+pub mod virtio_mmio;
 pub mod vm;
 
 /// Events that end or change a VM run, sent to the main loop.
@@ -38,7 +40,7 @@ pub enum VmmEvent {
     /// A vCPU paused for a snapshot, with its saved state.
     Paused {
         cpu: u8,
-        state: Box<Result<snapshot::state::VcpuState, String>>,
+        state: Box<Result<snapshot::state::VcpuState, snapshot::SnapshotError>>,
     },
     /// A vCPU stopped on an emulation failure the VMM cannot handle, with a
     /// hint for the instructions a stock kernel is known to stop on.

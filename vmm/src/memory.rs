@@ -45,9 +45,16 @@ pub enum MemoryError {
         len: u64,
         source: vm_memory::mmap::MmapRegionError,
     },
-    /// A snapshot's memory file cannot be used.
-    #[error("snapshot memory file {path}: {detail}")]
-    SnapshotFile { path: PathBuf, detail: String },
+    /// A snapshot's memory file cannot be opened or read.
+    #[error("snapshot memory file {path}: cannot {what}: {source}")]
+    SnapshotFile {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// A snapshot's memory file has the wrong size.
+    #[error("snapshot memory file {path}: holds {len} bytes; the snapshot's guest has {size} bytes of RAM (truncated?)")]
+    SnapshotFileSize { path: PathBuf, len: u64, size: u64 },
     /// The regions could not form a guest memory map.
     #[error("building the guest memory map failed: {0}")]
     Regions(#[from] vm_memory::GuestRegionCollectionError),
@@ -148,19 +155,21 @@ fn create_memfd(backing: Backing) -> Result<File, MemoryError> {
 /// no write of the guest reaches the file, so one snapshot serves any number
 /// of VMs at once. The file is opened read-only.
 pub fn map_snapshot_ram(path: &std::path::Path, size: u64) -> Result<GuestRam, MemoryError> {
-    let bad = |detail: String| MemoryError::SnapshotFile {
-        path: path.to_path_buf(),
-        detail,
+    let bad = |what| {
+        move |source| MemoryError::SnapshotFile {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
     };
-    let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-    let len = file
-        .metadata()
-        .map_err(|e| bad(format!("cannot stat: {e}")))?
-        .len();
+    let file = File::open(path).map_err(bad("open"))?;
+    let len = file.metadata().map_err(bad("stat"))?.len();
     if len != size {
-        return Err(bad(format!(
-            "holds {len} bytes; the snapshot's guest has {size} bytes of RAM (truncated?)"
-        )));
+        return Err(MemoryError::SnapshotFileSize {
+            path: path.to_path_buf(),
+            len,
+            size,
+        });
     }
     let mut regions = Vec::new();
     for r in ram_regions(size) {

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use devices::VmEvent;
 
 use crate::config::VmConfig;
+use crate::error::VmError;
 use crate::outcome::Outcome;
 use crate::snapshot::state::{FileInfo, Machine, Snapshot, UringInfo, VcpuState};
 use crate::snapshot::{self, SnapshotError};
 use crate::timings::Timings;
 use crate::vcpu::{Vcpu, VcpuKick};
-use crate::vm::{self, Start, Vm, VmError};
+use crate::vm::{self, Start, Vm};
 use crate::VmmEvent;
 
 /// What a run does.
@@ -82,59 +83,78 @@ fn spawn_console_input(serial: std::sync::Arc<std::sync::Mutex<devices::legacy::
     }
 }
 
+/// The running vCPU threads, each with the kick that gets it out of
+/// KVM_RUN.
+struct VcpuThreads {
+    threads: Vec<thread::JoinHandle<Vcpu>>,
+    kicks: Vec<VcpuKick>,
+}
+
+impl VcpuThreads {
+    /// Kicks every vCPU thread out of KVM_RUN.
+    fn kick_all(&self) {
+        for (t, kick) in self.threads.iter().zip(&self.kicks) {
+            kick.kick(t);
+        }
+    }
+}
+
 /// Kicks every vCPU thread out of KVM_RUN (once each: the kick cannot be
 /// lost) after `stop` is set, so that each reports where the guest was (see
 /// `Vcpu::run`), and waits a moment for them to print.
-fn locate_vcpus(threads: &[thread::JoinHandle<Vcpu>], kicks: &[VcpuKick]) {
-    for (t, kick) in threads.iter().zip(kicks) {
-        kick.kick(t);
-    }
+fn locate_vcpus(vcpus: &VcpuThreads) {
+    vcpus.kick_all();
     let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline && threads.iter().any(|t| !t.is_finished()) {
+    while Instant::now() < deadline && vcpus.threads.iter().any(|t| !t.is_finished()) {
         thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Pauses every vCPU (each saves its own state on its thread) and writes the
-/// snapshot to `out`: guest RAM first, then the state file, each through a
-/// temporary file renamed into place. Returns what to tell the user.
-fn take_snapshot(
+/// Pauses every vCPU (each saves its own state on its thread and sends it)
+/// and collects their states, in vCPU order.
+fn pause_vcpus(
     vm: &Vm,
-    config: &VmConfig,
     rx: &mpsc::Receiver<VmmEvent>,
-    threads: &[thread::JoinHandle<Vcpu>],
-    kicks: &[VcpuKick],
-    out: &Path,
-) -> Result<String, SnapshotError> {
-    let paused_at = Instant::now();
+    vcpus: &VcpuThreads,
+    paused_at: Instant,
+) -> Result<Vec<VcpuState>, SnapshotError> {
     vm.pause.store(true, Ordering::SeqCst);
-    for (t, kick) in threads.iter().zip(kicks) {
-        kick.kick(t);
-    }
+    vcpus.kick_all();
     let mut states: Vec<Option<VcpuState>> = (0..vm.vcpus_count).map(|_| None).collect();
     while states.iter().any(Option::is_none) {
         let left = PAUSE_TIMEOUT.saturating_sub(paused_at.elapsed());
         let missing = states.iter().position(Option::is_none).unwrap_or(0) as u8;
         match rx.recv_timeout(left) {
             Ok(VmmEvent::Paused { cpu, state }) => {
-                let state = (*state).map_err(|e| SnapshotError::Pause(cpu, e))?;
+                let state = (*state).map_err(|e| SnapshotError::PauseFailed {
+                    cpu,
+                    source: Box::new(e),
+                })?;
                 if let Some(slot) = states.get_mut(usize::from(cpu)) {
                     *slot = Some(state);
                 }
             }
             Ok(VmmEvent::Device(_)) => {}
-            Ok(other) => return Err(SnapshotError::Pause(missing, format!("{other:?}"))),
+            Ok(other) => {
+                return Err(SnapshotError::PauseInterrupted {
+                    cpu: missing,
+                    event: format!("{other:?}"),
+                })
+            }
             Err(_) => {
-                return Err(SnapshotError::Pause(
-                    missing,
-                    format!("no answer in {} s", PAUSE_TIMEOUT.as_secs()),
-                ))
+                return Err(SnapshotError::PauseTimeout {
+                    cpu: missing,
+                    timeout: PAUSE_TIMEOUT,
+                })
             }
         }
     }
-    let vcpus: Vec<VcpuState> = states.into_iter().flatten().collect();
-    let vm_state = snapshot::vm::save(&vm.fd)?;
-    let devices = snapshot::devices::save(vm)?;
+    Ok(states.into_iter().flatten().collect())
+}
+
+/// The machine a snapshot of `vm` records: its size, command line, and the
+/// files behind its disks and pv-uring backends.
+fn machine(vm: &Vm, config: &VmConfig) -> Result<Machine, SnapshotError> {
     let file_info = |d: &crate::config::DiskConfig| -> Result<FileInfo, SnapshotError> {
         let size = std::fs::metadata(&d.path)
             .map_err(|source| SnapshotError::Io {
@@ -150,7 +170,7 @@ fn take_snapshot(
             direct: d.direct,
         })
     };
-    let machine = Machine {
+    Ok(Machine {
         memory_size: config.memory.size,
         cpus: config.cpus,
         pvm: vm.pvm,
@@ -164,11 +184,7 @@ fn take_snapshot(
         uring: match &config.uring {
             // The arena's memory and the guest's chunk ownership are not
             // saved: a restored guest would find its mappings gone.
-            Some(u) if u.arena.is_some() => {
-                return Err(SnapshotError::Invalid(
-                    "a VM with a pv-uring arena (--uring arena=) cannot be snapshotted".into(),
-                ))
-            }
+            Some(u) if u.arena.is_some() => return Err(SnapshotError::Arena),
             Some(u) => Some(UringInfo {
                 rings: u.rings,
                 polled: u.polled,
@@ -178,7 +194,24 @@ fn take_snapshot(
             None => None,
         },
         tsc_khz: vm.tsc_khz,
-    };
+    })
+}
+
+/// Pauses every vCPU (each saves its own state on its thread) and writes the
+/// snapshot to `out`: guest RAM first, then the state file, each through a
+/// temporary file renamed into place. Returns what to tell the user.
+fn take_snapshot(
+    vm: &Vm,
+    config: &VmConfig,
+    rx: &mpsc::Receiver<VmmEvent>,
+    vcpu_threads: &VcpuThreads,
+    out: &Path,
+) -> Result<String, SnapshotError> {
+    let paused_at = Instant::now();
+    let vcpus = pause_vcpus(vm, rx, vcpu_threads, paused_at)?;
+    let vm_state = snapshot::vm::save(&vm.fd)?;
+    let devices = snapshot::devices::save(vm)?;
+    let machine = machine(vm, config)?;
     let state = Snapshot {
         ringvisor_version: snapshot::RINGVISOR_VERSION.into(),
         machine,
@@ -186,7 +219,7 @@ fn take_snapshot(
         vcpus,
         devices,
     };
-    state.check().map_err(SnapshotError::Invalid)?;
+    state.check()?;
     let paused = paused_at.elapsed();
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
@@ -215,43 +248,10 @@ fn take_snapshot(
     ))
 }
 
-/// Builds (boots or restores) and runs the VM described by `config` until
-/// it ends, or until its snapshot is written.
-pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunReport, VmError> {
-    let (tx, rx) = mpsc::channel();
-    // On nested PVM a kernel without the compatibility patch stops tens of
-    // seconds into its boot: look for the patch while the VM is built, and
-    // say so before the guest starts.
-    let booting = !matches!(mode, Mode::Restore { .. });
-    let compat_check = (booting && crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()))
-        .then(|| {
-            let kernel = config.kernel.clone();
-            thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
-        });
-    let start = match &mode {
-        Mode::Restore {
-            snapshot, memory, ..
-        } => Start::Restore { snapshot, memory },
-        _ => Start::Boot,
-    };
-    let mut vm = vm::build(config, tx, start)?;
-    if let Mode::Restore { command, .. } = &mode {
-        vm.guest_signal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .set_command(command.clone())
-            .map_err(|e| VmError::Device {
-                what: "guest-signal",
-                detail: e.to_string(),
-            })?;
-    }
-    if let Some(warning) = compat_check.and_then(|check| check.join().ok().flatten()) {
-        log::warn!("{warning}");
-    }
-    log::debug!("kernel command line: {}", vm.cmdline);
-    let boot_started = Instant::now();
-    let setup_time = boot_started - started;
-
+/// Starts a thread per vCPU. Each first restricts itself to
+/// `--vcpu-affinity`; none enters KVM_RUN before every one has, and a
+/// failure ends the run before the guest starts.
+fn start_vcpus(vm: &mut Vm, config: &VmConfig) -> Result<VcpuThreads, VmError> {
     if let Err(e) = crate::vcpu::install_kick_handler() {
         log::warn!("no vCPU kick signal handler ({e}): a hung guest cannot be located");
     }
@@ -285,10 +285,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
                 // which the VcpuKick points into, lives as long as that.
                 vcpu
             })
-            .map_err(|e| VmError::Device {
-                what: "vCPU thread",
-                detail: e.to_string(),
-            })?;
+            .map_err(VmError::VcpuThread)?;
         threads.push(handle);
         gates.push(go_tx);
     }
@@ -301,10 +298,7 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
                 failed.get_or_insert(VmError::VcpuAffinity { cpu, source });
             }
             Err(_) => {
-                failed.get_or_insert(VmError::Device {
-                    what: "vCPU thread",
-                    detail: "a vCPU thread ended before it started".into(),
-                });
+                failed.get_or_insert(VmError::VcpuThreadEnded);
                 break;
             }
         }
@@ -319,41 +313,75 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
     for gate in gates {
         let _ = gate.send(());
     }
-    spawn_console_input(vm.serial.clone());
+    Ok(VcpuThreads { threads, kicks })
+}
 
-    let deadline = config.timeout.map(|t| started + t);
-    let mut boot_marker = None;
-    let mut workload_started = None;
-    let outcome = loop {
-        let event = match deadline {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(event) => event,
-                    Err(RecvTimeoutError::Timeout) => {
-                        break Outcome::Timeout(config.timeout.unwrap_or_default())
-                    }
-                    Err(RecvTimeoutError::Disconnected) => {
-                        break Outcome::Unhandled("every vCPU stopped".into())
-                    }
+/// When the guest reached its milestones, since the run started.
+#[derive(Default)]
+struct Marks {
+    /// /init started (the boot marker).
+    boot_marker: Option<Duration>,
+    /// The workload started.
+    workload_started: Option<Duration>,
+}
+
+/// The next event, or the outcome when the deadline passes or every vCPU
+/// stopped.
+fn next_event(
+    rx: &mpsc::Receiver<VmmEvent>,
+    deadline: Option<Instant>,
+    timeout: Option<Duration>,
+) -> Result<VmmEvent, Outcome> {
+    match deadline {
+        Some(deadline) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(event) => Ok(event),
+                Err(RecvTimeoutError::Timeout) => {
+                    Err(Outcome::Timeout(timeout.unwrap_or_default()))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    Err(Outcome::Unhandled("every vCPU stopped".into()))
                 }
             }
-            None => match rx.recv() {
-                Ok(event) => event,
-                Err(_) => break Outcome::Unhandled("every vCPU stopped".into()),
-            },
+        }
+        None => rx
+            .recv()
+            .map_err(|_| Outcome::Unhandled("every vCPU stopped".into())),
+    }
+}
+
+/// Handles the VM's events until the run ends (the guest exits, resets or
+/// fails, the timeout passes, or the snapshot of `Mode::Snapshot` is
+/// written), noting the guest's milestones in `marks`.
+fn wait_for_end(
+    vm: &Vm,
+    config: &VmConfig,
+    mode: &Mode,
+    rx: &mpsc::Receiver<VmmEvent>,
+    vcpus: &VcpuThreads,
+    started: Instant,
+    marks: &mut Marks,
+) -> Result<Outcome, VmError> {
+    let deadline = config.timeout.map(|t| started + t);
+    let outcome = loop {
+        let event = match next_event(rx, deadline, config.timeout) {
+            Ok(event) => event,
+            Err(outcome) => break outcome,
         };
         let panicked = vm.panic_seen.load(Ordering::SeqCst);
         match event {
             VmmEvent::Device(VmEvent::BootMarker) => {
-                boot_marker.get_or_insert_with(|| started.elapsed());
+                marks.boot_marker.get_or_insert_with(|| started.elapsed());
             }
             VmmEvent::Device(VmEvent::WorkloadStarted) => {
-                workload_started.get_or_insert_with(|| started.elapsed());
+                marks
+                    .workload_started
+                    .get_or_insert_with(|| started.elapsed());
             }
-            VmmEvent::Device(VmEvent::ReadyForWorkload) => match &mode {
+            VmmEvent::Device(VmEvent::ReadyForWorkload) => match mode {
                 Mode::Snapshot { out } => {
-                    let done = take_snapshot(&vm, config, &rx, &threads, &kicks, out)?;
+                    let done = take_snapshot(vm, config, rx, vcpus, out)?;
                     break Outcome::Snapshot(done);
                 }
                 _ => log::warn!(
@@ -384,6 +412,78 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
             }
         }
     };
+    Ok(outcome)
+}
+
+/// What the run measured.
+fn timings(
+    vm: &Vm,
+    config: &VmConfig,
+    marks: &Marks,
+    vmm_setup: Duration,
+    started: Instant,
+    vmm_threads_cpu: Option<f64>,
+    restored: bool,
+) -> Timings {
+    Timings {
+        vmm_setup,
+        to_init: marks.boot_marker,
+        to_workload: marks.workload_started,
+        restored,
+        wall: started.elapsed(),
+        in_kvm: Duration::from_nanos(vm.stats.in_kvm_ns.load(Ordering::Relaxed)),
+        in_vmm: Duration::from_nanos(vm.stats.in_vmm_ns.load(Ordering::Relaxed)),
+        exits: vm.stats.exits.load(Ordering::Relaxed),
+        rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
+        pinned_at_exit: crate::timings::pinned_memory(),
+        vmm_threads_cpu,
+        guest_ram: config.memory.size,
+        backing: format!("{:?}", vm.ram.backing),
+        pvm: vm.pvm,
+        kernel_format: format!("{:?}", vm.kernel_format),
+        emulated: vm.stats.emulated(),
+    }
+}
+
+/// Builds (boots or restores) and runs the VM described by `config` until
+/// it ends, or until its snapshot is written.
+pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunReport, VmError> {
+    let (tx, rx) = mpsc::channel();
+    // On nested PVM a kernel without the compatibility patch stops tens of
+    // seconds into its boot: look for the patch while the VM is built, and
+    // say so before the guest starts.
+    let booting = !matches!(mode, Mode::Restore { .. });
+    let compat_check = (booting && crate::pvm::pvm_enabled(config.pvm, crate::pvm::host_is_pvm()))
+        .then(|| {
+            let kernel = config.kernel.clone();
+            thread::spawn(move || crate::compat_patch::check_kernel_before_pvm_boot(&kernel))
+        });
+    let start = match &mode {
+        Mode::Restore {
+            snapshot, memory, ..
+        } => Start::Restore { snapshot, memory },
+        _ => Start::Boot,
+    };
+    let mut vm = vm::build(config, tx, start)?;
+    if let Mode::Restore { command, .. } = &mode {
+        vm.guest_signal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_command(command.clone())
+            .map_err(VmError::Command)?;
+    }
+    if let Some(warning) = compat_check.and_then(|check| check.join().ok().flatten()) {
+        log::warn!("{warning}");
+    }
+    log::debug!("kernel command line: {}", vm.cmdline);
+    let boot_started = Instant::now();
+    let setup_time = boot_started - started;
+
+    let vcpus = start_vcpus(&mut vm, config)?;
+    spawn_console_input(vm.serial.clone());
+
+    let mut marks = Marks::default();
+    let outcome = wait_for_end(&vm, config, &mode, &rx, &vcpus, started, &mut marks)?;
     // Before the vCPU threads are told to stop: one that has exited would
     // count as the VMM's.
     let vmm_threads_cpu = crate::timings::vmm_threads_cpu();
@@ -392,29 +492,19 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
         outcome,
         Outcome::Timeout(_) | Outcome::Unhandled(_) | Outcome::EmulationFailure { .. }
     ) {
-        locate_vcpus(&threads, &kicks);
+        locate_vcpus(&vcpus);
     }
     // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
 
-    let guest_ram = config.memory.size;
-    let timings = Timings {
-        vmm_setup: setup_time,
-        to_init: boot_marker,
-        to_workload: workload_started,
-        restored: !booting,
-        wall: started.elapsed(),
-        in_kvm: Duration::from_nanos(vm.stats.in_kvm_ns.load(Ordering::Relaxed)),
-        in_vmm: Duration::from_nanos(vm.stats.in_vmm_ns.load(Ordering::Relaxed)),
-        exits: vm.stats.exits.load(Ordering::Relaxed),
-        rss_beyond_guest_ram: crate::timings::rss_beyond_guest_ram(),
-        pinned_at_exit: crate::timings::pinned_memory(),
+    let timings = timings(
+        &vm,
+        config,
+        &marks,
+        setup_time,
+        started,
         vmm_threads_cpu,
-        guest_ram,
-        backing: format!("{:?}", vm.ram.backing),
-        pvm: vm.pvm,
-        kernel_format: format!("{:?}", vm.kernel_format),
-        emulated: vm.stats.emulated(),
-    };
+        !booting,
+    );
     Ok(RunReport { outcome, timings })
 }

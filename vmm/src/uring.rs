@@ -1,8 +1,8 @@
 //! `--uring` / `--uring-backend`: the paravirtual io_uring device
 //! (docs/pv-uring.md) on virtio-mmio, wired to KVM.
 //!
-//! - Its virtio-mmio window is the first slot after the disks, with the
-//!   next IRQ of `disks::VIRTIO_IRQS` for the control queue; completions
+//! - Its virtio-mmio window is the first slot after the disks, with that
+//!   slot's IRQ for the control queue; completions
 //!   raise [`COMPLETION_IRQ`] (ISA IRQ 3: no COM2 here, and never a disk's).
 //! - The ring area is an extra KVM memory slot at
 //!   [`ring_area_base`] (above guest RAM and the 32-bit gap, 1 GiB aligned).
@@ -16,23 +16,22 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
-use devices::virtio::mmio::{MmioTransport, MMIO_WINDOW, QUEUE_NOTIFY};
 use devices::virtio::uring::arena::ArenaConfig;
 use devices::virtio::uring::{
     BackendConfig, GuestMapping, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN,
 };
 use devices::Bus;
 use kvm_bindings::{kvm_ioeventfd, kvm_irqfd, kvm_userspace_memory_region, KVM_MEM_READONLY};
-use kvm_ioctls::{IoEventAddress, VmFd};
+use kvm_ioctls::VmFd;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
 use crate::config::VmConfig;
-use crate::disks;
+use crate::error::VmError;
 use crate::layout::{MMIO_GAP_END, URING_DOORBELL_START};
-use crate::vm::VmError;
+use crate::virtio_mmio::{self, Slot, SlotAllocator};
 
 /// The doorbell page's guest-physical address.
 pub const DOORBELL_GPA: u64 = URING_DOORBELL_START;
@@ -47,13 +46,6 @@ ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_ioeventfd);
 const KVM_IOEVENTFD_FLAG_DATAMATCH: u32 = 1 << 0;
 const KVM_IOEVENTFD_FLAG_DEASSIGN: u32 = 1 << 2;
 const KVM_IRQFD_FLAG_DEASSIGN: u32 = 1 << 0;
-
-fn device_err(detail: String) -> VmError {
-    VmError::Device {
-        what: "pv-uring",
-        detail,
-    }
-}
 
 /// Where the ring area goes: the first 1 GiB boundary at or above both the
 /// end of guest RAM and 4 GiB.
@@ -154,13 +146,11 @@ fn map_ring_area(fd: &VmFd, first_slot: u32, parts: &[GuestMapping]) -> Result<(
         // SAFETY: each part is a live shared mapping of the ring area,
         // which the device (kept on the MMIO bus for the VM's life) owns
         // through an Arc.
-        unsafe { fd.set_user_memory_region(region) }.map_err(|e| {
-            device_err(format!(
-                "KVM_SET_USER_MEMORY_REGION (ring area at {:#x}, {} MiB{}): {e}",
-                part.gpa,
-                part.len >> 20,
-                if part.read_only { ", read-only" } else { "" }
-            ))
+        unsafe { fd.set_user_memory_region(region) }.map_err(|source| VmError::RingArea {
+            gpa: part.gpa,
+            len: part.len,
+            read_only: part.read_only,
+            source,
         })?;
     }
     Ok(())
@@ -176,14 +166,12 @@ pub fn attach(
     fd: &VmFd,
     mmio: &mut Bus,
     mem: &GuestMemoryMmap,
+    slots: &mut SlotAllocator,
     config: &VmConfig,
 ) -> Result<String, VmError> {
     let Some(uring) = &config.uring else {
         return Ok(String::new());
     };
-    let index = config.disks.len();
-    let (base, irq) = disks::slot(index)
-        .ok_or_else(|| device_err(format!("no IRQ line left after {index} disks")))?;
     let ram_end = mem
         .iter()
         .map(|r| r.start_addr().raw_value() + r.len())
@@ -193,10 +181,7 @@ pub fn attach(
     // SAFETY: dup of a valid fd; the result is owned by the File.
     let vm = unsafe { libc::dup(fd.as_raw_fd()) };
     if vm < 0 {
-        return Err(device_err(format!(
-            "dup of the VM fd: {}",
-            std::io::Error::last_os_error()
-        )));
+        return Err(VmError::DupVmFd(std::io::Error::last_os_error()));
     }
     // SAFETY: a new fd nothing else owns.
     let vm = unsafe { File::from_raw_fd(vm) };
@@ -231,8 +216,7 @@ pub fn attach(
             }),
         },
         hooks,
-    )
-    .map_err(|e| device_err(e.to_string()))?;
+    )?;
     let mut device = device;
     device.set_guest_ram(mem.iter().map(|r| r.len()).sum());
     let area = device.ring_area();
@@ -268,26 +252,17 @@ pub fn attach(
         }
     }
     let doorbell = device.doorbell_page();
-    let transport =
-        MmioTransport::new(Box::new(device), mem.clone()).map_err(|e| device_err(e.to_string()))?;
-    fd.register_irqfd(transport.interrupt_eventfd(), irq)
-        .map_err(|e| device_err(format!("KVM_IRQFD for IRQ {irq}: {e}")))?;
-    for (q, evt) in transport.queue_events().iter().enumerate() {
-        let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
-        if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
-            log::warn!("pv-uring: no ioeventfd for queue {q} ({e}); notifications take MMIO exits");
-        }
-    }
-    mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
-        .map_err(|e| device_err(e.to_string()))?;
+    let what = "pv-uring";
+    let slot = virtio_mmio::attach(fd, mmio, mem, slots, what, what, Box::new(device))?;
+    let Slot { base, irq } = slot;
     mmio.insert(Arc::new(Mutex::new(doorbell)), DOORBELL_GPA, DOORBELL_LEN)
-        .map_err(|e| device_err(e.to_string()))?;
+        .map_err(|source| VmError::Bus { what, source })?;
     log::info!(
         "pv-uring: registers at {base:#x} IRQ {irq}, completions IRQ {COMPLETION_IRQ}, \
          ring area {area_gpa:#x} ({} MiB), doorbell {DOORBELL_GPA:#x}",
         area.guest_len() >> 20
     );
-    Ok(disks::cmdline_entry(base, irq))
+    Ok(slot.cmdline_entry())
 }
 
 // The boot tests' skip helper: skips only when asked, and counts them.
@@ -348,14 +323,12 @@ mod tests {
 
     #[test]
     fn irqs_and_doorbell_avoid_everything_else() {
-        for i in 0..crate::config::MAX_DISKS {
-            assert_ne!(disks::slot(i).unwrap().1, COMPLETION_IRQ);
-        }
+        assert!(!virtio_mmio::VIRTIO_IRQS.contains(&COMPLETION_IRQ));
         assert!(![0, 1, 2, 4, 8, 12, 13].contains(&COMPLETION_IRQ));
         // The doorbell lies in the MMIO gap, past every virtio window and
         // below the guest-signal device.
-        let (last, _) = disks::slot(crate::config::MAX_DISKS - 1).unwrap();
-        assert!(DOORBELL_GPA >= last + 2 * MMIO_WINDOW);
+        let last = Slot::nth(crate::config::MAX_DISKS - 1).unwrap().base;
+        assert!(DOORBELL_GPA >= last + 2 * devices::virtio::mmio::MMIO_WINDOW);
         const { assert!(DOORBELL_GPA + DOORBELL_LEN <= devices::legacy::GuestSignal::MMIO_BASE) };
     }
 }

@@ -204,8 +204,7 @@ impl Vcpu {
                     self.fd.set_kvm_immediate_exit(0);
                     fence(Ordering::SeqCst);
                     if self.pause.load(Ordering::SeqCst) {
-                        let state = crate::snapshot::vcpu::save(&self.fd, self.id, &self.msr_index)
-                            .map_err(|e| e.to_string());
+                        let state = crate::snapshot::vcpu::save(&self.fd, self.id, &self.msr_index);
                         self.report(VmmEvent::Paused {
                             cpu: self.id,
                             state: Box::new(state),

@@ -13,59 +13,19 @@ use kvm_bindings::{
     kvm_pit_config, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY,
 };
 use kvm_ioctls::{Kvm, VmFd};
-use thiserror::Error;
 use vm_memory::{Address, GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::boot::{self, cpu, BootError, KernelFormat};
 use crate::config::VmConfig;
+use crate::error::{kvm_err, VmError};
 use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
-use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam, MemoryError};
+use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam};
 use crate::pvm;
-use crate::snapshot::{self, state::Snapshot, SnapshotError};
+use crate::snapshot::{self, state::Snapshot};
 use crate::vcpu::{RunStats, Vcpu};
+use crate::virtio_mmio::SlotAllocator;
 use crate::VmmEvent;
-
-/// Errors building a VM.
-#[derive(Debug, Error)]
-pub enum VmError {
-    /// /dev/kvm cannot be opened.
-    #[error("KVM is unavailable: cannot open /dev/kvm: {0} (is the kvm module loaded and do you have access to /dev/kvm?)")]
-    KvmUnavailable(kvm_ioctls::Error),
-    /// A KVM ioctl failed.
-    #[error("{what} failed: {source}")]
-    Kvm {
-        what: &'static str,
-        source: kvm_ioctls::Error,
-    },
-    /// Guest RAM.
-    #[error(transparent)]
-    Memory(#[from] MemoryError),
-    /// Loading the guest.
-    #[error(transparent)]
-    Boot(#[from] BootError),
-    /// vCPU register set-up.
-    #[error(transparent)]
-    Cpu(#[from] cpu::CpuSetupError),
-    /// Device set-up.
-    #[error("setting up device {what}: {detail}")]
-    Device { what: &'static str, detail: String },
-    /// Restoring a snapshot.
-    #[error(transparent)]
-    Snapshot(#[from] SnapshotError),
-    /// A vCPU thread cannot be restricted to `--vcpu-affinity`.
-    #[error("--vcpu-affinity: vCPU {cpu}: {source}")]
-    VcpuAffinity {
-        /// The vCPU.
-        cpu: u8,
-        /// Why.
-        source: crate::affinity::AffinityError,
-    },
-}
-
-fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
-    move |source| VmError::Kvm { what, source }
-}
 
 /// Sends device events into the VMM's event channel.
 #[derive(Clone)]
@@ -130,139 +90,36 @@ pub struct Vm {
 /// go to `events`.
 pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Result<Vm, VmError> {
     let kvm = Kvm::new().map_err(VmError::KvmUnavailable)?;
-    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-    fd.set_tss_address(KVM_TSS_START as usize)
-        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-    fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
-        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
-    fd.create_irq_chip()
-        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-    let pit = kvm_pit_config {
-        flags: KVM_PIT_SPEAKER_DUMMY,
-        ..Default::default()
-    };
-    fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-
+    let fd = create_vm(&kvm)?;
     let ram = match start {
         Start::Boot => create_guest_ram(&config.memory)?,
         Start::Restore { memory, snapshot } => {
             map_snapshot_ram(memory, snapshot.machine.memory_size)?
         }
     };
-    for (slot, region) in ram.memory.iter().enumerate() {
-        let mem_region = kvm_userspace_memory_region {
-            slot: slot as u32,
-            flags: 0,
-            guest_phys_addr: region.start_addr().raw_value(),
-            memory_size: region.len(),
-            userspace_addr: region.as_ptr() as u64,
-        };
-        // SAFETY: the region is a live mapping owned by `ram`, which the
-        // returned Vm keeps for as long as the VM fd exists.
-        unsafe { fd.set_user_memory_region(mem_region) }
-            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
-    }
-
-    // Devices.
-    let panic_seen = Arc::new(AtomicBool::new(false));
-    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Device {
-        what: "serial",
-        detail: format!("eventfd: {e}"),
-    })?;
-    fd.register_irqfd(&serial_irq, SerialConsole::IRQ)
-        .map_err(kvm_err("KVM_IRQFD (serial)"))?;
-    let console = ConsoleWriter::new(
-        Box::new(std::io::stdout()),
-        PanicDetector::new(panic_seen.clone()),
-    );
-    let serial = Arc::new(Mutex::new(SerialConsole::new(
-        EventFdTrigger(serial_irq),
-        console,
-    )));
-    let device_events = DeviceEvents(events.clone());
-    let mut pio = Bus::new();
-    let mut mmio = Bus::new();
-    let device_err = |what| {
-        move |e: devices::BusError| VmError::Device {
-            what,
-            detail: e.to_string(),
-        }
-    };
-    pio.insert(
-        serial.clone(),
-        SerialConsole::PORT_BASE,
-        SerialConsole::PORT_LEN,
-    )
-    .map_err(device_err("serial"))?;
-    pio.insert(
-        Arc::new(Mutex::new(I8042::new(Box::new(device_events.clone())))),
-        I8042::PORT_BASE,
-        I8042::PORT_LEN,
-    )
-    .map_err(device_err("i8042"))?;
-    let guest_signal = Arc::new(Mutex::new(GuestSignal::new(Box::new(device_events))));
-    mmio.insert(
-        guest_signal.clone(),
-        GuestSignal::MMIO_BASE,
-        GuestSignal::MMIO_LEN,
-    )
-    .map_err(device_err("guest-signal"))?;
-    // virtio-blk disks (--disk), announced on the command line.
-    let disk_cmdline = crate::disks::attach(&fd, &mut mmio, &ram.memory, config)?;
-    // The pv-uring device (--uring), after the disks.
-    let uring_cmdline = crate::uring::attach(&fd, &mut mmio, &ram.memory, config)?;
-    let (pio, mmio) = (Arc::new(pio), Arc::new(mmio));
+    map_guest_ram(&fd, &ram)?;
+    let devices = attach_devices(&fd, &ram, config, &events)?;
 
     // The guest.
-    let virtio_devices = config.disks.len() + usize::from(config.uring.is_some());
     let pvm = match start {
         Start::Boot => pvm::pvm_enabled(config.pvm, pvm::host_is_pvm()),
         Start::Restore { snapshot, .. } => snapshot.machine.pvm,
     };
-    let mut vcpu_fds = Vec::new();
-    for id in 0..config.cpus {
-        vcpu_fds.push(
-            fd.create_vcpu(u64::from(id))
-                .map_err(kvm_err("KVM_CREATE_VCPU"))?,
-        );
-    }
+    let vcpu_fds = (0..config.cpus)
+        .map(|id| fd.create_vcpu(u64::from(id)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(kvm_err("KVM_CREATE_VCPU"))?;
     let tsc_khz = vcpu_fds[0].get_tsc_khz().ok();
     let msr_index = kvm
         .get_msr_index_list()
         .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
         .as_slice()
         .to_vec();
-    let (cmdline_text, kernel_format) = match start {
+    let (cmdline, kernel_format) = match start {
         Start::Boot => {
             let base = pvm::base_cmdline(pvm, tsc_khz);
-            let cmdline =
-                boot::build_cmdline(&[&base, &disk_cmdline, &uring_cmdline, &config.cmdline])?;
-            let text = cmdline
-                .as_cstring()
-                .map_err(BootError::Cmdline)?
-                .into_string()
-                .unwrap_or_default();
-            let (entry, kernel_format) = boot::load_guest(
-                &ram.memory,
-                &config.kernel,
-                config.initramfs.as_deref(),
-                &config.files,
-                &cmdline,
-                config.cpus,
-            )?;
-            cpu::write_boot_tables(&ram.memory)?;
-            let supported = kvm
-                .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-                .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-            for (id, vcpu_fd) in (0..config.cpus).zip(&vcpu_fds) {
-                let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
-                vcpu_fd
-                    .set_cpuid2(&cpuid)
-                    .map_err(kvm_err("KVM_SET_CPUID2"))?;
-                cpu::setup_registers(vcpu_fd, id, &entry)?;
-                cpu::setup_lapic(vcpu_fd, id)?;
-            }
-            (text, kernel_format)
+            let parts: [&str; 3] = [&base, &devices.cmdline, &config.cmdline];
+            load_guest(&kvm, &ram, config, &vcpu_fds, pvm, &parts)?
         }
         Start::Restore { snapshot, .. } => {
             restore_state(&fd, &vcpu_fds, tsc_khz, snapshot)?;
@@ -279,6 +136,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(AtomicBool::new(false));
     let msr_index = Arc::new(msr_index);
+    let (pio, mmio) = (Arc::new(devices.pio), Arc::new(devices.mmio));
     let mut vcpus = Vec::new();
     for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
         vcpus.push(Vcpu {
@@ -301,25 +159,182 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
     let vm = Vm {
         fd,
         mmio,
-        virtio_devices,
-        guest_signal,
+        virtio_devices: devices.virtio_devices,
+        guest_signal: devices.guest_signal,
         tsc_khz,
         ram,
         vcpus_count: vcpus.len(),
         vcpus,
-        serial,
-        panic_seen,
+        serial: devices.serial,
+        panic_seen: devices.panic_seen,
         stats,
         stop,
         pause,
         pvm,
-        cmdline: cmdline_text,
+        cmdline,
         kernel_format,
     };
     if let Start::Restore { snapshot, .. } = start {
         snapshot::devices::restore(&vm, &snapshot.devices)?;
     }
     Ok(vm)
+}
+
+/// Creates the KVM VM with its TSS and identity map, the in-kernel irqchip
+/// and the PIT.
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmError> {
+    let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+    fd.set_tss_address(KVM_TSS_START as usize)
+        .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+    fd.set_identity_map_address(KVM_IDENTITY_MAP_START)
+        .map_err(kvm_err("KVM_SET_IDENTITY_MAP_ADDR"))?;
+    fd.create_irq_chip()
+        .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
+    Ok(fd)
+}
+
+/// Gives each guest RAM region a KVM memory slot, from slot 0 on.
+fn map_guest_ram(fd: &VmFd, ram: &GuestRam) -> Result<(), VmError> {
+    for (slot, region) in ram.memory.iter().enumerate() {
+        let mem_region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().raw_value(),
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `ram`, which the
+        // returned Vm keeps for as long as the VM fd exists.
+        unsafe { fd.set_user_memory_region(mem_region) }
+            .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
+    }
+    Ok(())
+}
+
+/// The devices of a VM on their buses, before the vCPUs share the buses.
+struct Devices {
+    pio: Bus,
+    mmio: Bus,
+    serial: Arc<Mutex<SerialConsole>>,
+    panic_seen: Arc<AtomicBool>,
+    guest_signal: Arc<Mutex<GuestSignal>>,
+    /// How many virtio-mmio slots the devices took.
+    virtio_devices: usize,
+    /// The kernel command-line entries announcing the virtio devices.
+    cmdline: String,
+}
+
+/// Puts the serial console, i8042, guest-signal device, `--disk`s and the
+/// pv-uring device (`--uring`) on their buses, wired to KVM.
+fn attach_devices(
+    fd: &VmFd,
+    ram: &GuestRam,
+    config: &VmConfig,
+    events: &Sender<VmmEvent>,
+) -> Result<Devices, VmError> {
+    let panic_seen = Arc::new(AtomicBool::new(false));
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|source| VmError::Eventfd {
+        what: "serial",
+        source,
+    })?;
+    fd.register_irqfd(&serial_irq, SerialConsole::IRQ)
+        .map_err(kvm_err("KVM_IRQFD (serial)"))?;
+    let console = ConsoleWriter::new(
+        Box::new(std::io::stdout()),
+        PanicDetector::new(panic_seen.clone()),
+    );
+    let serial = Arc::new(Mutex::new(SerialConsole::new(
+        EventFdTrigger(serial_irq),
+        console,
+    )));
+    let device_events = DeviceEvents(events.clone());
+    let mut pio = Bus::new();
+    let mut mmio = Bus::new();
+    let device_err = |what| move |source| VmError::Bus { what, source };
+    pio.insert(
+        serial.clone(),
+        SerialConsole::PORT_BASE,
+        SerialConsole::PORT_LEN,
+    )
+    .map_err(device_err("serial"))?;
+    pio.insert(
+        Arc::new(Mutex::new(I8042::new(Box::new(device_events.clone())))),
+        I8042::PORT_BASE,
+        I8042::PORT_LEN,
+    )
+    .map_err(device_err("i8042"))?;
+    let guest_signal = Arc::new(Mutex::new(GuestSignal::new(Box::new(device_events))));
+    mmio.insert(
+        guest_signal.clone(),
+        GuestSignal::MMIO_BASE,
+        GuestSignal::MMIO_LEN,
+    )
+    .map_err(device_err("guest-signal"))?;
+    // virtio-blk disks (--disk), then the pv-uring device (--uring), in
+    // virtio-mmio slots from 0 on, announced on the command line.
+    let mut slots = SlotAllocator::new();
+    let disks = crate::disks::attach(fd, &mut mmio, &ram.memory, &mut slots, config)?;
+    let uring = crate::uring::attach(fd, &mut mmio, &ram.memory, &mut slots, config)?;
+    let cmdline = [disks, uring]
+        .into_iter()
+        .filter(|e| !e.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Ok(Devices {
+        pio,
+        mmio,
+        serial,
+        panic_seen,
+        guest_signal,
+        virtio_devices: slots.allocated(),
+        cmdline,
+    })
+}
+
+/// Loads the kernel, initramfs and command line (from `cmdline_parts`)
+/// into guest RAM, writes the boot tables, and sets up each vCPU's CPUID,
+/// registers and LAPIC for the boot. Returns the full command line and the
+/// kernel's format.
+fn load_guest(
+    kvm: &Kvm,
+    ram: &GuestRam,
+    config: &VmConfig,
+    vcpu_fds: &[kvm_ioctls::VcpuFd],
+    pvm: bool,
+    cmdline_parts: &[&str],
+) -> Result<(String, KernelFormat), VmError> {
+    let cmdline = boot::build_cmdline(cmdline_parts)?;
+    let text = cmdline
+        .as_cstring()
+        .map_err(BootError::Cmdline)?
+        .into_string()
+        .unwrap_or_default();
+    let (entry, kernel_format) = boot::load_guest(
+        &ram.memory,
+        &config.kernel,
+        config.initramfs.as_deref(),
+        &config.files,
+        &cmdline,
+        config.cpus,
+    )?;
+    cpu::write_boot_tables(&ram.memory)?;
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+    for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
+        let cpuid = cpu::vcpu_cpuid(&supported, id, config.cpus, pvm);
+        vcpu_fd
+            .set_cpuid2(&cpuid)
+            .map_err(kvm_err("KVM_SET_CPUID2"))?;
+        cpu::setup_registers(vcpu_fd, id, &entry)?;
+        cpu::setup_lapic(vcpu_fd, id)?;
+    }
+    Ok((text, kernel_format))
 }
 
 /// Loads a snapshot's KVM state: the VM's first (PIT, clock, irqchip), then

@@ -130,8 +130,35 @@ pub struct MmioState {
     pub queues: Vec<QueueRegs>,
 }
 
+/// Why a transport could not start its device.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A ready queue's size, alignment or rings are invalid.
+    #[error("queue {0} is invalid (size, alignment or rings outside guest RAM)")]
+    InvalidQueue(usize),
+    /// A ready queue's state cannot be turned into a queue.
+    #[error("queue {queue}: {source}")]
+    Queue {
+        /// The queue.
+        queue: usize,
+        /// Why.
+        source: virtio_queue::Error,
+    },
+    /// A queue's notification eventfd cannot be duplicated.
+    #[error("duplicating the notification eventfd of queue {queue}: {source}")]
+    Eventfd {
+        /// The queue.
+        queue: usize,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The device refused to start.
+    #[error(transparent)]
+    Device(#[from] super::ActivateError),
+}
+
 /// Why a transport's state cannot be saved or restored.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum MmioStateError {
     /// The device cannot be snapshotted in its current state.
     #[error("{0}")]
@@ -165,17 +192,20 @@ pub enum MmioStateError {
         /// This device's.
         actual: usize,
     },
-    /// A queue's registers are invalid.
-    #[error("queue {queue}: {what}")]
-    Queue {
+    /// A queue's size is not a power of two up to the maximum.
+    #[error("queue {queue}: invalid size {size}")]
+    QueueSize {
         /// The queue.
         queue: usize,
-        /// What is wrong.
-        what: String,
+        /// The size in the state.
+        size: u16,
     },
+    /// A ready queue's rings are not usable.
+    #[error("queue {0}: rings outside guest RAM or misaligned")]
+    QueueRings(usize),
     /// The device refused to start again.
     #[error("the device refused to start: {0}")]
-    Activate(String),
+    Activate(#[source] StartError),
 }
 
 /// Errors creating a transport.
@@ -315,13 +345,12 @@ impl MmioTransport {
         self.reset();
         let offered = self.device.features();
         for (i, regs) in state.queues.iter().enumerate() {
-            let bad = |what: &str| MmioStateError::Queue {
-                queue: i,
-                what: what.to_string(),
-            };
             let q = &mut self.queues[i];
             q.try_set_size(regs.size)
-                .map_err(|_| bad(&format!("invalid size {}", regs.size)))?;
+                .map_err(|_| MmioStateError::QueueSize {
+                    queue: i,
+                    size: regs.size,
+                })?;
             q.set_desc_table_address(Some(regs.desc as u32), Some((regs.desc >> 32) as u32));
             q.set_avail_ring_address(Some(regs.avail as u32), Some((regs.avail >> 32) as u32));
             q.set_used_ring_address(Some(regs.used as u32), Some((regs.used >> 32) as u32));
@@ -333,10 +362,7 @@ impl MmioTransport {
                 continue;
             }
             if !q.is_valid(&self.mem) {
-                return Err(MmioStateError::Queue {
-                    queue: i,
-                    what: "rings outside guest RAM or misaligned".into(),
-                });
+                return Err(MmioStateError::QueueRings(i));
             }
             let (_, used) = self.ring_indexes(i, q)?;
             let q = &mut self.queues[i];
@@ -533,29 +559,31 @@ impl MmioTransport {
         self.status = v;
     }
 
-    fn activate(&mut self) -> Result<(), String> {
+    fn activate(&mut self) -> Result<(), StartError> {
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, q) in self.queues.iter().enumerate() {
             if q.ready() && (self.bad_size[i] || !q.is_valid(&self.mem)) {
-                return Err(format!(
-                    "queue {i} is invalid (size, alignment or rings outside guest RAM)"
-                ));
+                return Err(StartError::InvalidQueue(i));
             }
-            queues.push(Queue::try_from(q.state()).map_err(|e| format!("queue {i}: {e}"))?);
+            queues.push(
+                Queue::try_from(q.state())
+                    .map_err(|source| StartError::Queue { queue: i, source })?,
+            );
         }
         let mut events = Vec::with_capacity(self.queue_events.len());
-        for evt in &self.queue_events {
-            events.push(evt.try_clone().map_err(|e| e.to_string())?);
+        for (queue, evt) in self.queue_events.iter().enumerate() {
+            events.push(
+                evt.try_clone()
+                    .map_err(|source| StartError::Eventfd { queue, source })?,
+            );
         }
-        self.device
-            .activate(
-                self.mem.clone(),
-                self.acked_features,
-                queues,
-                events,
-                self.interrupt(),
-            )
-            .map_err(|e| e.to_string())?;
+        self.device.activate(
+            self.mem.clone(),
+            self.acked_features,
+            queues,
+            events,
+            self.interrupt(),
+        )?;
         self.active = true;
         Ok(())
     }
@@ -709,14 +737,14 @@ mod tests {
 
         // A request the device has not used: refused.
         set_indexes(&mem, 1, 2, 1);
-        assert_eq!(
+        assert!(matches!(
             t.state().unwrap_err(),
             MmioStateError::InFlight {
                 queue: 1,
                 avail: 2,
                 used: 1
             }
-        );
+        ));
         set_indexes(&mem, 1, 1, 1);
 
         // A fresh transport over the same memory takes the state, starts
@@ -741,10 +769,10 @@ mod tests {
     fn bad_states_and_blocked_devices_are_refused() {
         let (mut t, probe) = transport();
         probe.lock().unwrap().blocker = Some("2 live rings".into());
-        assert_eq!(
+        assert!(matches!(
             t.state().unwrap_err(),
-            MmioStateError::Device("2 live rings".into())
-        );
+            MmioStateError::Device(why) if why == "2 live rings"
+        ));
         probe.lock().unwrap().blocker = None;
         let good = t.state().unwrap();
         let wrong_type = MmioState {
@@ -768,7 +796,7 @@ mod tests {
         bad_size.queues[0].size = 3;
         assert!(matches!(
             t.restore(&bad_size),
-            Err(MmioStateError::Queue { queue: 0, .. })
+            Err(MmioStateError::QueueSize { queue: 0, size: 3 })
         ));
         let mut outside = good;
         outside.queues[0] = QueueRegs {
@@ -780,7 +808,7 @@ mod tests {
         };
         assert!(matches!(
             t.restore(&outside),
-            Err(MmioStateError::Queue { queue: 0, .. })
+            Err(MmioStateError::QueueRings(0))
         ));
         t.state().unwrap();
     }

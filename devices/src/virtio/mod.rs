@@ -85,7 +85,16 @@ pub enum ActivateError {
         /// The driver's.
         got: usize,
     },
-    /// A host resource (thread, io_uring, eventfd) could not be set up.
+    /// A host call (io_uring set-up, eventfd, thread) failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// The call.
+        what: &'static str,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A host resource could not be set up, described in words (for
+    /// devices whose failures are not one host call).
     #[error("{0}")]
     Host(String),
 }

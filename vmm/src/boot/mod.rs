@@ -52,9 +52,15 @@ pub enum BootError {
     /// The command line is too long or has invalid characters.
     #[error("kernel command line rejected: {0}")]
     Cmdline(#[from] linux_loader::cmdline::Error),
-    /// Writing boot structures into guest memory failed.
-    #[error("writing {what} into guest memory failed: {detail}")]
-    Write { what: &'static str, detail: String },
+    /// Writing the initramfs into guest memory failed.
+    #[error("writing initramfs into guest memory failed: {0}")]
+    WriteInitramfs(#[source] vm_memory::GuestMemoryError),
+    /// Writing the command line into guest memory failed.
+    #[error("writing command line into guest memory failed: {0}")]
+    WriteCmdline(#[source] loader::Error),
+    /// Writing the zero page into guest memory failed.
+    #[error("writing zero page into guest memory failed: {0}")]
+    WriteZeroPage(#[source] linux_loader::configurator::Error),
     /// The MP table could not be written.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
@@ -167,10 +173,7 @@ fn load_initramfs(
         });
     }
     mem.write_slice(&data, GuestAddress(addr))
-        .map_err(|e| BootError::Write {
-            what: "initramfs",
-            detail: e.to_string(),
-        })?;
+        .map_err(BootError::WriteInitramfs)?;
     Ok((addr, size))
 }
 
@@ -192,12 +195,8 @@ pub fn load_guest(
 
     let cmdline_str = cmdline.as_cstring()?;
     let cmdline_len = cmdline_str.as_bytes_with_nul().len();
-    loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline).map_err(|e| {
-        BootError::Write {
-            what: "command line",
-            detail: e.to_string(),
-        }
-    })?;
+    loader::load_cmdline(mem, GuestAddress(CMDLINE_START), cmdline)
+        .map_err(BootError::WriteCmdline)?;
 
     let mut params = boot_params::default();
     if let Some(hdr) = kernel_result.setup_header {
@@ -235,10 +234,7 @@ pub fn load_guest(
         &BootParams::new(&params, GuestAddress(ZERO_PAGE_START)),
         mem,
     )
-    .map_err(|e| BootError::Write {
-        what: "zero page",
-        detail: e.to_string(),
-    })?;
+    .map_err(BootError::WriteZeroPage)?;
     mptable::setup(mem, cpus)?;
 
     let rip = match format {

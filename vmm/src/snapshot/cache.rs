@@ -127,10 +127,10 @@ pub fn ensure(exe: &Path, m: &CachedMachine) -> Result<PathBuf, SnapshotError> {
         let _ = std::fs::remove_dir_all(&tmp);
         let stderr = String::from_utf8_lossy(&out.stderr);
         let last = stderr.lines().last().unwrap_or("").to_string();
-        return Err(SnapshotError::Invalid(format!(
-            "taking the cached snapshot failed (exit status {:?}): {last}",
-            out.status.code()
-        )));
+        return Err(SnapshotError::CacheTake {
+            status: out.status.code(),
+            last,
+        });
     }
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => Ok(dir),

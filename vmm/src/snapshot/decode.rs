@@ -16,7 +16,7 @@ pub enum Decoded {
     /// Another ringvisor version wrote it.
     Version(String),
     /// Its parts disagree.
-    Invalid(String),
+    Invalid(super::state::StateError),
 }
 
 /// Decodes and checks a state file's bytes (what the fuzz target runs).
@@ -24,10 +24,12 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot, Decoded> {
     // The version first, from a prefix every version shares: the header,
     // then the version string as postcard's first field.
     let snapshot: Snapshot = format::decode(bytes).map_err(|e| match e {
-        format::FormatError::Decode(_) => match version_of(bytes) {
-            Some(v) if v != RINGVISOR_VERSION => Decoded::Version(v),
-            _ => Decoded::Format(e),
-        },
+        format::FormatError::Decode(_) | format::FormatError::Trailing(_) => {
+            match version_of(bytes) {
+                Some(v) if v != RINGVISOR_VERSION => Decoded::Version(v),
+                _ => Decoded::Format(e),
+            }
+        }
         e => Decoded::Format(e),
     })?;
     if snapshot.ringvisor_version != RINGVISOR_VERSION {

@@ -1,6 +1,6 @@
 //! Device state in a snapshot: the UART, the guest-signal device and each
 //! virtio-mmio transport (disks in order, then pv-uring), found on the VM's
-//! buses at the addresses `disks::slot` gives them.
+//! buses at the addresses of their virtio-mmio slots.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,9 +15,9 @@ use crate::vm::Vm;
 fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> {
     (0..vm.virtio_devices)
         .map(|i| {
-            let base = crate::disks::slot(i).map(|(base, _)| base);
+            let base = crate::virtio_mmio::Slot::nth(i).map(|s| s.base);
             base.and_then(|b| vm.mmio.device_at(b))
-                .ok_or_else(|| SnapshotError::Invalid(format!("no virtio device in slot {i}")))
+                .ok_or(SnapshotError::NoVirtioDevice(i))
         })
         .collect()
 }
@@ -31,7 +31,7 @@ fn with_transport<T>(
     let transport = guard
         .as_any_mut()
         .and_then(|a| a.downcast_mut::<MmioTransport>())
-        .ok_or_else(|| SnapshotError::Invalid(format!("slot {slot} holds no virtio device")))?;
+        .ok_or(SnapshotError::NotVirtio(slot))?;
     Ok(f(transport))
 }
 
@@ -39,10 +39,8 @@ fn with_transport<T>(
 pub fn save(vm: &Vm) -> Result<DeviceStates, SnapshotError> {
     let mut virtio = Vec::new();
     for (i, t) in transports(vm)?.iter().enumerate() {
-        let state = with_transport(t, i, |t| t.state())?.map_err(|e| SnapshotError::Device {
-            slot: i,
-            detail: e.to_string(),
-        })?;
+        let state = with_transport(t, i, |t| t.state())?
+            .map_err(|source| SnapshotError::Device { slot: i, source })?;
         virtio.push(state);
     }
     Ok(DeviceStates {
@@ -63,25 +61,22 @@ pub fn restore(vm: &Vm, states: &DeviceStates) -> Result<(), SnapshotError> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .restore(&states.serial)
-        .map_err(|e| SnapshotError::Invalid(format!("serial: {e}")))?;
+        .map_err(SnapshotError::Serial)?;
     vm.guest_signal
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .restore(&states.guest_signal)
-        .map_err(|e| SnapshotError::Invalid(format!("guest-signal: {e}")))?;
+        .map_err(SnapshotError::GuestSignal)?;
     let transports = transports(vm)?;
     if transports.len() != states.virtio.len() {
-        return Err(SnapshotError::Invalid(format!(
-            "{} virtio device states for {} devices",
-            states.virtio.len(),
-            transports.len()
-        )));
+        return Err(SnapshotError::VirtioCount {
+            states: states.virtio.len(),
+            devices: transports.len(),
+        });
     }
     for (i, (t, state)) in transports.iter().zip(&states.virtio).enumerate() {
-        with_transport(t, i, |t| t.restore(state))?.map_err(|e| SnapshotError::Device {
-            slot: i,
-            detail: e.to_string(),
-        })?;
+        with_transport(t, i, |t| t.restore(state))?
+            .map_err(|source| SnapshotError::Device { slot: i, source })?;
     }
     Ok(())
 }

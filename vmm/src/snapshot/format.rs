@@ -69,15 +69,18 @@ pub enum FormatError {
     },
     /// The payload does not decode (only a buggy writer gets here).
     #[error("the state does not decode: {0}")]
-    Decode(String),
+    Decode(#[source] postcard::Error),
+    /// Bytes follow the decoded state (only a buggy writer gets here).
+    #[error("the state does not decode: {0} bytes left after the state")]
+    Trailing(usize),
     /// The state cannot be encoded.
     #[error("encoding the state failed: {0}")]
-    Encode(String),
+    Encode(#[source] postcard::Error),
 }
 
 /// Encodes `value` as a complete state file.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, FormatError> {
-    let payload = postcard::to_stdvec(value).map_err(|e| FormatError::Encode(e.to_string()))?;
+    let payload = postcard::to_stdvec(value).map_err(FormatError::Encode)?;
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -126,13 +129,9 @@ pub fn decode<T: DeserializeOwned>(file: &[u8]) -> Result<T, FormatError> {
             found: crc,
         });
     }
-    let (value, rest) =
-        postcard::take_from_bytes(payload).map_err(|e| FormatError::Decode(e.to_string()))?;
+    let (value, rest) = postcard::take_from_bytes(payload).map_err(FormatError::Decode)?;
     if !rest.is_empty() {
-        return Err(FormatError::Decode(format!(
-            "{} bytes left after the state",
-            rest.len()
-        )));
+        return Err(FormatError::Trailing(rest.len()));
     }
     Ok(value)
 }

@@ -73,10 +73,74 @@ pub enum SnapshotError {
     },
     /// Parts of the state disagree or exceed a limit.
     #[error("invalid snapshot state: {0}")]
-    Invalid(String),
+    State(#[from] state::StateError),
+    /// The memory file does not hold the guest's RAM.
+    #[error("invalid snapshot state: {} holds {len} bytes for {size} bytes of guest RAM (truncated?)", .path.display())]
+    MemoryFileSize {
+        /// The memory file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// Guest RAM's size in the state.
+        size: u64,
+    },
+    /// No virtio transport sits in a slot the VM has.
+    #[error("invalid snapshot state: no virtio device in slot {0}")]
+    NoVirtioDevice(usize),
+    /// A slot's device is not a virtio transport.
+    #[error("invalid snapshot state: slot {0} holds no virtio device")]
+    NotVirtio(usize),
+    /// The saved virtio device states do not match the VM's devices.
+    #[error("invalid snapshot state: {states} virtio device states for {devices} devices")]
+    VirtioCount {
+        /// Saved states.
+        states: usize,
+        /// Devices of the VM.
+        devices: usize,
+    },
+    /// The UART's state cannot be loaded.
+    #[error("invalid snapshot state: serial: {0}")]
+    Serial(#[source] std::io::Error),
+    /// The guest-signal device's state cannot be loaded.
+    #[error("invalid snapshot state: guest-signal: {0}")]
+    GuestSignal(#[source] ::devices::legacy::guest_signal::CommandError),
+    /// A list of MSRs does not fit KVM's structure.
+    #[error("invalid snapshot state: MSR list: {0:?}")]
+    MsrList(vmm_sys_util::fam::Error),
+    /// A vCPU's CPUID does not fit KVM's structure.
+    #[error("invalid snapshot state: vCPU {cpu} CPUID: {source:?}")]
+    Cpuid {
+        /// The vCPU.
+        cpu: u8,
+        /// Why.
+        source: vmm_sys_util::fam::Error,
+    },
+    /// KVM refused a saved MSR value.
+    #[error("invalid snapshot state: vCPU {cpu}: KVM refused MSR {index:#x} = {value:#x}")]
+    MsrRefused {
+        /// The vCPU.
+        cpu: u8,
+        /// The MSR.
+        index: u32,
+        /// The value.
+        value: u64,
+    },
+    /// The VM has a pv-uring arena, which a snapshot does not save.
+    #[error(
+        "invalid snapshot state: a VM with a pv-uring arena (--uring arena=) cannot be snapshotted"
+    )]
+    Arena,
+    /// The `ringvisor snapshot` run that fills the cache failed.
+    #[error("invalid snapshot state: taking the cached snapshot failed (exit status {status:?}): {last}")]
+    CacheTake {
+        /// Its exit status.
+        status: Option<i32>,
+        /// The last line it printed on stderr.
+        last: String,
+    },
     /// The snapshot's machine cannot be built as asked.
     #[error("the snapshot cannot be restored as asked: {0}")]
-    Mismatch(String),
+    Mismatch(#[from] restore::MismatchError),
     /// A KVM ioctl failed.
     #[error("{what}{} failed: {source}", cpu.map(|c| format!(" (vCPU {c})")).unwrap_or_default())]
     Kvm {
@@ -88,16 +152,37 @@ pub enum SnapshotError {
         source: kvm_ioctls::Error,
     },
     /// A device cannot be saved or restored.
-    #[error("virtio device in slot {slot}: {detail}")]
+    #[error("virtio device in slot {slot}: {source}")]
     Device {
         /// Its slot (disks first, then pv-uring).
         slot: usize,
         /// Why.
-        detail: String,
+        source: ::devices::virtio::mmio::MmioStateError,
     },
-    /// A vCPU did not pause.
-    #[error("vCPU {0} did not pause for the snapshot: {1}")]
-    Pause(u8, String),
+    /// A vCPU could not save its state.
+    #[error("vCPU {cpu} did not pause for the snapshot: {source}")]
+    PauseFailed {
+        /// The vCPU.
+        cpu: u8,
+        /// Why.
+        source: Box<SnapshotError>,
+    },
+    /// A vCPU did not answer in time.
+    #[error("vCPU {cpu} did not pause for the snapshot: no answer in {} s", .timeout.as_secs())]
+    PauseTimeout {
+        /// The first vCPU still missing.
+        cpu: u8,
+        /// How long the VMM waited.
+        timeout: std::time::Duration,
+    },
+    /// Something else happened while the vCPUs paused.
+    #[error("vCPU {cpu} did not pause for the snapshot: {event}")]
+    PauseInterrupted {
+        /// The first vCPU still missing.
+        cpu: u8,
+        /// The event that came instead, as the VMM prints it.
+        event: String,
+    },
 }
 
 /// Reads and checks the state of the snapshot in `dir`: format, version,
@@ -119,7 +204,7 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
             path: path.clone(),
             found,
         },
-        Decoded::Invalid(why) => SnapshotError::Invalid(why),
+        Decoded::Invalid(why) => SnapshotError::State(why),
     })?;
     let memory = dir.join(MEMORY_FILE);
     let len = std::fs::metadata(&memory)
@@ -130,11 +215,11 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
         })?
         .len();
     if len != snapshot.machine.memory_size {
-        return Err(SnapshotError::Invalid(format!(
-            "{} holds {len} bytes for {} bytes of guest RAM (truncated?)",
-            memory.display(),
-            snapshot.machine.memory_size
-        )));
+        return Err(SnapshotError::MemoryFileSize {
+            path: memory,
+            len,
+            size: snapshot.machine.memory_size,
+        });
     }
     Ok(snapshot)
 }

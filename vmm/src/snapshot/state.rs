@@ -131,59 +131,129 @@ pub struct Snapshot {
     pub devices: DeviceStates,
 }
 
+/// How a snapshot's parts disagree with each other or with the limits.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    /// The vCPU count is out of range.
+    #[error("{0} vCPUs (1 to {MAX_CPUS})")]
+    Cpus(u8),
+    /// The vCPU states do not match the vCPU count.
+    #[error("{states} vCPU states for {cpus} vCPUs")]
+    VcpuStates {
+        /// vCPU states.
+        states: usize,
+        /// vCPUs of the machine.
+        cpus: u8,
+    },
+    /// A vCPU state is out of order.
+    #[error("vCPU state {index} is for vCPU {id}")]
+    VcpuId {
+        /// Its place.
+        index: usize,
+        /// The vCPU it names.
+        id: u8,
+    },
+    /// A vCPU has too many MSRs.
+    #[error("vCPU {cpu} has {count} MSRs")]
+    Msrs {
+        /// The vCPU.
+        cpu: usize,
+        /// Its MSR count.
+        count: usize,
+    },
+    /// A vCPU has no or too many CPUID entries.
+    #[error("vCPU {cpu} has {count} CPUID entries")]
+    Cpuid {
+        /// The vCPU.
+        cpu: usize,
+        /// Its CPUID entry count.
+        count: usize,
+    },
+    /// Guest RAM's size is out of range or not page-aligned.
+    #[error("guest RAM of {0} bytes")]
+    MemorySize(u64),
+    /// Not the three irqchips (two PICs, the IOAPIC).
+    #[error("{0} irqchip states (3)")]
+    Irqchips(usize),
+    /// An irqchip state is out of order.
+    #[error("irqchip state {index} is of chip {chip}")]
+    IrqchipId {
+        /// Its place.
+        index: usize,
+        /// The chip it names.
+        chip: u32,
+    },
+    /// The virtio device states do not match the machine's devices.
+    #[error("{states} virtio device states for {disks} disks{}", if *.uring { " and pv-uring" } else { "" })]
+    VirtioStates {
+        /// Device states.
+        states: usize,
+        /// Disks of the machine.
+        disks: usize,
+        /// Whether the machine has pv-uring.
+        uring: bool,
+    },
+    /// The guest-signal command is too long.
+    #[error("a guest-signal command of {0} bytes")]
+    Command(usize),
+}
+
 impl Snapshot {
     /// Whether the parts agree with each other and with the limits; the
-    /// message names the value that does not.
-    pub fn check(&self) -> Result<(), String> {
+    /// error names the value that does not.
+    pub fn check(&self) -> Result<(), StateError> {
         let m = &self.machine;
         if m.cpus == 0 || m.cpus > MAX_CPUS {
-            return Err(format!("{} vCPUs (1 to {MAX_CPUS})", m.cpus));
+            return Err(StateError::Cpus(m.cpus));
         }
         if self.vcpus.len() != usize::from(m.cpus) {
-            return Err(format!(
-                "{} vCPU states for {} vCPUs",
-                self.vcpus.len(),
-                m.cpus
-            ));
+            return Err(StateError::VcpuStates {
+                states: self.vcpus.len(),
+                cpus: m.cpus,
+            });
         }
         for (i, v) in self.vcpus.iter().enumerate() {
             if usize::from(v.id) != i {
-                return Err(format!("vCPU state {i} is for vCPU {}", v.id));
+                return Err(StateError::VcpuId { index: i, id: v.id });
             }
             if v.msrs.len() > MAX_MSRS {
-                return Err(format!("vCPU {i} has {} MSRs", v.msrs.len()));
+                return Err(StateError::Msrs {
+                    cpu: i,
+                    count: v.msrs.len(),
+                });
             }
             if v.cpuid.is_empty() || v.cpuid.len() > MAX_CPUID {
-                return Err(format!("vCPU {i} has {} CPUID entries", v.cpuid.len()));
+                return Err(StateError::Cpuid {
+                    cpu: i,
+                    count: v.cpuid.len(),
+                });
             }
         }
         if !(16 << 20..=1 << 40).contains(&m.memory_size) || !m.memory_size.is_multiple_of(4096) {
-            return Err(format!("guest RAM of {} bytes", m.memory_size));
+            return Err(StateError::MemorySize(m.memory_size));
         }
         if self.vm.irqchips.len() != 3 {
-            return Err(format!("{} irqchip states (3)", self.vm.irqchips.len()));
+            return Err(StateError::Irqchips(self.vm.irqchips.len()));
         }
         for (i, chip) in self.vm.irqchips.iter().enumerate() {
             if chip.chip_id as usize != i {
-                return Err(format!("irqchip state {i} is of chip {}", chip.chip_id));
+                return Err(StateError::IrqchipId {
+                    index: i,
+                    chip: chip.chip_id,
+                });
             }
         }
         let virtio = m.disks.len() + usize::from(m.uring.is_some());
         if self.devices.virtio.len() != virtio {
-            return Err(format!(
-                "{} virtio device states for {} disks{}",
-                self.devices.virtio.len(),
-                m.disks.len(),
-                if m.uring.is_some() {
-                    " and pv-uring"
-                } else {
-                    ""
-                }
-            ));
+            return Err(StateError::VirtioStates {
+                states: self.devices.virtio.len(),
+                disks: m.disks.len(),
+                uring: m.uring.is_some(),
+            });
         }
         if let Some(c) = &self.devices.guest_signal.command {
             if c.len() > COMMAND_MAX {
-                return Err(format!("a guest-signal command of {} bytes", c.len()));
+                return Err(StateError::Command(c.len()));
             }
         }
         Ok(())

@@ -19,7 +19,7 @@ fn kvm(what: &'static str, cpu: u8) -> impl FnOnce(kvm_ioctls::Error) -> Snapsho
 }
 
 fn msr_batch(entries: &[kvm_msr_entry]) -> Result<Msrs, SnapshotError> {
-    Msrs::from_entries(entries).map_err(|e| SnapshotError::Invalid(format!("MSR list: {e:?}")))
+    Msrs::from_entries(entries).map_err(SnapshotError::MsrList)
 }
 
 /// Reads every MSR of `index` that KVM lets this vCPU read back. KVM_GET_MSRS
@@ -77,8 +77,10 @@ pub fn save(fd: &VcpuFd, id: u8, msr_index: &[u32]) -> Result<VcpuState, Snapsho
 
 /// The CPUID table of a saved vCPU, to set before [`restore`].
 pub fn cpuid(state: &VcpuState) -> Result<CpuId, SnapshotError> {
-    CpuId::from_entries(&state.cpuid)
-        .map_err(|e| SnapshotError::Invalid(format!("vCPU {} CPUID: {e:?}", state.id)))
+    CpuId::from_entries(&state.cpuid).map_err(|source| SnapshotError::Cpuid {
+        cpu: state.id,
+        source,
+    })
 }
 
 /// Loads a saved state into a fresh vCPU whose CPUID is already set, in
@@ -113,10 +115,11 @@ pub fn restore(fd: &VcpuFd, state: &VcpuState) -> Result<(), SnapshotError> {
         let msrs = msr_batch(&entries)?;
         let written = fd.set_msrs(&msrs).map_err(kvm("KVM_SET_MSRS", id))?;
         if written < chunk.len() {
-            return Err(SnapshotError::Invalid(format!(
-                "vCPU {id}: KVM refused MSR {:#x} = {:#x}",
-                chunk[written].0, chunk[written].1
-            )));
+            return Err(SnapshotError::MsrRefused {
+                cpu: id,
+                index: chunk[written].0,
+                value: chunk[written].1,
+            });
         }
     }
     fd.set_vcpu_events(&state.events)

@@ -436,7 +436,7 @@ impl VirtioDevice for Block {
                 got: queues.len(),
             });
         }
-        let host = |what: &str, e: std::io::Error| ActivateError::Host(format!("{what}: {e}"));
+        let host = |what, source| ActivateError::Io { what, source };
         // Enough entries for every descriptor of every queue.
         let entries = (u32::from(QUEUE_SIZE) * queues.len() as u32)
             .next_power_of_two()
