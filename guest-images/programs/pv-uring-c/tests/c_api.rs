@@ -21,17 +21,30 @@ fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The `libpv_uring_c.a` cargo built next to this test's binary
-/// (`target/<profile>/deps/c_api-*` -> `target/<profile>/`).
+/// The `libpv_uring_c.a` cargo built for this test: `cargo build` puts it
+/// in `target/<profile>/`, `cargo test` only in `target/<profile>/deps/`
+/// (with a hash in its name), so the newest of those is the one built
+/// from the sources this test was built from.
 fn staticlib() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let lib = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("libpv_uring_c.a");
-    assert!(lib.is_file(), "{} not built", lib.display());
-    lib
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let profile = deps.parent().expect("target/<profile>");
+    let uplifted = profile.join("libpv_uring_c.a");
+    let hashed = std::fs::read_dir(deps)
+        .expect("reading target/<profile>/deps")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libpv_uring_c-") && n.ends_with(".a"))
+        });
+    let newest = std::iter::once(uplifted)
+        .chain(hashed)
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p);
+    newest.unwrap_or_else(|| panic!("no libpv_uring_c.a under {}", profile.display()))
 }
 
 /// Compiles `c/<src>` with warnings as errors (linked with the static
