@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use thiserror::Error;
-use vm_memory::mmap::MmapRegionBuilder;
+use vm_memory::mmap::{MmapRegion, MmapRegionBuilder};
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use crate::config::{HugepagePolicy, MemoryConfig};
@@ -171,29 +171,13 @@ pub fn map_snapshot_ram(path: &std::path::Path, size: u64) -> Result<GuestRam, M
             size,
         });
     }
-    let mut regions = Vec::new();
-    for r in ram_regions(size) {
-        let file_offset = FileOffset::new(
-            file.try_clone().map_err(|source| MemoryError::Memfd {
-                what: "dup",
-                source,
-            })?,
-            r.file_offset,
-        );
-        let mapping = MmapRegionBuilder::new(r.len as usize)
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
-            .with_file_offset(file_offset)
-            .build()
-            .map_err(|source| MemoryError::Map {
-                addr: r.guest_addr,
-                len: r.len,
-                source,
-            })?;
-        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
-            .expect("a region from ram_regions never wraps the address space");
-        regions.push(region);
-    }
+    let regions = map_regions(
+        &file,
+        size,
+        libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        false,
+        |_| {},
+    )?;
     Ok(GuestRam {
         memory: GuestMemoryMmap::from_regions(regions)?,
         backing: Backing::Snapshot,
@@ -233,44 +217,17 @@ fn map_ram(config: &MemoryConfig, backing: Backing) -> Result<GuestRam, MemoryEr
             source,
         })?;
 
-    let mut regions = Vec::new();
-    for r in ram_regions(config.size) {
-        let map_err = |source| MemoryError::Map {
-            addr: r.guest_addr,
-            len: r.len,
-            source,
-        };
-        let file_offset = FileOffset::new(
-            file.try_clone().map_err(|source| MemoryError::Memfd {
-                what: "dup",
-                source,
-            })?,
-            r.file_offset,
-        );
-        let mapping = MmapRegionBuilder::new(r.len as usize)
-            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
-            .with_mmap_flags(libc::MAP_SHARED | libc::MAP_POPULATE)
-            .with_file_offset(file_offset)
-            .with_hugetlbfs(matches!(backing, Backing::Hugetlb(_)))
-            .build()
-            .map_err(map_err)?;
-        if backing == Backing::Shared {
-            // SAFETY: the range is exactly the mapping just created and
-            // owned by `mapping`; MADV_HUGEPAGE only changes paging policy.
-            let ret = unsafe {
-                libc::madvise(mapping.as_ptr().cast(), mapping.size(), libc::MADV_HUGEPAGE)
-            };
-            if ret != 0 {
-                log::debug!(
-                    "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
-                    std::io::Error::last_os_error()
-                );
+    let regions = map_regions(
+        &file,
+        config.size,
+        libc::MAP_SHARED | libc::MAP_POPULATE,
+        matches!(backing, Backing::Hugetlb(_)),
+        |mapping| {
+            if backing == Backing::Shared {
+                advise_hugepages(mapping);
             }
-        }
-        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
-            .expect("a region from ram_regions never wraps the address space");
-        regions.push(region);
-    }
+        },
+    )?;
     log::debug!(
         "guest RAM: {} MiB, {:?}, memfd {}",
         config.size >> 20,
@@ -281,6 +238,59 @@ fn map_ram(config: &MemoryConfig, backing: Backing) -> Result<GuestRam, MemoryEr
         memory: GuestMemoryMmap::from_regions(regions)?,
         backing,
     })
+}
+
+/// Maps `file` as guest RAM of `size` bytes, laid out as `ram_regions`,
+/// with `flags` (read-write); `each` sees every mapping before it becomes a
+/// region.
+fn map_regions(
+    file: &File,
+    size: u64,
+    flags: libc::c_int,
+    hugetlbfs: bool,
+    mut each: impl FnMut(&MmapRegion),
+) -> Result<Vec<GuestRegionMmap>, MemoryError> {
+    let mut regions = Vec::new();
+    for r in ram_regions(size) {
+        let file_offset = FileOffset::new(
+            file.try_clone().map_err(|source| MemoryError::Memfd {
+                what: "dup",
+                source,
+            })?,
+            r.file_offset,
+        );
+        let mapping = MmapRegionBuilder::new(r.len as usize)
+            .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+            .with_mmap_flags(flags)
+            .with_file_offset(file_offset)
+            .with_hugetlbfs(hugetlbfs)
+            .build()
+            .map_err(|source| MemoryError::Map {
+                addr: r.guest_addr,
+                len: r.len,
+                source,
+            })?;
+        each(&mapping);
+        let region = GuestRegionMmap::new(mapping, GuestAddress(r.guest_addr))
+            .expect("a region from ram_regions never wraps the address space");
+        regions.push(region);
+    }
+    Ok(regions)
+}
+
+/// Asks for transparent hugepages on ordinary shared guest RAM; a failure
+/// only costs speed, so it is logged.
+fn advise_hugepages(mapping: &MmapRegion) {
+    // SAFETY: the range is exactly the mapping `mapping` owns;
+    // MADV_HUGEPAGE only changes paging policy.
+    let ret =
+        unsafe { libc::madvise(mapping.as_ptr().cast(), mapping.size(), libc::MADV_HUGEPAGE) };
+    if ret != 0 {
+        log::debug!(
+            "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 #[cfg(test)]
