@@ -33,10 +33,10 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::Stdio;
 
-use common::{run_command, skip_without_kvm, Run};
+use common::{
+    pv_blocks as blocks, run_command, skip_without_kvm, Run, PV_BLOCK as BLOCK, PV_SEED as SEED,
+};
 
-const BLOCK: usize = 4096;
-const SEED: u32 = 0x5a17;
 const READ_BLOCKS: u64 = 256;
 const WRITE_BLOCK: u64 = 256;
 const WRITE_BLOCKS: u64 = 16;
@@ -111,20 +111,6 @@ const CASES: [&str; 56] = [
 const VMPIN_SLACK_KIB: u64 = 0;
 const RSS_SLACK_KIB: u64 = 16 << 10;
 const SUNRECLAIM_SLACK_KIB: u64 = 32 << 10;
-
-fn word(tag: u64, b: u64, j: u64) -> u64 {
-    (tag << 56) | ((u64::from(SEED) & 0xffff) << 40) | ((b & 0xff_ffff) << 16) | (j & 0xffff)
-}
-
-fn blocks(first: u64, n: u64, tag: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n as usize * BLOCK);
-    for b in first..first + n {
-        for j in 0..(BLOCK / 8) as u64 {
-            v.extend_from_slice(&word(tag, b, j).to_le_bytes());
-        }
-    }
-    v
-}
 
 struct TempDir(PathBuf);
 

@@ -18,10 +18,11 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{ringvisor, run_command, skip_without_kvm, Run};
+use common::{
+    pv_blocks as blocks, ringvisor, run_command, skip_without_kvm, Run, PV_BLOCK as BLOCK,
+    PV_SEED as SEED,
+};
 
-const BLOCK: usize = 4096;
-const SEED: u32 = 0x5a17;
 const READ_BLOCKS: u64 = 256;
 const WRITE_BLOCK: u64 = 256;
 const WRITE_BLOCKS: u64 = 16;
@@ -39,20 +40,6 @@ const PV_CASES: [&str; 4] = [
     "write-guest-pattern",
     "clone-all-to-empty",
 ];
-
-fn word(tag: u64, b: u64, j: u64) -> u64 {
-    (tag << 56) | ((u64::from(SEED) & 0xffff) << 40) | ((b & 0xff_ffff) << 16) | (j & 0xffff)
-}
-
-fn blocks(first: u64, n: u64, tag: u64) -> Vec<u8> {
-    let mut v = Vec::with_capacity(n as usize * BLOCK);
-    for b in first..first + n {
-        for j in 0..(BLOCK / 8) as u64 {
-            v.extend_from_slice(&word(tag, b, j).to_le_bytes());
-        }
-    }
-    v
-}
 
 /// The shared snapshot.
 struct Snap {

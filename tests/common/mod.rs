@@ -197,3 +197,24 @@ pub fn restore_cached(args: &[&str]) -> Run {
             .expect("spawning ringvisor run --restore"),
     )
 }
+
+/// Block size of the data pattern the pv-suite cases and the tests share.
+pub const PV_BLOCK: usize = 4096;
+/// Seed the tests pass to pv-suite (`--seed`), folded into every word.
+pub const PV_SEED: u32 = 0x5a17;
+
+/// Blocks `first..first + n` of the data pattern tagged `tag`: word `j` of
+/// block `b` is `tag << 56 | (seed & 0xffff) << 40 | (b & 0xffffff) << 16 |
+/// (j & 0xffff)`, little endian, as pv-suite writes and checks it.
+pub fn pv_blocks(first: u64, n: u64, tag: u64) -> Vec<u8> {
+    let word = |b: u64, j: u64| {
+        (tag << 56) | ((u64::from(PV_SEED) & 0xffff) << 40) | ((b & 0xff_ffff) << 16) | (j & 0xffff)
+    };
+    let mut v = Vec::with_capacity(n as usize * PV_BLOCK);
+    for b in first..first + n {
+        for j in 0..(PV_BLOCK / 8) as u64 {
+            v.extend_from_slice(&word(b, j).to_le_bytes());
+        }
+    }
+    v
+}
