@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use uring_abi::wire::arena_chunk_size;
 
+use super::control::ArenaRun;
 use super::ring::{Buf, HostRing};
 
 /// How to build the arena.
@@ -282,6 +283,52 @@ impl Arena {
     /// The host ring's table: chunk `i` is buffer `i`.
     pub fn bufs(&self) -> &[Option<Buf>] {
         self.ring.bufs()
+    }
+
+    /// `EFAULT` unless every run's chunks are chunks of this arena (the
+    /// guest's chunk indices are never trusted).
+    pub fn check_runs(&self, runs: &[ArenaRun]) -> Result<(), i32> {
+        for r in runs {
+            let end = r.chunk.checked_add(r.nr);
+            if end.is_none_or(|end| end > self.chunks()) {
+                log::debug!(
+                    "pv-uring: arena run of chunks {}+{} is outside the {} chunks",
+                    r.chunk,
+                    r.nr,
+                    self.chunks()
+                );
+                return Err(libc::EFAULT);
+            }
+        }
+        Ok(())
+    }
+
+    /// Clones `runs` (checked by [`Arena::check_runs`], in increasing
+    /// `dst_off` order) of this arena's table into `ring`'s empty table,
+    /// one host clone per run: the first into the empty table, each later
+    /// one with `DST_REPLACE`, which keeps the entries below its `dst_off`
+    /// (all of them: the runs ascend). A failure takes back what the
+    /// earlier runs cloned; the caller holds the ring's lock throughout,
+    /// so no request can have used it.
+    pub fn clone_runs(&self, ring: &mut HostRing, runs: &[ArenaRun]) -> io::Result<()> {
+        for (i, r) in runs.iter().enumerate() {
+            if let Err(e) =
+                ring.clone_buffers(self.fd(), self.bufs(), i > 0, r.chunk, r.dst_off, r.nr)
+            {
+                log::warn!(
+                    "pv-uring: cloning arena run {i} (chunks {}+{}): {e}",
+                    r.chunk,
+                    r.nr
+                );
+                if i > 0 {
+                    if let Err(e) = ring.unregister_buffers() {
+                        log::error!("pv-uring: taking back arena runs: {e}");
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }
 
