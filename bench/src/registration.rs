@@ -10,7 +10,8 @@
 //! (`--uring arena=`): beside register, clone and table-clone they measure
 //! `arena` (ARENA_REGISTER of a pool of arena chunks on each ring, after
 //! one `arena-alloc`) and `arena-clone` (whole clones of an arena ring's
-//! table). An arena-only guest (`pv-bench --only arena`, small RAM)
+//! table), and `arena-rings` (one ARENA_REGISTER_RINGS giving all the
+//! rings the pool; each sample is the time for all of them). An arena-only guest (`pv-bench --only arena`, small RAM)
 //! measures the 1-to-64-ring sweep at [`ARENA_SWEEP_SIZE`] and the largest
 //! arena [`ARENA_LARGE`]; each arena guest's set-up (host allocation and
 //! registration, `RINGVISOR_ARENA`) is recorded in `arena_setup`. Host points on 2 MiB pages need free host
@@ -751,6 +752,8 @@ fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, 
             // The time until every ring holds the pool: one allocation,
             // then a registration per ring.
             "arena" => alloc()? + raw.iter().sum::<f64>(),
+            // One command for all the rings: each sample is all of them.
+            "arena-rings" => alloc()? + run.num(l, "median_us")?,
             // Ring 0 registers from the arena, the others clone it.
             "arena-clone" => {
                 let reg0 = single("arena", rings)
@@ -982,6 +985,28 @@ fn ratios(pts: &[Value], sweep: bool) -> Result<(Vec<Value>, Vec<[String; 3]>), 
             let (r, row) = arena_ratios(pts, p, &at, name)?;
             ratios.extend(r);
             table.push(row);
+        } else if p["method"] == "arena-rings" {
+            let per_ring = same_place(pts, p, "arena");
+            if let Some(a) = per_ring {
+                ratios.push(at.ratio("arena-rings/arena total", total(p) / total(a))?);
+            }
+            table.push([
+                name,
+                format!(
+                    "one arena register for all {} rings {}",
+                    at.rings,
+                    us(median(p))
+                ),
+                format!(
+                    "all {} rings hold the pool after {}{}",
+                    at.rings,
+                    us(total(p)),
+                    per_ring.map_or(String::new(), |a| format!(
+                        " ({} one ring at a time)",
+                        us(total(a))
+                    ))
+                ),
+            ]);
         } else if p["method"] == "register" {
             let reg = median(p);
             for other in ["clone", "table-clone", "arena", "arena-clone"] {
