@@ -1528,19 +1528,33 @@ mod tests {
             line("arena-alloc", "30.0"),
             line("arena", "1.0,1.5,2.0"),
             line("arena-clone", "4.0,5.0"),
+            line("arena-rings", "1.0,1.5,2.0"),
         ];
         let run = run_of(&lines.iter().map(String::as_str).collect::<Vec<_>>());
         let pts = guest_points(&run, "pv-bench", "guest-pv-arena").unwrap();
         let methods: Vec<&str> = pts.iter().map(|p| p["method"].as_str().unwrap()).collect();
-        assert_eq!(methods, ["arena", "arena-clone"]);
+        assert_eq!(methods, ["arena", "arena-clone", "arena-rings"]);
         let total = |i: usize| pts[i]["total"]["value"].as_f64().unwrap();
         // The allocation, then every ring's registration; for the clones
-        // ring 0's registration first.
-        assert_eq!((total(0), total(1)), (34.5, 40.0));
-        let (_, table) = ratios(&pts, true).unwrap();
+        // ring 0's registration first; for one command for all the rings
+        // its median sample (each sample is all of them).
+        assert_eq!((total(0), total(1), total(2)), (34.5, 40.0, 31.5));
+        let (ratios, table) = ratios(&pts, true).unwrap();
         assert!(
             table[0][2].contains("all 3 rings hold the pool after 34.5 us"),
             "{table:?}"
+        );
+        assert!(
+            table[1][2].contains("all 3 rings hold the pool after 31.5 us (34.5 us one ring"),
+            "{table:?}"
+        );
+        let r = ratios
+            .iter()
+            .find(|r| r["ratio"] == "arena-rings/arena total")
+            .expect("the arena-rings ratio");
+        assert!(
+            (r["value"]["value"].as_f64().unwrap() - 31.5 / 34.5).abs() < 1e-3,
+            "{r}"
         );
         // Without its allocation line the arena total is not made up.
         let run = run_of(&[lines[1].as_str()]);
