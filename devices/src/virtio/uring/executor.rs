@@ -685,9 +685,10 @@ impl Executor {
 
     /// ARENA_REGISTER (one ring) and ARENA_REGISTER_RINGS: clones `runs`
     /// of the arena's host table into each ring's empty table
-    /// ([`Arena::clone_runs`]), with every ring's lock held throughout
-    /// (taken in id order), so that it is all of them or none: a failure
-    /// takes back the rings done before, which no request can have used.
+    /// ([`Arena::clone_runs_into`]), with every ring's lock held
+    /// throughout (taken in id order), so that it is all of them or none:
+    /// a failure takes back the rings done, which no request can have
+    /// used.
     /// The parser checked the runs' order, `max_buffers` and that no ring
     /// is named twice; the chunks are checked against this VM's arena.
     fn arena_register(&mut self, ids: &[u32], runs: &[ArenaRun]) -> Result<Response, i32> {
@@ -711,16 +712,10 @@ impl Executor {
             return Err(libc::EBUSY);
         }
         arena.check_runs(runs)?;
-        for k in 0..held.len() {
-            if let Err(e) = arena.clone_runs(&mut held[k].ring, runs) {
-                log::warn!("pv-uring: ring {}: arena registration: {e}", cores[k].0);
-                for (c, (id, _)) in held[..k].iter_mut().zip(&cores) {
-                    if let Err(e) = c.ring.unregister_buffers() {
-                        log::error!("pv-uring: ring {id}: taking back arena runs: {e}");
-                    }
-                }
-                return Err(errno_of(&e));
-            }
+        let mut rings: Vec<&mut HostRing> = held.iter_mut().map(|c| &mut c.ring).collect();
+        if let Err(e) = arena.clone_runs_into(&mut rings, runs) {
+            log::warn!("pv-uring: rings {ids:?}: arena registration: {e}");
+            return Err(errno_of(&e));
         }
         Ok(Response {
             id: ids.len() as u32,

@@ -3271,6 +3271,33 @@ fn arena_register_rings_gives_every_ring_the_runs_in_one_command() {
     rig.assert_no_host_address();
 }
 
+/// Enough rings that the host clones on several threads (each with a
+/// source of its own): every ring gets the runs and moves data at them.
+#[test]
+fn arena_register_rings_on_many_rings_fills_every_table() {
+    let _s = serial();
+    let mut rig = Rig::with(Opts {
+        rings: 24,
+        ..arena_opts()
+    });
+    let rings: Vec<(u32, GuestRingView)> = (0..24).map(|_| rig.create(4)).collect();
+    let ids: Vec<u32> = rings.iter().rev().map(|r| r.0).collect();
+    let r = rig.arena_register_rings(&ids, &[(3, 1, 0), (5, 3, 2)]);
+    assert_eq!((r.status, r.value, r.id), (0, 5, 24), "{r:?}");
+    for (id, view) in &rings {
+        assert!(rig.lands_at_arena(*id, view, 3), "ring {id}");
+        let cqes = rig.run(
+            *id,
+            view,
+            &[
+                fixed(IORING_OP_READ_FIXED, 0, 512, 0, 1, 1),
+                fixed(IORING_OP_READ_FIXED, CHUNK - 512, 512, 0, 4, 2),
+            ],
+        );
+        assert_eq!(cqes, vec![(1, -libc::EFAULT), (2, 512)], "ring {id}");
+    }
+}
+
 /// Every refusal of ARENA_REGISTER_RINGS leaves every ring it names
 /// without buffers (all or none), and the device keeps serving: an unknown
 /// ring among good ones, a ring named twice, 0 or 257 rings, a chunk
