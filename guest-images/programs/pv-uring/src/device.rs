@@ -631,8 +631,12 @@ impl PvRing {
         let fds: Vec<RawFd> = rings.iter().map(|r| r.fd()).collect();
         let n = crate::arena::register_rings(owner, &fds, runs, -1)?;
         let table = crate::arena::table(runs, maps, n, chunk_size);
+        // Into each ring's own vector, reusing its capacity: a fresh
+        // allocation per ring costs page faults, each an emulated guest
+        // kernel entry on nested PVM.
         for r in &mut rings {
-            r.extents = table.clone();
+            r.extents.clear();
+            r.extents.extend_from_slice(&table);
         }
         Ok(n)
     }
