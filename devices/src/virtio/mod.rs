@@ -6,11 +6,13 @@
 //! configured queues to the device when the driver sets `DRIVER_OK`. Devices
 //! signal the guest through a [`VirtioInterrupt`] (interrupt status bits
 //! plus an eventfd that the VMM wires to a KVM irqfd), so nothing here knows
-//! KVM.
+//! KVM. Both devices run a [`worker::Worker`] thread over a
+//! [`worker::EventLoop`].
 
 pub mod block;
 pub mod mmio;
 pub mod uring;
+pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use mmio::MmioTransport;
+pub use worker::{chain_descs, Desc};
 
 /// `VIRTIO_F_VERSION_1`: the device is a virtio 1.x (non-legacy) device.
 pub const VIRTIO_F_VERSION_1: u32 = 32;

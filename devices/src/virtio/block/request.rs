@@ -44,16 +44,7 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP`.
 pub const FLAG_UNMAP: u32 = 1;
 
-/// One descriptor as the driver wrote it (nothing checked yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Desc {
-    /// Guest-physical address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub len: u32,
-    /// `VIRTQ_DESC_F_WRITE`: the device writes it.
-    pub write_only: bool,
-}
+pub use crate::virtio::Desc;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
