@@ -96,10 +96,15 @@ pub enum ActivateError {
         /// Why.
         source: std::io::Error,
     },
-    /// A host resource could not be set up, described in words (for
-    /// devices whose failures are not one host call).
-    #[error("{0}")]
-    Host(String),
+}
+
+/// Why a device cannot be snapshotted now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotBlocker {
+    /// pv-uring rings exist: a snapshot holds no rings (their host io_uring
+    /// instances and registrations live outside guest memory).
+    #[error("pv-uring has {0} live rings; snapshots are taken before any ring exists")]
+    LiveRings(usize),
 }
 
 /// A virtio device model behind a transport.
@@ -141,7 +146,7 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// Why the device cannot be snapshotted now (its state lives beyond its
     /// queues and configuration), or `None` when it can. `None` by default.
-    fn snapshot_blocker(&self) -> Option<String> {
+    fn snapshot_blocker(&self) -> Option<SnapshotBlocker> {
         None
     }
 }

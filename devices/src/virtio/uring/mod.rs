@@ -73,7 +73,7 @@ use self::arena::{Arena, ArenaConfig, ArenaError};
 use self::poller::POLL_IDLE;
 use self::ring::RingArea;
 use super::worker::Worker;
-use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::{ActivateError, SnapshotBlocker, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 
 pub use self::doorbell::{DoorbellPage, Doorbells};
 pub use self::executor::{Answered, Executor, ExecutorPolicy, Reply, RingCore};
@@ -447,12 +447,10 @@ impl VirtioDevice for PvUring {
         self.worker = None;
     }
 
-    fn snapshot_blocker(&self) -> Option<String> {
+    fn snapshot_blocker(&self) -> Option<SnapshotBlocker> {
         // Snapshots hold no rings yet: a live ring has its doorbell set.
         let live = self.doorbells.0.read().unwrap_or_else(|e| e.into_inner());
         let rings = live.iter().filter(|d| d.is_some()).count();
-        (rings > 0).then(|| {
-            format!("pv-uring has {rings} live rings; snapshots are taken before any ring exists")
-        })
+        (rings > 0).then_some(SnapshotBlocker::LiveRings(rings))
     }
 }
