@@ -71,6 +71,11 @@ impl Where {
     fn huge_host(self) -> bool {
         matches!(self, Where::Host(_, true) | Where::HostSweep(_, true))
     }
+
+    /// Measured on the host (no guest).
+    fn host(self) -> bool {
+        matches!(self, Where::Host(..) | Where::HostSweep(..))
+    }
 }
 
 /// Host pools: 64 MiB doubling to 4 GiB (the "at least 4 GiB";
@@ -343,43 +348,6 @@ impl Drop for Mapping {
     }
 }
 
-/// `struct io_uring_clone_buffers`.
-#[repr(C)]
-#[derive(Default)]
-struct CloneBuffers {
-    src_fd: u32,
-    flags: u32,
-    src_off: u32,
-    dst_off: u32,
-    nr: u32,
-    pad: [u32; 3],
-}
-
-const IORING_REGISTER_CLONE_BUFFERS: libc::c_uint = 30;
-
-/// IORING_REGISTER_CLONE_BUFFERS of every buffer of `src` into `dst`.
-fn clone_buffers(dst: &IoUring, src: &IoUring) -> std::io::Result<()> {
-    let arg = CloneBuffers {
-        src_fd: src.as_raw_fd() as u32,
-        ..Default::default()
-    };
-    // SAFETY: io_uring_register with a live, correctly laid out argument.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_io_uring_register,
-            dst.as_raw_fd(),
-            IORING_REGISTER_CLONE_BUFFERS,
-            &arg as *const CloneBuffers,
-            1,
-        )
-    };
-    if r < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 fn host_err(what: String) -> impl FnOnce(std::io::Error) -> BenchError {
     move |source| BenchError::Host { what, source }
 }
@@ -609,7 +577,8 @@ fn host_measure(
                 .unregister_buffers()
                 .map_err(host_err(format!("{what}: unregister")))?;
             let t = Instant::now();
-            clone_buffers(r, &rings[0])
+            r.submitter()
+                .register_buffers_clone(rings[0].as_raw_fd())
                 .map_err(host_err(format!("{what}: IORING_REGISTER_CLONE_BUFFERS")))?;
             clone.push(t.elapsed().as_nanos() as f64 / 1e3);
             r.submitter()
@@ -927,124 +896,211 @@ fn release(huge: &mut Option<Result<Option<Reservation>, String>>, record: &mut 
     }
 }
 
+/// Where a point was measured: (source, pool bytes, page, rings).
+struct At<'a> {
+    src: &'a str,
+    size: u64,
+    page: &'a str,
+    rings: u64,
+}
+
+impl<'a> At<'a> {
+    fn of(p: &'a Value) -> Self {
+        At {
+            src: p["source"].as_str().unwrap_or(""),
+            size: p["pool_bytes"].as_u64().unwrap_or(0),
+            page: p["page"].as_str().unwrap_or(""),
+            rings: p["rings"].as_u64().unwrap_or(0),
+        }
+    }
+
+    /// The summary table's name of the point (`sweep`: with its rings).
+    fn name(&self, sweep: bool) -> String {
+        let (src, size, pg, rings) = (self.src, size_label(self.size), self.page, self.rings);
+        if sweep {
+            let s = if rings == 1 { "" } else { "s" };
+            format!("{src} {size} of {pg} pages, {rings} ring{s}")
+        } else {
+            format!("{src} {size} of {pg} pages")
+        }
+    }
+
+    /// The `ratios` record of `ratio` (e.g. `register/clone`) here.
+    fn ratio(&self, ratio: &str, value: f64) -> Result<Value, BenchError> {
+        let what = format!(
+            "{} {} {} {} rings {ratio}",
+            self.src,
+            size_label(self.size),
+            self.page,
+            self.rings
+        );
+        Ok(json!({
+            "source": self.src,
+            "pool_bytes": self.size,
+            "page": self.page,
+            "rings": self.rings,
+            "ratio": ratio,
+            "value": fig(&what, value, "x")?,
+        }))
+    }
+}
+
+fn median(p: &Value) -> f64 {
+    p["median"]["value"].as_f64().unwrap_or(f64::NAN)
+}
+
+fn total(p: &Value) -> f64 {
+    p["total"]["value"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The point of `method` measured where `p` was, in `pts`.
+fn same_place<'a>(pts: &'a [Value], p: &Value, method: &str) -> Option<&'a Value> {
+    pts.iter().find(|q| {
+        q["source"] == p["source"]
+            && q["method"] == method
+            && q["pool_bytes"] == p["pool_bytes"]
+            && q["page"] == p["page"]
+            && q["rings"] == p["rings"]
+    })
+}
+
 /// Register / other-method ratios of medians, and summary-table rows, of
 /// `pts` (each (source, size, page, rings) once).
 fn ratios(pts: &[Value], sweep: bool) -> Result<(Vec<Value>, Vec<[String; 3]>), BenchError> {
-    let find = |p: &Value, m: &str| {
-        pts.iter().find(|q| {
-            q["source"] == p["source"]
-                && q["method"] == m
-                && q["pool_bytes"] == p["pool_bytes"]
-                && q["page"] == p["page"]
-                && q["rings"] == p["rings"]
-        })
-    };
-    let med = |p: &Value| p["median"]["value"].as_f64().unwrap_or(f64::NAN);
-    let tot = |p: &Value| p["total"]["value"].as_f64().unwrap_or(f64::NAN);
     let mut ratios = Vec::new();
     let mut table = Vec::new();
     for p in pts {
-        let (src, size, pg, rings) = (
-            p["source"].as_str().unwrap_or(""),
-            p["pool_bytes"].as_u64().unwrap_or(0),
-            p["page"].as_str().unwrap_or(""),
-            p["rings"].as_u64().unwrap_or(0),
-        );
-        let name = if sweep {
-            let s = if rings == 1 { "" } else { "s" };
-            format!("{src} {} of {pg} pages, {rings} ring{s}", size_label(size))
-        } else {
-            format!("{src} {} of {pg} pages", size_label(size))
-        };
-        if p["method"] == "first-register" && rings == 1 {
+        let at = At::of(p);
+        let name = at.name(sweep);
+        if p["method"] == "first-register" && at.rings == 1 {
             table.push([
                 name,
-                format!("first register {}", us(med(p))),
+                format!("first register {}", us(median(p))),
                 "1 ring".into(),
             ]);
-            continue;
-        }
-        if p["method"] == "arena" {
-            // The target: within 2x of a pv clone of the pool.
-            if let Some(c) = find(p, "clone") {
-                let what = format!("{src} {} {pg} {rings} rings arena", size_label(size));
-                ratios.push(json!({
-                    "source": src,
-                    "pool_bytes": size,
-                    "page": pg,
-                    "rings": rings,
-                    "ratio": "arena/clone",
-                    "value": fig(&what, med(p) / med(c), "x")?,
-                }));
+        } else if p["method"] == "arena" {
+            let (r, row) = arena_ratios(pts, p, &at, name)?;
+            ratios.extend(r);
+            table.push(row);
+        } else if p["method"] == "register" {
+            let reg = median(p);
+            for other in ["clone", "table-clone", "arena", "arena-clone"] {
+                let Some(c) = same_place(pts, p, other) else {
+                    continue;
+                };
+                ratios.push(at.ratio(&format!("register/{other}"), reg / median(c))?);
+                let third = if sweep {
+                    format!(
+                        "{:.1}x; all {} rings: {} / {}",
+                        reg / median(c),
+                        at.rings,
+                        us(total(p)),
+                        us(total(c))
+                    )
+                } else {
+                    format!("{:.1}x", reg / median(c))
+                };
+                table.push([
+                    name.clone(),
+                    format!("register {} / {other} {}", us(reg), us(median(c))),
+                    third,
+                ]);
             }
-            let floor = find(p, "clone-small").map(|c| {
-                format!(
-                    " / pv clone of a 2 MiB guest pool {} ({:.1}x)",
-                    us(med(c)),
-                    med(p) / med(c)
-                )
-            });
-            if let Some(c) = find(p, "clone-small") {
-                let what = format!("{src} {} {pg} {rings} rings floor", size_label(size));
-                ratios.push(json!({
-                    "source": src,
-                    "pool_bytes": size,
-                    "page": pg,
-                    "rings": rings,
-                    "ratio": "arena/clone-small",
-                    "value": fig(&what, med(p) / med(c), "x")?,
-                }));
-            }
-            table.push([
-                name.clone(),
-                format!("arena register {}{}", us(med(p)), floor.unwrap_or_default()),
-                format!("all {rings} rings hold the pool after {}", us(tot(p))),
-            ]);
-            continue;
-        }
-        if p["method"] != "register" {
-            continue;
-        }
-        let reg = med(p);
-        for other in ["clone", "table-clone", "arena", "arena-clone"] {
-            let Some(c) = find(p, other) else {
-                continue;
-            };
-            let what = format!("{src} {} {pg} {rings} rings", size_label(size));
-            ratios.push(json!({
-                "source": src,
-                "pool_bytes": size,
-                "page": pg,
-                "rings": rings,
-                "ratio": format!("register/{other}"),
-                "value": fig(&what, reg / med(c), "x")?,
-            }));
-            let third = if sweep {
-                format!(
-                    "{:.1}x; all {rings} rings: {} / {}",
-                    reg / med(c),
-                    us(tot(p)),
-                    us(tot(c))
-                )
-            } else {
-                format!("{:.1}x", reg / med(c))
-            };
-            table.push([
-                name.clone(),
-                format!("register {} / {other} {}", us(reg), us(med(c))),
-                third,
-            ]);
         }
     }
     Ok((ratios, table))
 }
 
+/// An `arena` point's ratios, against a pv clone of the pool (the issue's
+/// target: within 2x) and against the clone of a 2 MiB guest pool (the
+/// command's floor), and its table row.
+fn arena_ratios(
+    pts: &[Value],
+    p: &Value,
+    at: &At,
+    name: String,
+) -> Result<(Vec<Value>, [String; 3]), BenchError> {
+    let mut ratios = Vec::new();
+    if let Some(c) = same_place(pts, p, "clone") {
+        ratios.push(at.ratio("arena/clone", median(p) / median(c))?);
+    }
+    let floor = same_place(pts, p, "clone-small");
+    if let Some(c) = floor {
+        ratios.push(at.ratio("arena/clone-small", median(p) / median(c))?);
+    }
+    let floor = floor.map(|c| {
+        format!(
+            " / pv clone of a 2 MiB guest pool {} ({:.1}x)",
+            us(median(c)),
+            median(p) / median(c)
+        )
+    });
+    let row = [
+        name,
+        format!(
+            "arena register {}{}",
+            us(median(p)),
+            floor.unwrap_or_default()
+        ),
+        format!(
+            "all {} rings hold the pool after {}",
+            at.rings,
+            us(total(p))
+        ),
+    ];
+    Ok((ratios, row))
+}
+
+/// What the points of a run collect.
+#[derive(Default)]
+struct Collected {
+    /// Pool-size points (`points`).
+    pts: Vec<Value>,
+    /// Rings-sweep points (`rings_sweep`).
+    sweep: Vec<Value>,
+    /// `{"point", "reason"}` of each point skipped.
+    skipped: Vec<Value>,
+    /// Each arena guest's set-up (`arena_setup`).
+    arena_setup: Vec<Value>,
+}
+
+impl Collected {
+    fn skip(&mut self, point: &str, reason: String) {
+        self.skipped.push(json!({"point": point, "reason": reason}));
+    }
+
+    /// The suite's results.json part and summary rows.
+    fn output(self, huge_record: Value) -> Result<SuiteOutput, BenchError> {
+        let (ratios_size, mut table) = ratios(&self.pts, false)?;
+        let (ratios_sweep, table_sweep) = ratios(&self.sweep, true)?;
+        table.extend(table_sweep);
+        table.extend(arena_rows(&self.arena_setup, &self.pts, &self.sweep));
+        for s in &self.skipped {
+            table.push([
+                s["point"].as_str().unwrap_or("?").to_string(),
+                "skipped".into(),
+                s["reason"].as_str().unwrap_or("?").to_string(),
+            ]);
+        }
+        Ok(SuiteOutput {
+            json: json!({
+                "points": self.pts,
+                "ratios": ratios_size,
+                "rings_sweep": self.sweep,
+                "rings_sweep_ratios": ratios_sweep,
+                "host_hugepages": huge_record,
+                "arena_setup": self.arena_setup,
+                "points_filter": points_filter(),
+                "skipped": self.skipped,
+            }),
+            table,
+        })
+    }
+}
+
 pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, BenchError> {
-    let mut pts: Vec<Value> = Vec::new();
-    let mut sweep: Vec<Value> = Vec::new();
-    let mut skipped: Vec<Value> = Vec::new();
+    let mut got = Collected::default();
     let mut huge_record = Value::Null;
-    let mut arena_setup: Vec<Value> = Vec::new();
     // Decided at the first 2 MiB host point; a reservation lives until
     // the first guest point (or an error: its Drop restores the pool).
     let mut huge: Option<Result<Option<Reservation>, String>> = None;
@@ -1053,165 +1109,170 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
         if w.huge_host() && huge.is_none() {
             huge = Some(reserve_huge(ctx, host_huge_needed(ctx), &mut huge_record));
         }
-        let huge_skip = match &huge {
-            Some(Err(reason)) if w.huge_host() => Some(reason.clone()),
-            _ => None,
-        };
-        if let Some(reason) = huge_skip {
-            skipped.push(json!({"point": p.label, "reason": reason}));
+        if let Some(Err(reason)) = huge.as_ref().filter(|_| w.huge_host()) {
+            got.skip(&p.label, reason.clone());
             pb.inc(1);
             continue;
         }
+        if !w.host() {
+            // Guests run without the host points' hugepages.
+            release(&mut huge, &mut huge_record);
+        }
         match w {
             Where::Host(size, h) | Where::HostSweep(size, h) => {
-                let what = label(ctx, w);
-                if h {
-                    if let Some(reason) = huge_pool_short(size.div_ceil(HUGE_2M)) {
-                        skipped.push(json!({"point": p.label, "reason": reason}));
-                        pb.inc(1);
-                        continue;
-                    }
-                    wait_for_free_huge(size.div_ceil(HUGE_2M), Duration::from_secs(10));
-                }
-                let m = match Mapping::new(size as usize, h) {
-                    Ok(m) => m,
-                    // Another process may take the hugepages between the
-                    // check and the mapping: a skip, said as such.
-                    Err(e) if h => {
-                        skipped.push(json!({
-                            "point": p.label,
-                            "reason": format!("mmap of {} of 2 MiB host pages: {e}", size_label(size)),
-                        }));
-                        pb.inc(1);
-                        continue;
-                    }
-                    Err(e) => return Err(host_err(format!("{what}: mmap"))(e)),
-                };
-                if matches!(w, Where::Host(..)) {
-                    let r =
-                        host_measure(&what, &m, SIZE_RINGS, host_rounds(SIZE_RINGS, ctx.quick))?;
-                    pts.extend(host_points(size, h, SIZE_RINGS, &r, false)?);
-                } else {
-                    for n in SWEEP_RINGS {
-                        let r = host_measure(&what, &m, n, host_rounds(n, ctx.quick))?;
-                        sweep.extend(host_points(size, h, n, &r, true)?);
-                    }
-                }
+                host_point(ctx, w, size, h, &p.label, &mut got)?
             }
-            Where::RingPool(size) | Where::PvBench(size) => {
-                release(&mut huge, &mut huge_record);
-                // Guest RAM on host 2 MiB pages, reserved for this guest
-                // alone (as for the host points) and given back after it:
-                // on ordinary host memory every guest page the guest
-                // kernel touches is a 4 KiB shadow-paging entry, which
-                // doubled the in-guest clone at 4 GiB (5.2 ms against
-                // 2.2-2.6 ms on hugepages).
-                let pv = matches!(w, Where::PvBench(_));
-                // pv-bench guests also have an arena of the pool's size,
-                // on host 2 MiB pages when the reservation gets them.
-                let arena_pages = if pv { size.div_ceil(HUGE_2M) } else { 0 };
-                let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20) + arena_pages;
-                wait_for_surplus_release(Duration::from_secs(10));
-                let mut ram_record = Value::Null;
-                let ram = reserve_huge(ctx, ram_pages, &mut ram_record);
-                let on_huge = ram.is_ok() && free_hugepages(HUGE_2M) >= ram_pages;
-                if let Err(why) = &ram {
-                    ram_record["error"] = why.clone().into();
-                }
-                let run = run_guest(ctx, &p.label, &guest_args(ctx, size, pv, on_huge));
-                drop(ram);
-                let run = run?;
-                let ram_pages_used = if on_huge { "2M" } else { "4K" };
-                if pv {
-                    arena_setup.push(arena_record(&run, &p.label, size)?);
-                }
-                let got = if pv {
-                    guest_points(&run, "pv-bench", "guest-pv-bench")?
-                } else {
-                    guest_points(&run, "ring-pool", "guest-ring-pool")?
-                };
-                for mut g in got {
-                    g["guest_ram_host_pages"] = ram_pages_used.into();
-                    // What the reservation found and did: why a guest ran
-                    // on 4K pages, when it did.
-                    g["guest_ram_reservation"] = ram_record.clone();
-                    if g["rings"] == guest_size_rings(size) && g["method"] != "first-register" {
-                        pts.push(g.clone());
-                    }
-                    if size == sweep_size(ctx) {
-                        sweep.push(g);
-                    }
-                }
-            }
-            Where::PvArena(size, is_sweep) => {
-                release(&mut huge, &mut huge_record);
-                // The arena's pages, guest RAM's (256) and the ring
-                // area's, which both take theirs first.
-                let pages = size.div_ceil(HUGE_2M) + 256 + 64;
-                wait_for_surplus_release(Duration::from_secs(10));
-                let mut record = Value::Null;
-                let reserved = reserve_huge(ctx, pages, &mut record);
-                if let Err(why) = &reserved {
-                    record["error"] = why.clone().into();
-                }
-                let run = run_guest(ctx, &p.label, &guest_arena_args(size, is_sweep));
-                drop(reserved);
-                let run = run?;
-                let mut setup = arena_record(&run, &p.label, size)?;
-                setup["reservation"] = record;
-                arena_setup.push(setup);
-                for g in guest_points(&run, "pv-bench", "guest-pv-arena")? {
-                    if is_sweep {
-                        sweep.push(g);
-                    } else {
-                        pts.push(g);
-                    }
-                }
-            }
-            Where::RingPoolSmall(size) => {
-                release(&mut huge, &mut huge_record);
-                let run = run_guest(ctx, &p.label, &guest_small_args(size))?;
-                for g in guest_points(&run, "ring-pool", "guest-ring-pool")? {
-                    if g["page"] != "4K" {
-                        return Err(BenchError::Missing {
-                            what: run.what.clone(),
-                            kind: format!("ring-pool line of 4K pages (got {})", g["page"]),
-                            stdout: String::new(),
-                        });
-                    }
-                    if g["rings"] == SIZE_RINGS && g["method"] != "first-register" {
-                        pts.push(g);
-                    }
-                }
-            }
+            Where::RingPool(size) => guest_pool_point(ctx, size, false, &p.label, &mut got)?,
+            Where::PvBench(size) => guest_pool_point(ctx, size, true, &p.label, &mut got)?,
+            Where::PvArena(size, sweep) => arena_point(ctx, size, sweep, &p.label, &mut got)?,
+            Where::RingPoolSmall(size) => small_point(ctx, size, &p.label, &mut got)?,
         }
         pb.inc(1);
     }
     release(&mut huge, &mut huge_record);
-    let (ratios_size, mut table) = ratios(&pts, false)?;
-    let (ratios_sweep, table_sweep) = ratios(&sweep, true)?;
-    table.extend(table_sweep);
-    table.extend(arena_rows(&arena_setup, &pts, &sweep));
-    for s in &skipped {
-        table.push([
-            s["point"].as_str().unwrap_or("?").to_string(),
-            "skipped".into(),
-            s["reason"].as_str().unwrap_or("?").to_string(),
-        ]);
+    got.output(huge_record)
+}
+
+/// A host point (`Host` or `HostSweep`): a pool of `size` bytes (2 MiB
+/// pages: `h`) mapped here, measured on 8 rings or on every count of
+/// the sweep.
+fn host_point(
+    ctx: &Ctx,
+    w: Where,
+    size: u64,
+    h: bool,
+    label: &str,
+    got: &mut Collected,
+) -> Result<(), BenchError> {
+    if h {
+        if let Some(reason) = huge_pool_short(size.div_ceil(HUGE_2M)) {
+            got.skip(label, reason);
+            return Ok(());
+        }
+        wait_for_free_huge(size.div_ceil(HUGE_2M), Duration::from_secs(10));
     }
-    Ok(SuiteOutput {
-        json: json!({
-            "points": pts,
-            "ratios": ratios_size,
-            "rings_sweep": sweep,
-            "rings_sweep_ratios": ratios_sweep,
-            "host_hugepages": huge_record,
-            "arena_setup": arena_setup,
-            "points_filter": points_filter(),
-            "skipped": skipped,
-        }),
-        table,
-    })
+    let m = match Mapping::new(size as usize, h) {
+        Ok(m) => m,
+        // Another process may take the hugepages between the check and
+        // the mapping: a skip, said as such.
+        Err(e) if h => {
+            let reason = format!("mmap of {} of 2 MiB host pages: {e}", size_label(size));
+            got.skip(label, reason);
+            return Ok(());
+        }
+        Err(e) => return Err(host_err(format!("{label}: mmap"))(e)),
+    };
+    if matches!(w, Where::Host(..)) {
+        let r = host_measure(label, &m, SIZE_RINGS, host_rounds(SIZE_RINGS, ctx.quick))?;
+        got.pts.extend(host_points(size, h, SIZE_RINGS, &r, false)?);
+    } else {
+        for n in SWEEP_RINGS {
+            let r = host_measure(label, &m, n, host_rounds(n, ctx.quick))?;
+            got.sweep.extend(host_points(size, h, n, &r, true)?);
+        }
+    }
+    Ok(())
+}
+
+/// Boots the guest of `label` with `pages` 2 MiB host pages reserved for
+/// it alone (as for the host points) and given back after it. `args` gets
+/// whether the reservation got them all. Gives the run, that, and what
+/// the reservation found and did.
+fn run_guest_reserved(
+    ctx: &Ctx,
+    label: &str,
+    pages: u64,
+    args: impl FnOnce(bool) -> Vec<String>,
+) -> Result<(GuestRun, bool, Value), BenchError> {
+    wait_for_surplus_release(Duration::from_secs(10));
+    let mut record = Value::Null;
+    let reserved = reserve_huge(ctx, pages, &mut record);
+    let on_huge = reserved.is_ok() && free_hugepages(HUGE_2M) >= pages;
+    if let Err(why) = &reserved {
+        record["error"] = why.clone().into();
+    }
+    let run = run_guest(ctx, label, &args(on_huge));
+    drop(reserved);
+    Ok((run?, on_huge, record))
+}
+
+/// A `RingPool` or (`pv`) `PvBench` guest point on a pool of `size` bytes.
+fn guest_pool_point(
+    ctx: &Ctx,
+    size: u64,
+    pv: bool,
+    label: &str,
+    got: &mut Collected,
+) -> Result<(), BenchError> {
+    // Guest RAM on host 2 MiB pages: on ordinary host memory every guest
+    // page the guest kernel touches is a 4 KiB shadow-paging entry, which
+    // doubled the in-guest clone at 4 GiB (5.2 ms against 2.2-2.6 ms on
+    // hugepages). pv-bench guests also have an arena of the pool's size,
+    // on host 2 MiB pages when the reservation gets them.
+    let arena_pages = if pv { size.div_ceil(HUGE_2M) } else { 0 };
+    let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20) + arena_pages;
+    let (run, on_huge, ram_record) = run_guest_reserved(ctx, label, ram_pages, |on_huge| {
+        guest_args(ctx, size, pv, on_huge)
+    })?;
+    let guest = if pv {
+        got.arena_setup.push(arena_record(&run, label, size)?);
+        guest_points(&run, "pv-bench", "guest-pv-bench")?
+    } else {
+        guest_points(&run, "ring-pool", "guest-ring-pool")?
+    };
+    for mut g in guest {
+        g["guest_ram_host_pages"] = page(on_huge).into();
+        // What the reservation found and did: why a guest ran on 4K
+        // pages, when it did.
+        g["guest_ram_reservation"] = ram_record.clone();
+        if g["rings"] == guest_size_rings(size) && g["method"] != "first-register" {
+            got.pts.push(g.clone());
+        }
+        if size == sweep_size(ctx) {
+            got.sweep.push(g);
+        }
+    }
+    Ok(())
+}
+
+/// A `PvArena` guest point: an arena of `size` bytes, every ring count
+/// of the sweep (`sweep`) or 1 and 64.
+fn arena_point(
+    ctx: &Ctx,
+    size: u64,
+    sweep: bool,
+    label: &str,
+    got: &mut Collected,
+) -> Result<(), BenchError> {
+    // The arena's pages, guest RAM's (256) and the ring area's, which
+    // both take theirs first.
+    let pages = size.div_ceil(HUGE_2M) + 256 + 64;
+    let (run, _, record) =
+        run_guest_reserved(ctx, label, pages, |_| guest_arena_args(size, sweep))?;
+    let mut setup = arena_record(&run, label, size)?;
+    setup["reservation"] = record;
+    got.arena_setup.push(setup);
+    let into = if sweep { &mut got.sweep } else { &mut got.pts };
+    into.extend(guest_points(&run, "pv-bench", "guest-pv-arena")?);
+    Ok(())
+}
+
+/// A `RingPoolSmall` guest point: ring-pool on 4 KiB guest pages.
+fn small_point(ctx: &Ctx, size: u64, label: &str, got: &mut Collected) -> Result<(), BenchError> {
+    let run = run_guest(ctx, label, &guest_small_args(size))?;
+    for g in guest_points(&run, "ring-pool", "guest-ring-pool")? {
+        if g["page"] != "4K" {
+            return Err(BenchError::Missing {
+                what: run.what.clone(),
+                kind: format!("ring-pool line of 4K pages (got {})", g["page"]),
+                stdout: String::new(),
+            });
+        }
+        if g["rings"] == SIZE_RINGS && g["method"] != "first-register" {
+            got.pts.push(g);
+        }
+    }
+    Ok(())
 }
 
 /// What an arena guest's VMM reported of the arena's set-up
@@ -1398,6 +1459,17 @@ mod tests {
             a.contains("/bin/ring-pool --rings 8 --size 268435456"),
             "{a}"
         );
+    }
+
+    #[test]
+    fn host_measure_registers_and_clones_on_every_other_ring() {
+        // 4 MiB of 4 KiB host pages: the in-process path of the host
+        // points (register, unregister, IORING_REGISTER_CLONE_BUFFERS).
+        let m = Mapping::new(4 << 20, false).unwrap();
+        let r = host_measure("test", &m, 3, 2).unwrap();
+        assert!(r.first_us > 0.0);
+        assert_eq!((r.register.len(), r.clone.len()), (4, 4));
+        assert!(r.clone.iter().all(|&us| us > 0.0), "{:?}", r.clone);
     }
 
     #[test]

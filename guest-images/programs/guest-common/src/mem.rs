@@ -73,6 +73,21 @@ impl Mapping {
     /// Maps and touches `len` bytes (rounded up to the page size) of `page`
     /// pages; 4 KiB pages are kept off transparent hugepages.
     pub fn with_page(len: usize, page: Page) -> std::io::Result<Self> {
+        Self::touched(len, page, false)
+    }
+
+    /// [`Mapping::with_page`], its pages touched from the last one down.
+    /// The guest kernel's hugetlb free list hands out its pages last-freed
+    /// first, so highest guest-physical address first: touching a pool
+    /// upwards maps it guest-physically backwards, one pv-uring extent
+    /// (host buffer) per 2 MiB page; from the top down it is as
+    /// guest-physically contiguous as the free list (usually one extent
+    /// per GiB).
+    pub fn with_page_top_down(len: usize, page: Page) -> std::io::Result<Self> {
+        Self::touched(len, page, true)
+    }
+
+    fn touched(len: usize, page: Page, top_down: bool) -> std::io::Result<Self> {
         let m = Self::reserve(len, page)?;
         if page == Page::Small4K {
             // Really 4 KiB pages even where THP is "always" (best effort).
@@ -82,9 +97,11 @@ impl Mapping {
         // Touch every page now: hugetlb faults may fail with SIGBUS when the
         // pool runs dry, better here than in a measurement or a case; 4 KiB
         // faults are slow in the guest, so do them once.
-        for off in (0..m.len).step_by(page.bytes()) {
-            // SAFETY: `off < len`, inside the mapping created above.
-            unsafe { m.ptr.add(off).write_volatile(0) };
+        let pages = m.len / page.bytes();
+        for i in 0..pages {
+            let n = if top_down { pages - 1 - i } else { i };
+            // SAFETY: page n < pages lies inside the mapping created above.
+            unsafe { m.ptr.add(n * page.bytes()).write_volatile(0) };
         }
         Ok(m)
     }
@@ -123,6 +140,19 @@ impl Mapping {
             .map(|i| libc::iovec {
                 iov_base: self.at(i * each).cast(),
                 iov_len: each,
+            })
+            .collect()
+    }
+
+    /// The first `total` bytes in iovecs of `each` bytes (the last one
+    /// the remainder).
+    pub fn iovecs_of(&self, total: usize, each: usize) -> Vec<libc::iovec> {
+        assert!(total <= self.len && each > 0);
+        (0..total)
+            .step_by(each)
+            .map(|off| libc::iovec {
+                iov_base: self.at(off).cast(),
+                iov_len: each.min(total - off),
             })
             .collect()
     }
@@ -203,6 +233,19 @@ mod tests {
         assert!(m.contains(base, 12_288));
         assert!(!m.contains(base, 12_289));
         assert!(!m.contains(base - 1, 1));
+        let iov = m.iovecs_of(10_000, 4096);
+        let lens: Vec<usize> = iov.iter().map(|v| v.iov_len).collect();
+        assert_eq!(lens, [4096, 4096, 1808]);
+        assert_eq!(iov[2].iov_base as u64, base + 8192);
+    }
+
+    #[test]
+    fn top_down_touches_every_page() {
+        let m = Mapping::with_page_top_down(3 * 4096 + 1, Page::Small4K).unwrap();
+        assert_eq!(m.len(), 4 * 4096);
+        // SAFETY: inside the mapping, which nothing else uses.
+        let got = unsafe { snapshot(m.at(0), m.len()) };
+        assert!(got.iter().all(|&b| b == 0));
     }
 
     #[test]

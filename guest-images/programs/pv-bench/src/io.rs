@@ -14,7 +14,8 @@
 
 use crate::params::Params;
 use crate::stats::{histogram, latency_fields, latency_of, num};
-use crate::{ns, Failure, Mapping};
+use crate::{ns, Failure};
+use guest_common::mem::{Mapping, Page};
 use hdrhistogram::Histogram;
 use pv_uring::uring_abi::wire::PVU_SQ_NEED_WAKEUP;
 use pv_uring::{Device, FixedBuf, InfoExt, PvRing, VURING_RING_POLLED};
@@ -141,17 +142,18 @@ impl IoRing {
         let mut r = PvRing::new(dev, entries, flags)
             .map_err(|e| Failure::new(format!("create {} ring", submit.name()), e))?;
         r.set_cq_eventfd(cq_eventfd);
-        let m = Mapping::new(qd * BS, false).map_err(|e| Failure::msg(format!("mmap: {e}")))?;
+        let m = Mapping::with_page_top_down(qd * BS, Page::Small4K)
+            .map_err(|e| Failure::msg(format!("mmap: {e}")))?;
         // Writes send this pattern; reads overwrite it.
         for i in 0..qd * BS {
             // SAFETY: inside the mapping, before any I/O uses it.
-            unsafe { m.ptr.add(i).write((i as u8) ^ 0x5a) };
+            unsafe { m.at(i).write((i as u8) ^ 0x5a) };
         }
-        r.register_buffers(&m.iovecs(qd * BS, qd * BS))
+        r.register_buffers(&m.iovecs_of(qd * BS, qd * BS))
             .map_err(|e| Failure::new("register", e))?;
         let slots: Vec<FixedBuf> = (0..qd)
             // SAFETY: pointer arithmetic inside the mapping.
-            .map(|i| r.translate(unsafe { m.ptr.add(i * BS) }, BS))
+            .map(|i| r.translate(m.at(i * BS), BS))
             .collect::<Result<_, _>>()
             .map_err(|e| Failure::new("translate", e))?;
         Ok(IoRing {
@@ -239,166 +241,228 @@ pub(crate) fn random_io(p: &Params, ring: &mut IoRing, op: Op, qd: u32) -> Resul
             ring.slots.len()
         )));
     }
-    let submit = ring.submit;
-    let cq_eventfd = ring.cq_eventfd;
-    let backend = p.backend;
-    let slots = &ring.slots;
-    let r = &mut ring.r;
-    let blocks = p.span / BS as u64;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64 ^ ((op as u64) << 32));
-    let mut started = vec![Instant::now(); qd];
-    // Request latencies in ns, every one of them.
-    let mut lat = histogram();
-    let mut d = Diag::new();
-    let issue = |r: &mut PvRing, slot: usize, started: &mut [Instant], rng: &mut Rng| {
-        let off = (rng.next() % blocks) * BS as u64;
-        let f = slots[slot];
-        let sqe = match op {
-            Op::Read => pv_uring::read_fixed(backend, f, BS as u32, off),
-            Op::Write => pv_uring::write_fixed(backend, f, BS as u32, off),
+    let mut run = IoRun {
+        r: &mut ring.r,
+        slots: &ring.slots,
+        op,
+        submit: ring.submit,
+        backend: p.backend,
+        blocks: p.span / BS as u64,
+        qd,
+        rng: Rng(0x9e37_79b9_7f4a_7c15 ^ qd as u64 ^ ((op as u64) << 32)),
+        started: vec![Instant::now(); qd],
+        lat: histogram(),
+        d: Diag::new(),
+        pending: None,
+        ops: 0,
+        inflight: qd,
+        stopping: false,
+        idle: Vec::with_capacity(qd),
+    };
+    for s in 0..qd {
+        run.issue(s)?;
+    }
+    run.flush();
+    let t0 = Instant::now();
+    run.drive(t0, t0 + Duration::from_millis(p.io_ms))?;
+    let secs = t0.elapsed().as_secs_f64();
+    run.report(p, ring.cq_eventfd, secs)
+}
+
+/// One run in progress: the ring, its slots, the loop's state and every
+/// figure it keeps (allocated before the timed loop).
+struct IoRun<'a> {
+    r: &'a mut PvRing,
+    slots: &'a [FixedBuf],
+    op: Op,
+    submit: Submit,
+    backend: u32,
+    /// 4 KiB blocks of the span the requests cover.
+    blocks: u64,
+    qd: usize,
+    rng: Rng,
+    /// When each slot's request was submitted.
+    started: Vec<Instant>,
+    /// Request latencies in ns, every one of them.
+    lat: Histogram<u64>,
+    d: Diag,
+    /// The oldest submission whose SQEs the host has not consumed yet:
+    /// when, and the SQ tail it published.
+    pending: Option<(Instant, u32)>,
+    /// Requests completed.
+    ops: u64,
+    inflight: usize,
+    /// The run's time is up: completed slots are not reissued.
+    stopping: bool,
+    /// Completed slots waiting for SQ space to be reissued.
+    idle: Vec<usize>,
+}
+
+impl IoRun<'_> {
+    /// Pushes a request of a random block into `slot`.
+    fn issue(&mut self, slot: usize) -> Result<(), Failure> {
+        let off = (self.rng.next() % self.blocks) * BS as u64;
+        let f = self.slots[slot];
+        let sqe = match self.op {
+            Op::Read => pv_uring::read_fixed(self.backend, f, BS as u32, off),
+            Op::Write => pv_uring::write_fixed(self.backend, f, BS as u32, off),
             Op::Nop => pv_uring::nop(),
         }
         .user_data(slot as u64);
-        started[slot] = Instant::now();
+        self.started[slot] = Instant::now();
         // SAFETY: each slot's 4 KiB is targeted by at most one request at a
         // time and nothing else touches it; the mapping outlives the ring.
-        unsafe { r.push(&sqe) }
-    };
-    // Publishes the tail (and rings the doorbell when the library decides
-    // to), timing the doorbell writes.
-    // The oldest submission whose SQEs the host has not consumed yet: when,
-    // and the SQ tail it published.
-    let mut pending: Option<(Instant, u32)> = None;
-    let picked_up = |r: &PvRing, d: &mut Diag, pending: &mut Option<(Instant, u32)>| {
-        if let Some((since, tail)) = *pending {
-            let (head, ..) = r.ring_indices();
+        unsafe { self.r.push(&sqe) }.map_err(|e| Failure::new("push", e))
+    }
+
+    /// Records the pickup of the pending submission, once the SQ head
+    /// has reached its tail.
+    fn picked_up(&mut self) {
+        if let Some((since, tail)) = self.pending {
+            let (head, ..) = self.r.ring_indices();
             if head.wrapping_sub(tail) as i32 >= 0 {
-                d.pickup_ns.saturating_record(ns(since.elapsed()));
-                *pending = None;
+                self.d.pickup_ns.saturating_record(ns(since.elapsed()));
+                self.pending = None;
             }
         }
-    };
-    let flush = |r: &mut PvRing, d: &mut Diag, pending: &mut Option<(Instant, u32)>| {
-        let rings = match submit {
+    }
+
+    /// Publishes the tail (and rings the doorbell when the library decides
+    /// to), timing the doorbell writes.
+    fn flush(&mut self) {
+        let rings = match self.submit {
             Submit::Doorbell => true,
-            Submit::Polled => r.sq_flags() & PVU_SQ_NEED_WAKEUP != 0,
+            Submit::Polled => self.r.sq_flags() & PVU_SQ_NEED_WAKEUP != 0,
         };
         let t = Instant::now();
-        let n = r.submit();
-        if n > 0 {
-            d.submits += 1;
+        if self.r.submit() > 0 {
+            self.d.submits += 1;
             if rings {
-                d.doorbell_ns.saturating_record(ns(t.elapsed()));
+                self.d.doorbell_ns.saturating_record(ns(t.elapsed()));
             }
-            if pending.is_none() {
-                *pending = Some((t, r.ring_indices().1));
+            if self.pending.is_none() {
+                self.pending = Some((t, self.r.ring_indices().1));
             }
         }
-    };
-    for s in 0..qd {
-        issue(r, s, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
     }
-    flush(r, &mut d, &mut pending);
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_millis(p.io_ms);
-    let mut ops: u64 = 0;
-    let mut inflight = qd;
-    let mut stopping = false;
-    let mut last_progress = t0;
-    let mut last_turn = t0;
-    let mut idle: Vec<usize> = Vec::with_capacity(qd);
-    while inflight > 0 || !idle.is_empty() {
-        let turn = Instant::now();
-        let gap = turn - last_turn;
-        if gap > STALL {
-            d.stalled(gap);
+
+    /// Polls until every request has completed after `end`, reissuing each
+    /// completed slot before then.
+    fn drive(&mut self, t0: Instant, end: Instant) -> Result<(), Failure> {
+        let mut last_progress = t0;
+        let mut last_turn = t0;
+        while self.inflight > 0 || !self.idle.is_empty() {
+            let turn = Instant::now();
+            let gap = turn - last_turn;
+            if gap > STALL {
+                self.d.stalled(gap);
+            }
+            last_turn = turn;
+            self.picked_up();
+            let progress = self.reap(end)? + self.reissue()?;
+            if progress == 0 {
+                std::hint::spin_loop();
+                if last_progress.elapsed() > Duration::from_secs(30) {
+                    return Err(Failure::msg(format!(
+                        "no completion for 30 s ({} in flight; {})",
+                        self.inflight,
+                        self.r.debug_state()
+                    )));
+                }
+                continue;
+            }
+            // A NOP's CQE can come before the SQ head moves: look again
+            // before the next submission takes the pending slot.
+            self.picked_up();
+            self.flush();
+            last_progress = Instant::now();
+            // The bookkeeping above is the loop's own work, not a stall.
+            last_turn = last_progress;
         }
-        last_turn = turn;
-        picked_up(r, &mut d, &mut pending);
+        Ok(())
+    }
+
+    /// Takes every completion there is; returns how many.
+    fn reap(&mut self, end: Instant) -> Result<usize, Failure> {
         let mut reaped = 0;
-        while let Some(c) = r.completion().next() {
+        while let Some(c) = self.r.completion().next() {
             let now = Instant::now();
             let slot = c.user_data as usize;
-            let want = if op == Op::Nop { 0 } else { BS as i32 };
+            let want = if self.op == Op::Nop { 0 } else { BS as i32 };
             if c.res != want {
                 return Err(Failure::msg(format!(
-                    "{} of 4 KiB at qd {qd} ({}): res {}",
-                    match op {
+                    "{} of 4 KiB at qd {} ({}): res {}",
+                    match self.op {
                         Op::Read => "READ_FIXED",
                         Op::Write => "WRITE_FIXED",
                         Op::Nop => "NOP",
                     },
-                    submit.name(),
+                    self.qd,
+                    self.submit.name(),
                     pv_uring::Errno::res(c.res)
                 )));
             }
-            ops += 1;
-            lat.saturating_record(ns(now - started[slot]));
-            inflight -= 1;
+            self.ops += 1;
+            self.lat.saturating_record(ns(now - self.started[slot]));
+            self.inflight -= 1;
             reaped += 1;
-            if !stopping {
+            if !self.stopping {
                 if now >= end {
-                    stopping = true;
+                    self.stopping = true;
                 } else {
-                    // Reissued below: the host may post CQEs before it
-                    // publishes the SQ head of the same submission, so the
-                    // SQ can look full for a moment.
-                    idle.push(slot);
+                    // Reissued by `reissue`: the host may post CQEs before
+                    // it publishes the SQ head of the same submission, so
+                    // the SQ can look full for a moment.
+                    self.idle.push(slot);
                 }
             }
         }
-        while let Some(&slot) = idle.last() {
-            if r.sq_space() == 0 {
+        Ok(reaped)
+    }
+
+    /// Reissues the idle slots the SQ has room for; returns how many.
+    fn reissue(&mut self) -> Result<usize, Failure> {
+        let mut n = 0;
+        while let Some(&slot) = self.idle.last() {
+            if self.r.sq_space() == 0 {
                 break;
             }
-            issue(r, slot, &mut started, &mut rng).map_err(|e| Failure::new("push", e))?;
-            idle.pop();
-            inflight += 1;
-            reaped += 1;
+            self.issue(slot)?;
+            self.idle.pop();
+            self.inflight += 1;
+            n += 1;
         }
-        if reaped > 0 {
-            // A NOP's CQE can come before the SQ head moves: look again
-            // before the next submission takes the pending slot.
-            picked_up(r, &mut d, &mut pending);
-            flush(r, &mut d, &mut pending);
-        } else {
-            std::hint::spin_loop();
-            if last_progress.elapsed() > Duration::from_secs(30) {
-                return Err(Failure::msg(format!(
-                    "no completion for 30 s ({inflight} in flight; {})",
-                    r.debug_state()
-                )));
-            }
-            continue;
-        }
-        last_progress = Instant::now();
-        // The bookkeeping above is the loop's own work, not a stall.
-        last_turn = last_progress;
+        Ok(n)
     }
-    let secs = t0.elapsed().as_secs_f64();
-    let l = latency_of(&lat).ok_or_else(|| Failure::msg("no completions"))?;
-    let pickup = latency_of(&d.pickup_ns);
-    let doorbell = latency_of(&d.doorbell_ns);
-    let us = |v: f64| num((v * 1000.0).round() / 1000.0);
-    println!(
-        "{{\"kind\":\"pv-bench-io\",\"op\":\"{}\",\"submit\":\"{}\",\"cq_eventfd\":{cq_eventfd},\"qd\":{qd},\"block\":{BS},\"backend\":{backend},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{},\"submits\":{},\"doorbells\":{},\"doorbell_median_us\":{},\"doorbell_mean_us\":{},\"pickup_median_us\":{},\"pickup_p99_us\":{},\"stalls\":{},\"stalled_ms\":{},\"stall_hist\":{}}}",
-        op.name(),
-        submit.name(),
-        p.span,
-        num((secs * 1e6).round() / 1e6),
-        num((ops as f64 / secs).round()),
-        latency_fields(&l),
-        d.submits,
-        d.doorbell_ns.len(),
-        doorbell.as_ref().map_or("null".into(), |l| us(l.median_us)),
-        doorbell.as_ref().map_or("null".into(), |l| us(l.mean_us)),
-        pickup.as_ref().map_or("null".into(), |l| us(l.median_us)),
-        pickup.as_ref().map_or("null".into(), |l| us(l.p99_us)),
-        d.stalls,
-        us(d.stalled_ns as f64 / 1e6),
-        d.stall_hist_json(),
-    );
-    Ok(())
+
+    /// Prints the run's `pv-bench-io` line.
+    fn report(&self, p: &Params, cq_eventfd: bool, secs: f64) -> Result<(), Failure> {
+        let l = latency_of(&self.lat).ok_or_else(|| Failure::msg("no completions"))?;
+        let d = &self.d;
+        let pickup = latency_of(&d.pickup_ns);
+        let doorbell = latency_of(&d.doorbell_ns);
+        let us = |v: f64| num((v * 1000.0).round() / 1000.0);
+        let (qd, backend, ops) = (self.qd, self.backend, self.ops);
+        println!(
+            "{{\"kind\":\"pv-bench-io\",\"op\":\"{}\",\"submit\":\"{}\",\"cq_eventfd\":{cq_eventfd},\"qd\":{qd},\"block\":{BS},\"backend\":{backend},\"span_bytes\":{},\"ops\":{ops},\"secs\":{},\"iops\":{},{},\"submits\":{},\"doorbells\":{},\"doorbell_median_us\":{},\"doorbell_mean_us\":{},\"pickup_median_us\":{},\"pickup_p99_us\":{},\"stalls\":{},\"stalled_ms\":{},\"stall_hist\":{}}}",
+            self.op.name(),
+            self.submit.name(),
+            p.span,
+            num((secs * 1e6).round() / 1e6),
+            num((ops as f64 / secs).round()),
+            latency_fields(&l),
+            d.submits,
+            d.doorbell_ns.len(),
+            doorbell.as_ref().map_or("null".into(), |l| us(l.median_us)),
+            doorbell.as_ref().map_or("null".into(), |l| us(l.mean_us)),
+            pickup.as_ref().map_or("null".into(), |l| us(l.median_us)),
+            pickup.as_ref().map_or("null".into(), |l| us(l.p99_us)),
+            d.stalls,
+            us(d.stalled_ns as f64 / 1e6),
+            d.stall_hist_json(),
+        );
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -32,77 +32,6 @@ use stats::string;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// An anonymous mapping, populated, unmapped on drop.
-pub(crate) struct Mapping {
-    ptr: *mut u8,
-    len: usize,
-    huge: bool,
-}
-
-impl Mapping {
-    fn new(len: usize, huge: bool) -> std::io::Result<Self> {
-        let (len, extra) = if huge {
-            (
-                len.div_ceil(2 << 20) * (2 << 20),
-                libc::MAP_HUGETLB | (21 << 26),
-            )
-        } else {
-            (len.div_ceil(4096) * 4096, 0)
-        };
-        // Hugepages are faulted in from the top down: the guest kernel's
-        // hugetlb free list hands out its pages last-freed first, so
-        // highest guest-physical address first, and touching the pool
-        // upwards (MAP_POPULATE) would map it guest-physically backwards,
-        // one pv-uring extent (host buffer) per 2 MiB page. From the top
-        // down, the pool is as guest-physically contiguous as the free
-        // list, usually one extent per GiB.
-        let populate = if huge { 0 } else { libc::MAP_POPULATE };
-        // SAFETY: a fresh anonymous mapping at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate | extra,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let m = Mapping {
-            ptr: p.cast(),
-            len,
-            huge,
-        };
-        let step = if huge { 2 << 20 } else { 4096 };
-        for off in (0..len).step_by(step).rev() {
-            // SAFETY: inside the mapping.
-            unsafe { m.ptr.add(off).write_volatile(0) };
-        }
-        Ok(m)
-    }
-
-    fn iovecs(&self, each: usize, total: usize) -> Vec<libc::iovec> {
-        (0..total)
-            .step_by(each)
-            .map(|off| libc::iovec {
-                // SAFETY: off < total <= len.
-                iov_base: unsafe { self.ptr.add(off) }.cast(),
-                iov_len: each.min(total - off),
-            })
-            .collect()
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct Failure {
     what: String,
@@ -255,34 +184,12 @@ fn wait_for_host(at: &str, submit: io::Submit, op: io::Op, qd: u32) -> Result<()
 
 /// The program's entry point (run as `/bin/pv-bench` through rv-guest).
 pub fn main() -> ExitCode {
-    let mut p = Params::default();
-    if let Ok(c) = std::fs::read_to_string("/proc/cmdline") {
-        if let Err(e) = p.apply_cmdline(&c) {
-            eprintln!("pv-bench: kernel command line: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    match p.apply_args(std::env::args().skip(1)) {
-        Ok(true) => {}
-        Ok(false) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("pv-bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    if let Err(e) = p.validate() {
-        eprintln!("pv-bench: {e}");
-        return ExitCode::from(2);
-    }
-    match run(&p) {
+    guest_common::cli::main("pv-bench", USAGE, |p: Params| match run(&p) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             println!("{}", f.line());
             eprintln!("pv-bench: failed: {}", f.what);
             ExitCode::FAILURE
         }
-    }
+    })
 }

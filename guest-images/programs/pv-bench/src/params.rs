@@ -108,7 +108,11 @@ fn on_off(k: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-impl Params {
+impl guest_common::cli::Params for Params {
+    type Error = String;
+    const PREFIX: &'static str = "rv.pvbench.";
+
+    /// Keys as written on the command line or with `_` for `-`.
     fn set(&mut self, k: &str, v: &str) -> Result<(), String> {
         match k.replace('_', "-").as_str() {
             "dev" => self.dev = v.into(),
@@ -165,41 +169,7 @@ impl Params {
         Ok(())
     }
 
-    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
-        for w in cmdline.split_whitespace().take_while(|w| *w != "--") {
-            if let Some(kv) = w.strip_prefix("rv.pvbench.") {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| format!("rv.pvbench.{kv} needs a value"))?;
-                self.set(k, v)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// `Ok(false)`: --help.
-    pub fn apply_args(&mut self, args: impl IntoIterator<Item = String>) -> Result<bool, String> {
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            if a == "-h" || a == "--help" {
-                return Ok(false);
-            }
-            let Some(f) = a.strip_prefix("--") else {
-                return Err(format!("unknown argument {a}"));
-            };
-            let (k, v) = match f.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => (
-                    f.to_string(),
-                    it.next().ok_or_else(|| format!("{a} needs a value"))?,
-                ),
-            };
-            self.set(&k, &v)?;
-        }
-        Ok(true)
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         if self.rings.contains(&0) {
             return Err("ring counts must be at least 1".into());
         }
@@ -225,6 +195,7 @@ impl Params {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_common::cli::Params as _;
 
     #[test]
     fn parse() {

@@ -10,14 +10,15 @@
 
 use crate::params::Params;
 use crate::stats::{latency_fields, num, samples_field, Latency};
-use crate::{ns, Failure, Mapping};
+use crate::{ns, Failure};
+use guest_common::mem::{Mapping, Page};
 use pv_uring::arena;
 use pv_uring::{CloneSrc, Device, InfoExt, PvRing};
 use std::time::Instant;
 
 fn pool(p: &Params) -> Result<Mapping, Failure> {
     if p.huge {
-        match Mapping::new(p.size as usize, true) {
+        match Mapping::with_page_top_down(p.size as usize, Page::Huge2M) {
             Ok(m) => return Ok(m),
             Err(e) => eprintln!(
                 "pv-bench: warning: 2 MiB hugepages for {} bytes: {e}: using 4K pages",
@@ -25,7 +26,8 @@ fn pool(p: &Params) -> Result<Mapping, Failure> {
             ),
         }
     }
-    Mapping::new(p.size as usize, false).map_err(|e| Failure::msg(format!("mmap pool: {e}")))
+    Mapping::with_page_top_down(p.size as usize, Page::Small4K)
+        .map_err(|e| Failure::msg(format!("mmap pool: {e}")))
 }
 
 /// Every ring count of `p.rings` in turn; returns every ring (each count's
@@ -85,11 +87,11 @@ fn clone_floor(
     rings: &mut [PvRing],
     emit: &mut dyn FnMut(&'static str, &[u64]),
 ) -> Result<(), Failure> {
-    let m = Mapping::new(2 << 20, true)
-        .or_else(|_| Mapping::new(2 << 20, false))
+    let m = Mapping::with_page_top_down(2 << 20, Page::Huge2M)
+        .or_else(|_| Mapping::with_page_top_down(2 << 20, Page::Small4K))
         .map_err(|e| Failure::msg(format!("mmap the small pool: {e}")))?;
     let mut src = PvRing::new(dev, 8, 0).map_err(|e| Failure::new("create the clone source", e))?;
-    src.register_buffers(&m.iovecs(2 << 20, 2 << 20))
+    src.register_buffers(&m.iovecs_of(2 << 20, 2 << 20))
         .map_err(|e| Failure::new("register the small pool", e))?;
     let mut s = Vec::new();
     for (k, r) in rings.iter_mut().enumerate() {
@@ -178,7 +180,7 @@ fn measure_arena(
 /// 0's registration; `register`, `clone`, `publish`, `table-clone`; none
 /// for a method without samples) and the summary.
 fn measure(p: &Params, dev: &Device, m: &Mapping, n: usize) -> Result<Vec<PvRing>, Failure> {
-    let iovs = m.iovecs(p.buf as usize, p.size as usize);
+    let iovs = m.iovecs_of(p.size as usize, p.buf as usize);
     let page = if m.huge { "2M" } else { "4K" };
     let mut rings = Vec::with_capacity(n);
     for k in 0..n {

@@ -55,10 +55,11 @@ fn pause(at: &str) {
 
 /// The program's entry point (run as `/bin/pv-suite` through rv-guest).
 pub fn main() -> ExitCode {
-    let p: Params = match guest_common::cli::params("pv-suite", USAGE).or_exit() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    guest_common::cli::main("pv-suite", USAGE, run)
+}
+
+/// Lists the cases, or runs the selected ones and prints the tally.
+fn run(p: Params) -> ExitCode {
     if p.list {
         for c in cases::CASES {
             println!("{}", c.name);

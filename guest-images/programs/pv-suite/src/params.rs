@@ -1,6 +1,8 @@
 //! Suite parameters: defaults, then the kernel command line (`rv.pv.*`),
 //! then flags, each overriding the one before.
 
+use guest_common::cli::{self, Flag};
+
 /// What the suite runs with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Params {
@@ -102,7 +104,7 @@ fn flag(key: &str, v: &str) -> Result<bool, String> {
 
 impl Params {
     /// One `key=value` (without a prefix). `Ok(false)`: unknown key.
-    fn set(&mut self, key: &str, v: &str) -> Result<bool, String> {
+    fn set_known(&mut self, key: &str, v: &str) -> Result<bool, String> {
         match key {
             "dev" => self.dev = v.to_string(),
             "seed" => self.seed = num(key, v)?,
@@ -125,60 +127,65 @@ impl Params {
         Ok(true)
     }
 
+    /// A flag without a value (`--list`, `-v`, ...); `false`: not one.
+    fn switch(&mut self, a: &str) -> bool {
+        match a {
+            "--list" => self.list = true,
+            "-v" | "--verbose" => self.verbose = true,
+            "--no-write" => self.write = false,
+            "--pause" => self.pause = true,
+            "--arena" => self.arena = true,
+            _ => return false,
+        }
+        true
+    }
+}
+
+impl guest_common::cli::Params for Params {
+    type Error = String;
+    const PREFIX: &'static str = "rv.pv.";
+
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        if self.set_known(key, v)? {
+            Ok(())
+        } else {
+            Err(format!("unknown option --{key}"))
+        }
+    }
+
     /// Applies `rv.pv.KEY=VALUE` words of a kernel command line (stops at
-    /// ` -- `). Unknown `rv.pv.` keys are reported on stderr and ignored
-    /// (other programs may share the prefix).
-    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
-        for w in cmdline.split_whitespace() {
-            if w == "--" {
-                break;
-            }
-            let Some(kv) = w.strip_prefix("rv.pv.") else {
-                continue;
-            };
-            let (k, v) = kv.split_once('=').unwrap_or((kv, "1"));
-            if !self.set(k, v)? {
+    /// ` -- `; `rv.pv.KEY` alone is `=1`). Unknown `rv.pv.` keys are
+    /// reported on stderr and ignored (other programs may share the
+    /// prefix).
+    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
+        for (k, v) in cli::settings(cmdline, Self::PREFIX) {
+            if !self.set_known(k, v.unwrap_or("1"))? {
                 eprintln!("pv-suite: ignoring unknown kernel parameter rv.pv.{k}");
             }
         }
         Ok(())
     }
 
-    /// Applies flags. `Ok(false)`: help was asked for.
-    pub fn apply_args(&mut self, args: impl IntoIterator<Item = String>) -> Result<bool, String> {
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "-h" | "--help" => return Ok(false),
-                "--list" => self.list = true,
-                "-v" | "--verbose" => self.verbose = true,
-                "--no-write" => self.write = false,
-                "--pause" => self.pause = true,
-                "--arena" => self.arena = true,
-                _ if a.starts_with("--") => {
-                    let (k, inline) = match a[2..].split_once('=') {
-                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
-                        None => (a[2..].to_string(), None),
-                    };
-                    if !FLAGS_WITH_VALUE.contains(&k.as_str()) {
-                        return Err(format!("unknown option --{k}"));
-                    }
-                    let v = match inline {
-                        Some(v) => v,
-                        None => it
-                            .next()
-                            .ok_or_else(|| format!("option --{k} needs a value"))?,
-                    };
-                    self.set(&k, &v)?;
-                }
-                _ if a.starts_with('-') => return Err(format!("unknown option {a}")),
-                _ => self.filters.push(a),
+    /// Applies flags: settings, switches and case-name substrings.
+    /// `Ok(false)`: help was asked for.
+    fn apply_args(&mut self, args: impl IntoIterator<Item = String>) -> Result<bool, String> {
+        let mut args = args.into_iter();
+        while let Some(a) = args.next() {
+            if self.switch(&a) {
+                continue;
+            }
+            match cli::flag(a, &mut args, |k| FLAGS_WITH_VALUE.contains(&k))? {
+                Flag::Help => return Ok(false),
+                Flag::Set(k, v) if FLAGS_WITH_VALUE.contains(&k.as_str()) => self.set(&k, &v)?,
+                Flag::Set(k, _) | Flag::Switch(k) => return Err(format!("unknown option --{k}")),
+                Flag::Word(w) if w.starts_with('-') => return Err(format!("unknown option {w}")),
+                Flag::Word(w) => self.filters.push(w),
             }
         }
         Ok(true)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), String> {
         if self.read_blocks == 0 {
             return Err("read_blocks must be at least 1".into());
         }
@@ -192,25 +199,10 @@ impl Params {
     }
 }
 
-impl guest_common::cli::Params for Params {
-    type Error = String;
-
-    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), String> {
-        Self::apply_cmdline(self, cmdline)
-    }
-
-    fn apply_args(&mut self, args: impl Iterator<Item = String>) -> Result<bool, String> {
-        Self::apply_args(self, args)
-    }
-
-    fn validate(&self) -> Result<(), String> {
-        Self::validate(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_common::cli::Params as _;
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()

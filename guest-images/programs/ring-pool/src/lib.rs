@@ -21,11 +21,13 @@ use params::{Params, USAGE};
 use std::process::ExitCode;
 
 pub fn main() -> ExitCode {
-    let p: Params = match guest_common::cli::params("ring-pool", USAGE).or_exit() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    match bench::run(&p) {
+    guest_common::cli::main("ring-pool", USAGE, |p: Params| run(&p))
+}
+
+/// Runs the workload; a failure is a `ring-pool-error` line and its exit
+/// status.
+fn run(p: &Params) -> ExitCode {
+    match bench::run(p) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let rec = stats::ErrorRecord {

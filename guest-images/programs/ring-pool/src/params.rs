@@ -1,6 +1,7 @@
 //! Workload parameters: defaults, the kernel command line (`rv.pool.*`),
 //! then command-line flags, each overriding the one before.
 
+use guest_common::cli::CliError;
 use thiserror::Error;
 
 /// Largest single registered buffer the kernel accepts (`SZ_1G`).
@@ -22,6 +23,15 @@ pub enum ParamError {
     Missing(String),
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<CliError> for ParamError {
+    fn from(e: CliError) -> Self {
+        match e {
+            CliError::Missing(what) => ParamError::Missing(what),
+            CliError::Unknown(what) => ParamError::Unknown(what),
+        }
+    }
 }
 
 /// Backing page size of the pool.
@@ -119,7 +129,39 @@ fn parse_rings(s: &str) -> Result<Vec<usize>, ParamError> {
 }
 
 impl Params {
-    /// Applies one `key=value` setting (key without the `rv.pool.` prefix).
+    /// The buffer size in effect: explicit, or min(size, 1 GiB).
+    pub fn buf_bytes(&self) -> u64 {
+        self.buf.unwrap_or(self.size.min(MAX_BUF))
+    }
+}
+
+/// Splits `size` bytes into `(offset, len)` buffers of `buf` bytes; the last
+/// one takes the remainder.
+pub fn split(size: u64, buf: u64) -> Vec<(u64, u64)> {
+    (0..size.div_ceil(buf))
+        .map(|i| {
+            let off = i * buf;
+            (off, buf.min(size - off))
+        })
+        .collect()
+}
+
+pub const USAGE: &str = "usage: ring-pool [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B]
+Times giving N-1 rings a pool of S bytes (buffers of B bytes, at most 1 GiB
+each) already registered on a first ring: by registering it again and by
+cloning it (IORING_REGISTER_CLONE_BUFFERS). A list of ring counts measures
+each count in turn on fresh rings and the same pool (N=1: the first
+registration only). Every sample is printed. Defaults: 8 rings, 16M, 2M pages
+(4K if no hugepages are free), B = min(S, 1G). The kernel command line's
+rv.pool.rings= rv.pool.size= rv.pool.page= rv.pool.buf= apply first; flags
+override them. Results are JSON lines on stdout, progress on stderr.";
+
+impl guest_common::cli::Params for Params {
+    type Error = ParamError;
+    const PREFIX: &'static str = "rv.pool.";
+
+    /// Unknown keys are errors, on the kernel command line too (a typo
+    /// must not silently run the defaults).
     fn set(&mut self, key: &str, value: &str) -> Result<(), ParamError> {
         match key {
             "rings" => self.rings = parse_rings(value)?,
@@ -131,57 +173,8 @@ impl Params {
         Ok(())
     }
 
-    /// Applies the `rv.pool.*` settings of a kernel command line. Words after
-    /// ` -- ` belong to /init and are ignored; unknown `rv.pool.` keys are
-    /// errors (a typo must not silently run the defaults).
-    pub fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ParamError> {
-        for word in cmdline.split_whitespace().take_while(|w| *w != "--") {
-            if let Some(kv) = word.strip_prefix("rv.pool.") {
-                let (k, v) = kv
-                    .split_once('=')
-                    .ok_or_else(|| ParamError::Missing(format!("rv.pool.{kv}")))?;
-                self.set(k, v)?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Applies command-line flags (`--rings N`, `--size S`, `--page P`,
-    /// `--buf B`, or `--flag=value`). Returns `Ok(false)` for `--help`.
-    pub fn apply_args<I: IntoIterator<Item = String>>(
-        &mut self,
-        args: I,
-    ) -> Result<bool, ParamError> {
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            if a == "-h" || a == "--help" {
-                return Ok(false);
-            }
-            let Some(flag) = a.strip_prefix("--") else {
-                return Err(ParamError::Unknown(a));
-            };
-            let (k, v) = match flag.split_once('=') {
-                Some((k, v)) => (k.to_string(), v.to_string()),
-                None => {
-                    let v = it.next().ok_or_else(|| ParamError::Missing(a.clone()))?;
-                    (flag.to_string(), v)
-                }
-            };
-            match k.as_str() {
-                "rings" | "size" | "page" | "buf" => self.set(&k, &v)?,
-                _ => return Err(ParamError::Unknown(a)),
-            }
-        }
-        Ok(true)
-    }
-
-    /// The buffer size in effect: explicit, or min(size, 1 GiB).
-    pub fn buf_bytes(&self) -> u64 {
-        self.buf.unwrap_or(self.size.min(MAX_BUF))
-    }
-
     /// Checks the limits the kernel imposes on a registration.
-    pub fn validate(&self) -> Result<(), ParamError> {
+    fn validate(&self) -> Result<(), ParamError> {
         // Every ring stays open to the end (plus two for the clone probe),
         // each an fd: stay under the default RLIMIT_NOFILE of 1024.
         let open: usize = self.rings.iter().sum::<usize>() + 2;
@@ -212,46 +205,10 @@ impl Params {
     }
 }
 
-/// Splits `size` bytes into `(offset, len)` buffers of `buf` bytes; the last
-/// one takes the remainder.
-pub fn split(size: u64, buf: u64) -> Vec<(u64, u64)> {
-    (0..size.div_ceil(buf))
-        .map(|i| {
-            let off = i * buf;
-            (off, buf.min(size - off))
-        })
-        .collect()
-}
-
-pub const USAGE: &str = "usage: ring-pool [--rings N[,N...]] [--size S] [--page 2M|4K] [--buf B]
-Times giving N-1 rings a pool of S bytes (buffers of B bytes, at most 1 GiB
-each) already registered on a first ring: by registering it again and by
-cloning it (IORING_REGISTER_CLONE_BUFFERS). A list of ring counts measures
-each count in turn on fresh rings and the same pool (N=1: the first
-registration only). Every sample is printed. Defaults: 8 rings, 16M, 2M pages
-(4K if no hugepages are free), B = min(S, 1G). The kernel command line's
-rv.pool.rings= rv.pool.size= rv.pool.page= rv.pool.buf= apply first; flags
-override them. Results are JSON lines on stdout, progress on stderr.";
-
-impl guest_common::cli::Params for Params {
-    type Error = ParamError;
-
-    fn apply_cmdline(&mut self, cmdline: &str) -> Result<(), ParamError> {
-        Self::apply_cmdline(self, cmdline)
-    }
-
-    fn apply_args(&mut self, args: impl Iterator<Item = String>) -> Result<bool, ParamError> {
-        Self::apply_args(self, args)
-    }
-
-    fn validate(&self) -> Result<(), ParamError> {
-        Self::validate(self)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use guest_common::cli::Params as _;
 
     #[test]
     fn sizes() {
