@@ -11,6 +11,8 @@
 
 pub mod block;
 pub mod mmio;
+#[cfg(test)]
+mod test_file;
 pub mod uring;
 pub mod worker;
 
