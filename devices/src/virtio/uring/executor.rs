@@ -16,9 +16,10 @@ use super::arena::Arena;
 use super::control::{self, ArenaRun, CloneSource, Command, Limits, Response};
 use super::doorbell::Doorbells;
 use super::poller::Poller;
-use super::queue::{write_response, Desc};
+use super::queue::write_response;
 use super::ring::{check_clone, errno_of, Budget, Buf, HostRing, RingArea, Teardown};
 use super::submit::{Pass, SlotWatch, Submitter};
+use super::Desc;
 use super::{
     RingHooks, IDLE_TIMEOUT, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_ARENA, PVU_F_POLLED,
     PVU_F_TABLE, QUEUE_SIZE,

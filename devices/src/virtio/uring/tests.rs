@@ -8,7 +8,6 @@
 //! asserts the errno docs/pv-uring.md gives and that the device keeps
 //! serving afterwards.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use super::control::*;
 use super::executor::{lock, Slot};
 use super::ring::PRIVATE_SLOT_SIZE;
 use super::*;
+use crate::virtio::test_file::TempFile;
 use crate::BusDevice;
 
 /// The tests share the process's pinned-memory count: run one at a time.
@@ -61,31 +61,9 @@ const ALL_FEATURES: u64 = (1 << 32) | (1 << PVU_F_POLLED) | (1 << PVU_F_TABLE);
 /// Bytes of a CREATE_RING answer: the response and the ring layout.
 const CREATE_LEN: u32 = (RESP_LEN + RING_LAYOUT_LEN) as u32;
 
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(bytes: &[u8]) -> Self {
-        use std::sync::atomic::AtomicU64;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "rv-pvu-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&path, bytes).unwrap();
-        Self(path)
-    }
-    fn contents(&self) -> Vec<u8> {
-        std::fs::read(&self.0).unwrap()
-    }
+fn temp_file(bytes: &[u8]) -> TempFile {
+    TempFile::new_in(&std::env::temp_dir(), "rv-pvu-test", bytes)
 }
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
@@ -181,8 +159,8 @@ impl Rig {
     }
 
     fn with(opts: Opts) -> Self {
-        let file = TempFile::new(&pattern(FILE_LEN, 7));
-        let ro = TempFile::new(&pattern(4096, 9));
+        let file = temp_file(&pattern(FILE_LEN, 7));
+        let ro = temp_file(&pattern(4096, 9));
         let dev = PvUring::new(&config(&opts, &file, &ro), Arc::new(NoHooks)).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[
             (GuestAddress(0), REGION2 as usize),
@@ -2745,7 +2723,7 @@ fn device_model_config_features_and_shm() {
         ]
     );
     // A configured budget is shown as configured.
-    let file = TempFile::new(b"x");
+    let file = temp_file(b"x");
     let opts = Opts {
         max_registered: Some(5 * MIB),
         ..Opts::default()
