@@ -91,6 +91,101 @@ pub mod config {
     pub const LEN: usize = 0x50;
 }
 
+/// The configuration space as a struct: field `x` lies at
+/// [`config`]`::X` (checked when this crate compiles), and the struct is
+/// [`config::LEN`] bytes with no padding. Fields hold little-endian
+/// values: build it with host values and call [`ConfigSpace::to_le`]
+/// before exposing its bytes.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigSpace {
+    /// Ring slots.
+    pub max_rings: u32,
+    /// Largest SQ a ring may ask for.
+    pub max_entries: u32,
+    /// Largest buffer table of a ring.
+    pub max_buffers: u32,
+    /// Backends (fixed-file indices 0..n).
+    pub nr_backends: u32,
+    /// The ISA IRQ raised on completions.
+    pub completion_irq: u32,
+    /// Bytes of a submission slot.
+    pub sq_slot_size: u32,
+    /// Entries of the host buffer table.
+    pub max_table: u32,
+    /// [`ABI_VERSION`].
+    pub abi_version: u32,
+    /// Guest-physical address of the doorbell page.
+    pub doorbell_gpa: u64,
+    /// Offset of the completion area in shared-memory region 0.
+    pub cq_area_offset: u32,
+    /// Bytes of a completion slot.
+    pub cq_slot_size: u32,
+    /// Most rings with a polled submitter at once.
+    pub max_polled: u32,
+    /// Most descriptors in a control chain.
+    pub max_chain: u32,
+    /// Most bytes the VM's rings may have registered at once.
+    pub max_registered: u64,
+    /// Bytes of an arena chunk (0: no arena).
+    pub arena_chunk_size: u64,
+    /// Chunks of the arena.
+    pub arena_chunks: u32,
+    /// Reserved, 0 (the tail up to [`config::LEN`], explicit so the struct
+    /// has no padding).
+    pub reserved: u32,
+}
+
+impl ConfigSpace {
+    /// The same values in little-endian byte order (a no-op on
+    /// little-endian hosts).
+    pub const fn to_le(self) -> Self {
+        Self {
+            max_rings: self.max_rings.to_le(),
+            max_entries: self.max_entries.to_le(),
+            max_buffers: self.max_buffers.to_le(),
+            nr_backends: self.nr_backends.to_le(),
+            completion_irq: self.completion_irq.to_le(),
+            sq_slot_size: self.sq_slot_size.to_le(),
+            max_table: self.max_table.to_le(),
+            abi_version: self.abi_version.to_le(),
+            doorbell_gpa: self.doorbell_gpa.to_le(),
+            cq_area_offset: self.cq_area_offset.to_le(),
+            cq_slot_size: self.cq_slot_size.to_le(),
+            max_polled: self.max_polled.to_le(),
+            max_chain: self.max_chain.to_le(),
+            max_registered: self.max_registered.to_le(),
+            arena_chunk_size: self.arena_chunk_size.to_le(),
+            arena_chunks: self.arena_chunks.to_le(),
+            reserved: self.reserved.to_le(),
+        }
+    }
+}
+
+// The struct and the offsets are one layout: a drift fails to compile.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<ConfigSpace>() == config::LEN);
+    assert!(offset_of!(ConfigSpace, max_rings) == config::MAX_RINGS);
+    assert!(offset_of!(ConfigSpace, max_entries) == config::MAX_ENTRIES);
+    assert!(offset_of!(ConfigSpace, max_buffers) == config::MAX_BUFFERS);
+    assert!(offset_of!(ConfigSpace, nr_backends) == config::NR_BACKENDS);
+    assert!(offset_of!(ConfigSpace, completion_irq) == config::COMPLETION_IRQ);
+    assert!(offset_of!(ConfigSpace, sq_slot_size) == config::SQ_SLOT_SIZE);
+    assert!(offset_of!(ConfigSpace, max_table) == config::MAX_TABLE);
+    assert!(offset_of!(ConfigSpace, abi_version) == config::ABI_VERSION);
+    assert!(offset_of!(ConfigSpace, doorbell_gpa) == config::DOORBELL_GPA);
+    assert!(offset_of!(ConfigSpace, cq_area_offset) == config::CQ_AREA_OFFSET);
+    assert!(offset_of!(ConfigSpace, cq_slot_size) == config::CQ_SLOT_SIZE);
+    assert!(offset_of!(ConfigSpace, max_polled) == config::MAX_POLLED);
+    assert!(offset_of!(ConfigSpace, max_chain) == config::MAX_CHAIN);
+    assert!(offset_of!(ConfigSpace, max_registered) == config::MAX_REGISTERED);
+    assert!(offset_of!(ConfigSpace, arena_chunk_size) == config::ARENA_CHUNK_SIZE);
+    assert!(offset_of!(ConfigSpace, arena_chunks) == config::ARENA_CHUNKS);
+    assert!(offset_of!(ConfigSpace, reserved) == config::ARENA_CHUNKS + 4);
+    assert!(offset_of!(ConfigSpace, reserved) + 4 == config::LEN);
+};
+
 /// Largest SQ of a ring.
 pub const MAX_ENTRIES: u32 = 4096;
 /// Largest buffer table of a ring.

@@ -64,7 +64,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use virtio_queue::Queue;
-use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{ByteValued, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
 
 use uring_abi::wire::{self, config as cfg};
@@ -100,6 +100,17 @@ pub const MAX_BACKENDS: usize = wire::MAX_BACKENDS as usize;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of the configuration space.
 pub const CONFIG_LEN: usize = cfg::LEN;
+
+/// The configuration space the guest reads: [`wire::ConfigSpace`], its
+/// fields already little endian.
+#[repr(transparent)]
+#[derive(Debug, Default, Clone, Copy)]
+struct ConfigSpace(wire::ConfigSpace);
+
+// SAFETY: a repr(transparent) wrapper of a repr(C) struct of u32 and u64
+// fields whose offsets uring-abi checks at compile time to be contiguous
+// (no padding); every bit pattern is a valid value.
+unsafe impl ByteValued for ConfigSpace {}
 
 /// One `--uring-backend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +206,7 @@ impl RingHooks for NoHooks {
 
 /// The pv-uring device.
 pub struct PvUring {
-    config: [u8; CONFIG_LEN],
+    config: ConfigSpace,
     ring_area_gpa: u64,
     area: Arc<RingArea>,
     arena: Option<Arc<Arena>>,
@@ -252,27 +263,31 @@ impl PvUring {
         let area = RingArea::new(config.max_rings).map_err(PvUringError::Area)?;
         let arena = config.arena.as_ref().map(Arena::new).transpose()?;
         let layout = area.layout();
-        let mut c = [0u8; CONFIG_LEN];
-        let mut put32 = |at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
-        put32(cfg::MAX_RINGS, config.max_rings);
-        put32(cfg::MAX_ENTRIES, MAX_ENTRIES);
-        put32(cfg::MAX_BUFFERS, MAX_BUFFERS);
-        put32(cfg::NR_BACKENDS, files.len() as u32);
-        put32(cfg::COMPLETION_IRQ, config.completion_irq);
-        put32(cfg::SQ_SLOT_SIZE, wire::SQ_SLOT_SIZE);
-        put32(cfg::MAX_TABLE, MAX_TABLE);
-        put32(cfg::ABI_VERSION, wire::ABI_VERSION);
-        put32(cfg::CQ_AREA_OFFSET, layout.cq_area_offset() as u32);
-        put32(cfg::CQ_SLOT_SIZE, wire::CQ_SLOT_SIZE);
-        put32(cfg::MAX_POLLED, config.max_polled);
-        put32(cfg::MAX_CHAIN, wire::MAX_CHAIN);
-        c[cfg::DOORBELL_GPA..cfg::DOORBELL_GPA + 8]
-            .copy_from_slice(&config.doorbell_gpa.to_le_bytes());
-        if let Some(a) = &arena {
-            c[cfg::ARENA_CHUNK_SIZE..cfg::ARENA_CHUNK_SIZE + 8]
-                .copy_from_slice(&a.chunk_size().to_le_bytes());
-            c[cfg::ARENA_CHUNKS..cfg::ARENA_CHUNKS + 4].copy_from_slice(&a.chunks().to_le_bytes());
-        }
+        let (arena_chunk_size, arena_chunks) = arena
+            .as_ref()
+            .map_or((0, 0), |a| (a.chunk_size(), a.chunks()));
+        let config_space = ConfigSpace(
+            wire::ConfigSpace {
+                max_rings: config.max_rings,
+                max_entries: MAX_ENTRIES,
+                max_buffers: MAX_BUFFERS,
+                nr_backends: files.len() as u32,
+                completion_irq: config.completion_irq,
+                sq_slot_size: wire::SQ_SLOT_SIZE,
+                max_table: MAX_TABLE,
+                abi_version: wire::ABI_VERSION,
+                doorbell_gpa: config.doorbell_gpa,
+                cq_area_offset: layout.cq_area_offset() as u32,
+                cq_slot_size: wire::CQ_SLOT_SIZE,
+                max_polled: config.max_polled,
+                max_chain: wire::MAX_CHAIN,
+                max_registered: 0,
+                arena_chunk_size,
+                arena_chunks,
+                reserved: 0,
+            }
+            .to_le(),
+        );
         // MAX_REGISTERED is known once guest RAM is (activate).
         log::info!(
             "pv-uring: {} rings ({} ring area), {} polled at most, {} backends",
@@ -286,7 +301,7 @@ impl PvUring {
             files.len()
         );
         Ok(Self {
-            config: c,
+            config: config_space,
             ring_area_gpa: config.ring_area_gpa,
             area: Arc::new(area),
             arena: arena.map(Arc::new),
@@ -306,8 +321,7 @@ impl PvUring {
     pub fn set_guest_ram(&mut self, bytes: u64) {
         let limit = self.max_registered.unwrap_or(bytes);
         self.max_registered = Some(limit);
-        self.config[cfg::MAX_REGISTERED..cfg::MAX_REGISTERED + 8]
-            .copy_from_slice(&limit.to_le_bytes());
+        self.config.0.max_registered = limit.to_le();
     }
 
     /// The ring area (the VMM maps it into the guest).
@@ -403,7 +417,7 @@ impl VirtioDevice for PvUring {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        super::read_config_bytes(&self.config, offset, data);
+        super::read_config_bytes(self.config.as_slice(), offset, data);
     }
 
     fn shm_regions(&self) -> Vec<(u64, u64)> {
