@@ -66,6 +66,23 @@ pub enum CloneSource {
     Table(u32),
 }
 
+/// A CLONE_BUFFERS request (`struct io_uring_clone_buffers` semantics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloneRequest {
+    /// The destination ring.
+    pub dst: u32,
+    /// The source.
+    pub src: CloneSource,
+    /// `IORING_REGISTER_DST_REPLACE`.
+    pub replace: bool,
+    /// First source buffer.
+    pub src_off: u32,
+    /// First destination index.
+    pub dst_off: u32,
+    /// Buffers to clone (0: all of the source; then both offsets are 0).
+    pub nr: u32,
+}
+
 /// A validated control request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
@@ -93,21 +110,8 @@ pub enum Command {
         /// The ring.
         ring: u32,
     },
-    /// CLONE_BUFFERS (`struct io_uring_clone_buffers` semantics).
-    CloneBuffers {
-        /// The destination ring.
-        dst: u32,
-        /// The source.
-        src: CloneSource,
-        /// `IORING_REGISTER_DST_REPLACE`.
-        replace: bool,
-        /// First source buffer.
-        src_off: u32,
-        /// First destination index.
-        dst_off: u32,
-        /// Buffers to clone (0: all of the source; then both offsets are 0).
-        nr: u32,
-    },
+    /// CLONE_BUFFERS.
+    CloneBuffers(CloneRequest),
     /// PUBLISH_BUFFERS.
     PublishBuffers {
         /// The ring whose buffers are published.
@@ -378,7 +382,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
             if nr == 0 && (src_off != 0 || dst_off != 0) {
                 return Err(ParseError::OffsetsWithoutCount);
             }
-            Command::CloneBuffers {
+            Command::CloneBuffers(CloneRequest {
                 dst: ring_id,
                 src: if flags & PVU_CLONE_SRC_TABLE != 0 {
                     CloneSource::Table(src_id)
@@ -389,7 +393,7 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
                 src_off,
                 dst_off,
                 nr,
-            }
+            })
         }
         cmd::PUBLISH_BUFFERS => Command::PublishBuffers { ring: ring_id },
         cmd::ARENA_REGISTER => Command::ArenaRegister {
@@ -625,12 +629,12 @@ pub fn fuzz_one(data: &[u8]) -> bool {
                 }
             }
         }
-        Command::CloneBuffers {
+        Command::CloneBuffers(CloneRequest {
             src_off,
             dst_off,
             nr,
             ..
-        } => assert!(*nr != 0 || (*src_off == 0 && *dst_off == 0)),
+        }) => assert!(*nr != 0 || (*src_off == 0 && *dst_off == 0)),
         Command::ArenaRegisterRings { rings, runs } => {
             assert!(!rings.is_empty() && rings.len() <= MAX_ARENA_RINGS as usize);
             assert!(
@@ -806,26 +810,26 @@ mod tests {
         let b = encode_request(cmd::CLONE_BUFFERS, 1, 3, 4, 7, 2, 6, &[]);
         assert_eq!(
             p(&b),
-            Ok(Command::CloneBuffers {
+            Ok(Command::CloneBuffers(CloneRequest {
                 dst: 1,
                 src: CloneSource::Table(7),
                 replace: true,
                 src_off: 2,
                 dst_off: 6,
                 nr: 4
-            })
+            }))
         );
         let b = encode_request(cmd::CLONE_BUFFERS, 1, 0, 0, 9, 0, 0, &[]);
         assert_eq!(
             p(&b),
-            Ok(Command::CloneBuffers {
+            Ok(Command::CloneBuffers(CloneRequest {
                 dst: 1,
                 src: CloneSource::Ring(9),
                 replace: false,
                 src_off: 0,
                 dst_off: 0,
                 nr: 0
-            })
+            }))
         );
         assert_eq!(
             p(&req(cmd::PUBLISH_BUFFERS, 4, 0, 0)),

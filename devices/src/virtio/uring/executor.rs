@@ -13,7 +13,7 @@ use vmm_sys_util::eventfd::EventFd;
 use uring_abi::wire::{RingLayout, PVU_RING_POLLED};
 
 use super::arena::Arena;
-use super::control::{self, ArenaRun, CloneSource, Command, Limits, Response};
+use super::control::{self, ArenaRun, CloneRequest, CloneSource, Command, Limits, Response};
 use super::doorbell::Doorbells;
 use super::poller::Poller;
 use super::queue::write_response;
@@ -439,14 +439,7 @@ impl Executor {
             },
             Command::RegisterBuffers { ring, extents } => self.register(*ring, extents),
             Command::UnregisterBuffers { ring } => self.unregister(*ring),
-            Command::CloneBuffers {
-                dst,
-                src,
-                replace,
-                src_off,
-                dst_off,
-                nr,
-            } => self.clone_buffers(*dst, *src, *replace, *src_off, *dst_off, *nr),
+            Command::CloneBuffers(req) => self.clone_buffers(req),
             Command::PublishBuffers { ring } => self.publish(*ring),
             Command::ArenaRegister { ring, runs } => self
                 .arena_register(&[*ring], runs)
@@ -635,15 +628,15 @@ impl Executor {
         })
     }
 
-    fn clone_buffers(
-        &mut self,
-        dst: u32,
-        src: CloneSource,
-        replace: bool,
-        src_off: u32,
-        dst_off: u32,
-        nr: u32,
-    ) -> Result<Response, i32> {
+    fn clone_buffers(&mut self, req: &CloneRequest) -> Result<Response, i32> {
+        let CloneRequest {
+            dst,
+            src,
+            replace,
+            src_off,
+            dst_off,
+            nr,
+        } = *req;
         let dst_core = self.core(dst)?;
         let (src_fd, src_bufs) = match src {
             CloneSource::Ring(id) => {
