@@ -1,7 +1,7 @@
 //! Every error opcode 30 returns, one condition at a time.
 
 use super::basic::src_ring;
-use crate::harness::{expect_errno, step, CaseResult};
+use crate::harness::{expect_errno, step, CaseError, CaseResult};
 use crate::ring::{pool_b, Ring, BUF, NBUF};
 use crate::sys::{self, CloneBuffers, REGISTER_CLONE_BUFFERS};
 use io_uring::types::CloneBuffersFlags as Flags;
@@ -93,85 +93,56 @@ pub fn einval_nr_args() -> CaseResult {
     step("nr_args 1 (control)", raw_clone(dst.fd(), p, 1))
 }
 
-pub fn einval_offsets_without_nr() -> CaseResult {
+/// Range clones from a ring holding pool A into one empty ring, each
+/// `(what, src_off, dst_off, nr)` expected to fail with `want`; gives the
+/// two rings back.
+fn ranges_fail(want: i32, tries: &[(&str, u32, u32, u32)]) -> Result<(Ring, Ring), CaseError> {
     let src = src_ring()?;
     let dst = Ring::new()?;
-    expect_errno(
-        "src_off 1, nr 0",
-        dst.clone_range(src.fd(), 1, 0, 0, Flags::empty()),
-        libc::EINVAL,
-    )?;
-    expect_errno(
-        "dst_off 1, nr 0",
-        dst.clone_range(src.fd(), 0, 1, 0, Flags::empty()),
-        libc::EINVAL,
-    )
+    for &(what, src_off, dst_off, nr) in tries {
+        let r = dst.clone_range(src.fd(), src_off, dst_off, nr, Flags::empty());
+        expect_errno(what, r, want)?;
+    }
+    Ok((src, dst))
+}
+
+pub fn einval_offsets_without_nr() -> CaseResult {
+    let tries = [("src_off 1, nr 0", 1, 0, 0), ("dst_off 1, nr 0", 0, 1, 0)];
+    ranges_fail(libc::EINVAL, &tries).map(drop)
 }
 
 pub fn einval_nr_exceeds_src() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    expect_errno(
-        "nr 5 from a 4-entry table",
-        dst.clone_range(src.fd(), 0, 0, NBUF as u32 + 1, Flags::empty()),
-        libc::EINVAL,
-    )
+    let tries = [("nr 5 from a 4-entry table", 0, 0, NBUF as u32 + 1)];
+    ranges_fail(libc::EINVAL, &tries).map(drop)
 }
 
 pub fn einval_dst_beyond_max() -> CaseResult {
     // IORING_MAX_REG_BUFFERS is 16384: the destination table cannot reach it.
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    expect_errno(
-        "dst_off 16384, nr 1",
-        dst.clone_range(src.fd(), 0, 16384, 1, Flags::empty()),
-        libc::EINVAL,
-    )
+    ranges_fail(libc::EINVAL, &[("dst_off 16384, nr 1", 0, 16384, 1)]).map(drop)
 }
 
 pub fn eoverflow_src_wrap() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    expect_errno(
-        "src_off u32::MAX, nr 1",
-        dst.clone_range(src.fd(), u32::MAX, 0, 1, Flags::empty()),
-        libc::EOVERFLOW,
-    )?;
-    expect_errno(
-        "src_off u32::MAX-1, nr 4",
-        dst.clone_range(src.fd(), u32::MAX - 1, 0, 4, Flags::empty()),
-        libc::EOVERFLOW,
-    )
+    let tries = [
+        ("src_off u32::MAX, nr 1", u32::MAX, 0, 1),
+        ("src_off u32::MAX-1, nr 4", u32::MAX - 1, 0, 4),
+    ];
+    ranges_fail(libc::EOVERFLOW, &tries).map(drop)
 }
 
 pub fn eoverflow_dst_wrap() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    expect_errno(
-        "dst_off u32::MAX, nr 1",
-        dst.clone_range(src.fd(), 0, u32::MAX, 1, Flags::empty()),
-        libc::EOVERFLOW,
-    )?;
-    expect_errno(
-        "dst_off u32::MAX-2, nr 4",
-        dst.clone_range(src.fd(), 0, u32::MAX - 2, 4, Flags::empty()),
-        libc::EOVERFLOW,
-    )
+    let tries = [
+        ("dst_off u32::MAX, nr 1", 0, u32::MAX, 1),
+        ("dst_off u32::MAX-2, nr 4", 0, u32::MAX - 2, 4),
+    ];
+    ranges_fail(libc::EOVERFLOW, &tries).map(drop)
 }
 
 pub fn eoverflow_src_range() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    expect_errno(
-        "src_off 2 + nr 4 > 4 entries",
-        dst.clone_range(src.fd(), 2, 0, 4, Flags::empty()),
-        libc::EOVERFLOW,
-    )?;
-    expect_errno(
-        "src_off 4 + nr 1 > 4 entries",
-        dst.clone_range(src.fd(), 4, 0, 1, Flags::empty()),
-        libc::EOVERFLOW,
-    )?;
+    let tries = [
+        ("src_off 2 + nr 4 > 4 entries", 2, 0, 4),
+        ("src_off 4 + nr 1 > 4 entries", 4, 0, 1),
+    ];
+    let (src, dst) = ranges_fail(libc::EOVERFLOW, &tries)?;
     step(
         "src_off 3 + nr 1 (control)",
         dst.clone_range(src.fd(), 3, 0, 1, Flags::empty()),

@@ -109,75 +109,53 @@ pub fn einval_nonzero_resv(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
-pub fn einval_offsets_without_nr(ctx: &Ctx) -> CaseResult {
+/// Clones `(flags, src_off, dst_off, nr)` = `args(n)` from a ring holding
+/// pool A (`n` buffers) into a fresh ring; expects one of `want`.
+fn clone_fails(
+    ctx: &Ctx,
+    what: &str,
+    args: impl FnOnce(u32) -> (u32, u32, u32, u32),
+    want: &[i32],
+) -> CaseResult {
     let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
+    let n = ctx.reg_a(&mut a)?.len() as u32;
     let mut b = ctx.ring()?;
+    let (flags, src_off, dst_off, nr) = args(n);
     expect_errno(
-        "src_off 1, nr 0",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 1, 0, 0),
-        &[libc::EINVAL],
-    )?;
-    expect_errno(
-        "dst_off 1, nr 0",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 1, 0),
-        &[libc::EINVAL],
+        what,
+        b.clone_buffers_from(CloneSrc::Ring(&a), flags, src_off, dst_off, nr),
+        want,
     )
+}
+
+pub fn einval_offsets_without_nr(ctx: &Ctx) -> CaseResult {
+    clone_fails(ctx, "src_off 1, nr 0", |_| (0, 1, 0, 0), &[libc::EINVAL])?;
+    clone_fails(ctx, "dst_off 1, nr 0", |_| (0, 0, 1, 0), &[libc::EINVAL])
 }
 
 pub fn einval_nr_exceeds_src(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let n = ctx.reg_a(&mut a)?.len() as u32;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "nr = source + 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, n + 1),
-        &[libc::EINVAL],
-    )
+    let args = |n| (0, 0, 0, n + 1);
+    clone_fails(ctx, "nr = source + 1", args, &[libc::EINVAL])
 }
 
 pub fn einval_dst_beyond_max(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "dst_off 16384, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, KERNEL_MAX_BUFS, 1),
-        &[libc::EINVAL],
-    )
+    let args = |_| (0, 0, KERNEL_MAX_BUFS, 1);
+    clone_fails(ctx, "dst_off 16384, nr 1", args, &[libc::EINVAL])
 }
 
 pub fn eoverflow_src_wrap(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "src_off u32::MAX, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, u32::MAX, 0, 1),
-        &[libc::EOVERFLOW],
-    )
+    let args = |_| (0, u32::MAX, 0, 1);
+    clone_fails(ctx, "src_off u32::MAX, nr 1", args, &[libc::EOVERFLOW])
 }
 
 pub fn eoverflow_dst_wrap(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "dst_off u32::MAX, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, u32::MAX, 1),
-        &[libc::EOVERFLOW],
-    )
+    let args = |_| (0, 0, u32::MAX, 1);
+    clone_fails(ctx, "dst_off u32::MAX, nr 1", args, &[libc::EOVERFLOW])
 }
 
 pub fn eoverflow_src_range(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let n = ctx.reg_a(&mut a)?.len() as u32;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "src_off n-1, nr 2",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, n - 1, 0, 2),
-        &[libc::EOVERFLOW],
-    )
+    let args = |n| (0, n - 1, 0, 2);
+    clone_fails(ctx, "src_off n-1, nr 2", args, &[libc::EOVERFLOW])
 }
 
 pub fn ebadf_src_not_a_ring(ctx: &Ctx) -> CaseResult {
