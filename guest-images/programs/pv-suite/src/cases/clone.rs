@@ -3,23 +3,33 @@
 //! come back as negative ioctl returns).
 
 use crate::ctx::{Ctx, BUF, ENTRIES};
-use crate::harness::{expect_errno, step, CaseResult};
+use crate::harness::{expect_errno, step, CaseError, CaseResult};
 use crate::{ensure, fail, skip};
 use pv_uring::{
-    CloneSrc, InfoExt, PvRing, VuringClone, VURING_CLONE_DST_REPLACE as REPLACE, VURING_RING_POLLED,
+    CloneSrc, Extent, InfoExt, PvRing, VuringClone, VURING_CLONE_DST_REPLACE as REPLACE,
+    VURING_RING_POLLED,
 };
 
 /// `IORING_MAX_REG_BUFFERS`.
 const KERNEL_MAX_BUFS: u32 = 1 << 14;
 
-pub fn clone_all_to_empty(ctx: &Ctx) -> CaseResult {
+/// A ring holding pool A and a fresh ring holding a whole clone of its
+/// table: (source, its extents, clone, the clone's table).
+type Cloned = (PvRing, Vec<Extent>, PvRing, Vec<Extent>);
+
+fn a_and_clone(ctx: &Ctx) -> Result<Cloned, CaseError> {
     let mut a = ctx.ring()?;
-    let src = ctx.reg_a(&mut a)?;
+    let sa = ctx.reg_a(&mut a)?;
     let mut b = ctx.ring()?;
     let t = step(
         "clone",
         b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
     )?;
+    Ok((a, sa, b, t))
+}
+
+pub fn clone_all_to_empty(ctx: &Ctx) -> CaseResult {
+    let (mut a, src, mut b, t) = a_and_clone(ctx)?;
     ensure!(
         t.len() == src.len(),
         "clone: {} buffers, want {}",
@@ -303,13 +313,7 @@ pub fn partial_range_maps(ctx: &Ctx) -> CaseResult {
 }
 
 pub fn after_src_unregister(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let sa = ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    let t = step(
-        "clone",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
-    )?;
+    let (mut a, sa, mut b, t) = a_and_clone(ctx)?;
     step("unregister source", a.unregister_buffers())?;
     for i in [0, sa.len() - 1] {
         ctx.check_clone(&mut b, &t, i, &sa[i], i as u64)?;
@@ -318,13 +322,7 @@ pub fn after_src_unregister(ctx: &Ctx) -> CaseResult {
 }
 
 pub fn after_src_close(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let sa = ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    let t = step(
-        "clone",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
-    )?;
+    let (a, sa, mut b, t) = a_and_clone(ctx)?;
     drop(a);
     for i in [0, sa.len() - 1] {
         ctx.check_clone(&mut b, &t, i, &sa[i], i as u64)?;
