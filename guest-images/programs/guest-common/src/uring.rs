@@ -14,37 +14,10 @@ use crate::Errno;
 pub const REGISTER_RING_FDS: u32 = 20;
 /// `IORING_UNREGISTER_RING_FDS`.
 pub const UNREGISTER_RING_FDS: u32 = 21;
-/// `IORING_REGISTER_CLONE_BUFFERS`.
-pub const REGISTER_CLONE_BUFFERS: u32 = 30;
-
-/// `struct io_uring_clone_buffers` from the upstream UAPI, for the raw
-/// calls (a well-formed clone between rings: the crate).
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CloneBuffers {
-    /// The source ring's fd (or registered index).
-    pub src_fd: u32,
-    /// `IORING_REGISTER_SRC_REGISTERED` | `IORING_REGISTER_DST_REPLACE`.
-    pub flags: u32,
-    /// First source entry.
-    pub src_off: u32,
-    /// First destination entry.
-    pub dst_off: u32,
-    /// Entries (0: the whole table).
-    pub nr: u32,
-    /// Must be zero.
-    pub pad: [u32; 3],
-}
-
-impl CloneBuffers {
-    /// Clone the whole table of the ring `src_fd`.
-    pub fn all(src_fd: i32) -> Self {
-        Self {
-            src_fd: src_fd as u32,
-            ..Self::default()
-        }
-    }
-}
+/// `IORING_REGISTER_CLONE_BUFFERS` and `struct io_uring_clone_buffers`
+/// (the ABI crate's, which the host device shares), for the raw calls (a
+/// well-formed clone between rings: the crate).
+pub use uring_abi::uring::{CloneBuffers, IORING_REGISTER_CLONE_BUFFERS as REGISTER_CLONE_BUFFERS};
 
 /// `struct io_uring_rsrc_update`, used for ring fd registration.
 #[repr(C)]
@@ -140,8 +113,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clone_struct_matches_uapi_layout() {
-        assert_eq!(std::mem::size_of::<CloneBuffers>(), 32);
+    fn structs_match_uapi_layout() {
         assert_eq!(std::mem::align_of::<CloneBuffers>(), 4);
         assert_eq!(std::mem::size_of::<RsrcUpdate>(), 16);
     }
