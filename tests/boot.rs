@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{boot, cached_snapshot, restore_cached, run_raw, skip_without_kvm, token};
+use common::{
+    boot, cached_snapshot, cold_boot_asked, restore_cached, run_raw, skip_without_kvm, token,
+};
 
 /// A hung guest is given this long (VMM start to kill): enough for a restored
 /// guest to start its workload on a loaded 2-core machine, so that the kill
@@ -22,7 +24,9 @@ fn token_exit_status_and_two_vcpus_come_back_from_the_guest() {
         return;
     }
     let token = token();
-    let script = format!("-- /bin/sh -c \"echo {token}; echo cpus=$(nproc); exit 3\"");
+    let script = format!(
+        "-- /bin/sh -c \"echo {token}; echo cpus=$(nproc); echo wall-clock $(date +%s); exit 3\""
+    );
     // Both vCPU threads on one host CPU (the first this test may use):
     // --vcpu-affinity in a real boot.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -55,7 +59,21 @@ fn token_exit_status_and_two_vcpus_come_back_from_the_guest() {
         run.stdout.lines().any(|l| l.trim() == "cpus=2"),
         "the guest must see 2 vCPUs",
     );
+    // The guest has no RTC: rv-init sets its wall clock from the host's.
+    let host_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let guest_wall: Option<f64> = run
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("wall-clock ")?.parse().ok());
     let timings = run.timings();
+    let wall_s = timings["wall_s"].as_f64().unwrap_or(0.0);
+    run.check(
+        guest_wall.is_some_and(|g| g <= host_now + 1.0 && g >= host_now - wall_s - 1.0),
+        &format!("the guest's wall clock must be the host's (guest {guest_wall:?}, host at exit {host_now})"),
+    );
     let to_init = timings["to_init_s"].as_f64().unwrap_or(0.0);
     run.check(to_init > 0.0, "the boot marker must have been recorded");
     run.check(
@@ -123,7 +141,9 @@ fn hung_guest_is_killed_by_timeout() {
     if skip_without_kvm() {
         return;
     }
-    cached_snapshot(); // taken (once) before the clock starts
+    if !cold_boot_asked() {
+        cached_snapshot(); // taken (once) before the clock starts
+    }
     let started = std::time::Instant::now();
     let run = restore_cached(&[
         "--timeout",

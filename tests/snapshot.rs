@@ -290,6 +290,10 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
     }
     let on_disk = snap.taken.elapsed();
     let started = Instant::now();
+    let started_wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let mut children = Vec::new();
     for i in 0..3 {
         let dir = snap.work.join(format!("vm{i}"));
@@ -305,7 +309,7 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
                 &format!("path={}", disk.display()),
                 "--cmdline",
                 &format!(
-                    "-- /bin/sh -c \"cat /proc/uptime; test ! -e /tmp/mark && echo vm-{i} > /tmp/mark; \
+                    "-- /bin/sh -c \"cat /proc/uptime; echo wall-clock $(date +%s); test ! -e /tmp/mark && echo vm-{i} > /tmp/mark; \
                      echo mark $(cat /tmp/mark); echo GUEST-vm-{i} | dd of=/dev/vda bs=4096 seek=512 \
                      conv=notrunc 2>/dev/null; sync; cat /proc/uptime; sleep 1; cat /proc/uptime; exit 1{i}\""
                 ),
@@ -370,6 +374,22 @@ fn one_snapshot_restores_at_once_in_three_vmms_each_independent_with_its_clock_g
                 on_disk.as_secs_f64()
             ),
         );
+        // The wall clock is the host's, not the snapshot's (which is
+        // `on_disk` seconds behind).
+        let wall = lines.iter().find_map(|(t, l)| {
+            let guest: f64 = l.trim().strip_prefix("wall-clock ")?.parse().ok()?;
+            Some((guest, started_wall + t))
+        });
+        // Between the restore's start and the line's arrival (a loaded
+        // host can take seconds from `date` to the console), and so never
+        // the snapshot's time, at least `on_disk` seconds earlier.
+        run.check(
+            wall.is_some_and(|(guest, host)| guest >= started_wall - 1.0 && guest <= host + 1.0),
+            &format!(
+                "the guest's wall clock must be the host's after a restore: (guest, host when \
+                 the line arrived) {wall:?}, host at the restore's start {started_wall:.0}"
+            ),
+        );
         let slept = up[2] - up[1];
         run.check(
             slept >= 1.0 && slept < started.elapsed().as_secs_f64(),
@@ -428,12 +448,16 @@ fn bad_snapshots_give_one_clear_error_and_status_1() {
     };
 
     let (dir, mut state) = copy_snapshot(snap, "bad-format");
-    state[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let version = u32::from_le_bytes(state[8..12].try_into().unwrap());
+    state[8..12].copy_from_slice(&(version + 1).to_le_bytes());
     std::fs::write(dir.join("state"), &state).unwrap();
     refused(
         &dir,
         &[],
-        "snapshot format version 2; this ringvisor reads version 1",
+        &format!(
+            "snapshot format version {}; this ringvisor reads version {version}",
+            version + 1
+        ),
     );
 
     let (dir, mut state) = copy_snapshot(snap, "bad-version");
@@ -466,6 +490,39 @@ fn bad_snapshots_give_one_clear_error_and_status_1() {
     memory.set_len(128 << 20).unwrap();
     std::fs::write(dir.join("state"), &state).unwrap();
     refused(&dir, &[], "(truncated?)");
+
+    // The memory file of the right size with one byte changed, where the
+    // guest's RAM was in use: its first data page (a copy, so that the
+    // snapshot itself stays whole).
+    let (dir, state) = copy_snapshot(snap, "bad-memory-byte");
+    let memory = dir.join("memory");
+    std::fs::remove_file(&memory).unwrap();
+    std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(snap.dir.join("memory"))
+        .arg(&memory)
+        .status()
+        .unwrap();
+    std::fs::write(dir.join("state"), &state).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&memory)
+            .unwrap();
+        let mut at = 0u64;
+        let mut byte = [0u8];
+        loop {
+            file.read_exact_at(&mut byte, at).unwrap();
+            if byte[0] != 0 {
+                break;
+            }
+            at += 1;
+        }
+        file.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    }
+    refused(&dir, &[], "memory is corrupted: ");
 
     refused(&snap.work.join("no-such-snapshot"), &[], "No such file");
 

@@ -48,30 +48,22 @@ fn boot_once(
     run: usize,
     memory: &str,
 ) -> Result<Value, BenchError> {
-    let output = Command::new(exe)
-        .arg("run")
-        .arg("--kernel")
-        .arg(&image.kernel)
-        .arg("--initramfs")
-        .arg(image.smallest_initramfs())
-        .args(["--memory", memory, "--timings", "--timeout", "600"])
-        .args(["--cmdline", "rv.workload=demo"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BenchError::Spawn {
-            exe: exe.to_path_buf(),
-            source,
-        })?;
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    if !output.status.success() {
-        return Err(BenchError::RunFailed {
-            what: format!("boot run {run}"),
-            status: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr,
-        });
-    }
-    parse_timings(&stderr).ok_or(BenchError::NoTimings { run })
+    use std::ffi::OsStr;
+    let args = [
+        OsStr::new("run"),
+        OsStr::new("--kernel"),
+        image.kernel.as_os_str(),
+        OsStr::new("--initramfs"),
+        image.smallest_initramfs().as_os_str(),
+        OsStr::new("--memory"),
+        OsStr::new(memory),
+        OsStr::new("--timings"),
+        OsStr::new("--timeout"),
+        OsStr::new("600"),
+        OsStr::new("--cmdline"),
+        OsStr::new("rv.workload=demo"),
+    ];
+    timed_run(exe, &args, format!("boot run {run}"), run)
 }
 
 /// The guests of the snapshot points.
@@ -100,8 +92,14 @@ pub fn plan(ctx: &Ctx) -> Vec<Point> {
     points
 }
 
-/// Runs `exe` with `args`; its RINGVISOR_TIMINGS, or why not.
-fn timed_run(exe: &Path, args: &[&std::ffi::OsStr], what: String) -> Result<Value, BenchError> {
+/// Runs `exe` with `args` (run number `run`, described as `what`); its
+/// RINGVISOR_TIMINGS, or why not.
+fn timed_run(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    what: String,
+    run: usize,
+) -> Result<Value, BenchError> {
     let output = Command::new(exe)
         .args(args)
         .stdin(Stdio::null())
@@ -119,7 +117,24 @@ fn timed_run(exe: &Path, args: &[&std::ffi::OsStr], what: String) -> Result<Valu
             stderr,
         });
     }
-    parse_timings(&stderr).ok_or(BenchError::NoTimings { run: 0 })
+    parse_timings(&stderr).ok_or(BenchError::NoTimings { run })
+}
+
+/// Restores the snapshot in `dir` with `workload`; its RINGVISOR_TIMINGS.
+fn restore_once(ctx: &Ctx, dir: &Path, workload: &str, what: String) -> Result<Value, BenchError> {
+    use std::ffi::OsStr;
+    let cmdline = format!("-- {workload}");
+    let args = [
+        OsStr::new("run"),
+        OsStr::new("--restore"),
+        dir.as_os_str(),
+        OsStr::new("--timings"),
+        OsStr::new("--timeout"),
+        OsStr::new("120"),
+        OsStr::new("--cmdline"),
+        OsStr::new(&cmdline),
+    ];
+    timed_run(&ctx.exe, &args, what, 0)
 }
 
 /// Takes a snapshot of the default guest with `memory` and restores it
@@ -146,6 +161,7 @@ fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, Be
             OsStr::new("900"),
         ],
         format!("snapshot of a {memory} guest"),
+        0,
     );
     let result = taken.and_then(|taken| {
         let size = |name: &str| std::fs::metadata(dir.join(name)).map(|m| (m.len(), m.blocks() * 512));
@@ -155,29 +171,22 @@ fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, Be
         };
         let (state, _) = size("state").map_err(host)?;
         let (ram_len, ram_allocated) = size("memory").map_err(host)?;
-        let mut restores = Vec::new();
+        let (mut restores, mut trues) = (Vec::new(), Vec::new());
         for r in 0..ctx.runs {
-            let t = timed_run(
-                &ctx.exe,
-                &[
-                    OsStr::new("run"),
-                    OsStr::new("--restore"),
-                    dir.as_os_str(),
-                    OsStr::new("--timings"),
-                    OsStr::new("--timeout"),
-                    OsStr::new("120"),
-                    OsStr::new("--cmdline"),
-                    OsStr::new("-- /bin/demo"),
-                ],
-                format!("restore {} of the {memory} guest", r + 1),
-            )?;
+            let what = format!("restore {} of the {memory} guest", r + 1);
+            let t = restore_once(ctx, &dir, "/bin/demo", what.clone())?;
+            // End to end: the whole run of a workload that does nothing.
+            let whole = restore_once(ctx, &dir, "/bin/true", what)?;
             pb.println(format!(
-                "bench: restore {} of the {memory} guest: to the workload {:.1} ms, VMM set-up {:.1} ms",
+                "bench: restore {} of the {memory} guest: to the workload {:.1} ms, VMM set-up {:.1} ms; \
+                 restore, run `true` and exit {:.1} ms",
                 r + 1,
                 t["to_workload_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
                 t["vmm_setup_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
+                whole["wall_s"].as_f64().unwrap_or(f64::NAN) * 1e3,
             ));
             restores.push(t);
+            trues.push(whole);
         }
         Ok(json!({
             "memory": memory,
@@ -187,6 +196,7 @@ fn snapshot_point(ctx: &Ctx, memory: &str, pb: &ProgressBar) -> Result<Value, Be
             "memory_file_allocated_bytes": ram_allocated,
             "boot_and_snapshot_s": taken["wall_s"],
             "restores": restores,
+            "true_runs": trues,
         }))
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -260,6 +270,11 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
         };
         let (to_workload, setup, share) =
             (col("to_workload_s"), col("vmm_setup_s"), col("vmm_share"));
+        let true_wall: Vec<f64> = snap["true_runs"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t["wall_s"].as_f64()).collect())
+            .unwrap_or_default();
+        let true_wall_m = median(&true_wall).unwrap_or(nan);
         let to_workload_m = median(&to_workload).unwrap_or(nan);
         let setup_m = median(&setup).unwrap_or(nan);
         let share_m = median(&share).unwrap_or(nan) * 100.0;
@@ -272,10 +287,12 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
             "samples": {
                 "to_workload": samples(&to_workload, "s"),
                 "restore_vmm_setup": samples(&setup, "s"),
+                "restore_true_to_exit": samples(&true_wall, "s"),
             },
             "median": {
                 "to_workload": fig("restore: to the workload", to_workload_m, "s")?,
                 "restore_vmm_setup": fig("restore: VMM set-up", setup_m, "s")?,
+                "restore_true_to_exit": fig("restore: `true` to exit", true_wall_m, "s")?,
                 "vmm_share": {"value": share_m, "unit": "%"},
             },
             "restores": snap["restores"],
@@ -300,6 +317,11 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
             format!("{memory}: of which the VMM's restore (set-up); VMM share of vCPU time"),
             format!("{:.1} ms; {share_m:.3} %", setup_m * 1e3),
             "restore time must not grow with guest RAM".into(),
+        ]);
+        snapshot_rows.push([
+            format!("{memory}: restore, run `/bin/true` and exit (VMM wall time)"),
+            format!("{:.1} ms", true_wall_m * 1e3),
+            "end to end: the workload's exec and exit, the guest's exit".into(),
         ]);
         snapshot_rows.push([
             format!("{memory}: snapshot size (state + memory file in use)"),

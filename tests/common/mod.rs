@@ -182,9 +182,20 @@ pub fn cached_snapshot() -> &'static Path {
     })
 }
 
+/// Whether `RINGVISOR_TEST_COLD_BOOT=1` asks [`restore_cached`] to boot.
+pub fn cold_boot_asked() -> bool {
+    std::env::var_os("RINGVISOR_TEST_COLD_BOOT").is_some_and(|v| v == "1")
+}
+
 /// `ringvisor run --restore CACHED ARGS`: [`boot`] from the cached
 /// snapshot (`--cmdline` takes only `-- WORKLOAD` or `rv.workload=NAME`).
+/// With `RINGVISOR_TEST_COLD_BOOT=1` it boots instead, with the same
+/// arguments: the same test on a cold boot, to compare the suite's time
+/// (docs/snapshot.md) or on a host where snapshots fail.
 pub fn restore_cached(args: &[&str]) -> Run {
+    if cold_boot_asked() {
+        return boot(args);
+    }
     let dir = cached_snapshot();
     collect(
         ringvisor()

@@ -212,12 +212,13 @@ fn take_snapshot(
     let vm_state = snapshot::vm::save(&vm.fd)?;
     let devices = snapshot::devices::save(vm)?;
     let machine = machine(vm, config)?;
-    let state = Snapshot {
+    let mut state = Snapshot {
         ringvisor_version: snapshot::RINGVISOR_VERSION.into(),
         machine,
         vm: vm_state,
         vcpus,
         devices,
+        memory: Default::default(),
     };
     state.check()?;
     let paused = paused_at.elapsed();
@@ -233,7 +234,8 @@ fn take_snapshot(
     }
     let memory_tmp = out.join(format!("{}.tmp", snapshot::MEMORY_FILE));
     let memory = out.join(snapshot::MEMORY_FILE);
-    let ram_bytes = snapshot::memory::write(&vm.ram.memory, config.memory.size, &memory_tmp)?;
+    state.memory = snapshot::memory::write(&vm.ram.memory, config.memory.size, &memory_tmp)?;
+    let ram_bytes = state.memory.data_bytes;
     std::fs::rename(&memory_tmp, &memory).map_err(io("renaming", &memory_tmp))?;
     let state_bytes = snapshot::write_state(out, &state)?;
     Ok(format!(

@@ -24,6 +24,13 @@ pub mod regs {
     pub const COMMAND_LEN: u64 = 0x14;
     /// Write: /init started the workload.
     pub const WORKLOAD_STARTED: u64 = 0x18;
+    /// Read: the host's wall clock (`CLOCK_REALTIME`, nanoseconds since the
+    /// epoch) as read now, low 32 bits; the read latches the high 32 bits
+    /// for [`HOST_TIME_HI`], so that a guest reading LO then HI gets one
+    /// consistent value.
+    pub const HOST_TIME_LO: u64 = 0x20;
+    /// Read: the high 32 bits latched by the last read of [`HOST_TIME_LO`].
+    pub const HOST_TIME_HI: u64 = 0x24;
     /// Read: the command's bytes (argv words, each ended by a NUL).
     pub const COMMAND: u64 = 0x100;
     /// "RVGS", little endian.
@@ -52,12 +59,24 @@ pub enum CommandError {
     TooLong(usize),
 }
 
+/// The host's wall clock in nanoseconds since the epoch (0 if the host
+/// clock is before it).
+fn host_realtime_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
 /// The guest-signal device (MMIO, 4 KiB).
 pub struct GuestSignal {
     events: Box<dyn VmEventSink>,
     boot_marked: bool,
     ready: bool,
     command: Option<Vec<u8>>,
+    /// Where [`regs::HOST_TIME_LO`] reads the host's wall clock.
+    clock: fn() -> u64,
+    /// The high half latched by the last read of [`regs::HOST_TIME_LO`].
+    time_hi: u32,
 }
 
 impl GuestSignal {
@@ -73,6 +92,8 @@ impl GuestSignal {
             boot_marked: false,
             ready: false,
             command: None,
+            clock: host_realtime_ns,
+            time_hi: 0,
         }
     }
 
@@ -109,7 +130,7 @@ impl GuestSignal {
     }
 
     /// A register read (4-byte aligned words and the mailbox bytes).
-    fn read_value(&self, offset: u64, data: &mut [u8]) {
+    fn read_value(&mut self, offset: u64, data: &mut [u8]) {
         data.fill(0);
         if offset >= regs::COMMAND {
             let at = (offset - regs::COMMAND) as usize;
@@ -124,6 +145,12 @@ impl GuestSignal {
             regs::MAGIC => regs::MAGIC_VALUE,
             regs::COMMAND_READY => u32::from(self.command.is_some()),
             regs::COMMAND_LEN => self.command.as_ref().map_or(0, |c| c.len() as u32),
+            regs::HOST_TIME_LO => {
+                let now = (self.clock)();
+                self.time_hi = (now >> 32) as u32;
+                now as u32
+            }
+            regs::HOST_TIME_HI => self.time_hi,
             _ => 0,
         };
         for (i, byte) in data.iter_mut().enumerate() {
@@ -243,6 +270,33 @@ mod tests {
         );
         dev.write(regs::WORKLOAD_STARTED, &1u32.to_le_bytes());
         assert_eq!(rx.try_recv(), Ok(VmEvent::WorkloadStarted));
+    }
+
+    #[test]
+    fn host_time_reads_as_one_latched_value() {
+        let (mut dev, _rx) = device();
+        dev.clock = || 0x1234_5678_9abc_def0;
+        let mut word = [0u8; 4];
+        dev.read(regs::HOST_TIME_HI, &mut word);
+        assert_eq!(word, [0; 4], "nothing latched before a LO read");
+        dev.read(regs::HOST_TIME_LO, &mut word);
+        assert_eq!(u32::from_le_bytes(word), 0x9abc_def0);
+        // The clock moves on (past a carry into the high half); HI still
+        // reads the half that belongs with the LO just read.
+        dev.clock = || 0x1234_5679_0000_0001;
+        dev.read(regs::HOST_TIME_HI, &mut word);
+        assert_eq!(u32::from_le_bytes(word), 0x1234_5678);
+
+        let (mut real, _rx) = device();
+        real.read(regs::HOST_TIME_LO, &mut word);
+        let lo = u64::from(u32::from_le_bytes(word));
+        real.read(regs::HOST_TIME_HI, &mut word);
+        let ns = u64::from(u32::from_le_bytes(word)) << 32 | lo;
+        let host = host_realtime_ns();
+        assert!(
+            host >= ns && host - ns < 5_000_000_000,
+            "the device's clock {ns} must be the host's {host}"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::Serialize;
 pub const MAGIC: [u8; 8] = *b"RVSNAP\r\n";
 /// The version of this layout and of the payload's structure. Any change
 /// to either bumps it; a file of another version is refused.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Bytes before the payload.
 pub const HEADER_LEN: usize = 24;
 /// The largest payload accepted (vCPU states, devices; not guest RAM).
@@ -192,7 +192,7 @@ mod tests {
         file[8] = 7;
         assert_eq!(
             decode::<Sample>(&file).unwrap_err().to_string(),
-            "snapshot format version 7; this ringvisor reads version 1"
+            "snapshot format version 7; this ringvisor reads version 2"
         );
         let mut file = sample();
         let last = file.len() - 1;

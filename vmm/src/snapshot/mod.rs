@@ -84,6 +84,20 @@ pub enum SnapshotError {
         /// Guest RAM's size in the state.
         size: u64,
     },
+    /// The memory file's contents are not what the snapshot wrote.
+    #[error(
+        "invalid snapshot state: {} is corrupted: {} bytes of data with CRC-32 {:#010x}, \
+         the state says {} bytes with CRC-32 {:#010x}",
+        .path.display(), .found.data_bytes, .found.crc32, .want.data_bytes, .want.crc32
+    )]
+    MemoryCorrupted {
+        /// The memory file.
+        path: PathBuf,
+        /// What it holds.
+        found: state::MemoryDigest,
+        /// What the state says it must hold.
+        want: state::MemoryDigest,
+    },
     /// No virtio transport sits in a slot the VM has.
     #[error("invalid snapshot state: no virtio device in slot {0}")]
     NoVirtioDevice(usize),
@@ -185,9 +199,10 @@ pub enum SnapshotError {
     },
 }
 
-/// Reads and checks the state of the snapshot in `dir`: format, version,
-/// consistency, and that the memory file is there with the guest's RAM
-/// size. Nothing is built yet, so an error here leaves nothing behind.
+/// Reads and checks the snapshot in `dir`: the state's format, version and
+/// consistency, and the memory file's size and contents (its digest, over
+/// the RAM in use). Nothing is built yet, so an error here leaves nothing
+/// behind.
 pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
     let path = dir.join(STATE_FILE);
     let bytes = std::fs::read(&path).map_err(|source| SnapshotError::Io {
@@ -221,6 +236,7 @@ pub fn load(dir: &Path) -> Result<Snapshot, SnapshotError> {
             size: snapshot.machine.memory_size,
         });
     }
+    memory::check(&memory, &snapshot.memory)?;
     Ok(snapshot)
 }
 

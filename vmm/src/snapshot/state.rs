@@ -129,6 +129,20 @@ pub struct Snapshot {
     pub vcpus: Vec<VcpuState>,
     /// Devices.
     pub devices: DeviceStates,
+    /// What the memory file must hold.
+    pub memory: MemoryDigest,
+}
+
+/// A fingerprint of the memory file's contents, checked at every restore:
+/// CRC-32 over each page that is not all zeros, with its file offset
+/// (zero pages are holes, so the fingerprint reads only the RAM in use).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryDigest {
+    /// Bytes in pages that are not all zeros.
+    pub data_bytes: u64,
+    /// CRC-32 (IEEE) of, for each such page in file order, its offset (u64
+    /// LE) then its bytes.
+    pub crc32: u32,
 }
 
 /// How a snapshot's parts disagree with each other or with the limits.

@@ -26,8 +26,10 @@ use uring_abi::wire::{
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use super::control::*;
+use super::executor::{lock, Slot};
 use super::ring::PRIVATE_SLOT_SIZE;
 use super::*;
+use crate::BusDevice;
 
 /// The tests share the process's pinned-memory count: run one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -24,6 +24,7 @@ use std::ffi::{CString, OsString};
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;
+use std::time::{Duration, Instant};
 
 const SIGNAL_BASE: libc::off_t = 0xd000_0000;
 const SIGNAL_LEN: usize = 0x1000;
@@ -34,9 +35,19 @@ const REG_READY: usize = 0x0c;
 const REG_COMMAND_READY: usize = 0x10;
 const REG_COMMAND_LEN: usize = 0x14;
 const REG_WORKLOAD_STARTED: usize = 0x18;
+const REG_HOST_TIME_LO: usize = 0x20;
+const REG_HOST_TIME_HI: usize = 0x24;
 const COMMAND: usize = 0x100;
-/// How often /init looks at the mailbox while it waits for a workload.
-const MAILBOX_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long the launcher spins on the mailbox before it falls back to
+/// looking every [`MAILBOX_POLL`]. `ringvisor snapshot` pauses the guest
+/// right after `READY`, so the snapshot holds the launcher spinning in user
+/// mode, and after a restore it sees the command on its next read. Sleeping
+/// instead costs, after the restore, a timer interrupt, a wake-up and a
+/// return to user mode in the guest kernel: about 70 ms where that kernel
+/// is emulated (nested PVM).
+const MAILBOX_SPIN: Duration = Duration::from_secs(2);
+/// How often the launcher looks at the mailbox after [`MAILBOX_SPIN`].
+const MAILBOX_POLL: Duration = Duration::from_millis(1);
 const MAGIC: u32 = 0x5256_4753; // "RVGS"
 
 /// glibc 2.36 `glibc.cpu.hwcaps` syntax: a comma-separated list of
@@ -126,8 +137,15 @@ impl SignalDevice {
     /// workload).
     fn wait_for_command(&self) -> Vec<OsString> {
         self.write(REG_READY, 1);
+        let spin_until = Instant::now() + MAILBOX_SPIN;
+        let mut reads = 0u32;
         while self.read(REG_COMMAND_READY) != 1 {
-            std::thread::sleep(MAILBOX_POLL);
+            reads = reads.wrapping_add(1);
+            // Each read is a VM exit: the loop needs no pause of its own,
+            // and looks at the clock only now and then.
+            if reads.is_multiple_of(1024) && Instant::now() > spin_until {
+                std::thread::sleep(MAILBOX_POLL);
+            }
         }
         let len = (self.read(REG_COMMAND_LEN) as usize).min(SIGNAL_LEN - COMMAND);
         let bytes: Vec<u8> = (0..len.div_ceil(4))
@@ -135,6 +153,32 @@ impl SignalDevice {
             .take(len)
             .collect();
         mailbox_argv(&bytes)
+    }
+
+    /// The host's wall clock as the VMM offers it (`None` from a VMM that
+    /// does not: the register reads 0).
+    fn host_time(&self) -> Option<Duration> {
+        let lo = u64::from(self.read(REG_HOST_TIME_LO));
+        let hi = u64::from(self.read(REG_HOST_TIME_HI));
+        let ns = hi << 32 | lo;
+        (ns != 0).then(|| Duration::from_nanos(ns))
+    }
+
+    /// Sets the guest's wall clock to the host's. The guest has no RTC, and
+    /// a guest restored from a snapshot would otherwise keep the time the
+    /// snapshot was taken at.
+    fn set_wall_clock(&self) {
+        let Some(now) = self.host_time() else {
+            return;
+        };
+        let ts = libc::timespec {
+            tv_sec: now.as_secs() as libc::time_t,
+            tv_nsec: now.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: clock_settime reads the timespec we pass.
+        if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+            say(&format!("setting the wall clock: {}", errno()));
+        }
     }
 }
 
@@ -317,16 +361,21 @@ fn mount_disk(m: &MountRequest) -> Result<(), String> {
     Ok(())
 }
 
-/// Unmounts what [`mount_disk`] mounted, last first, so that the file
-/// systems are clean on the disk when the VMM exits. Returns false if one
-/// could not be unmounted (then it is at least synced).
-fn unmount_disks(mounted: &[MountRequest]) -> bool {
+/// Unmounts what the launcher mounted of `requested`, last first, so that
+/// the file systems are clean on the disk when the VMM exits (a request the
+/// launcher did not get to is not a mount point: EINVAL, skipped). Returns
+/// false if one could not be unmounted (then it is at least synced).
+fn unmount_disks(requested: &[MountRequest]) -> bool {
     let mut ok = true;
-    for m in mounted.iter().rev() {
+    for m in requested.iter().rev() {
         let t = cstr(m.dir.as_bytes());
         // SAFETY: umount2 of a NUL-terminated path.
         if unsafe { libc::umount2(t.as_ptr(), 0) } != 0 {
-            say(&format!("umount {}: {}", m.dir, errno()));
+            let e = errno();
+            if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) {
+                continue;
+            }
+            say(&format!("umount {}: {e}", m.dir));
             // SAFETY: sync has no preconditions.
             unsafe { libc::sync() };
             ok = false;
@@ -346,35 +395,90 @@ fn status_code(wstatus: libc::c_int) -> u32 {
     }
 }
 
-/// fork + exec the workload; returns its pid, or the status to report.
-fn spawn(argv: &[OsString]) -> Result<libc::pid_t, u32> {
-    let cargs: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect();
-    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
-    ptrs.push(ptr::null());
-    // SAFETY: fork in a single-threaded process; the child only calls
-    // async-signal-safe functions (setsid, ioctl, execv, write, _exit).
+/// What the launcher needs to start the workload.
+struct Launch<'a> {
+    /// The guest-signal device, if present.
+    dev: Option<&'a SignalDevice>,
+    /// Wait for the command in the mailbox first (`rv.snapshot=1`).
+    from_mailbox: bool,
+    /// The workload command line (the mailbox's, when not empty, wins).
+    argv: Vec<OsString>,
+    /// The disks to mount first, or why the request is malformed.
+    mounts: &'a Result<Vec<MountRequest>, String>,
+}
+
+/// Forks the launcher, the process that becomes the workload; returns its
+/// pid, or the status to report. The fork comes before the wait for a
+/// snapshot's mailbox, so that a restored guest only has the exec left to
+/// do: a fork costs about 100 ms where the guest kernel is emulated.
+fn spawn_launcher(launch: Launch<'_>) -> Result<libc::pid_t, u32> {
+    // SAFETY: fork in a single-threaded process, so the child may allocate.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         say(&format!("fork: {}", errno()));
         return Err(255);
     }
     if pid == 0 {
-        // SAFETY: see above; ptrs is NULL-terminated and outlives execv.
-        unsafe {
-            libc::setsid();
-            libc::ioctl(0, libc::TIOCSCTTY, 0);
-            libc::execv(ptrs[0], ptrs.as_ptr());
-            // The parent is single-threaded, so formatting is safe here.
-            let msg = format!(
-                "rv-init: exec of {} failed: {}\n",
-                argv[0].to_string_lossy(),
-                errno()
-            );
-            libc::write(2, msg.as_ptr().cast(), msg.len());
-            libc::_exit(127);
-        }
+        launcher(launch);
     }
     Ok(pid)
+}
+
+/// The launcher (a child of init): its own session with the console as its
+/// controlling terminal; waits for the mailbox's command when asked; sets
+/// the wall clock; mounts the disks; writes `WORKLOAD_STARTED` and execs
+/// the workload. Exits with [`MOUNT_FAILED_STATUS`] when a mount fails and
+/// 127 when the exec does.
+fn launcher(launch: Launch<'_>) -> ! {
+    // SAFETY: setsid and ioctl(TIOCSCTTY) take no pointers.
+    unsafe {
+        libc::setsid();
+        libc::ioctl(0, libc::TIOCSCTTY, 0);
+    }
+    let mut argv = launch.argv;
+    if let (Some(d), true) = (launch.dev, launch.from_mailbox) {
+        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let uptime = uptime.split_whitespace().next().unwrap_or("?");
+        say(&format!(
+            "ready for a workload at uptime {uptime} s; waiting in the guest-signal mailbox"
+        ));
+        // SAFETY: tcdrain only waits on the given descriptor.
+        unsafe { libc::tcdrain(1) };
+        let command = d.wait_for_command();
+        if !command.is_empty() {
+            argv = command;
+        }
+    }
+    if let Some(d) = launch.dev {
+        d.set_wall_clock();
+    }
+    let mounted = launch
+        .mounts
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|requests| requests.iter().try_for_each(mount_disk));
+    if let Err(e) = mounted {
+        say(&format!("{e}; not running the workload"));
+        // SAFETY: _exit ends this process only.
+        unsafe { libc::_exit(MOUNT_FAILED_STATUS as libc::c_int) };
+    }
+    if let Some(d) = launch.dev {
+        d.write(REG_WORKLOAD_STARTED, 1);
+    }
+    let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
+    say(&format!("running {}", shown.join(" ")));
+    let cargs: Vec<CString> = argv.iter().map(|a| cstr(a.as_bytes())).collect();
+    let mut ptrs: Vec<*const libc::c_char> = cargs.iter().map(|c| c.as_ptr()).collect();
+    ptrs.push(ptr::null());
+    // SAFETY: ptrs is NULL-terminated and its strings outlive execv.
+    unsafe { libc::execv(ptrs[0], ptrs.as_ptr()) };
+    say(&format!(
+        "exec of {} failed: {}",
+        argv[0].to_string_lossy(),
+        errno()
+    ));
+    // SAFETY: _exit ends this process only.
+    unsafe { libc::_exit(127) }
 }
 
 /// Waits for `pid`, reaping any other child (orphans re-parented to us).
@@ -468,50 +572,20 @@ pub fn main() {
     };
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let mut argv = workload(&args, cmdline.trim_end());
-    if let (Some(d), true) = (&dev, snapshot_requested(&cmdline)) {
-        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
-        let uptime = uptime.split_whitespace().next().unwrap_or("?");
-        say(&format!(
-            "ready for a workload at uptime {uptime} s; waiting in the guest-signal mailbox"
-        ));
-        // SAFETY: tcdrain only waits on the given descriptor.
-        unsafe { libc::tcdrain(1) };
-        let command = d.wait_for_command();
-        if !command.is_empty() {
-            argv = command;
-        }
-    }
-    let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
-
-    let mut mounted = Vec::new();
-    let mounting = mounts(cmdline.trim_end()).and_then(|requests| {
-        requests.iter().try_for_each(|m| {
-            mount_disk(m)?;
-            mounted.push(m.clone());
-            Ok(())
-        })
-    });
-    let mut status = match mounting {
-        Ok(()) => {
-            say(&format!("running {}", shown.join(" ")));
-            match spawn(&argv) {
-                Ok(pid) => {
-                    if let Some(d) = &dev {
-                        d.write(REG_WORKLOAD_STARTED, 1);
-                    }
-                    wait_for(pid)
-                }
-                Err(s) => s,
-            }
-        }
-        Err(e) => {
-            say(&format!("{e}; not running the workload"));
-            MOUNT_FAILED_STATUS
-        }
+    let requested = mounts(cmdline.trim_end());
+    let launch = Launch {
+        dev: dev.as_ref(),
+        from_mailbox: snapshot_requested(&cmdline),
+        argv: workload(&args, cmdline.trim_end()),
+        mounts: &requested,
+    };
+    let mut status = match spawn_launcher(launch) {
+        Ok(pid) => wait_for(pid),
+        Err(s) => s,
     };
     reap_rest();
-    if !unmount_disks(&mounted) && status == 0 {
+    let requested = requested.unwrap_or_default();
+    if !unmount_disks(&requested) && status == 0 {
         status = MOUNT_FAILED_STATUS;
     }
     say(&format!("workload exited with status {status}"));
