@@ -77,5 +77,11 @@ int main(void)
 	CONST(VURING_IOC_ARENA_REGISTER);
 	CONST(VURING_MMAP_ARENA);
 	CONST(VURING_MAX_ARENA_RUNS);
+	SIZE(vuring_arena_register_rings);
+	OFFSET(vuring_arena_register_rings, ring_fds);
+	OFFSET(vuring_arena_register_rings, nr_rings);
+	OFFSET(vuring_arena_register_rings, owner_fd);
+	CONST(VURING_IOC_ARENA_REGISTER_RINGS);
+	CONST(VURING_MAX_ARENA_RINGS);
 	return 0;
 }

@@ -59,7 +59,8 @@ fn token_exit_status_and_two_vcpus_come_back_from_the_guest() {
         run.stdout.lines().any(|l| l.trim() == "cpus=2"),
         "the guest must see 2 vCPUs",
     );
-    // The guest has no RTC: rv-init sets its wall clock from the host's.
+    // The guest's wall clock is the host's (kvm-clock's at boot; rv-init
+    // sets it again, which matters after a restore: tests/snapshot.rs).
     let host_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -367,7 +367,7 @@ fn pv_suite_passes_through_dev_vuring_and_the_host_sees_its_writes() {
 }
 
 /// The arena cases of pv-suite (`pv-suite --arena --list`), in order.
-const ARENA_CASES: [&str; 11] = [
+const ARENA_CASES: [&str; 13] = [
     "arena-info",
     "arena-write-guest-pattern",
     "arena-read-host-pattern",
@@ -376,6 +376,8 @@ const ARENA_CASES: [&str; 11] = [
     "arena-chunk-of-another-file",
     "arena-chunk-beyond-the-arena",
     "arena-double-free",
+    "arena-register-rings",
+    "arena-register-rings-errors",
     "arena-unmap-and-free-while-held",
     "arena-close-with-io-in-flight",
     "arena-lifecycle",
@@ -411,7 +413,8 @@ fn free_hugepages_2m() -> Option<u64> {
 /// boot with `--uring arena=64M` runs `pv-suite --arena`: data both ways
 /// through arena chunks (the host checks what the guest wrote), ownership,
 /// bounds, double frees, unmapping and closing while a ring holds chunks,
-/// and 10,000 allocate/register/destroy/free cycles, around which the host
+/// one pool on four rings with one ARENA_REGISTER_RINGS (data through
+/// each) and its refusals (all or none), and 10,000 allocate/register/destroy/free cycles, around which the host
 /// samples the VMM's VmPin and hugetlb pages (both back to where they
 /// were). After the run the host's free 2 MiB hugepages are back to their
 /// count before it (waiting up to 30 s for a concurrent VM elsewhere on

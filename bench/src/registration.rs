@@ -10,7 +10,8 @@
 //! (`--uring arena=`): beside register, clone and table-clone they measure
 //! `arena` (ARENA_REGISTER of a pool of arena chunks on each ring, after
 //! one `arena-alloc`) and `arena-clone` (whole clones of an arena ring's
-//! table). An arena-only guest (`pv-bench --only arena`, small RAM)
+//! table), and `arena-rings` (one ARENA_REGISTER_RINGS giving all the
+//! rings the pool; each sample is the time for all of them). An arena-only guest (`pv-bench --only arena`, small RAM)
 //! measures the 1-to-64-ring sweep at [`ARENA_SWEEP_SIZE`] and the largest
 //! arena [`ARENA_LARGE`]; each arena guest's set-up (host allocation and
 //! registration, `RINGVISOR_ARENA`) is recorded in `arena_setup`. Host points on 2 MiB pages need free host
@@ -751,6 +752,8 @@ fn guest_points(run: &GuestRun, kind: &str, source: &str) -> Result<Vec<Value>, 
             // The time until every ring holds the pool: one allocation,
             // then a registration per ring.
             "arena" => alloc()? + raw.iter().sum::<f64>(),
+            // One command for all the rings: each sample is all of them.
+            "arena-rings" => alloc()? + run.num(l, "median_us")?,
             // Ring 0 registers from the arena, the others clone it.
             "arena-clone" => {
                 let reg0 = single("arena", rings)
@@ -982,6 +985,28 @@ fn ratios(pts: &[Value], sweep: bool) -> Result<(Vec<Value>, Vec<[String; 3]>), 
             let (r, row) = arena_ratios(pts, p, &at, name)?;
             ratios.extend(r);
             table.push(row);
+        } else if p["method"] == "arena-rings" {
+            let per_ring = same_place(pts, p, "arena");
+            if let Some(a) = per_ring {
+                ratios.push(at.ratio("arena-rings/arena total", total(p) / total(a))?);
+            }
+            table.push([
+                name,
+                format!(
+                    "one arena register for all {} rings {}",
+                    at.rings,
+                    us(median(p))
+                ),
+                format!(
+                    "all {} rings hold the pool after {}{}",
+                    at.rings,
+                    us(total(p)),
+                    per_ring.map_or(String::new(), |a| format!(
+                        " ({} one ring at a time)",
+                        us(total(a))
+                    ))
+                ),
+            ]);
         } else if p["method"] == "register" {
             let reg = median(p);
             for other in ["clone", "table-clone", "arena", "arena-clone"] {
@@ -1503,19 +1528,33 @@ mod tests {
             line("arena-alloc", "30.0"),
             line("arena", "1.0,1.5,2.0"),
             line("arena-clone", "4.0,5.0"),
+            line("arena-rings", "1.0,1.5,2.0"),
         ];
         let run = run_of(&lines.iter().map(String::as_str).collect::<Vec<_>>());
         let pts = guest_points(&run, "pv-bench", "guest-pv-arena").unwrap();
         let methods: Vec<&str> = pts.iter().map(|p| p["method"].as_str().unwrap()).collect();
-        assert_eq!(methods, ["arena", "arena-clone"]);
+        assert_eq!(methods, ["arena", "arena-clone", "arena-rings"]);
         let total = |i: usize| pts[i]["total"]["value"].as_f64().unwrap();
         // The allocation, then every ring's registration; for the clones
-        // ring 0's registration first.
-        assert_eq!((total(0), total(1)), (34.5, 40.0));
-        let (_, table) = ratios(&pts, true).unwrap();
+        // ring 0's registration first; for one command for all the rings
+        // its median sample (each sample is all of them).
+        assert_eq!((total(0), total(1), total(2)), (34.5, 40.0, 31.5));
+        let (ratios, table) = ratios(&pts, true).unwrap();
         assert!(
             table[0][2].contains("all 3 rings hold the pool after 34.5 us"),
             "{table:?}"
+        );
+        assert!(
+            table[1][2].contains("all 3 rings hold the pool after 31.5 us (34.5 us one ring"),
+            "{table:?}"
+        );
+        let r = ratios
+            .iter()
+            .find(|r| r["ratio"] == "arena-rings/arena total")
+            .expect("the arena-rings ratio");
+        assert!(
+            (r["value"]["value"].as_f64().unwrap() - 31.5 / 34.5).abs() < 1e-3,
+            "{r}"
         );
         // Without its allocation line the arena total is not made up.
         let run = run_of(&[lines[1].as_str()]);

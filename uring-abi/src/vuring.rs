@@ -241,6 +241,30 @@ pub struct VuringArenaRegister {
     pub resv: u32,
 }
 
+/// `struct vuring_arena_register_rings` (`VURING_IOC_ARENA_REGISTER_RINGS`):
+/// the same runs on every ring `ring_fds` names, with one control command
+/// (all of them or none); the rings share one table.
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VuringArenaRegisterRings {
+    /// In: `struct vuring_arena_run[nr_runs]`.
+    pub runs: u64,
+    /// In: 1 ..= 64.
+    pub nr_runs: u32,
+    /// Out: each ring's buffer count.
+    pub nr_buffers: u32,
+    /// In: `i32[nr_rings]`, `/dev/vuring` fds of rings without buffers,
+    /// each file at most once.
+    pub ring_fds: u64,
+    /// In: 1 ..= `max_rings` (at most [`VURING_MAX_ARENA_RINGS`]).
+    pub nr_rings: u32,
+    /// In: as [`VuringArenaRegister::owner_fd`].
+    pub owner_fd: i32,
+}
+
+/// Most rings one `VURING_IOC_ARENA_REGISTER_RINGS` names.
+pub const VURING_MAX_ARENA_RINGS: u32 = crate::wire::MAX_ARENA_RINGS;
+
 /// `VURING_IOC_INFO`.
 pub const VURING_IOC_INFO: u32 = ior::<VuringInfo>(VURING_IOC_MAGIC, 0);
 /// `VURING_IOC_CREATE`.
@@ -264,6 +288,9 @@ pub const VURING_IOC_ARENA_ALLOC: u32 = iowr::<VuringArenaAlloc>(VURING_IOC_MAGI
 pub const VURING_IOC_ARENA_FREE: u32 = iow::<VuringArenaFree>(VURING_IOC_MAGIC, 9);
 /// `VURING_IOC_ARENA_REGISTER`.
 pub const VURING_IOC_ARENA_REGISTER: u32 = iowr::<VuringArenaRegister>(VURING_IOC_MAGIC, 10);
+/// `VURING_IOC_ARENA_REGISTER_RINGS`.
+pub const VURING_IOC_ARENA_REGISTER_RINGS: u32 =
+    iowr::<VuringArenaRegisterRings>(VURING_IOC_MAGIC, 11);
 
 /// mmap offset of the ring's submission slot (`sq_slot_size` bytes,
 /// read-write).
@@ -426,6 +453,27 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
     );
     line("VURING_MMAP_ARENA", VURING_MMAP_ARENA);
     line("VURING_MAX_ARENA_RUNS", wire::MAX_ARENA_RUNS.into());
+    line(
+        "sizeof(struct vuring_arena_register_rings)",
+        size_of::<VuringArenaRegisterRings>() as u64,
+    );
+    line(
+        "offsetof(vuring_arena_register_rings, ring_fds)",
+        offset_of!(VuringArenaRegisterRings, ring_fds) as u64,
+    );
+    line(
+        "offsetof(vuring_arena_register_rings, nr_rings)",
+        offset_of!(VuringArenaRegisterRings, nr_rings) as u64,
+    );
+    line(
+        "offsetof(vuring_arena_register_rings, owner_fd)",
+        offset_of!(VuringArenaRegisterRings, owner_fd) as u64,
+    );
+    line(
+        "VURING_IOC_ARENA_REGISTER_RINGS",
+        VURING_IOC_ARENA_REGISTER_RINGS.into(),
+    );
+    line("VURING_MAX_ARENA_RINGS", VURING_MAX_ARENA_RINGS.into());
 }
 
 #[cfg(test)]
@@ -461,5 +509,7 @@ mod tests {
         assert_eq!(size_of::<VuringArenaFree>(), 8);
         assert_eq!(size_of::<VuringArenaRun>(), 16);
         assert_eq!(size_of::<VuringArenaRegister>(), 24);
+        assert_eq!(size_of::<VuringArenaRegisterRings>(), 32);
+        assert_eq!(offset_of!(VuringArenaRegisterRings, owner_fd), 28);
     }
 }

@@ -33,6 +33,8 @@ pub const SHM_ARENA: u8 = 1;
 pub const MAX_ARENA_CHUNKS: u32 = MAX_BUFFERS;
 /// Most runs in one ARENA_REGISTER.
 pub const MAX_ARENA_RUNS: u32 = 64;
+/// Most rings in one ARENA_REGISTER_RINGS (the largest `max_rings`).
+pub const MAX_ARENA_RINGS: u32 = 256;
 
 /// The arena's chunk size for an arena of `len` bytes on host pages of
 /// `page` bytes (a power of two): the page, doubled until the arena is at
@@ -208,6 +210,9 @@ pub mod cmd {
     pub const UNPUBLISH_BUFFERS: u32 = 7;
     /// Clone runs of arena chunks into a ring's table.
     pub const ARENA_REGISTER: u32 = 8;
+    /// ARENA_REGISTER's runs on many rings at once (`src_id` ring ids
+    /// after the runs), all of them or none.
+    pub const ARENA_REGISTER_RINGS: u32 = 9;
 }
 
 /// CREATE_RING flag: the ring gets a polled submitter.

@@ -45,38 +45,15 @@ pub enum VmError {
         /// Why.
         source: devices::BusError,
     },
-    /// No virtio-mmio slot (window and IRQ line) is left.
-    #[error("setting up device {what}: no IRQ line left for virtio-mmio device {index}")]
-    NoSlot {
-        /// The device.
-        what: &'static str,
-        /// Its place among the virtio-mmio devices.
-        index: usize,
-    },
+    /// A virtio device cannot be attached in a virtio-mmio slot.
+    #[error(transparent)]
+    VirtioMmio(#[from] crate::virtio_mmio::AttachError),
     /// A `--disk` cannot be opened.
     #[error("setting up device virtio-blk: {0}")]
     Block(#[from] devices::virtio::block::BlockError),
     /// The pv-uring device cannot be created.
     #[error("setting up device pv-uring: {0}")]
     PvUring(#[from] devices::virtio::uring::PvUringError),
-    /// A virtio-mmio transport cannot be created.
-    #[error("setting up device {what}: {source}")]
-    Transport {
-        /// The device.
-        what: &'static str,
-        /// Why.
-        source: devices::virtio::mmio::MmioError,
-    },
-    /// A device's interrupt cannot be routed through a KVM irqfd.
-    #[error("setting up device {what}: KVM_IRQFD for IRQ {irq}: {source}")]
-    Irqfd {
-        /// The device.
-        what: &'static str,
-        /// The IRQ line.
-        irq: u32,
-        /// Why.
-        source: kvm_ioctls::Error,
-    },
     /// A part of the pv-uring ring area cannot be mapped into the guest.
     #[error(
         "setting up device pv-uring: KVM_SET_USER_MEMORY_REGION (ring area at {gpa:#x}, {} MiB{}): {source}",

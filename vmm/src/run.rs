@@ -210,7 +210,7 @@ fn take_snapshot(
     let paused_at = Instant::now();
     let vcpus = pause_vcpus(vm, rx, vcpu_threads, paused_at)?;
     let vm_state = snapshot::vm::save(&vm.fd)?;
-    let devices = snapshot::devices::save(vm)?;
+    let devices = snapshot::devices::save(vm.devices())?;
     let machine = machine(vm, config)?;
     let mut state = Snapshot {
         ringvisor_version: snapshot::RINGVISOR_VERSION.into(),

@@ -16,7 +16,7 @@ use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex};
 
-use devices::virtio::uring::arena::ArenaConfig;
+use devices::virtio::uring::arena::{Arena, ArenaConfig};
 use devices::virtio::uring::{
     BackendConfig, GuestMapping, PvUring, PvUringConfig, RingHooks, DOORBELL_LEN,
 };
@@ -28,7 +28,7 @@ use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
-use crate::config::VmConfig;
+use crate::config::{UringConfig, VmConfig};
 use crate::error::VmError;
 use crate::layout::{MMIO_GAP_END, URING_DOORBELL_START};
 use crate::virtio_mmio::{self, Slot, SlotAllocator};
@@ -161,6 +161,84 @@ fn uring_abi_area_len(rings: u32) -> u64 {
     devices::virtio::uring::AreaLayout { max_rings: rings }.len()
 }
 
+/// Hooks on a duplicate of the VM fd (the device outlives the caller's).
+fn kvm_hooks(fd: &VmFd) -> Result<Arc<KvmHooks>, VmError> {
+    // SAFETY: dup of a valid fd; the result is owned by the File.
+    let vm = unsafe { libc::dup(fd.as_raw_fd()) };
+    if vm < 0 {
+        return Err(VmError::DupVmFd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: a new fd nothing else owns.
+    let vm = unsafe { File::from_raw_fd(vm) };
+    Ok(Arc::new(KvmHooks {
+        vm,
+        irq: COMPLETION_IRQ,
+    }))
+}
+
+/// The device's configuration from `--uring` options, its ring area at
+/// `area_gpa`.
+fn device_config(uring: &UringConfig, area_gpa: u64) -> PvUringConfig {
+    PvUringConfig {
+        max_rings: uring.rings,
+        backends: uring
+            .backends
+            .iter()
+            .map(|b| BackendConfig {
+                path: b.path.clone(),
+                read_only: b.readonly,
+                direct: b.direct,
+            })
+            .collect(),
+        completion_irq: COMPLETION_IRQ,
+        doorbell_gpa: DOORBELL_GPA,
+        ring_area_gpa: area_gpa,
+        // Parsed CPU numbers are below CPU_SETSIZE (1024).
+        sq_cpu: uring.sq_cpu.map(|cpu| cpu as u32),
+        max_polled: uring.polled,
+        max_registered: uring.max_registered,
+        arena: uring.arena.map(|a| ArenaConfig {
+            len: a.size,
+            page: a.page,
+            required: a.required,
+            gpa: arena_base(area_gpa, uring_abi_area_len(uring.rings)),
+        }),
+    }
+}
+
+/// With `--timings`: what setting up the arena cost, for people and (as
+/// `RINGVISOR_ARENA` JSON) for the bench.
+fn report_arena(arena: &Arena, timings: bool) {
+    if !timings {
+        return;
+    }
+    let setup = arena.setup();
+    eprintln!(
+        "ringvisor: timings: pv-uring arena: {} MiB, {} chunks of {} KiB on {}; \
+         host allocation {:.1} ms, host registration {:.2} ms",
+        arena.len() >> 20,
+        arena.chunks(),
+        arena.chunk_size() >> 10,
+        if arena.is_hugetlb() {
+            "hugetlb pages"
+        } else {
+            "ordinary shared memory"
+        },
+        setup.allocate.as_secs_f64() * 1e3,
+        setup.register.as_secs_f64() * 1e3,
+    );
+    eprintln!(
+        "RINGVISOR_ARENA {{\"bytes\":{},\"chunks\":{},\"chunk\":{},\"hugetlb\":{},\
+         \"allocate_ms\":{:.3},\"register_ms\":{:.3}}}",
+        arena.len(),
+        arena.chunks(),
+        arena.chunk_size(),
+        arena.is_hugetlb(),
+        setup.allocate.as_secs_f64() * 1e3,
+        setup.register.as_secs_f64() * 1e3
+    );
+}
+
 /// The command-line entry announcing the device, or "" without `--uring`.
 pub fn attach(
     fd: &VmFd,
@@ -178,78 +256,12 @@ pub fn attach(
         .max()
         .unwrap_or(0);
     let area_gpa = ring_area_base(ram_end);
-    // SAFETY: dup of a valid fd; the result is owned by the File.
-    let vm = unsafe { libc::dup(fd.as_raw_fd()) };
-    if vm < 0 {
-        return Err(VmError::DupVmFd(std::io::Error::last_os_error()));
-    }
-    // SAFETY: a new fd nothing else owns.
-    let vm = unsafe { File::from_raw_fd(vm) };
-    let hooks = Arc::new(KvmHooks {
-        vm,
-        irq: COMPLETION_IRQ,
-    });
-    let device = PvUring::new(
-        &PvUringConfig {
-            max_rings: uring.rings,
-            backends: uring
-                .backends
-                .iter()
-                .map(|b| BackendConfig {
-                    path: b.path.clone(),
-                    read_only: b.readonly,
-                    direct: b.direct,
-                })
-                .collect(),
-            completion_irq: COMPLETION_IRQ,
-            doorbell_gpa: DOORBELL_GPA,
-            ring_area_gpa: area_gpa,
-            // Parsed CPU numbers are below CPU_SETSIZE (1024).
-            sq_cpu: uring.sq_cpu.map(|cpu| cpu as u32),
-            max_polled: uring.polled,
-            max_registered: uring.max_registered,
-            arena: uring.arena.map(|a| ArenaConfig {
-                len: a.size,
-                page: a.page,
-                required: a.required,
-                gpa: arena_base(area_gpa, uring_abi_area_len(uring.rings)),
-            }),
-        },
-        hooks,
-    )?;
-    let mut device = device;
+    let mut device = PvUring::new(&device_config(uring, area_gpa), kvm_hooks(fd)?)?;
     device.set_guest_ram(mem.iter().map(|r| r.len()).sum());
     let area = device.ring_area();
     map_ring_area(fd, mem.num_regions() as u32, &device.guest_mappings())?;
     if let Some(arena) = device.arena() {
-        let setup = arena.setup();
-        let line = format!(
-            "pv-uring arena: {} MiB, {} chunks of {} KiB on {}; host allocation {:.1} ms, \
-             host registration {:.2} ms",
-            arena.len() >> 20,
-            arena.chunks(),
-            arena.chunk_size() >> 10,
-            if arena.is_hugetlb() {
-                "hugetlb pages"
-            } else {
-                "ordinary shared memory"
-            },
-            setup.allocate.as_secs_f64() * 1e3,
-            setup.register.as_secs_f64() * 1e3,
-        );
-        if config.timings {
-            eprintln!("ringvisor: timings: {line}");
-            eprintln!(
-                "RINGVISOR_ARENA {{\"bytes\":{},\"chunks\":{},\"chunk\":{},\"hugetlb\":{},\
-                 \"allocate_ms\":{:.3},\"register_ms\":{:.3}}}",
-                arena.len(),
-                arena.chunks(),
-                arena.chunk_size(),
-                arena.is_hugetlb(),
-                setup.allocate.as_secs_f64() * 1e3,
-                setup.register.as_secs_f64() * 1e3
-            );
-        }
+        report_arena(&arena, config.timings);
     }
     let doorbell = device.doorbell_page();
     let what = "pv-uring";

@@ -20,7 +20,44 @@ use devices::Bus;
 use kvm_ioctls::{IoEventAddress, VmFd};
 use vm_memory::GuestMemoryMmap;
 
-use crate::error::VmError;
+/// Why a device cannot be attached in a virtio-mmio slot.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// No slot (window and IRQ line) is left.
+    #[error("setting up device {what}: no IRQ line left for virtio-mmio device {index}")]
+    NoSlot {
+        /// The device.
+        what: &'static str,
+        /// Its place among the virtio-mmio devices.
+        index: usize,
+    },
+    /// The virtio-mmio transport cannot be created.
+    #[error("setting up device {what}: {source}")]
+    Transport {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: devices::virtio::mmio::MmioError,
+    },
+    /// The device's interrupt cannot be routed through a KVM irqfd.
+    #[error("setting up device {what}: KVM_IRQFD for IRQ {irq}: {source}")]
+    Irqfd {
+        /// The device.
+        what: &'static str,
+        /// The IRQ line.
+        irq: u32,
+        /// Why.
+        source: kvm_ioctls::Error,
+    },
+    /// The slot's window on the MMIO bus is taken.
+    #[error("setting up device {what}: {source}")]
+    Bus {
+        /// The device.
+        what: &'static str,
+        /// Why.
+        source: devices::BusError,
+    },
+}
 
 /// Base of the virtio-mmio windows (see docs/guest-interface.md).
 pub const VIRTIO_MMIO_START: u64 = 0xc000_0000;
@@ -67,8 +104,8 @@ impl SlotAllocator {
     }
 
     /// The next free slot, for the device `what`.
-    pub fn allocate(&mut self, what: &'static str) -> Result<Slot, VmError> {
-        let slot = Slot::nth(self.next).ok_or(VmError::NoSlot {
+    pub fn allocate(&mut self, what: &'static str) -> Result<Slot, AttachError> {
+        let slot = Slot::nth(self.next).ok_or(AttachError::NoSlot {
             what,
             index: self.next,
         })?;
@@ -94,13 +131,13 @@ pub fn attach(
     what: &'static str,
     name: &str,
     device: Box<dyn VirtioDevice>,
-) -> Result<Slot, VmError> {
+) -> Result<Slot, AttachError> {
     let slot = slots.allocate(what)?;
     let Slot { base, irq } = slot;
     let transport = MmioTransport::new(device, mem.clone())
-        .map_err(|source| VmError::Transport { what, source })?;
+        .map_err(|source| AttachError::Transport { what, source })?;
     fd.register_irqfd(transport.interrupt_eventfd(), irq)
-        .map_err(|source| VmError::Irqfd { what, irq, source })?;
+        .map_err(|source| AttachError::Irqfd { what, irq, source })?;
     for (q, evt) in transport.queue_events().iter().enumerate() {
         let addr = IoEventAddress::Mmio(base + QUEUE_NOTIFY);
         if let Err(e) = fd.register_ioevent(evt, &addr, q as u32) {
@@ -108,7 +145,7 @@ pub fn attach(
         }
     }
     mmio.insert(Arc::new(Mutex::new(transport)), base, MMIO_WINDOW)
-        .map_err(|source| VmError::Bus { what, source })?;
+        .map_err(|source| AttachError::Bus { what, source })?;
     Ok(slot)
 }
 
@@ -148,7 +185,7 @@ mod tests {
         assert!(
             matches!(
                 err,
-                VmError::NoSlot {
+                AttachError::NoSlot {
                     what: "pv-uring",
                     index: 8
                 }

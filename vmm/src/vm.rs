@@ -22,7 +22,7 @@ use crate::error::{kvm_err, VmError};
 use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
 use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam};
 use crate::pvm;
-use crate::snapshot::{self, state::Snapshot};
+use crate::snapshot::{self, devices::DeviceHandles, state::Snapshot};
 use crate::vcpu::{RunStats, Vcpu};
 use crate::virtio_mmio::SlotAllocator;
 use crate::VmmEvent;
@@ -84,6 +84,18 @@ pub struct Vm {
     pub cmdline: String,
     /// Which image format booted.
     pub kernel_format: KernelFormat,
+}
+
+impl Vm {
+    /// The devices whose state a snapshot keeps.
+    pub fn devices(&self) -> DeviceHandles<'_> {
+        DeviceHandles {
+            mmio: &self.mmio,
+            virtio_devices: self.virtio_devices,
+            serial: &self.serial,
+            guest_signal: &self.guest_signal,
+        }
+    }
 }
 
 /// Builds the VM described by `config`, booting or restoring. Device events
@@ -175,7 +187,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
         kernel_format,
     };
     if let Start::Restore { snapshot, .. } = start {
-        snapshot::devices::restore(&vm, &snapshot.devices)?;
+        snapshot::devices::restore(vm.devices(), &snapshot.devices)?;
     }
     Ok(vm)
 }

@@ -162,7 +162,7 @@ pub enum StartError {
 pub enum MmioStateError {
     /// The device cannot be snapshotted in its current state.
     #[error("{0}")]
-    Device(String),
+    Device(super::SnapshotBlocker),
     /// A queue still has requests the device has not completed.
     #[error("queue {queue} has requests in flight (available index {avail}, used index {used})")]
     InFlight {
@@ -655,7 +655,7 @@ impl BusDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::virtio::ActivateError;
+    use crate::virtio::{ActivateError, SnapshotBlocker};
     use std::sync::Mutex;
     use vm_memory::GuestAddress;
 
@@ -667,7 +667,7 @@ mod tests {
         /// Each queue's next available index at activation.
         next_avail: Vec<u16>,
         /// What `snapshot_blocker` answers.
-        blocker: Option<String>,
+        blocker: Option<SnapshotBlocker>,
     }
 
     struct Dummy(Arc<Mutex<Probe>>, Vec<u16>);
@@ -695,7 +695,10 @@ mod tests {
         ) -> Result<(), ActivateError> {
             let mut p = self.0.lock().unwrap();
             if p.fail {
-                return Err(ActivateError::Host("refused".into()));
+                return Err(ActivateError::QueueCount {
+                    expected: 0,
+                    got: queues.len(),
+                });
             }
             p.activated = Some((acked, queues.len()));
             p.next_avail = queues.iter().map(|q| q.next_avail()).collect();
@@ -704,7 +707,7 @@ mod tests {
         fn reset(&mut self) {
             self.0.lock().unwrap().resets += 1;
         }
-        fn snapshot_blocker(&self) -> Option<String> {
+        fn snapshot_blocker(&self) -> Option<SnapshotBlocker> {
             self.0.lock().unwrap().blocker.clone()
         }
     }
@@ -768,11 +771,13 @@ mod tests {
     #[test]
     fn bad_states_and_blocked_devices_are_refused() {
         let (mut t, probe) = transport();
-        probe.lock().unwrap().blocker = Some("2 live rings".into());
+        probe.lock().unwrap().blocker = Some(SnapshotBlocker::LiveRings(2));
+        let refused = t.state().unwrap_err();
         assert!(matches!(
-            t.state().unwrap_err(),
-            MmioStateError::Device(why) if why == "2 live rings"
+            refused,
+            MmioStateError::Device(SnapshotBlocker::LiveRings(2))
         ));
+        assert!(refused.to_string().contains("2 live rings"), "{refused}");
         probe.lock().unwrap().blocker = None;
         let good = t.state().unwrap();
         let wrong_type = MmioState {

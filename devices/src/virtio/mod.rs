@@ -6,11 +6,15 @@
 //! configured queues to the device when the driver sets `DRIVER_OK`. Devices
 //! signal the guest through a [`VirtioInterrupt`] (interrupt status bits
 //! plus an eventfd that the VMM wires to a KVM irqfd), so nothing here knows
-//! KVM.
+//! KVM. Both devices run a [`worker::Worker`] thread over a
+//! [`worker::EventLoop`].
 
 pub mod block;
 pub mod mmio;
+#[cfg(test)]
+mod test_file;
 pub mod uring;
+pub mod worker;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -20,6 +24,7 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 pub use mmio::MmioTransport;
+pub use worker::{chain_descs, Desc};
 
 /// `VIRTIO_F_VERSION_1`: the device is a virtio 1.x (non-legacy) device.
 pub const VIRTIO_F_VERSION_1: u32 = 32;
@@ -93,10 +98,15 @@ pub enum ActivateError {
         /// Why.
         source: std::io::Error,
     },
-    /// A host resource could not be set up, described in words (for
-    /// devices whose failures are not one host call).
-    #[error("{0}")]
-    Host(String),
+}
+
+/// Why a device cannot be snapshotted now.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotBlocker {
+    /// pv-uring rings exist: a snapshot holds no rings (their host io_uring
+    /// instances and registrations live outside guest memory).
+    #[error("pv-uring has {0} live rings; snapshots are taken before any ring exists")]
+    LiveRings(usize),
 }
 
 /// A virtio device model behind a transport.
@@ -138,7 +148,7 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// Why the device cannot be snapshotted now (its state lives beyond its
     /// queues and configuration), or `None` when it can. `None` by default.
-    fn snapshot_blocker(&self) -> Option<String> {
+    fn snapshot_blocker(&self) -> Option<SnapshotBlocker> {
         None
     }
 }

@@ -1,18 +1,32 @@
 //! Device state in a snapshot: the UART, the guest-signal device and each
 //! virtio-mmio transport (disks in order, then pv-uring), found on the VM's
-//! buses at the addresses of their virtio-mmio slots.
+//! buses at the addresses of their virtio-mmio slots. The VM hands them
+//! over as [`DeviceHandles`] (this module knows nothing else of it).
 
 use std::sync::{Arc, Mutex};
 
+use devices::legacy::{GuestSignal, SerialConsole};
 use devices::virtio::mmio::MmioTransport;
-use devices::BusDevice;
+use devices::{Bus, BusDevice};
 
 use super::state::DeviceStates;
 use super::SnapshotError;
-use crate::vm::Vm;
+
+/// The devices of a VM whose state a snapshot keeps.
+#[derive(Clone, Copy)]
+pub struct DeviceHandles<'a> {
+    /// The MMIO bus, where the virtio transports sit.
+    pub mmio: &'a Bus,
+    /// How many virtio-mmio devices sit in the slots from 0 on.
+    pub virtio_devices: usize,
+    /// The console UART.
+    pub serial: &'a Mutex<SerialConsole>,
+    /// The guest-signal device.
+    pub guest_signal: &'a Mutex<GuestSignal>,
+}
 
 /// The virtio transports of `vm`, in slot order.
-fn transports(vm: &Vm) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> {
+fn transports(vm: DeviceHandles) -> Result<Vec<Arc<Mutex<dyn BusDevice>>>, SnapshotError> {
     (0..vm.virtio_devices)
         .map(|i| {
             let base = crate::virtio_mmio::Slot::nth(i).map(|s| s.base);
@@ -36,7 +50,7 @@ fn with_transport<T>(
 }
 
 /// Saves every device's state; the vCPUs must be paused.
-pub fn save(vm: &Vm) -> Result<DeviceStates, SnapshotError> {
+pub fn save(vm: DeviceHandles) -> Result<DeviceStates, SnapshotError> {
     let mut virtio = Vec::new();
     for (i, t) in transports(vm)?.iter().enumerate() {
         let state = with_transport(t, i, |t| t.state())?
@@ -56,7 +70,7 @@ pub fn save(vm: &Vm) -> Result<DeviceStates, SnapshotError> {
 
 /// Loads saved device states into the devices of a VM built for the same
 /// machine, guest RAM already mapped; running virtio devices start again.
-pub fn restore(vm: &Vm, states: &DeviceStates) -> Result<(), SnapshotError> {
+pub fn restore(vm: DeviceHandles, states: &DeviceStates) -> Result<(), SnapshotError> {
     vm.serial
         .lock()
         .unwrap_or_else(|e| e.into_inner())

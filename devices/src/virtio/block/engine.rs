@@ -29,7 +29,7 @@ use super::request::{
     parse, parse_zero_segment, Desc, DeviceLimits, Request, RequestKind, ID_BYTES, SECTOR_SHIFT,
     VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK,
 };
-use crate::virtio::VirtioInterrupt;
+use crate::virtio::{chain_descs, VirtioInterrupt};
 
 /// Alignment that O_DIRECT needs of buffers, offsets and lengths.
 pub const DIRECT_ALIGN: usize = 512;
@@ -181,13 +181,7 @@ impl Engine {
                     break;
                 };
                 let head = chain.head_index();
-                let descs: Vec<Desc> = chain
-                    .map(|d| Desc {
-                        addr: d.addr().0,
-                        len: d.len(),
-                        write_only: d.is_write_only(),
-                    })
-                    .collect();
+                let descs = chain_descs(chain, usize::MAX);
                 self.handle(qi, head, &descs);
             }
             if self.free.is_empty() {

@@ -3,7 +3,7 @@
 //! - [`request`]: parsing and validating one request (pure, fuzzed).
 //! - [`engine`]: queues to io_uring and back, guest buffers in place.
 //! - this module: the device model (features, configuration space, the
-//!   worker thread with its epoll loop over the queue eventfds, the ring's
+//!   worker thread with its event loop over the queue eventfds, the ring's
 //!   completion eventfd and a stop eventfd).
 //!
 //! Features: `VERSION_1`, `FLUSH`, `SEG_MAX`, `BLK_SIZE`, `MQ` (one queue per
@@ -22,16 +22,16 @@ use std::io::{Seek, SeekFrom};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::thread::JoinHandle;
 
-use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use io_uring::IoUring;
 use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use self::engine::{DiskInfo, Engine};
 use self::request::{DeviceLimits, ID_BYTES, SECTOR_SHIFT, SECTOR_SIZE};
+use super::worker::{EventLoop, Wake, Worker};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt};
 use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_F_BLK_SIZE, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ,
@@ -143,11 +143,6 @@ pub enum BlockError {
     /// A queue count of zero or above 256.
     #[error("invalid number of queues {0}: 1 to 256")]
     Queues(u16),
-}
-
-struct Worker {
-    stop: EventFd,
-    handle: JoinHandle<()>,
 }
 
 /// A virtio-blk device.
@@ -314,95 +309,48 @@ fn config_space(disk: &DiskInfo, num_queues: u16) -> VirtioBlkConfig {
     c
 }
 
-/// Event tokens of the worker (queue events use their queue index).
-const TOKEN_RING: u32 = u32::MAX;
-const TOKEN_STOP: u32 = u32::MAX - 1;
+/// The token of the ring's completion eventfd (queue events use their
+/// queue index).
+const TOKEN_RING: u64 = u64::MAX - 1;
 
-/// The device's event handler: queue notifications (ioeventfds), the host
-/// ring's completion eventfd and the stop request, driven by an
-/// event-manager `EventManager` on the worker thread.
-struct BlockWorker {
-    engine: Engine,
-    queue_events: Vec<EventFd>,
-    ring_event: EventFd,
-    stop: EventFd,
-    stopped: bool,
+/// The worker thread: serves queue notifications (ioeventfds) and the host
+/// ring's completions until `stop`, then drains the ring.
+fn worker_loop(mut engine: Engine, queue_events: Vec<EventFd>, ring_event: EventFd, stop: EventFd) {
+    if let Err(e) = serve(&mut engine, &queue_events, &ring_event, &stop) {
+        log::error!("virtio-blk: worker stopped: {e}");
+    }
+    engine.drain();
+    log::debug!("virtio-blk: worker done: {:?}", engine.stats);
 }
 
-impl MutEventSubscriber for BlockWorker {
-    fn init(&mut self, ops: &mut EventOps) {
-        let mut sources: Vec<(&EventFd, u32)> = self
-            .queue_events
-            .iter()
-            .enumerate()
-            .map(|(i, evt)| (evt, i as u32))
-            .collect();
-        sources.push((&self.ring_event, TOKEN_RING));
-        sources.push((&self.stop, TOKEN_STOP));
-        for (evt, token) in sources {
-            if let Err(e) = ops.add(Events::with_data(evt, token, EventSet::IN)) {
-                log::error!("virtio-blk: cannot watch event {token}: {e:?}");
-                self.stopped = true;
-            }
-        }
+fn serve(
+    engine: &mut Engine,
+    queue_events: &[EventFd],
+    ring_event: &EventFd,
+    stop: &EventFd,
+) -> std::io::Result<()> {
+    let mut events = EventLoop::new(stop)?;
+    for (qi, evt) in queue_events.iter().enumerate() {
+        events.add(evt.as_raw_fd(), qi as u64, EventSet::IN)?;
     }
-
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
-        match events.data() {
-            TOKEN_STOP => self.stopped = true,
-            TOKEN_RING => {
-                let _ = self.ring_event.read();
-                self.engine.reap();
-            }
-            qi => {
-                let qi = qi as usize;
-                if let Some(evt) = self.queue_events.get(qi) {
-                    let _ = evt.read();
-                    self.engine.process_queue(qi);
-                }
-            }
-        }
-    }
-}
-
-fn worker_loop(engine: Engine, queue_events: Vec<EventFd>, ring_event: EventFd, stop: EventFd) {
-    let mut manager = match EventManager::<BlockWorker>::new() {
-        Ok(m) => m,
-        Err(e) => {
-            log::error!("virtio-blk: no event manager: {e:?}");
-            let mut engine = engine;
-            engine.drain();
-            return;
-        }
-    };
-    let queues = queue_events.len();
-    let id = manager.add_subscriber(BlockWorker {
-        engine,
-        queue_events,
-        ring_event,
-        stop,
-        stopped: false,
-    });
+    events.add(ring_event.as_raw_fd(), TOKEN_RING, EventSet::IN)?;
     // Requests queued before the worker started.
-    if let Ok(worker) = manager.subscriber_mut(id) {
-        for qi in 0..queues {
-            worker.engine.process_queue(qi);
+    for qi in 0..queue_events.len() {
+        engine.process_queue(qi);
+    }
+    let mut ready = Vec::new();
+    while events.wait(None, &mut ready)? == Wake::Ready {
+        for &token in &ready {
+            if token == TOKEN_RING {
+                let _ = ring_event.read();
+                engine.reap();
+            } else if let Some(evt) = queue_events.get(token as usize) {
+                let _ = evt.read();
+                engine.process_queue(token as usize);
+            }
         }
     }
-    loop {
-        let stopped = manager.subscriber_mut(id).map_or(true, |w| w.stopped);
-        if stopped {
-            break;
-        }
-        if let Err(e) = manager.run() {
-            log::error!("virtio-blk: worker stopped: {e:?}");
-            break;
-        }
-    }
-    if let Ok(mut worker) = manager.remove_subscriber(id) {
-        worker.engine.drain();
-        log::debug!("virtio-blk: worker done: {:?}", worker.engine.stats);
-    }
+    Ok(())
 }
 
 impl VirtioDevice for Block {
@@ -446,33 +394,20 @@ impl VirtioDevice for Block {
         ring.submitter()
             .register_eventfd(ring_event.as_raw_fd())
             .map_err(|e| host("IORING_REGISTER_EVENTFD", e))?;
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| host("eventfd", e))?;
-        let stop_worker = stop.try_clone().map_err(|e| host("eventfd", e))?;
         let file = self.file.try_clone().map_err(|e| host("dup", e))?;
         let disk = self.disk.clone();
-        let handle = std::thread::Builder::new()
-            .name(format!("virtio-blk-{}", self.name))
-            .spawn(move || {
+        self.worker = Some(Worker::spawn(
+            format!("virtio-blk-{}", self.name),
+            move |stop| {
                 let engine = Engine::new(mem, queues, file, ring, disk, interrupt);
-                worker_loop(engine, queue_events, ring_event, stop_worker);
-            })
-            .map_err(|e| host("spawning the worker", e))?;
-        self.worker = Some(Worker { stop, handle });
+                worker_loop(engine, queue_events, ring_event, stop);
+            },
+        )?);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.stop.write(1);
-            if worker.handle.join().is_err() {
-                log::error!("virtio-blk: worker panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Block {
-    fn drop(&mut self) {
-        self.reset();
+        // Dropping the worker stops it and waits for it.
+        self.worker = None;
     }
 }

@@ -44,16 +44,7 @@ pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// `VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP`.
 pub const FLAG_UNMAP: u32 = 1;
 
-/// One descriptor as the driver wrote it (nothing checked yet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Desc {
-    /// Guest-physical address.
-    pub addr: u64,
-    /// Length in bytes.
-    pub len: u32,
-    /// `VIRTQ_DESC_F_WRITE`: the device writes it.
-    pub write_only: bool,
-}
+pub use crate::virtio::Desc;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -250,7 +241,34 @@ fn parse_with_status(
     let bytes = read_header(header.addr).ok_or(RequestError::HeaderUnreadable(header.addr))?;
     let req_type = u32::from_le_bytes(bytes[0..4].try_into().unwrap_or_default());
     let sector = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default());
+    let (kind, device_writes) = kind_of(req_type, limits)?;
 
+    let data_descs = &descs[1..descs.len() - 1];
+    if kind == RequestKind::Flush {
+        // A flush carries no data; descriptors in between are ignored.
+        return Ok(Request {
+            kind,
+            sector: 0,
+            data: Vec::new(),
+            data_len: 0,
+            status_addr,
+        });
+    }
+    let (data, data_len) = segments(data_descs, device_writes, limits)?;
+    check_overlap(&header, &data, device_writes, status_addr)?;
+    let sector = check_length(kind, sector, data_len, limits)?;
+    Ok(Request {
+        kind,
+        sector,
+        data,
+        data_len,
+        status_addr,
+    })
+}
+
+/// What request type `req_type` asks for, and whether the device writes
+/// its data; refused when the disk does not offer it.
+fn kind_of(req_type: u32, limits: &DeviceLimits) -> Result<(RequestKind, bool), RequestError> {
     let (kind, device_writes) = match req_type {
         VIRTIO_BLK_T_IN => (RequestKind::Read, true),
         VIRTIO_BLK_T_OUT => (RequestKind::Write, false),
@@ -268,18 +286,17 @@ fn parse_with_status(
     {
         return Err(RequestError::ReadOnly);
     }
+    Ok((kind, device_writes))
+}
 
-    let data_descs = &descs[1..descs.len() - 1];
-    if kind == RequestKind::Flush {
-        // A flush carries no data; descriptors in between are ignored.
-        return Ok(Request {
-            kind,
-            sector: 0,
-            data: Vec::new(),
-            data_len: 0,
-            status_addr,
-        });
-    }
+/// The data descriptors (`data_descs`, numbered from 1 in errors) as
+/// segments, and their total length: each non-empty, not wrapping, in the
+/// request's direction, at most `max_segments` of them.
+fn segments(
+    data_descs: &[Desc],
+    device_writes: bool,
+    limits: &DeviceLimits,
+) -> Result<(Vec<Segment>, u64), RequestError> {
     if data_descs.len() > limits.max_segments {
         return Err(RequestError::TooManySegments(data_descs.len()));
     }
@@ -303,15 +320,25 @@ fn parse_with_status(
             len: d.len,
         });
     }
-    check_overlap(&header, &data, device_writes, status_addr)?;
+    Ok((data, data_len))
+}
 
-    let sector = match kind {
+/// Checks the data length against the request kind (whole sectors inside
+/// the disk for reads and writes, one segment for discard and
+/// write-zeroes); returns the request's first sector.
+fn check_length(
+    kind: RequestKind,
+    sector: u64,
+    data_len: u64,
+    limits: &DeviceLimits,
+) -> Result<u64, RequestError> {
+    match kind {
         RequestKind::Read | RequestKind::Write => {
             if !data_len.is_multiple_of(SECTOR_SIZE) {
                 return Err(RequestError::NotSectorMultiple(data_len));
             }
             check_range(sector, data_len >> SECTOR_SHIFT, limits.capacity)?;
-            sector
+            Ok(sector)
         }
         RequestKind::Discard | RequestKind::WriteZeroes => {
             if !data_len.is_multiple_of(SEGMENT_LEN) {
@@ -323,17 +350,10 @@ fn parse_with_status(
                     (data_len / SEGMENT_LEN) as usize,
                 ));
             }
-            0
+            Ok(0)
         }
-        _ => 0,
-    };
-    Ok(Request {
-        kind,
-        sector,
-        data,
-        data_len,
-        status_addr,
-    })
+        _ => Ok(0),
+    }
 }
 
 /// Checks that `sectors` sectors from `sector` lie inside the disk.

@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::engine::Engine;
 use super::request::*;
 use super::*;
+use crate::virtio::test_file::TempFile;
 use crate::virtio::VirtioInterrupt;
 
 const DISK_SECTORS: u64 = 64; // 32 KiB
@@ -25,37 +26,14 @@ const STATUS: u64 = 0x30000;
 /// Second RAM region, right after the first (a buffer may not span both).
 const REGION2: u64 = 0x10_0000;
 
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(bytes: &[u8]) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        // Under the workspace's target directory, not /tmp: /tmp may be a
-        // tmpfs, which has no O_DIRECT, and these tests need a file system
-        // that has it and fallocate's punch/zero (ext4, xfs, btrfs). They
-        // fail rather than skip without one, as a missing /dev/kvm does.
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(format!(
-            "rv-blk-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&path, bytes).unwrap();
-        Self(path)
-    }
-    fn contents(&self) -> Vec<u8> {
-        std::fs::read(&self.0).unwrap()
-    }
+/// A disk file for the tests. Under the workspace's target directory, not
+/// /tmp: /tmp may be a tmpfs, which has no O_DIRECT, and these tests need a
+/// file system that has it and fallocate's punch/zero (ext4, xfs, btrfs).
+/// They fail rather than skip without one, as a missing /dev/kvm does.
+fn temp_file(bytes: &[u8]) -> TempFile {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/tmp");
+    TempFile::new_in(&dir, "rv-blk-test", bytes)
 }
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i / 512 * 7 + i % 251) as u8).collect()
 }
@@ -74,7 +52,7 @@ struct Rig {
 
 impl Rig {
     fn new(read_only: bool, direct: bool) -> Self {
-        let file = TempFile::new(&pattern((DISK_SECTORS * 512) as usize));
+        let file = temp_file(&pattern((DISK_SECTORS * 512) as usize));
         let config = BlockConfig {
             path: file.0.clone(),
             read_only,
@@ -526,7 +504,7 @@ fn discard_and_write_zeroes_when_the_file_supports_them() {
     let mut rig = Rig::new(false, false);
     let f = rig.block.features();
     // Not a skip: the file is under target/, which must be a file system
-    // with fallocate's punch/zero (see TempFile).
+    // with fallocate's punch/zero (see temp_file).
     assert!(
         f & (1 << VIRTIO_BLK_F_WRITE_ZEROES) != 0 && f & (1 << VIRTIO_BLK_F_DISCARD) != 0,
         "{}: the file system under target/ must take fallocate punch/zero",

@@ -9,9 +9,13 @@
 //! used length 0 and no response.
 
 pub use uring_abi::wire::{
-    cmd, ARENA_RUN_LEN, EXTENT_LEN, MAX_ARENA_RUNS, MAX_EXTENT_LEN, PVU_CLONE_DST_REPLACE,
-    PVU_CLONE_SRC_TABLE, PVU_RING_POLLED, REQ_LEN, RESP_LEN, RING_LAYOUT_LEN,
+    cmd, ARENA_RUN_LEN, EXTENT_LEN, MAX_ARENA_RINGS, MAX_ARENA_RUNS, MAX_EXTENT_LEN,
+    PVU_CLONE_DST_REPLACE, PVU_CLONE_SRC_TABLE, PVU_RING_POLLED, REQ_LEN, RESP_LEN,
+    RING_LAYOUT_LEN,
 };
+
+/// Bytes of one ring id of ARENA_REGISTER_RINGS (le32).
+pub const RING_ID_LEN: usize = 4;
 
 /// The device limits a request is checked against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +126,15 @@ pub enum Command {
         /// destination order, ending at most at `max_buffers`.
         runs: Vec<ArenaRun>,
     },
+    /// ARENA_REGISTER_RINGS: ARENA_REGISTER of the same runs on every
+    /// ring of `rings`, all of them or none.
+    ArenaRegisterRings {
+        /// 1 ..= [`MAX_ARENA_RINGS`] distinct ring ids (whether they exist
+        /// is the executor's check).
+        rings: Vec<u32>,
+        /// As [`Command::ArenaRegister`]'s.
+        runs: Vec<ArenaRun>,
+    },
 }
 
 impl Command {
@@ -224,6 +237,23 @@ pub enum ParseError {
         /// Its reserved word.
         reserved: u32,
     },
+    /// ARENA_REGISTER_RINGS ring count (`src_id`) out of 1 ..= 256.
+    #[error("{0} rings out of range (1 to {MAX_ARENA_RINGS})")]
+    ArenaRingCount(u32),
+    /// ARENA_REGISTER_RINGS without room for its runs and ring ids (chain
+    /// error).
+    #[error("request of {have} bytes cannot hold {runs} arena runs and {rings} ring ids")]
+    ArenaRingsShort {
+        /// Runs announced.
+        runs: u32,
+        /// Ring ids announced.
+        rings: u32,
+        /// Bytes in the request.
+        have: usize,
+    },
+    /// ARENA_REGISTER_RINGS naming a ring twice.
+    #[error("ring {0} is named twice")]
+    ArenaRingTwice(u32),
 }
 
 impl ParseError {
@@ -233,7 +263,8 @@ impl ParseError {
         match self {
             ParseError::Short(_)
             | ParseError::ExtentsShort { .. }
-            | ParseError::ArenaRunsShort { .. } => None,
+            | ParseError::ArenaRunsShort { .. }
+            | ParseError::ArenaRingsShort { .. } => None,
             ParseError::UnknownCmd(_) => Some(libc::EOPNOTSUPP),
             ParseError::ExtentWraps { .. } => Some(libc::EFAULT),
             _ => Some(libc::EINVAL),
@@ -293,7 +324,8 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
         | cmd::UNREGISTER_BUFFERS
         | cmd::PUBLISH_BUFFERS
         | cmd::UNPUBLISH_BUFFERS
-        | cmd::ARENA_REGISTER => 0,
+        | cmd::ARENA_REGISTER
+        | cmd::ARENA_REGISTER_RINGS => 0,
         other => return Err(ParseError::UnknownCmd(other)),
     };
     if flags & !allowed != 0 {
@@ -364,6 +396,13 @@ pub fn parse(bytes: &[u8], limits: &Limits) -> Result<Command, ParseError> {
             ring: ring_id,
             runs: parse_runs(bytes, nr, limits)?,
         },
+        cmd::ARENA_REGISTER_RINGS => {
+            let runs = parse_runs(bytes, nr, limits)?;
+            Command::ArenaRegisterRings {
+                rings: parse_ring_ids(bytes, nr, src_id)?,
+                runs,
+            }
+        }
         _ => Command::UnpublishBuffers { table: src_id },
     })
 }
@@ -408,6 +447,43 @@ fn parse_runs(bytes: &[u8], nr: u32, limits: &Limits) -> Result<Vec<ArenaRun>, P
         runs.push(ArenaRun { chunk, nr, dst_off });
     }
     Ok(runs)
+}
+
+/// ARENA_REGISTER_RINGS' `count` ring ids after its `runs` runs (which
+/// [`parse_runs`] checked: at most 64).
+fn parse_ring_ids(bytes: &[u8], runs: u32, count: u32) -> Result<Vec<u32>, ParseError> {
+    if count == 0 || count > MAX_ARENA_RINGS {
+        return Err(ParseError::ArenaRingCount(count));
+    }
+    // runs <= 64, count <= 256: no overflow.
+    let at = REQ_LEN + runs as usize * ARENA_RUN_LEN;
+    if bytes.len() < at + count as usize * RING_ID_LEN {
+        return Err(ParseError::ArenaRingsShort {
+            runs,
+            rings: count,
+            have: bytes.len(),
+        });
+    }
+    let rings: Vec<u32> = (0..count as usize)
+        .map(|i| le32(bytes, at + i * RING_ID_LEN))
+        .collect();
+    let mut sorted = rings.clone();
+    sorted.sort_unstable();
+    if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ParseError::ArenaRingTwice(w[0]));
+    }
+    Ok(rings)
+}
+
+/// Builds an ARENA_REGISTER_RINGS request (tests and fuzzing).
+pub fn encode_arena_register_rings(rings: &[u32], runs: &[ArenaRun]) -> Vec<u8> {
+    let mut b = encode_arena_register(0, runs);
+    b[0..4].copy_from_slice(&cmd::ARENA_REGISTER_RINGS.to_le_bytes());
+    b[16..20].copy_from_slice(&(rings.len() as u32).to_le_bytes());
+    for r in rings {
+        b.extend_from_slice(&r.to_le_bytes());
+    }
+    b
 }
 
 /// Builds an ARENA_REGISTER request (tests and fuzzing).
@@ -523,6 +599,7 @@ pub fn fuzz_one(data: &[u8]) -> bool {
                     ParseError::Short(_)
                         | ParseError::ExtentsShort { .. }
                         | ParseError::ArenaRunsShort { .. }
+                        | ParseError::ArenaRingsShort { .. }
                 ));
             }
             return false;
@@ -554,6 +631,21 @@ pub fn fuzz_one(data: &[u8]) -> bool {
             nr,
             ..
         } => assert!(*nr != 0 || (*src_off == 0 && *dst_off == 0)),
+        Command::ArenaRegisterRings { rings, runs } => {
+            assert!(!rings.is_empty() && rings.len() <= MAX_ARENA_RINGS as usize);
+            assert!(
+                bytes.len() >= REQ_LEN + runs.len() * ARENA_RUN_LEN + rings.len() * RING_ID_LEN
+            );
+            for (i, r) in rings.iter().enumerate() {
+                assert!(!rings[i + 1..].contains(r), "ring {r} twice");
+            }
+            let mut end = 0u64;
+            for r in runs {
+                assert!(r.nr >= 1 && u64::from(r.dst_off) >= end);
+                end = u64::from(r.dst_off) + u64::from(r.nr);
+                assert!(end <= u64::from(limits.max_buffers));
+            }
+        }
         Command::ArenaRegister { runs, .. } => {
             assert!(!runs.is_empty() && runs.len() <= MAX_ARENA_RUNS as usize);
             let mut end = 0u64;
@@ -626,6 +718,47 @@ mod tests {
                 flags: 1
             })
         );
+    }
+
+    #[test]
+    fn arena_register_rings_parses_and_checks_its_rings() {
+        let run = |chunk, nr, dst_off| ArenaRun { chunk, nr, dst_off };
+        let runs = [run(4, 2, 0), run(0, 1, 5)];
+        assert_eq!(
+            p(&encode_arena_register_rings(&[7, 0, 3], &runs)),
+            Ok(Command::ArenaRegisterRings {
+                rings: vec![7, 0, 3],
+                runs: runs.to_vec()
+            })
+        );
+        let max: Vec<u32> = (0..MAX_ARENA_RINGS).collect();
+        assert!(p(&encode_arena_register_rings(&max, &runs)).is_ok());
+        // 0 and 257 rings; a ring twice.
+        assert_eq!(
+            p(&encode_arena_register_rings(&[], &runs)),
+            Err(ParseError::ArenaRingCount(0))
+        );
+        let many: Vec<u32> = (0..=MAX_ARENA_RINGS).collect();
+        let e = p(&encode_arena_register_rings(&many, &runs)).unwrap_err();
+        assert_eq!(e, ParseError::ArenaRingCount(257));
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+        let e = p(&encode_arena_register_rings(&[2, 5, 2], &runs)).unwrap_err();
+        assert_eq!(e, ParseError::ArenaRingTwice(2));
+        assert_eq!(e.errno(), Some(libc::EINVAL));
+        // The runs are checked as ARENA_REGISTER's.
+        let e = p(&encode_arena_register_rings(&[1], &[run(0, 0, 0)])).unwrap_err();
+        assert!(matches!(e, ParseError::ArenaRun { .. }), "{e}");
+        // Too short for its ring ids: a chain error (no response).
+        let b = encode_arena_register_rings(&[1, 2], &runs);
+        let e = p(&b[..b.len() - 1]).unwrap_err();
+        assert!(
+            matches!(e, ParseError::ArenaRingsShort { rings: 2, .. }),
+            "{e}"
+        );
+        assert_eq!(e.errno(), None);
+        let mut b = encode_arena_register_rings(&[1], &runs);
+        b[8] = 1;
+        assert!(matches!(p(&b), Err(ParseError::Flags { .. })));
     }
 
     #[test]
@@ -725,7 +858,7 @@ mod tests {
         b[28] = 1;
         assert_eq!(p(&b), Err(ParseError::Reserved(1)));
         assert_eq!(ParseError::Reserved(1).errno(), Some(libc::EINVAL));
-        for code in [0, 9, 0xffff_ffff] {
+        for code in [0, 10, 0xffff_ffff] {
             let e = p(&req(code, 0, 0, 0)).unwrap_err();
             assert_eq!(e, ParseError::UnknownCmd(code));
             assert_eq!(e.errno(), Some(libc::EOPNOTSUPP));
@@ -739,6 +872,7 @@ mod tests {
             (cmd::CLONE_BUFFERS, 4),
             (cmd::PUBLISH_BUFFERS, 1),
             (cmd::UNPUBLISH_BUFFERS, 1),
+            (cmd::ARENA_REGISTER_RINGS, 2),
         ] {
             let e = p(&req(code, 0, bad, 1)).unwrap_err();
             assert_eq!(
@@ -906,7 +1040,7 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let mut accepted = [0u32; 8];
+        let mut accepted = [0u32; 10];
         for _ in 0..200_000 {
             let n = (next() % 100) as usize;
             let mut data: Vec<u8> = (0..n).map(|_| next() as u8).collect();
@@ -917,7 +1051,7 @@ mod tests {
                 data[1] = 0x0f;
                 data[2] = 0xff;
                 data[3] = 0x03;
-                data[4] = (next() % 9) as u8;
+                data[4] = (next() % 10) as u8;
                 data[5..8].fill(0);
                 if next() % 2 == 0 {
                     data[12..16].fill(0);
@@ -939,10 +1073,24 @@ mod tests {
                         data[hi..hi + 5].fill(0);
                     }
                 }
+                // Arena runs mostly well formed (1 chunk each, ascending,
+                // reserved 0), and ARENA_REGISTER_RINGS' count mostly 1..3.
+                if matches!(data[4], 8 | 9) && next() % 2 == 0 {
+                    for k in 0..usize::from(data[16]) {
+                        let at = 36 + 16 * k;
+                        if at + 16 <= data.len() {
+                            data[at + 4..at + 16].fill(0);
+                            data[at + 4] = 1;
+                            data[at + 8] = k as u8;
+                        }
+                    }
+                    data[20] = 1 + (next() % 3) as u8;
+                    data[21..24].fill(0);
+                }
             }
             let ok = fuzz_one(&data);
             if ok {
-                accepted[usize::from(data[4] % 8)] += 1;
+                accepted[usize::from(data[4] % 10)] += 1;
             }
         }
         for (code, n) in accepted.iter().enumerate().skip(1) {

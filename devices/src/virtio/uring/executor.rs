@@ -16,9 +16,10 @@ use super::arena::Arena;
 use super::control::{self, ArenaRun, CloneSource, Command, Limits, Response};
 use super::doorbell::Doorbells;
 use super::poller::Poller;
-use super::queue::{write_response, Desc};
+use super::queue::write_response;
 use super::ring::{check_clone, errno_of, Budget, Buf, HostRing, RingArea, Teardown};
 use super::submit::{Pass, SlotWatch, Submitter};
+use super::Desc;
 use super::{
     RingHooks, IDLE_TIMEOUT, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_ARENA, PVU_F_POLLED,
     PVU_F_TABLE, QUEUE_SIZE,
@@ -447,7 +448,10 @@ impl Executor {
                 nr,
             } => self.clone_buffers(*dst, *src, *replace, *src_off, *dst_off, *nr),
             Command::PublishBuffers { ring } => self.publish(*ring),
-            Command::ArenaRegister { ring, runs } => self.arena_register(*ring, runs),
+            Command::ArenaRegister { ring, runs } => self
+                .arena_register(&[*ring], runs)
+                .map(|r| Response { id: 0, ..r }),
+            Command::ArenaRegisterRings { rings, runs } => self.arena_register(rings, runs),
             Command::UnpublishBuffers { table } => {
                 if !self.has(PVU_F_TABLE) {
                     Err(libc::EOPNOTSUPP)
@@ -680,51 +684,44 @@ impl Executor {
         })
     }
 
-    /// ARENA_REGISTER: clones the runs of the arena's host table into the
-    /// ring's (empty) table, one host clone per run, in order: the first
-    /// into the empty table, each later one with `DST_REPLACE`, which keeps
-    /// the entries below its `dst_off` (all of them: the runs ascend). The
-    /// parser checked the runs' order and `max_buffers`; the chunks are
-    /// checked here against this VM's arena. A failure takes back what the
-    /// earlier runs cloned: no request can have used it (the ring's lock is
-    /// held throughout, so no submission pass ran).
-    fn arena_register(&mut self, id: u32, runs: &[ArenaRun]) -> Result<Response, i32> {
+    /// ARENA_REGISTER (one ring) and ARENA_REGISTER_RINGS: clones `runs`
+    /// of the arena's host table into each ring's empty table
+    /// ([`Arena::clone_runs_into`]), with every ring's lock held
+    /// throughout (taken in id order), so that it is all of them or none:
+    /// a failure takes back the rings done, which no request can have
+    /// used.
+    /// The parser checked the runs' order, `max_buffers` and that no ring
+    /// is named twice; the chunks are checked against this VM's arena.
+    fn arena_register(&mut self, ids: &[u32], runs: &[ArenaRun]) -> Result<Response, i32> {
         if !self.has(PVU_F_ARENA) {
             return Err(libc::EOPNOTSUPP);
         }
         let arena = self.arena.clone().ok_or(libc::EOPNOTSUPP)?;
-        let core = self.core(id)?;
-        let mut c = lock(&core);
-        if !c.ring.bufs().is_empty() {
+        if ids.is_empty() {
+            return Err(libc::EINVAL);
+        }
+        let mut cores = ids
+            .iter()
+            .map(|&id| Ok((id, self.core(id)?)))
+            .collect::<Result<Vec<_>, i32>>()?;
+        cores.sort_unstable_by_key(|c| c.0);
+        if cores.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err(libc::EINVAL);
+        }
+        let mut held: Vec<_> = cores.iter().map(|(_, c)| lock(c)).collect();
+        if held.iter().any(|c| !c.ring.bufs().is_empty()) {
             return Err(libc::EBUSY);
         }
-        for r in runs {
-            let end = r.chunk.checked_add(r.nr);
-            if end.is_none_or(|end| end > arena.chunks()) {
-                log::debug!(
-                    "pv-uring: ring {id}: arena run of chunks {}+{} is outside the {} chunks",
-                    r.chunk,
-                    r.nr,
-                    arena.chunks()
-                );
-                return Err(libc::EFAULT);
-            }
+        arena.check_runs(runs)?;
+        let mut rings: Vec<&mut HostRing> = held.iter_mut().map(|c| &mut c.ring).collect();
+        if let Err(e) = arena.clone_runs_into(&mut rings, runs) {
+            log::warn!("pv-uring: rings {ids:?}: arena registration: {e}");
+            return Err(errno_of(&e));
         }
-        for (i, r) in runs.iter().enumerate() {
-            if let Err(e) =
-                c.ring
-                    .clone_buffers(arena.fd(), arena.bufs(), i > 0, r.chunk, r.dst_off, r.nr)
-            {
-                log::warn!("pv-uring: ring {id}: cloning arena run {i}: {e}");
-                if i > 0 {
-                    if let Err(e) = c.ring.unregister_buffers() {
-                        log::error!("pv-uring: ring {id}: taking back arena runs: {e}");
-                    }
-                }
-                return Err(errno_of(&e));
-            }
-        }
-        Ok(Response::value(c.ring.bufs().len() as u64))
+        Ok(Response {
+            id: ids.len() as u32,
+            ..Response::value(held[0].ring.bufs().len() as u64)
+        })
     }
 
     fn publish(&mut self, id: u32) -> Result<Response, i32> {

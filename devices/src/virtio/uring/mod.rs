@@ -72,12 +72,13 @@ use uring_abi::wire::{self, config as cfg};
 use self::arena::{Arena, ArenaConfig, ArenaError};
 use self::poller::POLL_IDLE;
 use self::ring::RingArea;
-use self::worker::{worker_loop, Worker};
-use super::{ActivateError, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
+use super::worker::Worker;
+use super::{ActivateError, SnapshotBlocker, VirtioDevice, VirtioInterrupt, VIRTIO_F_VERSION_1};
 
 pub use self::doorbell::{DoorbellPage, Doorbells};
 pub use self::executor::{Answered, Executor, ExecutorPolicy, Reply, RingCore};
-pub use self::queue::{answer_deferred, process_chain, process_queue, Desc};
+pub use self::queue::{answer_deferred, process_chain, process_queue};
+pub use crate::virtio::Desc;
 pub use uring_abi::wire::{
     arena_chunk_size, AreaLayout, DOORBELL_LEN, MAX_BUFFERS, MAX_ENTRIES, MAX_TABLE, PVU_F_ARENA,
     PVU_F_POLLED, PVU_F_TABLE, QUEUE_SIZE, VIRTIO_ID_PV_URING,
@@ -426,52 +427,30 @@ impl VirtioDevice for PvUring {
             });
         }
         self.reset();
-        let host = |what: &str, e: io::Error| ActivateError::Host(format!("{what}: {e}"));
-        let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| host("eventfd", e))?;
-        let stop_worker = stop.try_clone().map_err(|e| host("eventfd", e))?;
         let exec = self.executor(mem.clone(), acked_features);
         let queue = queues.into_iter().next().expect("one queue");
         let queue_event = queue_events.into_iter().next().expect("one event");
-        // The worker submits for doorbell rings: it belongs with the SQ
-        // threads (see `PvUringConfig::sq_cpu`).
-        let worker_cpu = self.sq_cpu;
-        let handle = std::thread::Builder::new()
-            .name("pv-uring".into())
-            .spawn(move || {
-                crate::privileges::restrict_submitting_thread("pv-uring worker", true);
-                if let Some(cpu) = worker_cpu {
-                    if let Err(e) = crate::affinity::pin_current_thread(&[cpu as usize]) {
-                        log::warn!("pv-uring: worker stays unpinned: {e}");
-                    }
-                }
-                worker_loop(exec, mem, queue, queue_event, interrupt, stop_worker)
-            })
-            .map_err(|e| host("spawning the worker", e))?;
-        self.worker = Some(Worker { stop, handle });
+        self.worker = Some(worker::spawn(
+            exec,
+            mem,
+            queue,
+            queue_event,
+            interrupt,
+            self.sq_cpu,
+        )?);
         Ok(())
     }
 
     fn reset(&mut self) {
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.stop.write(1);
-            if worker.handle.join().is_err() {
-                log::error!("pv-uring: worker panicked");
-            }
-        }
+        // Dropping the worker stops it and waits for it (and its executor's
+        // rings).
+        self.worker = None;
     }
 
-    fn snapshot_blocker(&self) -> Option<String> {
+    fn snapshot_blocker(&self) -> Option<SnapshotBlocker> {
         // Snapshots hold no rings yet: a live ring has its doorbell set.
         let live = self.doorbells.0.read().unwrap_or_else(|e| e.into_inner());
         let rings = live.iter().filter(|d| d.is_some()).count();
-        (rings > 0).then(|| {
-            format!("pv-uring has {rings} live rings; snapshots are taken before any ring exists")
-        })
-    }
-}
-
-impl Drop for PvUring {
-    fn drop(&mut self) {
-        self.reset();
+        (rings > 0).then_some(SnapshotBlocker::LiveRings(rings))
     }
 }

@@ -10,22 +10,12 @@ use uring_abi::wire;
 use super::control::{self, Response, RESP_LEN};
 use super::executor::{Executor, Reply};
 use super::MAX_BUFFERS;
+use crate::virtio::{chain_descs, Desc};
 
 /// Most request bytes read from a chain (header and the most extents).
 const MAX_REQUEST: usize = control::REQ_LEN + control::EXTENT_LEN * MAX_BUFFERS as usize;
 /// Most descriptors of a control chain.
 const MAX_CHAIN: usize = wire::MAX_CHAIN as usize;
-
-/// A descriptor of a control chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Desc {
-    /// Guest-physical address.
-    pub addr: u64,
-    /// Length.
-    pub len: u32,
-    /// Device-writable.
-    pub write_only: bool,
-}
 
 /// Writes `response` over the device-writable `descs`; returns the used
 /// length (0 when a descriptor cannot be written).
@@ -147,14 +137,7 @@ pub fn process_queue(queue: &mut Queue, exec: &mut Executor, mem: &GuestMemoryMm
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
             let head = chain.head_index();
             // One more than allowed, so that process_chain sees the excess.
-            let descs: Vec<Desc> = chain
-                .take(MAX_CHAIN + 1)
-                .map(|d| Desc {
-                    addr: d.addr().0,
-                    len: d.len(),
-                    write_only: d.is_write_only(),
-                })
-                .collect();
+            let descs = chain_descs(chain, MAX_CHAIN + 1);
             // A deferred answer is added to the used ring by the worker
             // when the executor gives it (answer_deferred).
             if let Some(len) = process_chain(exec, mem, head, &descs) {

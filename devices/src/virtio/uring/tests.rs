@@ -8,7 +8,6 @@
 //! asserts the errno docs/pv-uring.md gives and that the device keeps
 //! serving afterwards.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +28,7 @@ use super::control::*;
 use super::executor::{lock, Slot};
 use super::ring::PRIVATE_SLOT_SIZE;
 use super::*;
+use crate::virtio::test_file::TempFile;
 use crate::BusDevice;
 
 /// The tests share the process's pinned-memory count: run one at a time.
@@ -61,31 +61,9 @@ const ALL_FEATURES: u64 = (1 << 32) | (1 << PVU_F_POLLED) | (1 << PVU_F_TABLE);
 /// Bytes of a CREATE_RING answer: the response and the ring layout.
 const CREATE_LEN: u32 = (RESP_LEN + RING_LAYOUT_LEN) as u32;
 
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(bytes: &[u8]) -> Self {
-        use std::sync::atomic::AtomicU64;
-        static N: AtomicU64 = AtomicU64::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "rv-pvu-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        std::fs::write(&path, bytes).unwrap();
-        Self(path)
-    }
-    fn contents(&self) -> Vec<u8> {
-        std::fs::read(&self.0).unwrap()
-    }
+fn temp_file(bytes: &[u8]) -> TempFile {
+    TempFile::new_in(&std::env::temp_dir(), "rv-pvu-test", bytes)
 }
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
@@ -181,8 +159,8 @@ impl Rig {
     }
 
     fn with(opts: Opts) -> Self {
-        let file = TempFile::new(&pattern(FILE_LEN, 7));
-        let ro = TempFile::new(&pattern(4096, 9));
+        let file = temp_file(&pattern(FILE_LEN, 7));
+        let ro = temp_file(&pattern(4096, 9));
         let dev = PvUring::new(&config(&opts, &file, &ro), Arc::new(NoHooks)).unwrap();
         let mem = GuestMemoryMmap::<()>::from_ranges(&[
             (GuestAddress(0), REGION2 as usize),
@@ -2745,7 +2723,7 @@ fn device_model_config_features_and_shm() {
         ]
     );
     // A configured budget is shown as configured.
-    let file = TempFile::new(b"x");
+    let file = temp_file(b"x");
     let opts = Opts {
         max_registered: Some(5 * MIB),
         ..Opts::default()
@@ -3198,6 +3176,203 @@ fn hostile_arena_runs_are_refused_and_the_device_keeps_serving() {
     let (id, _) = rig.create(8);
     assert_eq!(
         rig.arena_register(id, &[(0, 1, 0)]).status,
+        -libc::EOPNOTSUPP
+    );
+}
+
+impl Rig {
+    fn arena_register_rings(&mut self, rings: &[u32], runs: &[(u32, u32, u32)]) -> Resp {
+        let runs: Vec<ArenaRun> = runs
+            .iter()
+            .map(|&(chunk, nr, dst_off)| ArenaRun { chunk, nr, dst_off })
+            .collect();
+        self.call(&encode_arena_register_rings(rings, &runs))
+    }
+
+    /// Whether ring `id` has no buffer 0 (a READ_FIXED of it is refused).
+    fn has_no_buffers(&mut self, id: u32, view: &GuestRingView) -> bool {
+        let cqes = self.run(id, view, &[fixed(IORING_OP_READ_FIXED, 0, 512, 0, 0, 0x2a)]);
+        cqes == vec![(0x2a, -libc::EFAULT)]
+    }
+}
+
+/// One ARENA_REGISTER_RINGS gives every ring it names the same runs (in
+/// any order of ids); data moves through each, and the rings are
+/// independent afterwards (one unregistering leaves the others).
+#[test]
+fn arena_register_rings_gives_every_ring_the_runs_in_one_command() {
+    let _s = serial();
+    let mut rig = Rig::with(arena_opts());
+    let rings: Vec<(u32, GuestRingView)> = (0..3).map(|_| rig.create(8)).collect();
+    let ids = [rings[2].0, rings[0].0, rings[1].0];
+    let r = rig.arena_register_rings(&ids, &[(1, 2, 0), (6, 1, 4)]);
+    assert_eq!((r.used, r.status, r.value, r.id), (16, 0, 5, 3), "{r:?}");
+    assert_eq!(rig.exec.registered_bytes(), 0);
+    for (k, (id, view)) in rings.iter().enumerate() {
+        // Ring k reads into buffer 1 (chunk 2) at its own offset, and
+        // into buffer 4 (chunk 6).
+        let off = k as u64 * 4096;
+        rig.write_arena(2 * CHUNK + off, &[0u8; 512]);
+        let cqes = rig.run(
+            *id,
+            view,
+            &[
+                fixed(IORING_OP_READ_FIXED, off, 512, 4096, 1, 1),
+                fixed(IORING_OP_READ_FIXED, CHUNK - 512, 512, 0, 4, 2),
+                fixed(IORING_OP_READ_FIXED, 0, 512, 0, 2, 3),
+            ],
+        );
+        assert_eq!(
+            cqes,
+            vec![(1, 512), (2, 512), (3, -libc::EFAULT)],
+            "ring {k}"
+        );
+        assert_eq!(
+            rig.arena_bytes(2 * CHUNK + off, 512),
+            pattern(FILE_LEN, 7)[4096..4608],
+            "ring {k}"
+        );
+        assert_eq!(
+            rig.arena_bytes(7 * CHUNK - 512, 512),
+            pattern(FILE_LEN, 7)[..512]
+        );
+    }
+    let r = rig.simple(cmd::UNREGISTER_BUFFERS, rings[1].0, 0, 0, 0, 0, 0);
+    assert_eq!(r.status, 0);
+    assert!(rig.has_no_buffers(rings[1].0, &rings[1].1));
+    let cqes = rig.run(
+        rings[0].0,
+        &rings[0].1,
+        &[fixed(IORING_OP_READ_FIXED, 0, 512, 0, 0, 4)],
+    );
+    assert_eq!(cqes, vec![(4, 512)]);
+    rig.assert_no_host_address();
+}
+
+/// Enough rings that the host clones on several threads (each with a
+/// source of its own): every ring gets the runs and moves data at them.
+#[test]
+fn arena_register_rings_on_many_rings_fills_every_table() {
+    let _s = serial();
+    let mut rig = Rig::with(Opts {
+        rings: 24,
+        ..arena_opts()
+    });
+    let rings: Vec<(u32, GuestRingView)> = (0..24).map(|_| rig.create(4)).collect();
+    let ids: Vec<u32> = rings.iter().rev().map(|r| r.0).collect();
+    let r = rig.arena_register_rings(&ids, &[(3, 1, 0), (5, 3, 2)]);
+    assert_eq!((r.status, r.value, r.id), (0, 5, 24), "{r:?}");
+    for (id, view) in &rings {
+        assert!(rig.lands_at_arena(*id, view, 3), "ring {id}");
+        let cqes = rig.run(
+            *id,
+            view,
+            &[
+                fixed(IORING_OP_READ_FIXED, 0, 512, 0, 1, 1),
+                fixed(IORING_OP_READ_FIXED, CHUNK - 512, 512, 0, 4, 2),
+            ],
+        );
+        assert_eq!(cqes, vec![(1, -libc::EFAULT), (2, 512)], "ring {id}");
+    }
+}
+
+/// Every refusal of ARENA_REGISTER_RINGS leaves every ring it names
+/// without buffers (all or none), and the device keeps serving: an unknown
+/// ring among good ones, a ring named twice, 0 or 257 rings, a chunk
+/// outside the arena, a ring that has buffers, a chain too short.
+#[test]
+fn hostile_arena_register_rings_is_all_or_none() {
+    let _s = serial();
+    let mut rig = Rig::with(arena_opts());
+    let rings: Vec<(u32, GuestRingView)> = (0..3).map(|_| rig.create(8)).collect();
+    let (a, b, c) = (rings[0].0, rings[1].0, rings[2].0);
+    let ok = [(0u32, 2u32, 0u32)];
+    let too_many: Vec<u32> = (0..=MAX_ARENA_RINGS).collect();
+    type Case<'a> = (&'static str, Vec<u32>, &'a [(u32, u32, u32)], i32);
+    let cases: Vec<Case> = vec![
+        (
+            "an unknown ring after good ones",
+            vec![a, b, 77],
+            &ok,
+            libc::ENOENT,
+        ),
+        (
+            "a ring id past max_rings",
+            vec![a, u32::MAX],
+            &ok,
+            libc::ENOENT,
+        ),
+        ("a ring named twice", vec![a, b, a], &ok, libc::EINVAL),
+        ("no ring", vec![], &ok, libc::EINVAL),
+        ("257 rings", too_many, &ok, libc::EINVAL),
+        (
+            "a chunk past the arena",
+            vec![a, b],
+            &[(8, 1, 0)],
+            libc::EFAULT,
+        ),
+        (
+            "a run past the arena",
+            vec![a, b],
+            &[(0, 1, 0), (7, 2, 1)],
+            libc::EFAULT,
+        ),
+        (
+            "runs out of order",
+            vec![a, b],
+            &[(0, 1, 4), (1, 1, 2)],
+            libc::EINVAL,
+        ),
+        ("0 runs", vec![a, b], &[], libc::EINVAL),
+    ];
+    for (what, ids, runs, errno) in &cases {
+        let r = rig.arena_register_rings(ids, runs);
+        assert_eq!((r.used, r.status), (16, -errno), "{what}: {r:?}");
+        for (id, view) in &rings {
+            assert!(
+                rig.has_no_buffers(*id, view),
+                "{what}: ring {id} got buffers"
+            );
+        }
+    }
+    // A chain too short for its ring ids gets no response.
+    let req = encode_arena_register_rings(
+        &[a, b],
+        &[ArenaRun {
+            chunk: 0,
+            nr: 1,
+            dst_off: 0,
+        }],
+    );
+    assert_eq!(rig.call(&req[..req.len() - 2]).used, 0);
+    // A ring that has buffers among them: EBUSY; it keeps its own, the
+    // others get none.
+    let r = rig.arena_register(c, &[(7, 1, 0)]);
+    assert_eq!(r.status, 0);
+    let r = rig.arena_register_rings(&[a, c, b], &ok);
+    assert_eq!(r.status, -libc::EBUSY, "{r:?}");
+    assert!(rig.has_no_buffers(a, &rings[0].1));
+    assert!(rig.has_no_buffers(b, &rings[1].1));
+    assert!(rig.lands_at_arena(c, &rings[2].1, 7));
+    // The device still serves: a good call on the empty rings.
+    let r = rig.arena_register_rings(&[b, a], &ok);
+    assert_eq!((r.status, r.value, r.id), (0, 2, 2), "{r:?}");
+    assert!(rig.lands_at_arena(a, &rings[0].1, 0));
+    assert!(rig.lands_at_arena(b, &rings[1].1, 0));
+    // Without the feature, or without an arena: EOPNOTSUPP.
+    let mut rig = Rig::with(Opts {
+        features: ALL_FEATURES,
+        ..arena_opts()
+    });
+    let (id, _) = rig.create(8);
+    assert_eq!(
+        rig.arena_register_rings(&[id], &ok).status,
+        -libc::EOPNOTSUPP
+    );
+    let mut rig = Rig::new(ARENA_FEATURES);
+    let (id, _) = rig.create(8);
+    assert_eq!(
+        rig.arena_register_rings(&[id], &ok).status,
         -libc::EOPNOTSUPP
     );
 }

@@ -5,7 +5,10 @@
 //! counts also register a pool of arena chunks: allocated once
 //! (`arena-alloc`, on the device fd), then ARENA_REGISTER on each of N
 //! fresh rings naming that fd as the owner (`arena`), and whole clones of
-//! the first one's table to the others (`arena-clone`). `--only arena`
+//! the first one's table to the others (`arena-clone`), then
+//! ARENA_REGISTER_RINGS of the pool on all N rings with one command
+//! (`arena-rings`, [`ARENA_RINGS_REPS`] samples, each the time for all N
+//! rings; the rings are emptied before each, untimed). `--only arena`
 //! measures only these, without a guest pool.
 
 use crate::params::Params;
@@ -15,6 +18,9 @@ use guest_common::mem::{Mapping, Page};
 use pv_uring::arena;
 use pv_uring::{CloneSrc, Device, InfoExt, PvRing};
 use std::time::Instant;
+
+/// Samples of `arena-rings` per ring count.
+const ARENA_RINGS_REPS: usize = 5;
 
 fn pool(p: &Params) -> Result<Mapping, Failure> {
     if p.huge {
@@ -170,6 +176,38 @@ fn measure_arena(
         s.push(ns(t.elapsed()));
     }
     emit("arena-clone", &s);
+    // Every ring at once: one ARENA_REGISTER_RINGS naming all n rings.
+    let mut s = Vec::new();
+    for rep in 0..ARENA_RINGS_REPS {
+        for (k, r) in rings.iter_mut().enumerate() {
+            r.unregister_buffers()
+                .map_err(|e| Failure::new(format!("unregister arena ring {k}"), e))?;
+        }
+        let t = Instant::now();
+        let got =
+            PvRing::register_arena_rings(&mut rings, dev.fd(), &[a.run(0)], &[], info.chunk_size)
+                .map_err(|e| {
+                Failure::new(
+                    format!("ARENA_REGISTER_RINGS on {n} rings (sample {rep})"),
+                    e,
+                )
+            })?;
+        s.push(ns(t.elapsed()));
+        if got != a.nr {
+            return Err(Failure::msg(format!(
+                "ARENA_REGISTER_RINGS on {n} rings: {got} buffers, want {}",
+                a.nr
+            )));
+        }
+    }
+    let mut sorted = s.clone();
+    sorted.sort_unstable();
+    eprintln!(
+        "pv-bench: {n} rings: one ARENA_REGISTER_RINGS for all of them: median {:.3} ms (min {:.3} ms)",
+        sorted[sorted.len() / 2] as f64 / 1e6,
+        sorted[0] as f64 / 1e6
+    );
+    emit("arena-rings", &s);
     arena::free(dev.fd(), a.chunk).map_err(|e| Failure::new("ARENA_FREE", e))?;
     // Closing the rings gives the chunks back for the next count.
     drop(rings);
@@ -252,19 +290,20 @@ fn measure(p: &Params, dev: &Device, m: &Mapping, n: usize) -> Result<Vec<PvRing
     measure_arena(p, dev, n, &mut emit)?;
     let med = |m: &str| results.iter().find(|r| r.0 == m).map(|r| r.1.median_us);
     let (reg, clone, tab) = (med("register"), med("clone"), med("table-clone"));
-    let arena_med = med("arena");
+    let (arena_med, arena_rings) = (med("arena"), med("arena-rings"));
     let ratio = match (reg, clone) {
         (Some(r), Some(c)) if c > 0.0 => (r / c * 10.0).round() / 10.0,
         _ => f64::NAN,
     };
     let opt = |v: Option<f64>| v.map_or("null".into(), num);
     println!(
-        "{{\"kind\":\"pv-bench-summary\",{desc},\"first_register_us\":{},\"register_median_us\":{},\"clone_median_us\":{},\"table_clone_median_us\":{},\"arena_median_us\":{},\"ratio_register_over_clone\":{}}}",
+        "{{\"kind\":\"pv-bench-summary\",{desc},\"first_register_us\":{},\"register_median_us\":{},\"clone_median_us\":{},\"table_clone_median_us\":{},\"arena_median_us\":{},\"arena_rings_median_us\":{},\"ratio_register_over_clone\":{}}}",
         num(first_us),
         opt(reg),
         opt(clone),
         opt(tab),
         opt(arena_med),
+        opt(arena_rings),
         num(ratio)
     );
     Ok(rings)

@@ -23,6 +23,7 @@ int main(void)
 	CONST(PVU_CLONE_DST_REPLACE);
 	CONST(PVU_FEAT_POLLED);
 	CONST(PVU_FEAT_TABLE);
+	CONST(PVU_FEAT_ARENA);
 	CONST(PVU_OP_NOP);
 	CONST(PVU_OP_FSYNC);
 	CONST(PVU_OP_READ_FIXED);
@@ -78,5 +79,11 @@ int main(void)
 	OFFSET(pvu_cqe, user_data);
 	OFFSET(pvu_cqe, res);
 	OFFSET(pvu_cqe, flags);
+
+	SIZE(pvu_arena_info);
+	OFFSET(pvu_arena_info, chunk_size);
+	OFFSET(pvu_arena_info, len);
+	OFFSET(pvu_arena_info, nr_chunks);
+	OFFSET(pvu_arena_info, free_chunks);
 	return 0;
 }

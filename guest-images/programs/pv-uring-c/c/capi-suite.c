@@ -528,6 +528,81 @@ static void case_interrupt_off(void)
 	pvu_queue_exit(r);
 }
 
+/*
+ * The buffer arena: a pool of chunks on three rings with one command and
+ * on a fourth alone, data through them, the refusals, and the chunks
+ * held by the rings after pvu_arena_free until the last ring goes.
+ */
+static void case_arena(void)
+{
+	struct pvu_ring *r[4] = { ring(8, 0), ring(8, 0), ring(8, 0), ring(8, 0) };
+	struct pvu_ring *dup[2];
+	struct pvu_arena_info ai;
+	struct pvu_arena *a = NULL, *b = NULL;
+	struct pvu_buf t[4];
+	uint64_t len = 0;
+	uint8_t *p;
+	unsigned i;
+
+	if (!CHECK(info.features & PVU_FEAT_ARENA))
+		goto out;	/* run the VM with --uring arena=SIZE */
+	if (!EXPECT(pvu_arena_info(dev, &ai), 0) || !r[0] || !r[1] || !r[2] ||
+	    !r[3])
+		goto out;
+	CHECK(ai.nr_chunks >= 2 && ai.free_chunks == ai.nr_chunks);
+	CHECK(ai.len == ai.nr_chunks * ai.chunk_size);
+	EXPECT(pvu_arena_alloc(dev, 0, &a), -EINVAL);
+	EXPECT(pvu_arena_alloc(dev, ai.len + 1, &a), -ENOSPC);
+	if (!EXPECT(pvu_arena_alloc(dev, ai.chunk_size + 1, &a), 0))
+		goto out;
+	p = pvu_arena_addr(a, &len);
+	if (!CHECK(p && len == 2 * ai.chunk_size))
+		goto out;
+	EXPECT(pvu_arena_info(dev, &ai), 0);
+	EXPECT(ai.free_chunks, ai.nr_chunks - 2);
+	EXPECT(pvu_register_arena_rings(r, 0, a), -EINVAL);
+	dup[0] = r[0];
+	dup[1] = r[0];
+	EXPECT(pvu_register_arena_rings(dup, 2, a), -EINVAL);
+	dup[1] = NULL;
+	EXPECT(pvu_register_arena_rings(dup, 2, a), -EINVAL);
+	if (!EXPECT(pvu_register_arena_rings(r, 3, a), 2))
+		goto out;
+	EXPECT(pvu_register_arena_rings(r + 2, 2, a), -EBUSY);
+	EXPECT(pvu_buffer_table(r[3], t, 4), 0);	/* all or none */
+	EXPECT(pvu_register_arena(r[3], a), 2);
+	EXPECT(pvu_register_arena(r[3], a), -EBUSY);
+	for (i = 0; i < 4; i++) {
+		if (EXPECT(pvu_buffer_table(r[i], t, 4), 2))
+			CHECK(t[0].addr == (uintptr_t)p &&
+			      t[1].addr == (uintptr_t)p + ai.chunk_size &&
+			      t[1].len == ai.chunk_size);
+	}
+	/* Written through one ring, read back through the next. */
+	for (i = 0; i < 4; i++)
+		write_read(r[i], r[(i + 1) % 4], p + i * BLOCK,
+			   p + ai.chunk_size + i * BLOCK,
+			   FILE_OFF + (16 + i) * BLOCK);
+	EXPECT(pvu_arena_free(a), 0);
+	a = NULL;
+	EXPECT(pvu_arena_info(dev, &ai), 0);
+	EXPECT(ai.free_chunks, ai.nr_chunks - 2);	/* the rings hold them */
+	for (i = 0; i < 4; i++) {
+		pvu_queue_exit(r[i]);
+		r[i] = NULL;
+	}
+	EXPECT(pvu_arena_info(dev, &ai), 0);
+	EXPECT(ai.free_chunks, ai.nr_chunks);
+	/* The whole arena, then one chunk more. */
+	if (EXPECT(pvu_arena_alloc(dev, ai.len, &b), 0))
+		EXPECT(pvu_arena_alloc(dev, 1, &a), -ENOSPC);
+out:
+	pvu_arena_free(a);
+	pvu_arena_free(b);
+	for (i = 0; i < 4; i++)
+		pvu_queue_exit(r[i]);
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -543,6 +618,7 @@ static const struct {
 	{ "link-fsync", case_link_fsync },
 	{ "polled", case_polled },
 	{ "interrupt-off", case_interrupt_off },
+	{ "arena", case_arena },
 };
 
 int main(int argc, char **argv)

@@ -55,6 +55,7 @@ extern "C" {
 /* struct pvu_info.features bits. */
 #define PVU_FEAT_POLLED		(1ULL << 0)	/* polled rings may be asked for */
 #define PVU_FEAT_TABLE		(1ULL << 1)	/* the host buffer table */
+#define PVU_FEAT_ARENA		(1ULL << 2)	/* the buffer arena */
 
 /* Opcodes the device runs (io_uring's values). */
 #define PVU_OP_NOP		0
@@ -127,9 +128,18 @@ struct pvu_cqe {
 	uint32_t flags;
 };
 
+/* The buffer arena (struct vuring_arena_info of the driver). */
+struct pvu_arena_info {
+	uint64_t chunk_size;	/* bytes of a chunk: one buffer */
+	uint64_t len;		/* bytes of the arena */
+	uint32_t nr_chunks;
+	uint32_t free_chunks;	/* chunks no file, ring or mapping holds */
+};
+
 /* Opaque handles. */
 struct pvu_device;
 struct pvu_ring;
+struct pvu_arena;	/* chunks of the buffer arena, mapped */
 
 /* ------------------------------------------------------------- device */
 
@@ -245,6 +255,55 @@ int pvu_buffer_table(const struct pvu_ring *ring, struct pvu_buf *bufs,
  */
 int pvu_translate(const struct pvu_ring *ring, const void *ptr, size_t len,
 		  unsigned *buf_index, uint64_t *buf_off);
+
+/* ------------------------------------------------------- buffer arena */
+
+/*
+ * Host memory the host registered once (--uring arena=SIZE): a ring gets
+ * a pool of chunks of any size with one command and no page pinned, and
+ * many rings with one command for all of them (docs/pv-uring.md, "The
+ * buffer arena"). Every function is -EOPNOTSUPP without PVU_FEAT_ARENA.
+ */
+
+/* Copies the arena's size and free chunks into *info. */
+int pvu_arena_info(const struct pvu_device *dev, struct pvu_arena_info *info);
+
+/*
+ * Allocates chunks for at least len bytes (first fit, whole chunks) and
+ * maps them read-write; *arena receives a handle to free with
+ * pvu_arena_free. The chunks are the device file's (the handle keeps it
+ * open; pvu_close first is fine). -EINVAL len 0; -ENOSPC no run of free
+ * chunks that long.
+ */
+int pvu_arena_alloc(struct pvu_device *dev, uint64_t len,
+		    struct pvu_arena **arena);
+
+/*
+ * Unmaps the chunks, gives them up and frees the handle (NULL: nothing).
+ * Rings that registered them keep them: they return to the arena when the
+ * last such ring drops them.
+ */
+int pvu_arena_free(struct pvu_arena *arena);
+
+/* The mapped chunks' first byte (NULL: a NULL handle); *len (if not
+ * NULL) receives their length. */
+void *pvu_arena_addr(const struct pvu_arena *arena, uint64_t *len);
+
+/*
+ * The chunks become the ring's buffers 0..nr-1, one per chunk (one
+ * command; nothing is pinned); pvu_translate works on their addresses.
+ * Returns the buffer count. -EBUSY the ring has buffers.
+ */
+int pvu_register_arena(struct pvu_ring *ring, const struct pvu_arena *arena);
+
+/*
+ * pvu_register_arena on each of rings[0..nr_rings) with one command for
+ * all of them (the rings share one table), all or none. Returns each
+ * ring's buffer count. -EINVAL nr_rings 0 or above max_rings, a NULL or
+ * repeated ring; -EBUSY a ring has buffers.
+ */
+int pvu_register_arena_rings(struct pvu_ring *const *rings, unsigned nr_rings,
+			     const struct pvu_arena *arena);
 
 /* ---------------------------------------------------- submit and reap */
 

@@ -8,7 +8,7 @@ use crate::RingParams;
 use core::mem::{offset_of, size_of};
 use pv_uring::uring_abi::uring::{self, cqe, sqe};
 use pv_uring::uring_abi::vuring::{
-    VuringExtent, VuringInfo, VURING_CLONE_DST_REPLACE, VURING_RING_POLLED,
+    VuringArenaInfo, VuringExtent, VuringInfo, VURING_CLONE_DST_REPLACE, VURING_RING_POLLED,
 };
 use pv_uring::uring_abi::wire;
 
@@ -20,6 +20,7 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
     c("PVU_CLONE_DST_REPLACE", VURING_CLONE_DST_REPLACE.into());
     c("PVU_FEAT_POLLED", 1 << wire::PVU_F_POLLED);
     c("PVU_FEAT_TABLE", 1 << wire::PVU_F_TABLE);
+    c("PVU_FEAT_ARENA", 1 << wire::PVU_F_ARENA);
     c("PVU_OP_NOP", uring::IORING_OP_NOP.into());
     c("PVU_OP_FSYNC", uring::IORING_OP_FSYNC.into());
     c("PVU_OP_READ_FIXED", uring::IORING_OP_READ_FIXED.into());
@@ -94,6 +95,19 @@ pub fn dump(mut line: impl FnMut(&str, u64)) {
         ("flags", cqe::FLAGS),
     ] {
         c(&format!("offsetof(pvu_cqe, {f})"), z(o));
+    }
+
+    c(
+        "sizeof(struct pvu_arena_info)",
+        z(size_of::<VuringArenaInfo>()),
+    );
+    for (f, o) in [
+        ("chunk_size", offset_of!(VuringArenaInfo, chunk_size)),
+        ("len", offset_of!(VuringArenaInfo, len)),
+        ("nr_chunks", offset_of!(VuringArenaInfo, nr_chunks)),
+        ("free_chunks", offset_of!(VuringArenaInfo, free_chunks)),
+    ] {
+        c(&format!("offsetof(pvu_arena_info, {f})"), z(o));
     }
 }
 

@@ -12,7 +12,8 @@
 //!
 //! Handles are boxed Rust values given to C as opaque pointers:
 //! `pvu_open`/`pvu_close` own a [`Device`], `pvu_queue_init`/
-//! `pvu_queue_exit` a [`Ring`]. The struct layouts the header declares are
+//! `pvu_queue_exit` a [`Ring`], `pvu_arena_alloc`/`pvu_arena_free` an
+//! [`Arena`] (chunks of the buffer arena, mapped). The struct layouts the header declares are
 //! those of `uring-abi` (checked by `guest-kernel-patches/check.sh` through
 //! `examples/abi-dump.rs` and `c/abi-dump.c`).
 //!
@@ -27,9 +28,11 @@
 pub mod abi;
 
 use libc::{c_char, c_int, c_uint, c_void, iovec};
+use pv_uring::arena::{self, ArenaAlloc, ArenaInfo, ArenaMap};
 use pv_uring::uring_abi::uring::SQE_LEN;
-use pv_uring::{CloneSrc, Cqe, Device, Error, Extent, PvRing, VuringInfo, WaitOpts};
+use pv_uring::{CloneSrc, Cqe, Device, Error, Extent, InfoExt, PvRing, VuringInfo, WaitOpts};
 use std::ffi::CStr;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
@@ -766,6 +769,193 @@ pub unsafe extern "C" fn pvu_cq_advance(ring: *mut Ring, nr: c_uint) {
     });
 }
 
+/// `struct pvu_arena`: a run of buffer-arena chunks, mapped read-write,
+/// owned by the device file it was allocated on (this handle holds a
+/// duplicate of its fd, so closing the device handle first is fine).
+pub struct Arena {
+    // Unmapped before the ownership is given up and the fd closed.
+    map: ArenaMap,
+    alloc: ArenaAlloc,
+    chunk_size: u64,
+    owner: OwnedFd,
+    max_rings: u32,
+}
+
+/// `pvu_arena_info`: the arena's size and free chunks.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `info` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_arena_info(dev: *const Device, info: *mut ArenaInfo) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or a live handle by the contract.
+        let d = unsafe { as_ref(dev) }?;
+        need(info)?;
+        if !d.info().has_arena() {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let i = d.arena_info().or_errno()?;
+        // SAFETY: checked non-NULL; writable by the contract.
+        unsafe { put(info, i) }?;
+        Ok(0)
+    })
+}
+
+/// `pvu_arena_alloc`: chunks for at least `len` bytes, mapped; `*arena`
+/// receives the handle.
+///
+/// # Safety
+/// `dev` is NULL or a live handle; `arena` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_arena_alloc(
+    dev: *mut Device,
+    len: u64,
+    arena: *mut *mut Arena,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or a live handle by the contract.
+        let d = unsafe { as_ref(dev) }?;
+        need(arena)?;
+        if !d.info().has_arena() {
+            return Err(libc::EOPNOTSUPP);
+        }
+        let chunk_size = d.arena_info().or_errno()?.chunk_size;
+        // SAFETY: the device's fd, open for as long as `d`.
+        let owner = unsafe { BorrowedFd::borrow_raw(d.fd()) }
+            .try_clone_to_owned()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let alloc = arena::alloc(owner.as_raw_fd(), len).or_errno()?;
+        let map = match arena::map_with(owner.as_raw_fd(), &alloc, chunk_size) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = arena::free(owner.as_raw_fd(), alloc.chunk);
+                return Err(errno_of(&e));
+            }
+        };
+        let a = Arena {
+            map,
+            alloc,
+            chunk_size,
+            owner,
+            max_rings: d.info().max_rings,
+        };
+        // SAFETY: checked non-NULL; writable by the contract.
+        unsafe { put(arena, Box::into_raw(Box::new(a))) }?;
+        Ok(0)
+    })
+}
+
+/// `pvu_arena_free`: unmaps the chunks, gives up their ownership (they
+/// return to the arena once no ring holds them) and frees the handle
+/// (NULL: nothing). Returns ARENA_FREE's result.
+///
+/// # Safety
+/// `arena` is NULL or a handle from `pvu_arena_alloc` not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_arena_free(arena: *mut Arena) -> c_int {
+    ffi(|| {
+        if arena.is_null() {
+            return Ok(0);
+        }
+        // SAFETY: a handle Box::into_raw made in pvu_arena_alloc, freed once.
+        let a = unsafe { Box::from_raw(arena) };
+        let Arena {
+            map, alloc, owner, ..
+        } = *a;
+        drop(map);
+        arena::free(owner.as_raw_fd(), alloc.chunk).or_errno()?;
+        Ok(0)
+    })
+}
+
+/// `pvu_arena_addr`: the first byte of the mapped chunks (NULL for a NULL
+/// handle); `*len` (if not NULL) receives their length.
+///
+/// # Safety
+/// `arena` is NULL or a live handle; `len` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_arena_addr(arena: *const Arena, len: *mut u64) -> *mut c_void {
+    let mut addr = std::ptr::null_mut();
+    ffi(|| {
+        // SAFETY: NULL or a live handle by the contract.
+        let a = unsafe { as_ref(arena) }?;
+        if !len.is_null() {
+            // SAFETY: non-NULL, writable by the contract.
+            unsafe { put(len, a.map.len() as u64) }?;
+        }
+        addr = a.map.ptr().cast();
+        Ok(0)
+    });
+    addr
+}
+
+/// `pvu_register_arena`: the arena handle's chunks become the ring's
+/// buffers 0.. (one command, nothing pinned); returns their count.
+///
+/// # Safety
+/// `ring`, `arena`: NULL or live handles.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_register_arena(ring: *mut Ring, arena: *const Arena) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or a live handle by the contract.
+        let a = unsafe { as_ref(arena) }?;
+        // SAFETY: NULL or a live handle by the contract.
+        let r = unsafe { as_mut(ring) }?;
+        let n = r
+            .ring
+            .register_arena_owned(
+                a.owner.as_raw_fd(),
+                &[a.alloc.run(0)],
+                &[&a.map],
+                a.chunk_size,
+            )
+            .or_errno()?;
+        count(n as usize)
+    })
+}
+
+/// `pvu_register_arena_rings`: [`pvu_register_arena`] on every ring of
+/// `rings[0..nr_rings)` with one command, all or none.
+///
+/// # Safety
+/// `rings` is NULL or points to `nr_rings` pointers, each NULL or a live
+/// ring handle; `arena`: NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn pvu_register_arena_rings(
+    rings: *const *mut Ring,
+    nr_rings: c_uint,
+    arena: *const Arena,
+) -> c_int {
+    ffi(|| {
+        // SAFETY: NULL or a live handle by the contract.
+        let a = unsafe { as_ref(arena) }?;
+        need(rings)?;
+        if nr_rings == 0 || nr_rings > a.max_rings {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: non-NULL, `nr_rings` pointers by the contract.
+        let ptrs = unsafe { std::slice::from_raw_parts(rings, nr_rings as usize) };
+        // Each handle once (and none NULL) before any becomes a &mut.
+        let mut sorted = ptrs.to_vec();
+        sorted.sort_unstable();
+        if sorted[0].is_null() || sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: distinct, non-NULL live handles by the contract and the
+        // check above: no two &mut alias.
+        let rs = ptrs.iter().map(|&p| unsafe { &mut (*p).ring });
+        let n = PvRing::register_arena_rings(
+            rs,
+            a.owner.as_raw_fd(),
+            &[a.alloc.run(0)],
+            &[&a.map],
+            a.chunk_size,
+        )
+        .or_errno()?;
+        count(n as usize)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,6 +1034,14 @@ mod tests {
             pvu_cq_advance(null_mut(), 3);
             pvu_queue_exit(null_mut());
             pvu_close(null_mut());
+            let mut a: *mut Arena = null_mut();
+            assert_eq!(pvu_arena_info(null(), null_mut()), e);
+            assert_eq!(pvu_arena_alloc(null_mut(), 1, &mut a), e);
+            assert!(a.is_null());
+            assert_eq!(pvu_arena_free(null_mut()), 0);
+            assert!(pvu_arena_addr(null(), null_mut()).is_null());
+            assert_eq!(pvu_register_arena(null_mut(), null()), e);
+            assert_eq!(pvu_register_arena_rings(null(), 1, null()), e);
             // A bad path is the device's errno, and *dev stays untouched.
             let p = c"/nonexistent/vuring";
             assert_eq!(pvu_open(p.as_ptr(), &mut dev), -libc::ENOENT);

@@ -6,20 +6,26 @@
 //! cost does not grow with the pool. Data is named by (buffer index,
 //! offset) as for any buffer.
 //!
+//! One pool on many rings: [`register_rings`] registers the same runs on
+//! every ring it names with one command (the rings share one table), where
+//! [`register_owned`] on each ring costs a control round trip per ring.
+//!
 //! Chunks belong to the file that allocated them: only that file can map
-//! or register them. They go back to the arena when nothing holds them:
+//! or register them (or a holder of its fd, as `owner`). They go back to the arena when nothing holds them:
 //! not the file (after [`free`] or close), no ring's table, no mapping.
 
 use crate::device::{ioctl, Map};
 use crate::error::Result;
 use std::os::fd::RawFd;
-pub use uring_abi::vuring::VuringArenaRegister;
 use uring_abi::vuring::{
     VuringArenaAlloc, VuringArenaFree, VURING_IOC_ARENA_ALLOC, VURING_IOC_ARENA_FREE,
-    VURING_IOC_ARENA_INFO, VURING_IOC_ARENA_REGISTER,
+    VURING_IOC_ARENA_INFO, VURING_IOC_ARENA_REGISTER, VURING_IOC_ARENA_REGISTER_RINGS,
 };
 pub use uring_abi::vuring::{
     VuringArenaInfo as ArenaInfo, VuringArenaRun as ArenaRun, VURING_MMAP_ARENA,
+};
+pub use uring_abi::vuring::{
+    VuringArenaRegister, VuringArenaRegisterRings, VURING_MAX_ARENA_RINGS,
 };
 pub use uring_abi::wire::MAX_ARENA_RUNS;
 
@@ -137,6 +143,49 @@ pub fn register_raw(fd: RawFd, r: &mut VuringArenaRegister) -> Result<u32> {
             VURING_IOC_ARENA_REGISTER,
             r as *mut VuringArenaRegister as usize,
             "VURING_IOC_ARENA_REGISTER",
+        )
+    }?;
+    Ok(r.nr_buffers)
+}
+
+/// ARENA_REGISTER_RINGS: `runs` of the chunks `owner` owns (another
+/// `/dev/vuring` fd; -1: `fd`'s file) on every ring `ring_fds` names, with
+/// one control command: all of them or none. `fd` is any `/dev/vuring`
+/// fd, usually the owner's. Each ring must have no buffers; a file named
+/// twice is `-EINVAL`, more than `max_rings` fds `-EINVAL`. Returns each
+/// ring's buffer count.
+pub fn register_rings(
+    fd: RawFd,
+    ring_fds: &[RawFd],
+    runs: &[ArenaRun],
+    owner: RawFd,
+) -> Result<u32> {
+    register_rings_raw(
+        fd,
+        &mut VuringArenaRegisterRings {
+            runs: runs.as_ptr() as u64,
+            nr_runs: runs.len() as u32,
+            ring_fds: ring_fds.as_ptr() as u64,
+            nr_rings: ring_fds.len() as u32,
+            owner_fd: owner,
+            ..Default::default()
+        },
+    )
+}
+
+/// ARENA_REGISTER_RINGS with a caller-built argument (error tests);
+/// `r.runs` must point at `r.nr_runs` runs and `r.ring_fds` at
+/// `r.nr_rings` fds.
+pub fn register_rings_raw(fd: RawFd, r: &mut VuringArenaRegisterRings) -> Result<u32> {
+    // SAFETY: the driver reads `r`, nr_runs runs and nr_rings fds with
+    // copy_from_user (a bad pointer is EFAULT, nothing here is written)
+    // and writes only `r.nr_buffers`.
+    unsafe {
+        ioctl(
+            fd,
+            VURING_IOC_ARENA_REGISTER_RINGS,
+            r as *mut VuringArenaRegisterRings as usize,
+            "VURING_IOC_ARENA_REGISTER_RINGS",
         )
     }?;
     Ok(r.nr_buffers)

@@ -598,8 +598,46 @@ impl PvRing {
         maps: &[&crate::arena::ArenaMap],
         chunk_size: u64,
     ) -> Result<u32> {
-        let n = crate::arena::register(self.fd(), runs)?;
+        self.register_arena_owned(-1, runs, maps, chunk_size)
+    }
+
+    /// [`PvRing::register_arena`] of the chunks the file `owner` owns (a
+    /// `/dev/vuring` fd, e.g. [`Device::fd`]; -1: this ring's file).
+    pub fn register_arena_owned(
+        &mut self,
+        owner: RawFd,
+        runs: &[crate::arena::ArenaRun],
+        maps: &[&crate::arena::ArenaMap],
+        chunk_size: u64,
+    ) -> Result<u32> {
+        let n = crate::arena::register_owned(self.fd(), runs, owner)?;
         self.extents = crate::arena::table(runs, maps, n, chunk_size);
+        Ok(n)
+    }
+
+    /// ARENA_REGISTER_RINGS: `runs` of the chunks the file `owner` owns
+    /// (a `/dev/vuring` fd, e.g. [`Device::fd`]) become the buffers of
+    /// every ring of `rings`, with one control command (all or none).
+    /// Each ring's table is then as [`PvRing::register_arena`] leaves it.
+    /// Returns each ring's buffer count.
+    pub fn register_arena_rings<'a>(
+        rings: impl IntoIterator<Item = &'a mut PvRing>,
+        owner: RawFd,
+        runs: &[crate::arena::ArenaRun],
+        maps: &[&crate::arena::ArenaMap],
+        chunk_size: u64,
+    ) -> Result<u32> {
+        let mut rings: Vec<&mut PvRing> = rings.into_iter().collect();
+        let fds: Vec<RawFd> = rings.iter().map(|r| r.fd()).collect();
+        let n = crate::arena::register_rings(owner, &fds, runs, -1)?;
+        let table = crate::arena::table(runs, maps, n, chunk_size);
+        // Into each ring's own vector, reusing its capacity: a fresh
+        // allocation per ring costs page faults, each an emulated guest
+        // kernel entry on nested PVM.
+        for r in &mut rings {
+            r.extents.clear();
+            r.extents.extend_from_slice(&table);
+        }
         Ok(n)
     }
 

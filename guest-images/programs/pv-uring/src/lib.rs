@@ -27,7 +27,8 @@
 //! - The buffer arena ([`arena`]): host memory the host registered once;
 //!   [`PvRing::arena_alloc`], [`PvRing::arena_map`] and
 //!   [`PvRing::register_arena`] give a ring a pool of any size with one
-//!   command and no page pinned.
+//!   command and no page pinned; [`PvRing::register_arena_rings`] gives
+//!   many rings the same pool with one command.
 //!
 //! ```no_run
 //! use pv_uring::{read_fixed, Device, PvRing};

@@ -164,9 +164,9 @@ impl SignalDevice {
         (ns != 0).then(|| Duration::from_nanos(ns))
     }
 
-    /// Sets the guest's wall clock to the host's. The guest has no RTC, and
-    /// a guest restored from a snapshot would otherwise keep the time the
-    /// snapshot was taken at.
+    /// Sets the guest's wall clock to the host's. The kernel read it from
+    /// kvm-clock at boot, but a guest restored from a snapshot would keep
+    /// the time the snapshot was taken at.
     fn set_wall_clock(&self) {
         let Some(now) = self.host_time() else {
             return;

@@ -1,8 +1,9 @@
 //! The buffer arena (docs/pv-uring.md, "The buffer arena"): data both ways
 //! through arena chunks (the host checks the file), runs and whole clones,
 //! every refusal of the driver (ownership, bounds, frees, order), chunks a
-//! ring holds never handed out again (after munmap, free or close), and
-//! `--arena-cycles` allocate/register/destroy/free cycles.
+//! ring holds never handed out again (after munmap, free or close),
+//! ARENA_REGISTER_RINGS (one pool on many rings with one command) and its
+//! refusals, and `--arena-cycles` allocate/register/destroy/free cycles.
 
 use crate::ctx::Ctx;
 use crate::harness::{expect_errno, step, CaseError, CaseResult};
@@ -565,5 +566,209 @@ pub fn lifecycle(ctx: &Ctx) -> CaseResult {
         now == free0,
         "{now} chunks free after {n} cycles, {free0} before"
     );
+    Ok(())
+}
+
+/// One ARENA_REGISTER_RINGS gives four rings the same pool (the device's
+/// fd owns it): data through each ring into its own spot of the chunks,
+/// checked through the owner's mapping; the chunks stay held until the
+/// last ring goes, after the owner freed them.
+pub fn register_rings(ctx: &Ctx) -> CaseResult {
+    let i = need_arena(ctx)?;
+    let cs = i.chunk_size;
+    let free0 = free_chunks(ctx)?;
+    let owner = ctx.dev.fd();
+    let a = step("alloc on the device fd", arena::alloc(owner, 2 * cs))?;
+    let m = step("map", arena::map_with(owner, &a, cs))?;
+    let mut rings = Vec::new();
+    for _ in 0..4 {
+        rings.push(ctx.ring()?);
+    }
+    let n = step(
+        "ARENA_REGISTER_RINGS on 4 rings",
+        PvRing::register_arena_rings(&mut rings, owner, &[a.run(1)], &[&m], cs),
+    )?;
+    ensure!(n == 3, "register: {n} buffers, want 3 (a run at dst_off 1)");
+    for (k, r) in rings.iter_mut().enumerate() {
+        let t = r.extents();
+        ensure!(
+            t.len() == 3 && t[0].len == 0 && t[1].len == cs && t[2].len == cs,
+            "ring {k}'s table {t:x?}"
+        );
+        // Ring k reads into chunk k % 2 at its own block; every ring sees
+        // buffer 2 as the allocation's second chunk.
+        let idx = 1 + (k % 2) as u16;
+        let off = (k * BLOCK) as u64;
+        // SAFETY: inside the mapping of two chunks.
+        let at = unsafe { m.ptr().add((k % 2) * cs as usize + k * BLOCK) };
+        read_and_check(ctx, r, idx, off, ctx.block(8 + k as u64), 1, at)?;
+        let res = ctx.run1(r, ctx.read_fixed(0, 0, BLOCK as u32, 0))?;
+        ensure!(
+            res == -libc::EFAULT,
+            "ring {k}: READ_FIXED into the empty buffer 0: {res}"
+        );
+    }
+    expect_errno(
+        "ARENA_REGISTER_RINGS again on a ring that holds the pool",
+        arena::register_rings(owner, &[rings[0].fd()], &[a.run(0)], -1),
+        &[libc::EBUSY],
+    )?;
+    drop(m);
+    step("free", arena::free(owner, a.chunk))?;
+    let last = rings.pop().expect("4 rings");
+    drop(rings);
+    let held = free_chunks(ctx)?;
+    ensure!(
+        held == free0 - 2,
+        "{held} chunks free with one ring left, want {}",
+        free0 - 2
+    );
+    drop(last);
+    let now = free_chunks(ctx)?;
+    ensure!(
+        now == free0,
+        "{now} chunks free after the rings, {free0} before"
+    );
+    Ok(())
+}
+
+/// ARENA_REGISTER_RINGS's refusals, each before any ring got a buffer
+/// (all or none): a good call on the same rings works afterwards.
+pub fn register_rings_errors(ctx: &Ctx) -> CaseResult {
+    let i = need_arena(ctx)?;
+    let cs = i.chunk_size;
+    let max_rings = ctx.dev.info().max_rings;
+    let owner = ctx.dev.fd();
+    let free0 = free_chunks(ctx)?;
+    let a = step("alloc", arena::alloc(owner, cs))?;
+    let mut r0 = ctx.ring()?;
+    let mut r1 = ctx.ring()?;
+    let fds = [r0.fd(), r1.fd()];
+    let good = [a.run(0)];
+    let reg = |what: &str, fds: &[i32], runs: &[ArenaRun], owner_fd: i32, want: &[i32]| {
+        expect_errno(
+            what,
+            arena::register_rings(owner, fds, runs, owner_fd),
+            want,
+        )
+    };
+    reg("0 rings", &[], &good, -1, &[EINVAL])?;
+    let too_many = vec![r0.fd(); max_rings as usize + 1];
+    reg("max_rings + 1 rings", &too_many, &good, -1, &[EINVAL])?;
+    reg(
+        "a ring named twice",
+        &[r0.fd(), r1.fd(), r0.fd()],
+        &good,
+        -1,
+        &[EINVAL],
+    )?;
+    // SAFETY: dup of our own fd; closed below.
+    let dup = unsafe { libc::dup(r1.fd()) };
+    ensure!(dup >= 0, "dup: {}", std::io::Error::last_os_error());
+    let same_file = arena::register_rings(owner, &[r1.fd(), dup], &good, -1);
+    // SAFETY: the fd dup() gave.
+    unsafe { libc::close(dup) };
+    expect_errno("one file under two fds", same_file, &[EINVAL])?;
+    reg("fd -1", &[r0.fd(), -1], &good, -1, &[libc::EBADF])?;
+    reg(
+        "a closed fd",
+        &[r0.fd(), 1 << 20],
+        &good,
+        -1,
+        &[libc::EBADF],
+    )?;
+    reg(
+        "stdin, not /dev/vuring",
+        &[0, r0.fd()],
+        &good,
+        -1,
+        &[EINVAL, libc::EBADF],
+    )?;
+    reg(
+        "a file without a ring",
+        &[r0.fd(), owner],
+        &good,
+        -1,
+        &[libc::ENOENT],
+    )?;
+    reg("0 runs", &fds, &[], -1, &[EINVAL])?;
+    let many: Vec<ArenaRun> = (0..65).map(|k| run(a.chunk, 1, k)).collect();
+    reg("65 runs", &fds, &many, -1, &[EINVAL])?;
+    reg(
+        "runs out of order",
+        &fds,
+        &[run(a.chunk, 1, 4), run(a.chunk, 1, 2)],
+        -1,
+        &[EINVAL],
+    )?;
+    reg(
+        "a chunk beyond the arena",
+        &fds,
+        &[run(i.nr_chunks, 1, 0)],
+        -1,
+        &[libc::EACCES],
+    )?;
+    let other = ctx.ring()?;
+    let b = step("alloc on another file", other.arena_alloc(cs))?;
+    reg(
+        "another file's chunk",
+        &fds,
+        &[b.run(0)],
+        -1,
+        &[libc::EACCES],
+    )?;
+    reg(
+        "another file's chunk, r0 as owner",
+        &fds,
+        &[b.run(0)],
+        r0.fd(),
+        &[libc::EACCES],
+    )?;
+    let fds_raw = fds;
+    let mut raw = pv_uring::arena::VuringArenaRegisterRings {
+        runs: good.as_ptr() as u64,
+        nr_runs: 1,
+        ring_fds: 8,
+        nr_rings: 2,
+        owner_fd: -1,
+        ..Default::default()
+    };
+    expect_errno(
+        "ring_fds at a bad address",
+        arena::register_rings_raw(owner, &mut raw),
+        &[libc::EFAULT],
+    )?;
+    raw.ring_fds = fds_raw.as_ptr() as u64;
+    raw.runs = 8;
+    expect_errno(
+        "runs at a bad address",
+        arena::register_rings_raw(owner, &mut raw),
+        &[libc::EFAULT],
+    )?;
+    // A ring with buffers among them: EBUSY, and the other ring got none.
+    let ob = step("map other's chunk", other.arena_map(&b))?;
+    step(
+        "register other's chunk on r1 alone",
+        arena::register_owned(r1.fd(), &[b.run(0)], other.fd()),
+    )?;
+    reg("a ring that has buffers", &fds, &good, -1, &[libc::EBUSY])?;
+    expect_errno(
+        "UNREGISTER of r0 after the refused calls",
+        r0.unregister_buffers(),
+        &[libc::ENXIO],
+    )?;
+    step("unregister r1", r1.unregister_buffers())?;
+    let n = step(
+        "ARENA_REGISTER_RINGS after the refusals",
+        arena::register_rings(owner, &fds, &good, -1),
+    )?;
+    ensure!(n == 1, "register: {n} buffers");
+    let res = ctx.run1(&mut r0, ctx.read_fixed(0, 0, BLOCK as u32, 0))?;
+    ensure!(res == BLOCK as i32, "READ_FIXED through r0: {res}");
+    drop((r0, r1, ob));
+    step("free", arena::free(owner, a.chunk))?;
+    step("free other's", other.arena_free(b.chunk))?;
+    let now = free_chunks(ctx)?;
+    ensure!(now == free0, "{now} chunks free at the end, {free0} before");
     Ok(())
 }

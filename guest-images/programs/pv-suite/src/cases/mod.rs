@@ -135,6 +135,8 @@ pub static ARENA_CASES: &[Case] = &[
         arena::chunk_beyond_the_arena
     ),
     case!("arena-double-free", arena::double_free),
+    case!("arena-register-rings", arena::register_rings),
+    case!("arena-register-rings-errors", arena::register_rings_errors),
     case!(
         "arena-unmap-and-free-while-held",
         arena::unmap_and_free_while_held
