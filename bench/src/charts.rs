@@ -12,7 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
+use plotters::coord::ranged1d::{AsRangedCoord, DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -431,6 +432,43 @@ fn registration_lines(
     lines
 }
 
+/// The white, titled area of a chart inside `root`'s margins.
+fn frame<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<DrawingArea<DB, Shift>, String> {
+    root.fill(&WHITE).map_err(msg)?;
+    let body = root.margin(12, 12, 16, 16);
+    body.titled(title, ("sans-serif", 22)).map_err(msg)
+}
+
+/// The y axis of every chart: log scale over `lo..hi`, marked as
+/// [`log_ticks`] says.
+type LogY = WithKeyPoints<LogCoord<f64>>;
+
+/// A chart on `plot` with the x axis `x` (its labels `x_label_area`
+/// pixels high) and the log y axis over `lo..hi`.
+fn log_y_chart<'a, DB: DrawingBackend, X: AsRangedCoord>(
+    plot: &'a DrawingArea<DB, Shift>,
+    x_label_area: u32,
+    x: X,
+    (lo, hi): (f64, f64),
+) -> Result<ChartContext<'a, DB, Cartesian2d<X::CoordDescType, LogY>>, String> {
+    let (bold, light) = log_ticks(lo, hi);
+    ChartBuilder::on(plot)
+        .margin(12)
+        .x_label_area_size(x_label_area)
+        .y_label_area_size(76)
+        .build_cartesian_2d(
+            x,
+            (lo..hi)
+                .log_scale()
+                .with_key_points(bold)
+                .with_light_points(light),
+        )
+        .map_err(msg)
+}
+
 /// A log-log chart of `lines` (not empty) under `title`, x marked at its
 /// powers of two, the legend in a column on the right.
 fn line_chart<DB: DrawingBackend>(
@@ -447,9 +485,7 @@ fn line_chart<DB: DrawingBackend>(
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
-    root.fill(&WHITE).map_err(msg)?;
-    let body = root.margin(12, 12, 16, 16);
-    let body = body.titled(title, ("sans-serif", 22)).map_err(msg)?;
+    let body = frame(root, title)?;
     let entries: Vec<Entry> = lines.iter().map(|l| l.0.clone()).collect();
     let mut legend_w = 0;
     for e in &entries {
@@ -473,20 +509,8 @@ fn line_chart<DB: DrawingBackend>(
     while ticks.len() > 8 {
         ticks = ticks.into_iter().step_by(2).collect();
     }
-    let (lo, hi) = (y0 / 2.0, y1 * 2.0);
-    let (bold, light) = log_ticks(lo, hi);
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .x_label_area_size(48)
-        .y_label_area_size(76)
-        .build_cartesian_2d(
-            ((x0 / 1.4)..(x1 * 1.4)).log_scale().with_key_points(ticks),
-            (lo..hi)
-                .log_scale()
-                .with_key_points(bold)
-                .with_light_points(light),
-        )
-        .map_err(msg)?;
+    let x = ((x0 / 1.4)..(x1 * 1.4)).log_scale().with_key_points(ticks);
+    let mut chart = log_y_chart(&plot, 48, x, (y0 / 2.0, y1 * 2.0))?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
@@ -604,59 +628,115 @@ impl Ranged for Groups {
     }
 }
 
+/// The IOPS points as bars: a group per (op, QD), ops in the order
+/// results.json names them, QDs ascending within one; a bar per path, in
+/// the same place in every group (a path without that point leaves a gap).
+struct Bars {
+    /// Operation names without `rand`.
+    ops: Vec<String>,
+    paths: Vec<String>,
+    /// (op index, QD), sorted.
+    groups: Vec<(usize, u64)>,
+    /// (group, path index, IOPS).
+    bars: Vec<((usize, u64), usize, f64)>,
+}
+
+impl Bars {
+    fn of(pts: &[Value]) -> Result<Bars, String> {
+        let mut b = Bars {
+            ops: Vec::new(),
+            paths: Vec::new(),
+            groups: Vec::new(),
+            bars: Vec::new(),
+        };
+        for p in pts {
+            let v = p["iops"]["value"].as_f64().unwrap_or(0.0);
+            if v.is_nan() || v <= 0.0 {
+                continue;
+            }
+            let op = p["op"].as_str().unwrap_or("");
+            let op = op.strip_prefix("rand").unwrap_or(op).to_string();
+            let key = (index_of(&mut b.ops, op), p["qd"].as_u64().unwrap_or(0));
+            index_of(&mut b.groups, key);
+            let path = p["path"].as_str().unwrap_or("?").to_string();
+            let path = index_of(&mut b.paths, path);
+            b.bars.push((key, path, v));
+        }
+        if b.bars.is_empty() {
+            return Err("no io points".into());
+        }
+        b.groups.sort();
+        Ok(b)
+    }
+
+    fn group_label(&self, &(op, qd): &(usize, u64)) -> String {
+        if self.ops[op].is_empty() {
+            format!("QD{qd}")
+        } else {
+            format!("{} QD{qd}", self.ops[op])
+        }
+    }
+
+    fn title(&self) -> String {
+        let kinds: Vec<String> = self
+            .ops
+            .iter()
+            .filter(|o| !o.is_empty())
+            .map(|o| format!("{o}s"))
+            .collect();
+        if kinds.is_empty() {
+            "4 KiB random I/O, O_DIRECT: IOPS per path".to_string()
+        } else {
+            format!(
+                "4 KiB random {}, O_DIRECT: IOPS per path",
+                kinds.join(" and ")
+            )
+        }
+    }
+
+    /// Each group spans 80% of its unit; each path a slot of that.
+    fn slot(&self) -> f64 {
+        0.8 / self.paths.len() as f64
+    }
+
+    /// Where the bar of `path` in group `key` starts.
+    fn left(&self, key: &(usize, u64), path: usize) -> f64 {
+        let g = self.groups.iter().position(|g| g == key).unwrap_or(0);
+        g as f64 + 0.1 + path as f64 * self.slot()
+    }
+
+    /// The largest font whose widest figure fits a slot of `slot_px`
+    /// pixels on `plot`; none when even the smallest would overlap.
+    fn figure_style<DB: DrawingBackend>(
+        &self,
+        plot: &DrawingArea<DB, Shift>,
+        slot_px: f64,
+    ) -> Result<Option<TextStyle<'static>>, String> {
+        for size in [13, 12, 11, 10] {
+            let style = TextStyle::from(("sans-serif", size).into_font());
+            let mut widest = 0;
+            for b in &self.bars {
+                let (w, _) = plot
+                    .estimate_text_size(&count_label(b.2), &style)
+                    .map_err(msg)?;
+                widest = widest.max(w);
+            }
+            if f64::from(widest) + 2.0 <= slot_px {
+                return Ok(Some(style.pos(Pos::new(HPos::Center, VPos::Bottom))));
+            }
+        }
+        Ok(None)
+    }
+}
+
 fn iops_chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     pts: &[Value],
 ) -> Result<(), String> {
-    // A group of bars per (op, QD): ops in the order results.json names
-    // them, QDs ascending within one; a bar per path, in the same place
-    // in every group (a path without that point leaves a gap).
-    let mut ops: Vec<String> = Vec::new();
-    let mut paths: Vec<String> = Vec::new();
-    let mut groups: Vec<(usize, u64)> = Vec::new();
-    // (group key, path index, IOPS)
-    let mut bars: Vec<((usize, u64), usize, f64)> = Vec::new();
-    for p in pts {
-        let v = p["iops"]["value"].as_f64().unwrap_or(0.0);
-        if v.is_nan() || v <= 0.0 {
-            continue;
-        }
-        let op = p["op"].as_str().unwrap_or("");
-        let op = op.strip_prefix("rand").unwrap_or(op).to_string();
-        let key = (index_of(&mut ops, op), p["qd"].as_u64().unwrap_or(0));
-        index_of(&mut groups, key);
-        let path = index_of(&mut paths, p["path"].as_str().unwrap_or("?").to_string());
-        bars.push((key, path, v));
-    }
-    if bars.is_empty() {
-        return Err("no io points".into());
-    }
-    groups.sort();
-    let group_label = |&(op, qd): &(usize, u64)| {
-        if ops[op].is_empty() {
-            format!("QD{qd}")
-        } else {
-            format!("{} QD{qd}", ops[op])
-        }
-    };
-    let kinds: Vec<String> = ops
-        .iter()
-        .filter(|o| !o.is_empty())
-        .map(|o| format!("{o}s"))
-        .collect();
-    let title = if kinds.is_empty() {
-        "4 KiB random I/O, O_DIRECT: IOPS per path".to_string()
-    } else {
-        format!(
-            "4 KiB random {}, O_DIRECT: IOPS per path",
-            kinds.join(" and ")
-        )
-    };
-
-    root.fill(&WHITE).map_err(msg)?;
-    let body = root.margin(12, 12, 16, 16);
-    let body = body.titled(&title, ("sans-serif", 22)).map_err(msg)?;
-    let entries: Vec<Entry> = paths
+    let b = Bars::of(pts)?;
+    let body = frame(root, &b.title())?;
+    let entries: Vec<Entry> = b
+        .paths
         .iter()
         .enumerate()
         .map(|(i, p)| Entry {
@@ -670,26 +750,13 @@ fn iops_chart<DB: DrawingBackend>(
     let (legend, plot) = body.split_vertically(legend_h + 6);
     draw_legend(&legend, &entries, &at)?;
 
-    let ymin = bars.iter().map(|b| b.2).fold(f64::MAX, f64::min);
-    let ymax = bars.iter().map(|b| b.2).fold(f64::MIN, f64::max);
+    let ymin = b.bars.iter().map(|b| b.2).fold(f64::MAX, f64::min);
+    let ymax = b.bars.iter().map(|b| b.2).fold(f64::MIN, f64::max);
     // Bars rise from a power of ten at least twice below the smallest,
     // and there is room above the tallest for its figure.
     let lo = 10f64.powi((ymin / 2.0).log10().floor() as i32);
-    let hi = ymax * 2.5;
-    let (bold, light) = log_ticks(lo, hi);
-    let n = groups.len();
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(76)
-        .build_cartesian_2d(
-            Groups(n),
-            (lo..hi)
-                .log_scale()
-                .with_key_points(bold)
-                .with_light_points(light),
-        )
-        .map_err(msg)?;
+    let n = b.groups.len();
+    let mut chart = log_y_chart(&plot, 40, Groups(n), (lo, ymax * 2.5))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
@@ -697,51 +764,29 @@ fn iops_chart<DB: DrawingBackend>(
         .y_label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 15))
         .x_label_formatter(&|x| {
-            groups
+            b.groups
                 .get(x.floor() as usize)
-                .map(group_label)
+                .map(|g| b.group_label(g))
                 .unwrap_or_default()
         })
         .y_desc("IOPS (log scale)")
         .y_label_formatter(&|v| count_label(*v))
         .draw()
         .map_err(msg)?;
-
-    // Each group spans 80% of its unit; each path a slot of that.
-    let slot = 0.8 / paths.len() as f64;
-    let left = |key: &(usize, u64), path: usize| {
-        let g = groups.iter().position(|g| g == key).unwrap_or(0);
-        g as f64 + 0.1 + path as f64 * slot
-    };
+    let slot = b.slot();
     chart
-        .draw_series(bars.iter().map(|(key, path, v)| {
-            let x = left(key, *path);
+        .draw_series(b.bars.iter().map(|(key, path, v)| {
+            let x = b.left(key, *path);
             let c = COLORS[path % COLORS.len()];
             Rectangle::new([(x + slot * 0.08, lo), (x + slot * 0.92, *v)], c.filled())
         }))
         .map_err(msg)?;
-    // Figures above the bars, in the largest font whose widest figure
-    // fits a slot; none when even the smallest would overlap.
+    // Figures above the bars.
     let slot_px = plot.dim_in_pixel().0 as f64 / n as f64 * slot;
-    let mut font = None;
-    for size in [13, 12, 11, 10] {
-        let style = TextStyle::from(("sans-serif", size).into_font());
-        let mut widest = 0;
-        for b in &bars {
-            let (w, _) = plot
-                .estimate_text_size(&count_label(b.2), &style)
-                .map_err(msg)?;
-            widest = widest.max(w);
-        }
-        if f64::from(widest) + 2.0 <= slot_px {
-            font = Some(style.pos(Pos::new(HPos::Center, VPos::Bottom)));
-            break;
-        }
-    }
-    if let Some(style) = font {
+    if let Some(style) = b.figure_style(&plot, slot_px)? {
         chart
-            .draw_series(bars.iter().map(|(key, path, v)| {
-                let x = left(key, *path) + slot / 2.0;
+            .draw_series(b.bars.iter().map(|(key, path, v)| {
+                let x = b.left(key, *path) + slot / 2.0;
                 EmptyElement::at((x, *v)) + Text::new(count_label(*v), (0, -3), style.clone())
             }))
             .map_err(msg)?;

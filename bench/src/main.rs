@@ -91,15 +91,7 @@ fn parse_cli() -> BenchArgs {
 
 fn main() -> ExitCode {
     let args = parse_cli();
-    let default = match args.verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_target(false)
-        .format_timestamp(None)
-        .init();
+    vmm::logging::init(args.verbose);
     let suites = match args.suite {
         Suite::Registration => vec![bench::Suite::Registration],
         Suite::Io => vec![bench::Suite::Io],

@@ -172,6 +172,46 @@ impl Sqe {
     }
 }
 
+/// `IORING_REGISTER_CLONE_BUFFERS` (`io_uring_register(2)` opcode 30).
+pub const IORING_REGISTER_CLONE_BUFFERS: u32 = 30;
+/// `IORING_REGISTER_SRC_REGISTERED` (clone flag): `src_fd` is an index in
+/// the task's registered ring table.
+pub const IORING_REGISTER_SRC_REGISTERED: u32 = 1 << 0;
+/// `IORING_REGISTER_DST_REPLACE` (clone flag): replace existing
+/// destination entries.
+pub const IORING_REGISTER_DST_REPLACE: u32 = 1 << 1;
+
+/// `struct io_uring_clone_buffers` (32 bytes), the argument of
+/// [`IORING_REGISTER_CLONE_BUFFERS`].
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CloneBuffers {
+    /// The source ring's fd (or registered index).
+    pub src_fd: u32,
+    /// `IORING_REGISTER_SRC_REGISTERED` | `IORING_REGISTER_DST_REPLACE`.
+    pub flags: u32,
+    /// First source entry.
+    pub src_off: u32,
+    /// First destination entry.
+    pub dst_off: u32,
+    /// Entries (0: the whole table).
+    pub nr: u32,
+    /// Must be zero.
+    pub pad: [u32; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<CloneBuffers>() == 32);
+
+impl CloneBuffers {
+    /// A clone of the whole table of the ring `src_fd`.
+    pub fn all(src_fd: i32) -> Self {
+        Self {
+            src_fd: src_fd as u32,
+            ..Self::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

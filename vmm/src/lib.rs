@@ -15,6 +15,7 @@ pub mod error;
 pub mod guest_files;
 pub mod guest_image;
 pub mod layout;
+pub mod logging;
 pub mod memory;
 pub mod outcome;
 pub mod pvm;

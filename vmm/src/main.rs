@@ -420,18 +420,6 @@ fn restore_command(
     )
 }
 
-fn init_logging(verbose: u8) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "info",
-        _ => "debug",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format_target(false)
-        .format_timestamp(None)
-        .init();
-}
-
 fn boot(config: VmConfig, started: Instant, mode: run::Mode) -> ExitCode {
     let config = match config.validate() {
         Ok(c) => c,
@@ -495,7 +483,7 @@ fn exec_bench(verbose: u8, args: Vec<OsString>) -> ExitCode {
 fn main() -> ExitCode {
     let started = Instant::now();
     let (cli, matches) = parse_cli();
-    init_logging(cli.verbose);
+    vmm::logging::init(cli.verbose);
     match cli.command {
         Command::Run(mut args) => match args.restore.take() {
             Some(dir) => {

@@ -3,8 +3,9 @@
 
 use crate::harness::{step, CaseError, CaseResult};
 use crate::mem::{fill, first_diff, pattern, snapshot, Mapping, Page};
-use crate::sys::{self, CloneBuffers, Errno};
+use crate::sys::Errno;
 use crate::{ensure, fail};
+use io_uring::types::CloneBuffersFlags;
 use io_uring::{opcode, types, IoUring};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::OnceLock;
@@ -30,6 +31,11 @@ pub fn pool_b() -> &'static Mapping {
     P.get_or_init(|| Mapping::with_page(POOL, Page::Small4K).expect("mmap pool B"))
 }
 
+/// The errno of a failed io-uring crate call; its value dropped.
+pub fn errno<T>(r: std::io::Result<T>) -> Result<(), Errno> {
+    Errno::of(r).map(drop)
+}
+
 /// A ring and the helpers the cases need.
 pub struct Ring {
     pub io: IoUring,
@@ -52,16 +58,32 @@ impl Ring {
         self.io.as_raw_fd()
     }
 
+    /// IORING_REGISTER_BUFFERS of `iovs`.
     pub fn register(&self, iovs: &[libc::iovec]) -> Result<(), Errno> {
-        sys::register_buffers(self.fd(), iovs)
+        // SAFETY: the kernel only reads the iovecs and pins their pages;
+        // the cases submit fixed I/O only into memory they keep mapped.
+        errno(unsafe { self.io.submitter().register_buffers(iovs) })
     }
 
     pub fn unregister(&self) -> Result<(), Errno> {
-        sys::unregister_buffers(self.fd())
+        errno(self.io.submitter().unregister_buffers())
     }
 
-    pub fn clone_from(&self, arg: &CloneBuffers) -> Result<(), Errno> {
-        sys::clone_buffers(self.fd(), arg)
+    /// Clones `nr` buffers (0: the whole table) from entry `src_off` of
+    /// the ring `src_fd` to entry `dst_off` of this one.
+    pub fn clone_range(
+        &self,
+        src_fd: i32,
+        src_off: u32,
+        dst_off: u32,
+        nr: u32,
+        flags: CloneBuffersFlags,
+    ) -> Result<(), Errno> {
+        errno(
+            self.io
+                .submitter()
+                .register_buffers_clone_offset(src_fd, src_off, dst_off, nr, flags),
+        )
     }
 
     /// Clone the whole table of `src` into this (empty) ring.
@@ -71,7 +93,7 @@ impl Ring {
 
     /// Clone the whole table of the ring `src_fd` into this (empty) ring.
     pub fn clone_all_fd(&self, src_fd: i32) -> Result<(), Errno> {
-        self.clone_from(&CloneBuffers::all(src_fd))
+        errno(self.io.submitter().register_buffers_clone(src_fd))
     }
 
     /// Submits one READ_FIXED/WRITE_FIXED and returns the CQE result.

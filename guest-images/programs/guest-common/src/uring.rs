@@ -1,68 +1,23 @@
-//! Raw `io_uring_register(2)` access for the buffer opcodes.
+//! Raw `io_uring_register(2)` for what the `io-uring` crate cannot send.
 //!
-//! The `io-uring` crate covers the happy paths (prefer it:
-//! `Submitter::register_buffers_clone` clones a whole table); the error
-//! cases need to hand the kernel malformed arguments (bad pointers,
-//! non-zero padding, wrong `nr_args`, descriptors that are no ring), so
-//! every call here goes through [`register`].
+//! Prefer the crate: `Submitter::register_buffers`, `unregister_buffers`,
+//! `register_buffers_clone` (a whole table) and
+//! `register_buffers_clone_offset` (a range, with `CloneBuffersFlags`).
+//! What is left here needs the raw call: malformed arguments for the error
+//! cases (bad pointers, non-zero padding, wrong `nr_args`), descriptors
+//! that are no ring (the crate's calls need an `IoUring`), and the index a
+//! ring fd registration gets (the crate keeps it to itself).
 
 use crate::Errno;
 
-/// `IORING_REGISTER_BUFFERS`.
-pub const REGISTER_BUFFERS: u32 = 0;
-/// `IORING_UNREGISTER_BUFFERS`.
-pub const UNREGISTER_BUFFERS: u32 = 1;
 /// `IORING_REGISTER_RING_FDS`.
 pub const REGISTER_RING_FDS: u32 = 20;
 /// `IORING_UNREGISTER_RING_FDS`.
 pub const UNREGISTER_RING_FDS: u32 = 21;
-/// `IORING_REGISTER_CLONE_BUFFERS`.
-pub const REGISTER_CLONE_BUFFERS: u32 = 30;
-
-/// `IORING_REGISTER_SRC_REGISTERED`: `src_fd` is a registered ring index.
-pub const CLONE_SRC_REGISTERED: u32 = 1 << 0;
-/// `IORING_REGISTER_DST_REPLACE`: replace existing destination entries.
-pub const CLONE_DST_REPLACE: u32 = 1 << 1;
-
-/// `struct io_uring_clone_buffers` from the upstream UAPI.
-#[repr(C)]
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct CloneBuffers {
-    /// The source ring's fd (or registered index).
-    pub src_fd: u32,
-    /// `CLONE_SRC_REGISTERED` | `CLONE_DST_REPLACE`.
-    pub flags: u32,
-    /// First source entry.
-    pub src_off: u32,
-    /// First destination entry.
-    pub dst_off: u32,
-    /// Entries (0: the whole table).
-    pub nr: u32,
-    /// Must be zero.
-    pub pad: [u32; 3],
-}
-
-impl CloneBuffers {
-    /// Clone the whole table of the ring `src_fd`.
-    pub fn all(src_fd: i32) -> Self {
-        Self {
-            src_fd: src_fd as u32,
-            ..Self::default()
-        }
-    }
-
-    /// Clone `nr` entries from `src_off` of `src_fd` to `dst_off`.
-    pub fn range(src_fd: i32, src_off: u32, dst_off: u32, nr: u32, flags: u32) -> Self {
-        Self {
-            src_fd: src_fd as u32,
-            flags,
-            src_off,
-            dst_off,
-            nr,
-            pad: [0; 3],
-        }
-    }
-}
+/// `IORING_REGISTER_CLONE_BUFFERS` and `struct io_uring_clone_buffers`
+/// (the ABI crate's, which the host device shares), for the raw calls (a
+/// well-formed clone between rings: the crate).
+pub use uring_abi::uring::{CloneBuffers, IORING_REGISTER_CLONE_BUFFERS as REGISTER_CLONE_BUFFERS};
 
 /// `struct io_uring_rsrc_update`, used for ring fd registration.
 #[repr(C)]
@@ -98,7 +53,8 @@ pub unsafe fn register(
     }
 }
 
-/// `IORING_REGISTER_CLONE_BUFFERS` on `dst_fd` with a well-formed argument.
+/// `IORING_REGISTER_CLONE_BUFFERS` on `dst_fd`, which may be no ring at
+/// all, with a well-formed argument.
 pub fn clone_buffers(dst_fd: i32, arg: &CloneBuffers) -> Result<(), Errno> {
     // SAFETY: `arg` is a live, properly laid out `io_uring_clone_buffers`
     // that the kernel only reads; nr_args is 1 as the opcode requires.
@@ -111,30 +67,6 @@ pub fn clone_buffers(dst_fd: i32, arg: &CloneBuffers) -> Result<(), Errno> {
         )
     }
     .map(drop)
-}
-
-/// `IORING_REGISTER_BUFFERS` of `iovs` on `fd`.
-///
-/// The iovecs must describe memory that stays mapped while registered; the
-/// kernel pins the pages, so unmapping them later is safe for this process
-/// (the kernel keeps its own reference).
-pub fn register_buffers(fd: i32, iovs: &[libc::iovec]) -> Result<(), Errno> {
-    // SAFETY: `iovs` is a live slice of `iovs.len()` iovecs read by the kernel.
-    unsafe {
-        register(
-            fd,
-            REGISTER_BUFFERS,
-            iovs.as_ptr().cast(),
-            iovs.len() as u32,
-        )
-    }
-    .map(drop)
-}
-
-/// `IORING_UNREGISTER_BUFFERS` on `fd`.
-pub fn unregister_buffers(fd: i32) -> Result<(), Errno> {
-    // SAFETY: this opcode takes no argument.
-    unsafe { register(fd, UNREGISTER_BUFFERS, std::ptr::null(), 0) }.map(drop)
 }
 
 /// Registers ring `fd` in the calling task's ring table; returns its index.
@@ -181,8 +113,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clone_struct_matches_uapi_layout() {
-        assert_eq!(std::mem::size_of::<CloneBuffers>(), 32);
+    fn structs_match_uapi_layout() {
         assert_eq!(std::mem::align_of::<CloneBuffers>(), 4);
         assert_eq!(std::mem::size_of::<RsrcUpdate>(), 16);
     }

@@ -7,13 +7,17 @@ use pv_uring::Errno;
 
 pub use guest_common::harness::{selected, step, CaseError, CaseResult, Tally};
 
-/// Expects `r` to fail with one of the errnos `want`.
-pub fn expect_errno<T>(what: &str, r: pv_uring::Result<T>, want: &[i32]) -> CaseResult {
-    let names = want
-        .iter()
+/// `-EBUSY(16) or -ENXIO(6)`.
+fn names(want: &[i32]) -> String {
+    want.iter()
         .map(|&w| Errno(w).to_string())
         .collect::<Vec<_>>()
-        .join(" or ");
+        .join(" or ")
+}
+
+/// Expects `r` to fail with one of the errnos `want`.
+pub fn expect_errno<T>(what: &str, r: pv_uring::Result<T>, want: &[i32]) -> CaseResult {
+    let names = names(want);
     match r {
         Err(e) => match e.errno() {
             Some(n) if want.contains(&n) => Ok(()),
@@ -28,12 +32,11 @@ pub fn expect_res(what: &str, res: i32, want: &[i32]) -> CaseResult {
     if want.iter().any(|&w| res == -w) {
         return Ok(());
     }
-    let names = want
-        .iter()
-        .map(|&w| Errno(w).to_string())
-        .collect::<Vec<_>>()
-        .join(" or ");
-    fail!("{what}: expected CQE res {names}, got {}", Errno::res(res))
+    fail!(
+        "{what}: expected CQE res {}, got {}",
+        names(want),
+        Errno::res(res)
+    )
 }
 
 /// One named case.

@@ -1,69 +1,7 @@
 //! Typed errors of the library, carrying the errno where there is one.
 
-use std::fmt;
-
-/// A positive errno value returned by a failed system call.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Errno(pub i32);
-
-impl Errno {
-    /// The errno of the last failed libc call on this thread.
-    pub fn last() -> Self {
-        Errno(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
-
-    /// The symbolic name of the errnos this device uses.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            libc::EPERM => "EPERM",
-            libc::ENOENT => "ENOENT",
-            libc::EINTR => "EINTR",
-            libc::EIO => "EIO",
-            libc::ENXIO => "ENXIO",
-            libc::EBADF => "EBADF",
-            libc::EAGAIN => "EAGAIN",
-            libc::ENOMEM => "ENOMEM",
-            libc::EACCES => "EACCES",
-            libc::EFAULT => "EFAULT",
-            libc::EBUSY => "EBUSY",
-            libc::EEXIST => "EEXIST",
-            libc::ENODEV => "ENODEV",
-            libc::EINVAL => "EINVAL",
-            libc::ENFILE => "ENFILE",
-            libc::EMFILE => "EMFILE",
-            libc::ENOTTY => "ENOTTY",
-            libc::ENOSPC => "ENOSPC",
-            libc::ERANGE => "ERANGE",
-            libc::ENOSYS => "ENOSYS",
-            libc::EOVERFLOW => "EOVERFLOW",
-            libc::EOPNOTSUPP => "EOPNOTSUPP",
-            libc::ETIMEDOUT => "ETIMEDOUT",
-            libc::ECANCELED => "ECANCELED",
-            _ => "E?",
-        }
-    }
-
-    /// Formats a CQE result: `4096` or `-EFAULT(14)`.
-    pub fn res(res: i32) -> String {
-        if res < 0 {
-            Errno(-res).to_string()
-        } else {
-            res.to_string()
-        }
-    }
-}
-
-impl fmt::Debug for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-{}({})", self.name(), self.0)
-    }
-}
-
-impl fmt::Display for Errno {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
+/// A positive errno value, shared with the other guest programs.
+pub use guest_common::Errno;
 
 /// Everything the library can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +59,6 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(Errno(libc::EBUSY).to_string(), "-EBUSY(16)");
-        assert_eq!(Errno::res(-libc::EACCES), "-EACCES(13)");
-        assert_eq!(Errno::res(4096), "4096");
         let e = Error::Sys {
             op: "VURING_IOC_CLONE",
             errno: Errno(libc::EOVERFLOW),

@@ -23,6 +23,7 @@
 
 use crate::device::sqe_bytes;
 use crate::queue::{Cqe, Layout, Queues};
+use guest_common::uring::register;
 use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 use uring_abi::policy::{self, Buffer, Refused};
@@ -96,18 +97,52 @@ fn file_byte(i: usize) -> u8 {
     (i * 7 + i / 4096) as u8
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
-fn reg(fd: i32, op: u32, arg: *const libc::c_void, n: u32) -> i64 {
-    // SAFETY: callers pass arguments laid out for `op`.
-    let r = unsafe { libc::syscall(libc::SYS_io_uring_register, fd, op, arg, n) };
-    if r < 0 {
-        -i64::from(errno())
-    } else {
-        r
-    }
+/// The VMM's registrations on the disabled host ring `fd`: the backend
+/// `file`, the two buffers at the VMM's addresses `vmm_buf`, the
+/// allow-list as restrictions; then ENABLE_RINGS.
+fn register_host(fd: i32, file: i32, vmm_buf: *mut u8) {
+    let reg = |what: &str, op: u32, arg: *const libc::c_void, n: u32| {
+        // SAFETY: each call below passes a live argument laid out for its
+        // opcode and count.
+        if let Err(e) = unsafe { register(fd, op, arg, n) } {
+            panic!("{what}: {e}");
+        }
+    };
+    reg("register files", REG_FILES, (&file as *const i32).cast(), 1);
+    let iov: Vec<libc::iovec> = (0..2)
+        .map(|i| libc::iovec {
+            // SAFETY: inside the VMM's mapping.
+            iov_base: unsafe { vmm_buf.add(i * BUF_LEN) }.cast(),
+            iov_len: BUF_LEN,
+        })
+        .collect();
+    reg("register buffers", REG_BUFFERS, iov.as_ptr().cast(), 2);
+    let mut res: Vec<Restriction> = policy::ALLOWED_OPCODES
+        .iter()
+        .map(|&op| Restriction {
+            opcode: 1, // IORING_RESTRICTION_SQE_OP
+            op_or_flags: op,
+            ..Default::default()
+        })
+        .collect();
+    res.push(Restriction {
+        opcode: 2, // SQE_FLAGS_ALLOWED
+        op_or_flags: policy::ALLOWED_FLAGS,
+        ..Default::default()
+    });
+    res.push(Restriction {
+        opcode: 3, // SQE_FLAGS_REQUIRED
+        op_or_flags: policy::REQUIRED_FLAGS,
+        ..Default::default()
+    });
+    let n = res.len() as u32;
+    reg(
+        "register restrictions",
+        REG_RESTRICTIONS,
+        res.as_ptr().cast(),
+        n,
+    );
+    reg("enable rings", REG_ENABLE_RINGS, std::ptr::null(), 0);
 }
 
 fn map(len: usize, prot: i32, flags: i32, fd: i32) -> *mut u8 {
@@ -287,19 +322,7 @@ impl Sim {
             q,
             extents: Vec::new(),
         };
-        assert_eq!(
-            reg(fd, REG_FILES, (&sim.file as *const i32).cast(), 1),
-            0,
-            "register files"
-        );
-        let iov: Vec<libc::iovec> = (0..2)
-            .map(|i| libc::iovec {
-                // SAFETY: inside the VMM's mapping.
-                iov_base: unsafe { vmm_buf.add(i * BUF_LEN) }.cast(),
-                iov_len: BUF_LEN,
-            })
-            .collect();
-        assert_eq!(reg(fd, REG_BUFFERS, iov.as_ptr().cast(), 2), 0);
+        register_host(fd, file, vmm_buf);
         sim.bufs = (0..2)
             .map(|i| {
                 Some(Buffer {
@@ -314,29 +337,6 @@ impl Sim {
                 len: BUF_LEN as u64,
             })
             .collect();
-        let mut res: Vec<Restriction> = policy::ALLOWED_OPCODES
-            .iter()
-            .map(|&op| Restriction {
-                opcode: 1, // IORING_RESTRICTION_SQE_OP
-                op_or_flags: op,
-                ..Default::default()
-            })
-            .collect();
-        res.push(Restriction {
-            opcode: 2, // SQE_FLAGS_ALLOWED
-            op_or_flags: policy::ALLOWED_FLAGS,
-            ..Default::default()
-        });
-        res.push(Restriction {
-            opcode: 3, // SQE_FLAGS_REQUIRED
-            op_or_flags: policy::REQUIRED_FLAGS,
-            ..Default::default()
-        });
-        assert_eq!(
-            reg(fd, REG_RESTRICTIONS, res.as_ptr().cast(), res.len() as u32),
-            0
-        );
-        assert_eq!(reg(fd, REG_ENABLE_RINGS, std::ptr::null(), 0), 0);
         Some(sim)
     }
 

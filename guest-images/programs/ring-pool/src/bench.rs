@@ -85,21 +85,16 @@ fn map_pool(p: &Params) -> Result<Pool, RunError> {
     Ok(Pool::map(p.size, PageSize::Small4K)?)
 }
 
-/// The errno of a failed io-uring crate call.
-fn errno(r: std::io::Result<()>) -> Result<(), Errno> {
-    r.map_err(|e| Errno::from_io(&e))
-}
-
 /// Registers the pool's `iovs` on `ring` (one system call).
 fn register(ring: &IoUring, iovs: &[libc::iovec]) -> Result<(), Errno> {
     // SAFETY: the iovecs describe the pool mapping, which outlives every
     // ring; no I/O ever uses the registered buffers.
-    errno(unsafe { ring.submitter().register_buffers(iovs) })
+    Errno::of(unsafe { ring.submitter().register_buffers(iovs) })
 }
 
 /// Clones the whole buffer table of `src` into `dst` (one system call).
 fn clone(dst: &IoUring, src: &IoUring) -> Result<(), Errno> {
-    errno(dst.submitter().register_buffers_clone(src.as_raw_fd()))
+    Errno::of(dst.submitter().register_buffers_clone(src.as_raw_fd()))
 }
 
 /// Cheap check before minutes of population: cloning between two empty
@@ -205,7 +200,7 @@ fn measure(
         reg_ns.push(timed("register", i, || register(ring, iovs))?);
         // Both methods start from an empty table.
         timed("unregister", i, || {
-            errno(ring.submitter().unregister_buffers())
+            Errno::of(ring.submitter().unregister_buffers())
         })?;
         settle();
         clone_ns.push(timed("clone", i, || clone(ring, &rings[0]))?);

@@ -4,6 +4,7 @@ use crate::ensure;
 use crate::harness::{step, CaseError, CaseResult};
 use crate::mem::{free_hugepages_2m, vmpin_kb, Mapping, Page};
 use crate::ring::{buf, pool_a, Ring, Scratch, BUF, NBUF};
+use io_uring::types::CloneBuffersFlags as Flags;
 
 /// A source ring with the whole of pool A registered as NBUF buffers.
 pub fn src_ring() -> Result<Ring, CaseError> {
@@ -109,13 +110,7 @@ pub fn hugetlb_2m() -> CaseResult {
     // Clone the huge buffer again into index 1 of the destination.
     step(
         "clone src 0 -> dst 1 (REPLACE)",
-        dst.clone_from(&crate::sys::CloneBuffers::range(
-            src.fd(),
-            0,
-            1,
-            1,
-            crate::sys::CLONE_DST_REPLACE,
-        )),
+        dst.clone_range(src.fd(), 0, 1, 1, Flags::DST_REPLACE),
     )?;
     ensure!(vmpin_kb() == after_reg, "second clone changed VmPin");
     let boundary = m.at(HUGE - 2048);

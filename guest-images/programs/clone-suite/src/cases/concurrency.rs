@@ -4,8 +4,9 @@ use super::basic::src_ring;
 use crate::harness::{step, CaseResult};
 use crate::mem::{vmpin_kb, wait_vmpin};
 use crate::ring::{buf, pool_a, Ring, Scratch, CHUNK, NBUF, POOL};
-use crate::sys::{self, CloneBuffers, Errno, CLONE_DST_REPLACE};
+use crate::sys::Errno;
 use crate::{ensure, fail};
+use io_uring::types::CloneBuffersFlags as Flags;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +51,7 @@ struct Counts {
     unexpected: Vec<String>,
 }
 
-fn churn(mine: i32, other: i32, pool: i32, stop: &AtomicBool) -> Counts {
+fn churn(mine: &Ring, other: &Ring, pool: &Ring, stop: &AtomicBool) -> Counts {
     let mut c = Counts::default();
     let start = Instant::now();
     let mut note = |what: &str, r: Result<(), Errno>, allowed: &[i32]| match r {
@@ -68,21 +69,17 @@ fn churn(mine: i32, other: i32, pool: i32, stop: &AtomicBool) -> Counts {
         if stop.load(Ordering::Relaxed) || start.elapsed() > DURATION {
             break;
         }
-        note("unregister", sys::unregister_buffers(mine), &[libc::ENXIO]);
+        note("unregister", mine.unregister(), &[libc::ENXIO]);
         // other -> mine, while the other thread clones mine -> other: the
         // two rings are locked in opposite orders.
         if note(
             "cross clone",
-            sys::clone_buffers(mine, &CloneBuffers::all(other)),
+            mine.clone_all(other),
             &[libc::EBUSY, libc::ENXIO],
         ) {
             cross_ok += 1;
         } else {
-            note(
-                "refill from pool",
-                sys::clone_buffers(mine, &CloneBuffers::all(pool)),
-                &[libc::EBUSY],
-            );
+            note("refill from pool", mine.clone_all(pool), &[libc::EBUSY]);
         }
     }
     c.cross_ok = cross_ok;
@@ -96,11 +93,15 @@ pub fn concurrent_opposite_clones() -> CaseResult {
     let b = Ring::new()?;
     step("seed a", a.clone_all(&pool))?;
     step("seed b", b.clone_all(&pool))?;
-    let (fa, fb, fp) = (a.fd(), b.fd(), pool.fd());
+    let fp = pool.fd();
+    let (a, b, pool) = (Arc::new(a), Arc::new(b), Arc::new(pool));
     let stop = Arc::new(AtomicBool::new(false));
-    let (s1, s2) = (stop.clone(), stop.clone());
-    let t1 = std::thread::spawn(move || churn(fa, fb, fp, &s1));
-    let t2 = std::thread::spawn(move || churn(fb, fa, fp, &s2));
+    let spawn = |mine: &Arc<Ring>, other: &Arc<Ring>| {
+        let (mine, other, pool, stop) = (mine.clone(), other.clone(), pool.clone(), stop.clone());
+        std::thread::spawn(move || churn(&mine, &other, &pool, &stop))
+    };
+    let t1 = spawn(&a, &b);
+    let t2 = spawn(&b, &a);
     let deadline = Instant::now() + DURATION + Duration::from_secs(20);
     while !(t1.is_finished() && t2.is_finished()) {
         if Instant::now() > deadline {
@@ -126,16 +127,18 @@ pub fn concurrent_opposite_clones() -> CaseResult {
         c1.cross_ok,
         c2.cross_ok
     );
-    // Both tables are still sane: refill and do I/O through each.
-    let mut a = a;
-    let mut b = b;
+    // Both tables are still sane: refill and do I/O through each (the
+    // joined threads gave their rings back).
+    let (Ok(mut a), Ok(mut b)) = (Arc::try_unwrap(a), Arc::try_unwrap(b)) else {
+        fail!("a joined churn thread still holds its ring");
+    };
     step(
         "final refill a",
-        a.clone_from(&CloneBuffers::range(fp, 0, 0, 0, CLONE_DST_REPLACE)),
+        a.clone_range(fp, 0, 0, 0, Flags::DST_REPLACE),
     )?;
     step(
         "final refill b",
-        b.clone_from(&CloneBuffers::range(fp, 0, 0, 0, CLONE_DST_REPLACE)),
+        b.clone_range(fp, 0, 0, 0, Flags::DST_REPLACE),
     )?;
     a.check_maps(&file, 1, buf(pool_a(), 1), CHUNK, 300)?;
     b.check_maps(&file, 3, buf(pool_a(), 3), CHUNK, 301)

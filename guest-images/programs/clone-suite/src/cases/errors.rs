@@ -1,9 +1,10 @@
 //! Every error opcode 30 returns, one condition at a time.
 
 use super::basic::src_ring;
-use crate::harness::{expect_errno, step, CaseResult};
+use crate::harness::{expect_errno, step, CaseError, CaseResult};
 use crate::ring::{pool_b, Ring, BUF, NBUF};
-use crate::sys::{self, CloneBuffers, CLONE_DST_REPLACE, REGISTER_CLONE_BUFFERS};
+use crate::sys::{self, CloneBuffers, REGISTER_CLONE_BUFFERS};
+use io_uring::types::CloneBuffersFlags as Flags;
 use std::os::fd::AsRawFd;
 
 /// Raw opcode 30 with arbitrary pointer and nr_args.
@@ -20,12 +21,12 @@ pub fn ebusy_dst_has_buffers() -> CaseResult {
     expect_errno("clone into non-empty dst", dst.clone_all(&src), libc::EBUSY)?;
     expect_errno(
         "range clone into non-empty dst",
-        dst.clone_from(&CloneBuffers::range(src.fd(), 0, 0, 1, 0)),
+        dst.clone_range(src.fd(), 0, 0, 1, Flags::empty()),
         libc::EBUSY,
     )?;
     step(
         "same with DST_REPLACE",
-        dst.clone_from(&CloneBuffers::range(src.fd(), 0, 0, 0, CLONE_DST_REPLACE)),
+        dst.clone_range(src.fd(), 0, 0, 0, Flags::DST_REPLACE),
     )
 }
 
@@ -50,10 +51,9 @@ pub fn einval_unknown_flags() -> CaseResult {
     let src = src_ring()?;
     let dst = Ring::new()?;
     for flags in [1u32 << 2, 1 << 3, 1 << 31] {
-        let a = CloneBuffers::range(src.fd(), 0, 0, 0, flags);
         expect_errno(
             &format!("flags {flags:#x}"),
-            dst.clone_from(&a),
+            dst.clone_range(src.fd(), 0, 0, 0, Flags::from_bits_retain(flags)),
             libc::EINVAL,
         )?;
     }
@@ -66,7 +66,9 @@ pub fn einval_nonzero_pad() -> CaseResult {
     for i in 0..3 {
         let mut a = CloneBuffers::all(src.fd());
         a.pad[i] = 1;
-        expect_errno(&format!("pad[{i}] = 1"), dst.clone_from(&a), libc::EINVAL)?;
+        // The crate's call zeroes the padding: a raw one.
+        let r = raw_clone(dst.fd(), (&a as *const CloneBuffers).cast(), 1);
+        expect_errno(&format!("pad[{i}] = 1"), r, libc::EINVAL)?;
     }
     Ok(())
 }
@@ -91,85 +93,60 @@ pub fn einval_nr_args() -> CaseResult {
     step("nr_args 1 (control)", raw_clone(dst.fd(), p, 1))
 }
 
-pub fn einval_offsets_without_nr() -> CaseResult {
+/// Range clones from a ring holding pool A into one empty ring, each
+/// `(what, src_off, dst_off, nr)` expected to fail with `want`; gives the
+/// two rings back.
+fn ranges_fail(want: i32, tries: &[(&str, u32, u32, u32)]) -> Result<(Ring, Ring), CaseError> {
     let src = src_ring()?;
     let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), 1, 0, 0, 0);
-    expect_errno("src_off 1, nr 0", dst.clone_from(&a), libc::EINVAL)?;
-    let a = CloneBuffers::range(src.fd(), 0, 1, 0, 0);
-    expect_errno("dst_off 1, nr 0", dst.clone_from(&a), libc::EINVAL)
+    for &(what, src_off, dst_off, nr) in tries {
+        let r = dst.clone_range(src.fd(), src_off, dst_off, nr, Flags::empty());
+        expect_errno(what, r, want)?;
+    }
+    Ok((src, dst))
+}
+
+pub fn einval_offsets_without_nr() -> CaseResult {
+    let tries = [("src_off 1, nr 0", 1, 0, 0), ("dst_off 1, nr 0", 0, 1, 0)];
+    ranges_fail(libc::EINVAL, &tries).map(drop)
 }
 
 pub fn einval_nr_exceeds_src() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), 0, 0, NBUF as u32 + 1, 0);
-    expect_errno(
-        "nr 5 from a 4-entry table",
-        dst.clone_from(&a),
-        libc::EINVAL,
-    )
+    let tries = [("nr 5 from a 4-entry table", 0, 0, NBUF as u32 + 1)];
+    ranges_fail(libc::EINVAL, &tries).map(drop)
 }
 
 pub fn einval_dst_beyond_max() -> CaseResult {
     // IORING_MAX_REG_BUFFERS is 16384: the destination table cannot reach it.
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), 0, 16384, 1, 0);
-    expect_errno("dst_off 16384, nr 1", dst.clone_from(&a), libc::EINVAL)
+    ranges_fail(libc::EINVAL, &[("dst_off 16384, nr 1", 0, 16384, 1)]).map(drop)
 }
 
 pub fn eoverflow_src_wrap() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), u32::MAX, 0, 1, 0);
-    expect_errno(
-        "src_off u32::MAX, nr 1",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )?;
-    let a = CloneBuffers::range(src.fd(), u32::MAX - 1, 0, 4, 0);
-    expect_errno(
-        "src_off u32::MAX-1, nr 4",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )
+    let tries = [
+        ("src_off u32::MAX, nr 1", u32::MAX, 0, 1),
+        ("src_off u32::MAX-1, nr 4", u32::MAX - 1, 0, 4),
+    ];
+    ranges_fail(libc::EOVERFLOW, &tries).map(drop)
 }
 
 pub fn eoverflow_dst_wrap() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), 0, u32::MAX, 1, 0);
-    expect_errno(
-        "dst_off u32::MAX, nr 1",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )?;
-    let a = CloneBuffers::range(src.fd(), 0, u32::MAX - 2, 4, 0);
-    expect_errno(
-        "dst_off u32::MAX-2, nr 4",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )
+    let tries = [
+        ("dst_off u32::MAX, nr 1", 0, u32::MAX, 1),
+        ("dst_off u32::MAX-2, nr 4", 0, u32::MAX - 2, 4),
+    ];
+    ranges_fail(libc::EOVERFLOW, &tries).map(drop)
 }
 
 pub fn eoverflow_src_range() -> CaseResult {
-    let src = src_ring()?;
-    let dst = Ring::new()?;
-    let a = CloneBuffers::range(src.fd(), 2, 0, 4, 0);
-    expect_errno(
-        "src_off 2 + nr 4 > 4 entries",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )?;
-    let a = CloneBuffers::range(src.fd(), 4, 0, 1, 0);
-    expect_errno(
-        "src_off 4 + nr 1 > 4 entries",
-        dst.clone_from(&a),
-        libc::EOVERFLOW,
-    )?;
-    let a = CloneBuffers::range(src.fd(), 3, 0, 1, 0);
-    step("src_off 3 + nr 1 (control)", dst.clone_from(&a))
+    let tries = [
+        ("src_off 2 + nr 4 > 4 entries", 2, 0, 4),
+        ("src_off 4 + nr 1 > 4 entries", 4, 0, 1),
+    ];
+    let (src, dst) = ranges_fail(libc::EOVERFLOW, &tries)?;
+    step(
+        "src_off 3 + nr 1 (control)",
+        dst.clone_range(src.fd(), 3, 0, 1, Flags::empty()),
+    )
 }
 
 pub fn efault_bad_pointer() -> CaseResult {
@@ -206,19 +183,11 @@ pub fn efault_bad_pointer() -> CaseResult {
 pub fn ebadf_bad_fd() -> CaseResult {
     let src = src_ring()?;
     let dst = Ring::new()?;
-    expect_errno(
-        "src_fd -1",
-        dst.clone_from(&CloneBuffers::all(-1)),
-        libc::EBADF,
-    )?;
+    expect_errno("src_fd -1", dst.clone_all_fd(-1), libc::EBADF)?;
     let closed = step("open /dev/null", std::fs::File::open("/dev/null"))?.as_raw_fd();
     // The File was dropped at the end of the statement: `closed` is a free
     // number, and nothing below opens a descriptor.
-    expect_errno(
-        "closed src_fd",
-        dst.clone_from(&CloneBuffers::all(closed)),
-        libc::EBADF,
-    )?;
+    expect_errno("closed src_fd", dst.clone_all_fd(closed), libc::EBADF)?;
     // Not -1: on kernels >= 6.13 fd -1 selects the "blind" register path
     // (no ring), which refuses opcode 30 with -EINVAL before any fd lookup.
     expect_errno(
@@ -238,7 +207,7 @@ pub fn eopnotsupp_not_a_ring() -> CaseResult {
     let null = step("open /dev/null", std::fs::File::open("/dev/null"))?;
     expect_errno(
         "src /dev/null",
-        dst.clone_from(&CloneBuffers::all(null.as_raw_fd())),
+        dst.clone_all_fd(null.as_raw_fd()),
         libc::EOPNOTSUPP,
     )?;
     let mut fds = [0i32; 2];
@@ -252,7 +221,7 @@ pub fn eopnotsupp_not_a_ring() -> CaseResult {
             Err(sys::Errno::last())
         },
     )?;
-    let r = dst.clone_from(&CloneBuffers::all(fds[0]));
+    let r = dst.clone_all_fd(fds[0]);
     // SAFETY: closing the two descriptors pipe() just gave us.
     unsafe {
         libc::close(fds[0]);

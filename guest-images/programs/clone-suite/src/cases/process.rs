@@ -4,7 +4,7 @@
 use super::basic::src_ring;
 use crate::harness::{expect_errno, step, CaseError, CaseResult};
 use crate::mem::{vmpin_kb, wait_vmpin};
-use crate::ring::{pool_a, pool_b, Ring, BUF, NBUF, POOL};
+use crate::ring::{errno, pool_a, pool_b, Ring, BUF, NBUF, POOL};
 use crate::sys::Errno;
 use crate::{ensure, fail};
 use std::io::{Read, Write};
@@ -244,10 +244,11 @@ pub fn eexist_single_issuer_other_task() -> CaseResult {
         "clone from a disabled (ownerless) single-issuer ring",
         dst.clone_all(&ring),
     )?;
-    let fd = ring.fd();
-    let enabled = std::thread::spawn(move || io_uring_enable(fd))
-        .join()
-        .map_err(|_| CaseError::Fail("enabling thread panicked".into()))?;
+    let enabled = std::thread::scope(|s| {
+        s.spawn(|| errno(ring.io.submitter().register_enable_rings()))
+            .join()
+    })
+    .map_err(|_| CaseError::Fail("enabling thread panicked".into()))?;
     step("enable rings on another thread", enabled)?;
     let dst2 = Ring::new()?;
     expect_errno(
@@ -255,10 +256,4 @@ pub fn eexist_single_issuer_other_task() -> CaseResult {
         dst2.clone_all(&ring),
         libc::EEXIST,
     )
-}
-
-/// `IORING_REGISTER_ENABLE_RINGS` (12) on `fd`.
-fn io_uring_enable(fd: i32) -> Result<(), Errno> {
-    // SAFETY: the opcode takes no argument.
-    unsafe { crate::sys::register(fd, 12, std::ptr::null(), 0) }.map(drop)
 }

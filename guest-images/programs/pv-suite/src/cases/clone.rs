@@ -3,23 +3,33 @@
 //! come back as negative ioctl returns).
 
 use crate::ctx::{Ctx, BUF, ENTRIES};
-use crate::harness::{expect_errno, step, CaseResult};
+use crate::harness::{expect_errno, step, CaseError, CaseResult};
 use crate::{ensure, fail, skip};
 use pv_uring::{
-    CloneSrc, InfoExt, PvRing, VuringClone, VURING_CLONE_DST_REPLACE as REPLACE, VURING_RING_POLLED,
+    CloneSrc, Extent, InfoExt, PvRing, VuringClone, VURING_CLONE_DST_REPLACE as REPLACE,
+    VURING_RING_POLLED,
 };
 
 /// `IORING_MAX_REG_BUFFERS`.
 const KERNEL_MAX_BUFS: u32 = 1 << 14;
 
-pub fn clone_all_to_empty(ctx: &Ctx) -> CaseResult {
+/// A ring holding pool A and a fresh ring holding a whole clone of its
+/// table: (source, its extents, clone, the clone's table).
+type Cloned = (PvRing, Vec<Extent>, PvRing, Vec<Extent>);
+
+fn a_and_clone(ctx: &Ctx) -> Result<Cloned, CaseError> {
     let mut a = ctx.ring()?;
-    let src = ctx.reg_a(&mut a)?;
+    let sa = ctx.reg_a(&mut a)?;
     let mut b = ctx.ring()?;
     let t = step(
         "clone",
         b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
     )?;
+    Ok((a, sa, b, t))
+}
+
+pub fn clone_all_to_empty(ctx: &Ctx) -> CaseResult {
+    let (mut a, src, mut b, t) = a_and_clone(ctx)?;
     ensure!(
         t.len() == src.len(),
         "clone: {} buffers, want {}",
@@ -109,75 +119,53 @@ pub fn einval_nonzero_resv(ctx: &Ctx) -> CaseResult {
     Ok(())
 }
 
-pub fn einval_offsets_without_nr(ctx: &Ctx) -> CaseResult {
+/// Clones `(flags, src_off, dst_off, nr)` = `args(n)` from a ring holding
+/// pool A (`n` buffers) into a fresh ring; expects one of `want`.
+fn clone_fails(
+    ctx: &Ctx,
+    what: &str,
+    args: impl FnOnce(u32) -> (u32, u32, u32, u32),
+    want: &[i32],
+) -> CaseResult {
     let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
+    let n = ctx.reg_a(&mut a)?.len() as u32;
     let mut b = ctx.ring()?;
+    let (flags, src_off, dst_off, nr) = args(n);
     expect_errno(
-        "src_off 1, nr 0",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 1, 0, 0),
-        &[libc::EINVAL],
-    )?;
-    expect_errno(
-        "dst_off 1, nr 0",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 1, 0),
-        &[libc::EINVAL],
+        what,
+        b.clone_buffers_from(CloneSrc::Ring(&a), flags, src_off, dst_off, nr),
+        want,
     )
+}
+
+pub fn einval_offsets_without_nr(ctx: &Ctx) -> CaseResult {
+    clone_fails(ctx, "src_off 1, nr 0", |_| (0, 1, 0, 0), &[libc::EINVAL])?;
+    clone_fails(ctx, "dst_off 1, nr 0", |_| (0, 0, 1, 0), &[libc::EINVAL])
 }
 
 pub fn einval_nr_exceeds_src(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let n = ctx.reg_a(&mut a)?.len() as u32;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "nr = source + 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, n + 1),
-        &[libc::EINVAL],
-    )
+    let args = |n| (0, 0, 0, n + 1);
+    clone_fails(ctx, "nr = source + 1", args, &[libc::EINVAL])
 }
 
 pub fn einval_dst_beyond_max(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "dst_off 16384, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, KERNEL_MAX_BUFS, 1),
-        &[libc::EINVAL],
-    )
+    let args = |_| (0, 0, KERNEL_MAX_BUFS, 1);
+    clone_fails(ctx, "dst_off 16384, nr 1", args, &[libc::EINVAL])
 }
 
 pub fn eoverflow_src_wrap(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "src_off u32::MAX, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, u32::MAX, 0, 1),
-        &[libc::EOVERFLOW],
-    )
+    let args = |_| (0, u32::MAX, 0, 1);
+    clone_fails(ctx, "src_off u32::MAX, nr 1", args, &[libc::EOVERFLOW])
 }
 
 pub fn eoverflow_dst_wrap(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "dst_off u32::MAX, nr 1",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, u32::MAX, 1),
-        &[libc::EOVERFLOW],
-    )
+    let args = |_| (0, 0, u32::MAX, 1);
+    clone_fails(ctx, "dst_off u32::MAX, nr 1", args, &[libc::EOVERFLOW])
 }
 
 pub fn eoverflow_src_range(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let n = ctx.reg_a(&mut a)?.len() as u32;
-    let mut b = ctx.ring()?;
-    expect_errno(
-        "src_off n-1, nr 2",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, n - 1, 0, 2),
-        &[libc::EOVERFLOW],
-    )
+    let args = |n| (0, n - 1, 0, 2);
+    clone_fails(ctx, "src_off n-1, nr 2", args, &[libc::EOVERFLOW])
 }
 
 pub fn ebadf_src_not_a_ring(ctx: &Ctx) -> CaseResult {
@@ -325,13 +313,7 @@ pub fn partial_range_maps(ctx: &Ctx) -> CaseResult {
 }
 
 pub fn after_src_unregister(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let sa = ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    let t = step(
-        "clone",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
-    )?;
+    let (mut a, sa, mut b, t) = a_and_clone(ctx)?;
     step("unregister source", a.unregister_buffers())?;
     for i in [0, sa.len() - 1] {
         ctx.check_clone(&mut b, &t, i, &sa[i], i as u64)?;
@@ -340,13 +322,7 @@ pub fn after_src_unregister(ctx: &Ctx) -> CaseResult {
 }
 
 pub fn after_src_close(ctx: &Ctx) -> CaseResult {
-    let mut a = ctx.ring()?;
-    let sa = ctx.reg_a(&mut a)?;
-    let mut b = ctx.ring()?;
-    let t = step(
-        "clone",
-        b.clone_buffers_from(CloneSrc::Ring(&a), 0, 0, 0, 0),
-    )?;
+    let (a, sa, mut b, t) = a_and_clone(ctx)?;
     drop(a);
     for i in [0, sa.len() - 1] {
         ctx.check_clone(&mut b, &t, i, &sa[i], i as u64)?;
