@@ -32,38 +32,41 @@ pub const VENDOR_ID: u32 = 0x5256;
 /// Size of one device's register window.
 pub const MMIO_WINDOW: u64 = 0x1000;
 /// Offset of the `QueueNotify` register (where the VMM puts an ioeventfd).
-pub const QUEUE_NOTIFY: u64 = 0x50;
+pub const QUEUE_NOTIFY: u64 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY as u64;
 /// Offset of the device configuration space.
-pub const CONFIG_SPACE: u64 = 0x100;
+pub const CONFIG_SPACE: u64 = virtio_bindings::virtio_mmio::VIRTIO_MMIO_CONFIG as u64;
 
+/// Register offsets, from virtio-bindings (virtio 1.2, 4.2.2).
 mod reg {
-    pub const MAGIC: u64 = 0x00;
-    pub const VERSION: u64 = 0x04;
-    pub const DEVICE_ID: u64 = 0x08;
-    pub const VENDOR_ID: u64 = 0x0c;
-    pub const DEVICE_FEATURES: u64 = 0x10;
-    pub const DEVICE_FEATURES_SEL: u64 = 0x14;
-    pub const DRIVER_FEATURES: u64 = 0x20;
-    pub const DRIVER_FEATURES_SEL: u64 = 0x24;
-    pub const QUEUE_SEL: u64 = 0x30;
-    pub const QUEUE_NUM_MAX: u64 = 0x34;
-    pub const QUEUE_NUM: u64 = 0x38;
-    pub const QUEUE_READY: u64 = 0x44;
-    pub const INTERRUPT_STATUS: u64 = 0x60;
-    pub const INTERRUPT_ACK: u64 = 0x64;
-    pub const STATUS: u64 = 0x70;
-    pub const QUEUE_DESC_LOW: u64 = 0x80;
-    pub const QUEUE_DESC_HIGH: u64 = 0x84;
-    pub const QUEUE_DRIVER_LOW: u64 = 0x90;
-    pub const QUEUE_DRIVER_HIGH: u64 = 0x94;
-    pub const QUEUE_DEVICE_LOW: u64 = 0xa0;
-    pub const QUEUE_DEVICE_HIGH: u64 = 0xa4;
-    pub const SHM_SEL: u64 = 0xac;
-    pub const SHM_LEN_LOW: u64 = 0xb0;
-    pub const SHM_LEN_HIGH: u64 = 0xb4;
-    pub const SHM_BASE_LOW: u64 = 0xb8;
-    pub const SHM_BASE_HIGH: u64 = 0xbc;
-    pub const CONFIG_GENERATION: u64 = 0xfc;
+    use virtio_bindings::virtio_mmio;
+
+    pub const MAGIC: u64 = virtio_mmio::VIRTIO_MMIO_MAGIC_VALUE as u64;
+    pub const VERSION: u64 = virtio_mmio::VIRTIO_MMIO_VERSION as u64;
+    pub const DEVICE_ID: u64 = virtio_mmio::VIRTIO_MMIO_DEVICE_ID as u64;
+    pub const VENDOR_ID: u64 = virtio_mmio::VIRTIO_MMIO_VENDOR_ID as u64;
+    pub const DEVICE_FEATURES: u64 = virtio_mmio::VIRTIO_MMIO_DEVICE_FEATURES as u64;
+    pub const DEVICE_FEATURES_SEL: u64 = virtio_mmio::VIRTIO_MMIO_DEVICE_FEATURES_SEL as u64;
+    pub const DRIVER_FEATURES: u64 = virtio_mmio::VIRTIO_MMIO_DRIVER_FEATURES as u64;
+    pub const DRIVER_FEATURES_SEL: u64 = virtio_mmio::VIRTIO_MMIO_DRIVER_FEATURES_SEL as u64;
+    pub const QUEUE_SEL: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_SEL as u64;
+    pub const QUEUE_NUM_MAX: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_NUM_MAX as u64;
+    pub const QUEUE_NUM: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_NUM as u64;
+    pub const QUEUE_READY: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_READY as u64;
+    pub const INTERRUPT_STATUS: u64 = virtio_mmio::VIRTIO_MMIO_INTERRUPT_STATUS as u64;
+    pub const INTERRUPT_ACK: u64 = virtio_mmio::VIRTIO_MMIO_INTERRUPT_ACK as u64;
+    pub const STATUS: u64 = virtio_mmio::VIRTIO_MMIO_STATUS as u64;
+    pub const QUEUE_DESC_LOW: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_DESC_LOW as u64;
+    pub const QUEUE_DESC_HIGH: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_DESC_HIGH as u64;
+    pub const QUEUE_DRIVER_LOW: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_AVAIL_LOW as u64;
+    pub const QUEUE_DRIVER_HIGH: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_AVAIL_HIGH as u64;
+    pub const QUEUE_DEVICE_LOW: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_USED_LOW as u64;
+    pub const QUEUE_DEVICE_HIGH: u64 = virtio_mmio::VIRTIO_MMIO_QUEUE_USED_HIGH as u64;
+    pub const SHM_SEL: u64 = virtio_mmio::VIRTIO_MMIO_SHM_SEL as u64;
+    pub const SHM_LEN_LOW: u64 = virtio_mmio::VIRTIO_MMIO_SHM_LEN_LOW as u64;
+    pub const SHM_LEN_HIGH: u64 = virtio_mmio::VIRTIO_MMIO_SHM_LEN_HIGH as u64;
+    pub const SHM_BASE_LOW: u64 = virtio_mmio::VIRTIO_MMIO_SHM_BASE_LOW as u64;
+    pub const SHM_BASE_HIGH: u64 = virtio_mmio::VIRTIO_MMIO_SHM_BASE_HIGH as u64;
+    pub const CONFIG_GENERATION: u64 = virtio_mmio::VIRTIO_MMIO_CONFIG_GENERATION as u64;
 }
 
 /// The virtio-mmio register file in front of one [`VirtioDevice`].

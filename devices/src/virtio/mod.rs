@@ -27,28 +27,29 @@ pub use mmio::MmioTransport;
 pub use worker::{chain_descs, Desc};
 
 /// `VIRTIO_F_VERSION_1`: the device is a virtio 1.x (non-legacy) device.
-pub const VIRTIO_F_VERSION_1: u32 = 32;
+pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 
-/// Device status bits (virtio 1.2, 2.1).
+/// Device status bits (virtio 1.2, 2.1), from virtio-bindings.
 pub mod status {
     /// The guest OS noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE;
     /// The guest OS knows how to drive the device.
-    pub const DRIVER: u32 = 2;
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER as DRIVER;
     /// The driver is set up and ready to drive the device.
-    pub const DRIVER_OK: u32 = 4;
-    /// Feature negotiation is complete.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 64;
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK;
     /// The driver gave up on the device.
-    pub const FAILED: u32 = 128;
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FAILED as FAILED;
+    /// Feature negotiation is complete.
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK;
+    /// The device hit an error it cannot recover from without a reset.
+    pub use virtio_bindings::virtio_config::VIRTIO_CONFIG_S_NEEDS_RESET as DEVICE_NEEDS_RESET;
 }
 
-/// Interrupt status bits of the virtio-mmio `InterruptStatus` register.
-pub const INTERRUPT_USED_RING: u32 = 1;
 /// The device's configuration changed.
-pub const INTERRUPT_CONFIG: u32 = 2;
+pub use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_CONFIG as INTERRUPT_CONFIG;
+/// Interrupt status bits of the virtio-mmio `InterruptStatus` register:
+/// the device used buffers.
+pub use virtio_bindings::virtio_mmio::VIRTIO_MMIO_INT_VRING as INTERRUPT_USED_RING;
 
 /// How a device tells the guest that it used buffers: the interrupt status
 /// bit that the driver reads (and acknowledges) through the transport, and
