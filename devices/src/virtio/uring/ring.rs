@@ -65,10 +65,9 @@ pub mod sys {
     pub const IORING_REGISTER_RESTRICTIONS: u32 = 11;
     /// `IORING_REGISTER_ENABLE_RINGS`.
     pub const IORING_REGISTER_ENABLE_RINGS: u32 = 12;
-    /// `IORING_REGISTER_CLONE_BUFFERS`.
-    pub const IORING_REGISTER_CLONE_BUFFERS: u32 = 30;
-    /// `IORING_REGISTER_DST_REPLACE` (clone flag).
-    pub const IORING_REGISTER_DST_REPLACE: u32 = 1 << 1;
+    pub use uring_abi::uring::{
+        CloneBuffers, IORING_REGISTER_CLONE_BUFFERS, IORING_REGISTER_DST_REPLACE,
+    };
 
     /// `IORING_RESTRICTION_REGISTER_OP`.
     pub const IORING_RESTRICTION_REGISTER_OP: u16 = 0;
@@ -141,21 +140,8 @@ pub mod sys {
         pub resv2: [u32; 3],
     }
 
-    /// `struct io_uring_clone_buffers` (32 bytes).
-    #[repr(C)]
-    #[derive(Debug, Default, Clone, Copy)]
-    pub struct CloneBuffers {
-        pub src_fd: u32,
-        pub flags: u32,
-        pub src_off: u32,
-        pub dst_off: u32,
-        pub nr: u32,
-        pub pad: [u32; 3],
-    }
-
     const _: () = assert!(std::mem::size_of::<IoUringParams>() == 120);
     const _: () = assert!(std::mem::size_of::<Restriction>() == 16);
-    const _: () = assert!(std::mem::size_of::<CloneBuffers>() == 32);
 
     impl IoUringParams {
         /// The bytes the guest receives.
