@@ -27,25 +27,42 @@ impl Node {
     }
 }
 
+/// Why a guest path is refused (the message follows the path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GuestPathError {
+    /// Relative.
+    #[error("must be absolute")]
+    NotAbsolute,
+    /// Holds a NUL byte.
+    #[error("contains a NUL byte")]
+    Nul,
+    /// Holds a `..` component.
+    #[error("must not contain ..")]
+    DotDot,
+    /// Names `/` itself.
+    #[error("is the root directory")]
+    Root,
+}
+
 /// Checks and normalizes a guest path: absolute, no `..`, no NUL, not `/`
 /// itself. Returns it without the leading slash (as newc names are).
-pub fn guest_name(path: &str) -> Result<String, String> {
+pub fn guest_name(path: &str) -> Result<String, GuestPathError> {
     if !path.starts_with('/') {
-        return Err("must be absolute".into());
+        return Err(GuestPathError::NotAbsolute);
     }
     if path.contains('\0') {
-        return Err("contains a NUL byte".into());
+        return Err(GuestPathError::Nul);
     }
     let mut parts = Vec::new();
     for part in path.split('/') {
         match part {
             "" | "." => {}
-            ".." => return Err("must not contain ..".into()),
+            ".." => return Err(GuestPathError::DotDot),
             p => parts.push(p),
         }
     }
     if parts.is_empty() {
-        return Err("is the root directory".into());
+        return Err(GuestPathError::Root);
     }
     Ok(parts.join("/"))
 }
