@@ -12,7 +12,7 @@
 //! how often and for how long the polling loop lost the CPU (guest timer
 //! interrupts and host preemption: gaps in a loop that never blocks).
 
-use crate::params::Params;
+use crate::params::{Op, Params, Submit};
 use crate::stats::{histogram, latency_fields, latency_of, num};
 use crate::{ns, Failure};
 use guest_common::mem::{Mapping, Page};
@@ -26,67 +26,6 @@ const BS: usize = 4096;
 /// A gap between two turns of the polling loop longer than this means the
 /// loop was not running (the vCPU was interrupted or preempted).
 const STALL: Duration = Duration::from_micros(50);
-
-/// What the requests do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// READ_FIXED.
-    Read,
-    /// WRITE_FIXED (the backend must be writable).
-    Write,
-    /// NOP: the pv path's own round trip, without the disk.
-    Nop,
-}
-
-impl Op {
-    /// The name in JSON lines and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Op::Read => "randread",
-            Op::Write => "randwrite",
-            Op::Nop => "nop",
-        }
-    }
-
-    /// Parses `randread`/`read` or `randwrite`/`write`.
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "randread" | "read" => Ok(Op::Read),
-            "randwrite" | "write" => Ok(Op::Write),
-            "nop" => Ok(Op::Nop),
-            _ => Err(format!("bad op {s:?} (randread, randwrite or nop)")),
-        }
-    }
-}
-
-/// How the host learns of new SQEs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submit {
-    /// A doorbell write per submission (ring flags 0).
-    Doorbell,
-    /// A polled submitter (`VURING_RING_POLLED`); the doorbell only when
-    /// it sleeps.
-    Polled,
-}
-
-impl Submit {
-    /// The name in JSON lines and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Submit::Doorbell => "doorbell",
-            Submit::Polled => "polled",
-        }
-    }
-
-    /// Parses `doorbell` or `polled` (`sqpoll`, its ABI v1 name, too).
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "doorbell" => Ok(Submit::Doorbell),
-            "polled" | "sqpoll" => Ok(Submit::Polled),
-            _ => Err(format!("bad submit mode {s:?} (doorbell or polled)")),
-        }
-    }
-}
 
 /// xorshift64*.
 struct Rng(u64);

@@ -161,7 +161,7 @@ fn run(p: &Params) -> Result<(), Failure> {
 /// its reference meanwhile: the vCPU halts in the read, the I/O ring's SQ
 /// thread falls asleep after its idle time, and nothing of the guest
 /// competes for the host's CPUs.
-fn wait_for_host(at: &str, submit: io::Submit, op: io::Op, qd: u32) -> Result<(), Failure> {
+fn wait_for_host(at: &str, submit: params::Submit, op: params::Op, qd: u32) -> Result<(), Failure> {
     use std::io::{BufRead, Write};
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -23,10 +23,10 @@ pub struct Params {
     pub io_ms: u64,
     /// Operations of the I/O runs (`--op randread,randwrite`; writes need
     /// a writable backend).
-    pub ops: Vec<crate::io::Op>,
+    pub ops: Vec<Op>,
     /// How the I/O rings' host side learns of SQEs (`--submit
     /// doorbell,polled`), one ring per mode.
-    pub submits: Vec<crate::io::Submit>,
+    pub submits: Vec<Submit>,
     /// Leave the I/O rings' completion eventfd (the guest interrupt) on
     /// (`--cq-eventfd on`); off by default: the runs busy-poll.
     pub cq_eventfd: bool,
@@ -59,8 +59,8 @@ impl Default for Params {
             span: 1 << 20,
             qds: vec![1, 32],
             io_ms: 2000,
-            ops: vec![crate::io::Op::Read],
-            submits: vec![crate::io::Submit::Doorbell],
+            ops: vec![Op::Read],
+            submits: vec![Submit::Doorbell],
             cq_eventfd: false,
             reg: true,
             arena_only: false,
@@ -144,18 +144,8 @@ impl guest_common::cli::Params for Params {
             }
             "io-ms" => self.io_ms = int(k, v)?,
             "cpu" => self.cpu = Some(int(k, v)?),
-            "op" => {
-                self.ops = v
-                    .split(',')
-                    .map(crate::io::Op::parse)
-                    .collect::<Result<_, _>>()?
-            }
-            "submit" => {
-                self.submits = v
-                    .split(',')
-                    .map(crate::io::Submit::parse)
-                    .collect::<Result<_, _>>()?
-            }
+            "op" => self.ops = v.split(',').map(Op::parse).collect::<Result<_, _>>()?,
+            "submit" => self.submits = v.split(',').map(Submit::parse).collect::<Result<_, _>>()?,
             "cq-eventfd" => self.cq_eventfd = on_off(k, v)?,
             "pause" => self.pause = on_off(k, v)?,
             "only" => match v {
@@ -192,6 +182,67 @@ impl guest_common::cli::Params for Params {
     }
 }
 
+/// What the requests do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// READ_FIXED.
+    Read,
+    /// WRITE_FIXED (the backend must be writable).
+    Write,
+    /// NOP: the pv path's own round trip, without the disk.
+    Nop,
+}
+
+impl Op {
+    /// The name in JSON lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Read => "randread",
+            Op::Write => "randwrite",
+            Op::Nop => "nop",
+        }
+    }
+
+    /// Parses `randread`/`read` or `randwrite`/`write`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "randread" | "read" => Ok(Op::Read),
+            "randwrite" | "write" => Ok(Op::Write),
+            "nop" => Ok(Op::Nop),
+            _ => Err(format!("bad op {s:?} (randread, randwrite or nop)")),
+        }
+    }
+}
+
+/// How the host learns of new SQEs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// A doorbell write per submission (ring flags 0).
+    Doorbell,
+    /// A polled submitter (`VURING_RING_POLLED`); the doorbell only when
+    /// it sleeps.
+    Polled,
+}
+
+impl Submit {
+    /// The name in JSON lines and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Submit::Doorbell => "doorbell",
+            Submit::Polled => "polled",
+        }
+    }
+
+    /// Parses `doorbell` or `polled` (`sqpoll`, its ABI v1 name, too).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "doorbell" => Ok(Submit::Doorbell),
+            "polled" | "sqpoll" => Ok(Submit::Polled),
+            _ => Err(format!("bad submit mode {s:?} (doorbell or polled)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,10 +273,7 @@ mod tests {
             .unwrap());
         assert_eq!(
             (p.ops.clone(), p.submits.clone()),
-            (
-                vec![crate::io::Op::Read, crate::io::Op::Write],
-                vec![crate::io::Submit::Polled]
-            )
+            (vec![Op::Read, Op::Write], vec![Submit::Polled])
         );
         assert!(p.apply_args(["--op", "trim"].map(String::from)).is_err());
         assert!(!p.cq_eventfd);

@@ -296,3 +296,11 @@ impl Ctx {
         }
     }
 }
+
+/// One named case.
+pub type Case = guest_common::harness::Case<fn(&Ctx) -> CaseResult>;
+
+/// Runs one case, turning a panic into a failure.
+pub fn run_one(ctx: &Ctx, c: &Case) -> CaseResult {
+    guest_common::harness::run_case("pv-suite", c.name, ctx.p.verbose, || (c.run)(ctx))
+}

@@ -1,7 +1,8 @@
 //! The case harness (guest-common's, as clone-suite's) with this suite's
-//! case type and its errno expectations.
+//! errno expectations. The case type, which needs the suite's context, is
+//! `ctx::Case` (so that this module, which the context uses, does not use
+//! the context).
 
-use crate::ctx::Ctx;
 use crate::fail;
 use pv_uring::Errno;
 
@@ -37,14 +38,6 @@ pub fn expect_res(what: &str, res: i32, want: &[i32]) -> CaseResult {
         names(want),
         Errno::res(res)
     )
-}
-
-/// One named case.
-pub type Case = guest_common::harness::Case<fn(&Ctx) -> CaseResult>;
-
-/// Runs one case, turning a panic into a failure.
-pub fn run_one(ctx: &Ctx, c: &Case) -> CaseResult {
-    guest_common::harness::run_case("pv-suite", c.name, ctx.p.verbose, || (c.run)(ctx))
 }
 
 #[cfg(test)]

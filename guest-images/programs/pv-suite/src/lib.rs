@@ -38,7 +38,8 @@ mod params;
 
 use guest_common::{ensure, fail, skip};
 
-use harness::{Case, Tally};
+use ctx::{run_one, Case};
+use harness::Tally;
 use params::{Params, USAGE};
 use std::process::ExitCode;
 
@@ -94,7 +95,7 @@ fn run(p: Params) -> ExitCode {
             if ctx.p.pause && lifecycle {
                 pause("arena-cycles-begin");
             }
-            let r = harness::run_one(&ctx, c);
+            let r = run_one(&ctx, c);
             t.add(c.name, &r);
             if ctx.p.pause && lifecycle {
                 pause("arena-cycles-end");
@@ -109,7 +110,7 @@ fn run(p: Params) -> ExitCode {
             run: run_cycles,
         };
         eprintln!("pv-suite: {n} create/destroy cycles");
-        let r = harness::run_one(&ctx, &c);
+        let r = run_one(&ctx, &c);
         t.add(c.name, &r);
     } else {
         let selected: Vec<&Case> = cases::CASES
@@ -123,7 +124,7 @@ fn run(p: Params) -> ExitCode {
             if ctx.p.pause && Some(i) == first {
                 pause("hostile-begin");
             }
-            let r = harness::run_one(&ctx, c);
+            let r = run_one(&ctx, c);
             t.add(c.name, &r);
             if ctx.p.pause && Some(i) == last {
                 pause("hostile-end");

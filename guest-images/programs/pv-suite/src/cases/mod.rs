@@ -7,7 +7,7 @@ mod data;
 mod hostile;
 mod table;
 
-use crate::harness::Case;
+use crate::ctx::Case;
 
 macro_rules! case {
     ($name:literal, $f:path) => {
