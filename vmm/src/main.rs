@@ -299,7 +299,11 @@ fn snapshot_command(args: SnapshotArgs, started: Instant) -> ExitCode {
         };
         let dir = std::env::current_exe()
             .map_err(|e| format!("finding this program: {e}"))
-            .and_then(|exe| snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string()));
+            .and_then(|exe| {
+                snapshot::cache::ensure(&exe, &machine)
+                    .map(|(dir, _)| dir)
+                    .map_err(|e| e.to_string())
+            });
         return match dir {
             Ok(dir) => {
                 println!("{}", dir.display());
@@ -335,11 +339,7 @@ fn demo_restored(image: &guest_image::GuestImage, args: &DemoArgs) -> ExitCode {
     };
     let loaded = std::env::current_exe()
         .map_err(|e| format!("finding this program: {e}"))
-        .and_then(|exe| {
-            let dir = snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string())?;
-            let snap = snapshot::load(&dir).map_err(|e| e.to_string())?;
-            Ok((dir, snap))
-        });
+        .and_then(|exe| snapshot::cache::ensure(&exe, &machine).map_err(|e| e.to_string()));
     let (dir, snap) = match loaded {
         Ok(l) => l,
         Err(e) => {

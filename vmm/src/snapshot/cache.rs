@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use super::state::Snapshot;
 use super::{format::FORMAT_VERSION, SnapshotError, RINGVISOR_VERSION};
 use crate::config::PvmMode;
 
@@ -75,13 +76,16 @@ pub fn key(m: &CachedMachine) -> Result<String, SnapshotError> {
     Ok(format!("{a:08x}{:08x}", h.finalize()))
 }
 
-/// The directory of the cached snapshot of `m`, taking it with `exe`
-/// (this ringvisor) first when missing or unreadable.
-pub fn ensure(exe: &Path, m: &CachedMachine) -> Result<PathBuf, SnapshotError> {
+/// The directory of the cached snapshot of `m` and the snapshot, loaded
+/// and checked ([`super::load`]), taking it with `exe` (this ringvisor)
+/// first when missing or unreadable. A caller that restores it uses the
+/// loaded snapshot rather than loading it again (the check reads the
+/// memory file's data).
+pub fn ensure(exe: &Path, m: &CachedMachine) -> Result<(PathBuf, Snapshot), SnapshotError> {
     let root = cache_root().join("snapshots");
     let dir = root.join(key(m)?);
-    if super::load(&dir).is_ok() {
-        return Ok(dir);
+    if let Ok(snapshot) = super::load(&dir) {
+        return Ok((dir, snapshot));
     }
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
@@ -132,24 +136,22 @@ pub fn ensure(exe: &Path, m: &CachedMachine) -> Result<PathBuf, SnapshotError> {
             last,
         });
     }
-    match std::fs::rename(&tmp, &dir) {
-        Ok(()) => Ok(dir),
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
         // Another process put its snapshot there first: use that one.
-        Err(_) if super::load(&dir).is_ok() => {
+        if let Ok(snapshot) = super::load(&dir) {
             let _ = std::fs::remove_dir_all(&tmp);
-            Ok(dir)
+            return Ok((dir, snapshot));
         }
-        Err(e) => {
-            // A broken one from before: replace it.
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::rename(&tmp, &dir).map_err(|_| SnapshotError::Io {
-                what: "renaming",
-                path: tmp.clone(),
-                source: e,
-            })?;
-            Ok(dir)
-        }
+        // A broken one from before: replace it.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).map_err(|_| SnapshotError::Io {
+            what: "renaming",
+            path: tmp.clone(),
+            source: e,
+        })?;
     }
+    let snapshot = super::load(&dir)?;
+    Ok((dir, snapshot))
 }
 
 #[cfg(test)]
