@@ -425,9 +425,9 @@ fn spawn_launcher(launch: Launch<'_>) -> Result<libc::pid_t, u32> {
 }
 
 /// The launcher (a child of init): its own session with the console as its
-/// controlling terminal; waits for the mailbox's command when asked; sets
-/// the wall clock; mounts the disks; writes `WORKLOAD_STARTED` and execs
-/// the workload. Exits with [`MOUNT_FAILED_STATUS`] when a mount fails and
+/// controlling terminal; waits for the mailbox's command when asked (and
+/// then sets the wall clock, which a restore left behind); mounts the
+/// disks; writes `WORKLOAD_STARTED` and execs the workload. Exits with [`MOUNT_FAILED_STATUS`] when a mount fails and
 /// 127 when the exec does.
 fn launcher(launch: Launch<'_>) -> ! {
     // SAFETY: setsid and ioctl(TIOCSCTTY) take no pointers.
@@ -448,8 +448,8 @@ fn launcher(launch: Launch<'_>) -> ! {
         if !command.is_empty() {
             argv = command;
         }
-    }
-    if let Some(d) = launch.dev {
+        // Only here: a cold boot's kernel read the wall clock at boot, and
+        // setting it costs emulated kernel work on nested PVM.
         d.set_wall_clock();
     }
     let mounted = launch
