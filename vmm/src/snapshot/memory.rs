@@ -160,14 +160,19 @@ mod tests {
     use super::*;
     use vm_memory::{Bytes, GuestAddress};
 
-    #[test]
-    fn written_ram_maps_back_with_holes_for_zero_pages() {
-        let size = 32 << 20;
-        let ram = crate::memory::create_guest_ram(&crate::config::MemoryConfig {
+    /// Guest RAM of `size` bytes on ordinary pages.
+    fn ram(size: u64) -> crate::memory::GuestRam {
+        crate::memory::create_guest_ram(&crate::config::MemoryConfig {
             size,
             hugepages: crate::config::HugepagePolicy::Off,
         })
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn written_ram_maps_back_with_holes_for_zero_pages() {
+        let size = 32 << 20;
+        let ram = ram(size);
         ram.memory
             .write_slice(b"first page", GuestAddress(0))
             .unwrap();
@@ -203,11 +208,7 @@ mod tests {
     #[test]
     fn the_digest_catches_any_changed_byte_and_reads_only_data() {
         let size = 16 << 20;
-        let ram = crate::memory::create_guest_ram(&crate::config::MemoryConfig {
-            size,
-            hugepages: crate::config::HugepagePolicy::Off,
-        })
-        .unwrap();
+        let ram = ram(size);
         for at in [0u64, 5 << 20, (5 << 20) + PAGE as u64, size - 8] {
             ram.memory
                 .write_slice(b"snapshot", GuestAddress(at))
