@@ -8,7 +8,7 @@
 mod common;
 
 use common::{
-    boot, cached_snapshot, cold_boot_asked, restore_cached, run_raw, skip_without_kvm, token,
+    boot, cached_snapshot, cold_boot_asked, image, restore_cached, run_raw, skip_without_kvm, token,
 };
 
 /// A hung guest is given this long (VMM start to kill): enough for a restored
@@ -213,6 +213,7 @@ fn bad_flags_give_one_line_and_status_2() {
         &["run", "--kernel", "k", "--frobnicate"][..],
         &["run", "--kernel", "k", "--memory", "size=lots"],
         &["run", "--kernel", "k", "--cpus", "0"],
+        &["run", "--kernel", "k", "--guest-profile", "p,hz=0"],
         &["fly"],
     ] {
         let run = run_raw(args);
@@ -222,4 +223,88 @@ fn bad_flags_give_one_line_and_status_2() {
             "usage errors are one line",
         );
     }
+}
+
+/// `--guest-profile`: a guest reading /dev/zero 512 bytes at a time spends
+/// most of its time in its kernel's read path (each system call is
+/// emulated kernel work on nested PVM, and kernel work on any host); the
+/// report names those functions from the vmlinux symbols. A symbol file
+/// that cannot be read is refused before the guest runs.
+#[test]
+fn guest_profile_names_the_kernel_functions_a_workload_runs() {
+    if skip_without_kvm() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("rv-guest-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("profile.txt");
+    let spec = format!(
+        "{},hz=997,symbols={}",
+        out.display(),
+        image().kernel.display()
+    );
+    let run = restore_cached(&[
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--guest-profile",
+        &spec,
+        "--cmdline",
+        "-- /bin/sh -c \"dd if=/dev/zero of=/dev/null bs=512 count=4000\"",
+    ]);
+    run.check(run.status == Some(0), "the workload exits 0");
+    let report = std::fs::read_to_string(&out).unwrap_or_default();
+    eprintln!("--- the profile:\n{report}");
+    let rows: Vec<(u64, f64, &str)> = report
+        .lines()
+        .take_while(|l| !l.starts_with("# samples  share  address"))
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let n = w.next()?.parse().ok()?;
+            let share = w.next()?.strip_suffix('%')?.parse().ok()?;
+            Some((n, share, w.next()?))
+        })
+        .collect();
+    let total: u64 = rows.iter().map(|r| r.0).sum();
+    let named_kernel: f64 = rows
+        .iter()
+        .filter(|r| !r.2.starts_with('[') && !r.2.starts_with('('))
+        .map(|r| r.1)
+        .sum();
+    let unnamed: f64 = rows.iter().filter(|r| r.2 == "[guest").map(|r| r.1).sum();
+    run.check(
+        run.stderr
+            .contains(&format!("guest profile: {total} samples in ")),
+        "the VMM says how many samples it wrote, and where",
+    );
+    run.check(total >= 100, "the profile has at least 100 samples");
+    run.check(
+        named_kernel >= 50.0,
+        "at least half the samples are in named guest kernel functions",
+    );
+    run.check(
+        unnamed < named_kernel,
+        "fewer samples in guest user mode or unnamed than in named kernel functions",
+    );
+    let bad = restore_cached(&[
+        "--timeout",
+        BOOT_TIMEOUT_SECS,
+        "--guest-profile",
+        &format!(
+            "{},symbols={}",
+            out.display(),
+            dir.join("no-such-vmlinux").display()
+        ),
+        "--cmdline",
+        "rv.workload=demo",
+    ]);
+    bad.check(
+        bad.status == Some(1) && bad.stderr.contains("reading the guest kernel symbols"),
+        "a missing symbol file is a clear error",
+    );
+    bad.check(
+        !bad.stdout.contains("demo: kernel"),
+        "the guest does not run when the profile cannot start",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -481,6 +481,8 @@ pub struct VmConfig {
     /// The host CPUs every vCPU thread is restricted to; `None` leaves
     /// them where the process may run.
     pub vcpu_affinity: Option<Vec<usize>>,
+    /// `--guest-profile`: sample the vCPUs' instruction pointers.
+    pub guest_profile: Option<crate::guest_profile::ProfileConfig>,
 }
 
 impl VmConfig {
@@ -621,6 +623,7 @@ mod tests {
             disks: Vec::new(),
             uring: None,
             vcpu_affinity: None,
+            guest_profile: None,
         };
         assert!(config.clone().validate().is_ok());
         let zero = VmConfig {
@@ -759,6 +762,7 @@ mod tests {
             timings: false,
             disks: Vec::new(),
             vcpu_affinity: None,
+            guest_profile: None,
             uring: Some(UringConfig {
                 rings: 32,
                 polled: 1,
@@ -833,6 +837,7 @@ mod tests {
                 arena: None,
             }),
             vcpu_affinity: Some(vec![0]),
+            guest_profile: None,
         };
         assert!(base.clone().validate_for_host(&[0, 1]).is_ok());
         let e = VmConfig {

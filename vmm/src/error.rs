@@ -26,6 +26,9 @@ pub enum VmError {
     /// Loading the guest.
     #[error(transparent)]
     Boot(#[from] BootError),
+    /// `--guest-profile`.
+    #[error(transparent)]
+    Profile(#[from] crate::guest_profile::ProfileError),
     /// vCPU register set-up.
     #[error(transparent)]
     Cpu(#[from] cpu::CpuSetupError),

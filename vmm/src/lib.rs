@@ -14,6 +14,7 @@ pub mod emulation;
 pub mod error;
 pub mod guest_files;
 pub mod guest_image;
+pub mod guest_profile;
 pub mod layout;
 pub mod logging;
 pub mod memory;

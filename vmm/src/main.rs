@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use vmm::config::{self, MemoryConfig, PvmMode, VmConfig};
-use vmm::{guest_files, guest_image, outcome, run, snapshot};
+use vmm::{guest_files, guest_image, guest_profile, outcome, run, snapshot};
 
 /// The demo's workload: the ring-pool registration benchmark (register
 /// again versus IORING_REGISTER_CLONE_BUFFERS, 8 rings sharing a 16 MiB pool
@@ -165,6 +165,12 @@ struct RunArgs {
     /// and what PVM compatibility handled (on stderr) at exit.
     #[arg(long)]
     timings: bool,
+    /// Sample every vCPU's instruction pointer HZ times a second (default
+    /// 997) and write, when the run ends, where the guest spent its time:
+    /// guest user mode, or the guest kernel function, named from the
+    /// symbols of VMLINUX (default: --kernel; a restore needs symbols=)
+    #[arg(long, value_name = "FILE[,hz=HZ][,symbols=VMLINUX]", value_parser = parse_guest_profile)]
+    guest_profile: Option<guest_profile::ProfileConfig>,
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +190,10 @@ fn parse_disk(s: &str) -> Result<config::DiskConfig, String> {
 fn parse_file(s: &str) -> Result<guest_files::FileSpec, String> {
     s.parse()
         .map_err(|e: guest_files::FilesError| e.to_string())
+}
+
+fn parse_guest_profile(s: &str) -> Result<guest_profile::ProfileConfig, String> {
+    guest_profile::ProfileConfig::parse(s).map_err(|e| e.to_string())
 }
 
 fn parse_uring(s: &str) -> Result<config::UringOptions, String> {
@@ -270,6 +280,7 @@ fn boot_config(args: RunArgs) -> VmConfig {
             }
         }),
         vcpu_affinity: args.vcpu_affinity,
+        guest_profile: args.guest_profile,
     }
 }
 
@@ -400,6 +411,7 @@ fn restore_command(
         timeout: args.machine.timeout,
         timings: args.timings,
         vcpu_affinity: args.vcpu_affinity,
+        guest_profile: args.guest_profile,
     };
     let config = match snapshot::restore::config(&snap, &request) {
         Ok(c) => c,
@@ -526,6 +538,7 @@ fn main() -> ExitCode {
                     disks: Vec::new(),
                     uring: None,
                     vcpu_affinity: None,
+                    guest_profile: None,
                 },
                 // Time the boot, not the image build.
                 Instant::now(),

@@ -12,6 +12,7 @@ use devices::VmEvent;
 
 use crate::config::VmConfig;
 use crate::error::VmError;
+use crate::guest_profile::GuestProfile;
 use crate::outcome::Outcome;
 use crate::snapshot::state::{FileInfo, Machine, Snapshot, UringInfo, VcpuState};
 use crate::snapshot::{self, SnapshotError};
@@ -366,9 +367,29 @@ fn wait_for_end(
     marks: &mut Marks,
 ) -> Result<Outcome, VmError> {
     let deadline = config.timeout.map(|t| started + t);
+    let from_workload = config
+        .guest_profile
+        .as_ref()
+        .is_some_and(|p| p.from_workload);
+    let mut sampler = vm
+        .profile
+        .as_deref()
+        .filter(|_| !from_workload)
+        .map(Sampler::new);
     let outcome = loop {
-        let event = match next_event(rx, deadline, config.timeout) {
+        let wake = match (deadline, sampler.as_ref().map(|s| s.next)) {
+            (Some(d), Some(s)) => Some(d.min(s)),
+            (d, s) => d.or(s),
+        };
+        let event = match next_event(rx, wake, config.timeout) {
             Ok(event) => event,
+            Err(Outcome::Timeout(_)) if deadline.is_none_or(|d| Instant::now() < d) => {
+                // Not the run's deadline: the profile's next sample.
+                if let Some(s) = sampler.as_mut() {
+                    s.sample(vcpus);
+                }
+                continue;
+            }
             Err(outcome) => break outcome,
         };
         let panicked = vm.panic_seen.load(Ordering::SeqCst);
@@ -380,6 +401,9 @@ fn wait_for_end(
                 marks
                     .workload_started
                     .get_or_insert_with(|| started.elapsed());
+                if sampler.is_none() {
+                    sampler = vm.profile.as_deref().map(Sampler::new);
+                }
             }
             VmmEvent::Device(VmEvent::ReadyForWorkload) => match mode {
                 Mode::Snapshot { out } => {
@@ -415,6 +439,30 @@ fn wait_for_end(
         }
     };
     Ok(outcome)
+}
+
+/// `--guest-profile`'s clock: asks every vCPU for a sample and kicks it
+/// out of KVM_RUN, once a period (the vCPU's thread reads its registers).
+struct Sampler<'a> {
+    profile: &'a GuestProfile,
+    next: Instant,
+}
+
+impl<'a> Sampler<'a> {
+    fn new(profile: &'a GuestProfile) -> Self {
+        Self {
+            profile,
+            next: Instant::now() + profile.period(),
+        }
+    }
+
+    fn sample(&mut self, vcpus: &VcpuThreads) {
+        self.profile.request_all();
+        vcpus.kick_all();
+        // A late tick (the host was busy) is not made up for.
+        let now = Instant::now();
+        self.next = (self.next + self.profile.period()).max(now);
+    }
 }
 
 /// What the run measured.
@@ -498,6 +546,16 @@ pub fn run_vm(config: &VmConfig, started: Instant, mode: Mode) -> Result<RunRepo
     }
     // Taking the console lock waits out a vCPU that is mid-write.
     let _ = vm.serial.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    if let Some(profile) = &vm.profile {
+        match profile.finish() {
+            Ok(Some((samples, path))) => eprintln!(
+                "ringvisor: guest profile: {samples} samples in {}",
+                path.display()
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!("ringvisor: error: {e}"),
+        }
+    }
 
     let timings = timings(
         &vm,

@@ -13,6 +13,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::emulation::{self, CpuState, EmulationContext};
+use crate::guest_profile::GuestProfile;
 use crate::VmmEvent;
 
 /// Counters shared by all vCPUs, printed with `--timings`.
@@ -111,6 +112,9 @@ pub struct Vcpu {
     pub pause: Arc<AtomicBool>,
     /// The MSRs to save (KVM_GET_MSR_INDEX_LIST).
     pub msr_index: Arc<Vec<u32>>,
+    /// `--guest-profile`: where this vCPU's samples go (the VMM asks for
+    /// one, then kicks).
+    pub profile: Option<Arc<GuestProfile>>,
 }
 
 /// What the run loop does after an exit.
@@ -211,6 +215,7 @@ impl Vcpu {
                         });
                         return;
                     }
+                    self.sample_if_asked();
                     Next::Continue
                 }
                 Err(e) if e.errno() == libc::EAGAIN => Next::Continue,
@@ -232,6 +237,15 @@ impl Vcpu {
             self.stats.exits.fetch_add(1, Ordering::Relaxed);
             if let Next::Stop = next {
                 return;
+            }
+        }
+    }
+
+    /// Records where the guest was, if the profile asked this vCPU.
+    fn sample_if_asked(&self) {
+        if let Some(profile) = &self.profile {
+            if profile.take_request(usize::from(self.id)) {
+                profile.record(self.fd.get_regs().ok().map(|r| r.rip));
             }
         }
     }

@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 use crate::boot::{self, cpu, BootError, KernelFormat};
 use crate::config::VmConfig;
 use crate::error::{kvm_err, VmError};
+use crate::guest_profile::GuestProfile;
 use crate::layout::{KVM_IDENTITY_MAP_START, KVM_TSS_START};
 use crate::memory::{create_guest_ram, map_snapshot_ram, GuestRam};
 use crate::pvm;
@@ -84,6 +85,8 @@ pub struct Vm {
     pub cmdline: String,
     /// Which image format booted.
     pub kernel_format: KernelFormat,
+    /// `--guest-profile`'s samples.
+    pub profile: Option<Arc<GuestProfile>>,
 }
 
 impl Vm {
@@ -148,6 +151,14 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
     let stop = Arc::new(AtomicBool::new(false));
     let pause = Arc::new(AtomicBool::new(false));
     let msr_index = Arc::new(msr_index);
+    let profile = match &config.guest_profile {
+        Some(p) => Some(Arc::new(GuestProfile::start(
+            p,
+            &config.kernel,
+            usize::from(config.cpus),
+        )?)),
+        None => None,
+    };
     let (pio, mmio) = (Arc::new(devices.pio), Arc::new(devices.mmio));
     let mut vcpus = Vec::new();
     for (id, vcpu_fd) in (0..config.cpus).zip(vcpu_fds) {
@@ -162,6 +173,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
             stop: stop.clone(),
             pause: pause.clone(),
             msr_index: msr_index.clone(),
+            profile: profile.clone(),
         });
     }
     log::debug!(
@@ -185,6 +197,7 @@ pub fn build(config: &VmConfig, events: Sender<VmmEvent>, start: Start) -> Resul
         pvm,
         cmdline,
         kernel_format,
+        profile,
     };
     if let Start::Restore { snapshot, .. } = start {
         snapshot::devices::restore(vm.devices(), &snapshot.devices)?;

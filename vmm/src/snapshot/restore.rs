@@ -29,6 +29,8 @@ pub struct RestoreRequest {
     pub timings: bool,
     /// `--vcpu-affinity`.
     pub vcpu_affinity: Option<Vec<usize>>,
+    /// `--guest-profile`.
+    pub guest_profile: Option<crate::guest_profile::ProfileConfig>,
 }
 
 /// How the machine asked for differs from the snapshot's.
@@ -221,6 +223,7 @@ pub fn config(snapshot: &Snapshot, request: &RestoreRequest) -> Result<VmConfig,
         disks,
         uring,
         vcpu_affinity: request.vcpu_affinity.clone(),
+        guest_profile: request.guest_profile.clone(),
     })
 }
 
