@@ -380,7 +380,11 @@ pub fn run(ctx: &Ctx, points: &[Point], pb: &ProgressBar) -> Result<SuiteOutput,
         ],
     ];
     table.extend(snapshot_rows);
-    Ok(SuiteOutput { json, table })
+    Ok(SuiteOutput {
+        json,
+        table,
+        failed: Vec::new(),
+    })
 }
 
 #[cfg(test)]

@@ -1041,6 +1041,7 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             "vmm_cpu": vmm_cpu,
         }),
         table,
+        failed: Vec::new(),
     })
 }
 

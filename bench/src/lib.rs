@@ -94,6 +94,9 @@ pub enum BenchError {
     /// Drawing a chart failed.
     #[error("chart {path}: {msg}")]
     Chart { path: PathBuf, msg: String },
+    /// Points failed; the others' figures are in `path`.
+    #[error("{} point(s) failed ({}); what the other points measured is in {path}", failed.len(), failed.join("; "))]
+    PointsFailed { failed: Vec<String>, path: PathBuf },
 }
 
 /// Which suites to run.
@@ -174,6 +177,9 @@ pub struct Point {
 pub struct SuiteOutput {
     pub json: Value,
     pub table: Vec<[String; 3]>,
+    /// Points that failed (the suite went on without them); the run then
+    /// fails after writing what the others measured.
+    pub failed: Vec<String>,
 }
 
 /// The output of a guest run.
@@ -228,9 +234,26 @@ fn guest_command(ctx: &Ctx, args: &[String]) -> Command {
         .arg(&ctx.image.kernel)
         .arg("--initramfs")
         .arg(ctx.image.smallest_initramfs())
-        .args(["--timings", "--timeout", "900"])
+        .arg("--timings")
+        .arg("--timeout")
+        .arg(guest_timeout_s(args).to_string())
         .args(args);
     c
+}
+
+/// Seconds a guest of the bench may run: 900, and 240 more for each GiB
+/// of guest RAM above the first. Its kernel initialises a page structure
+/// per 4 KiB of RAM at boot and the pool's pages are zeroed in emulated
+/// kernel code: on 2026-12-05 a 4 GiB ring-pool guest (5.25 GiB of RAM)
+/// took 205 s to boot and 420 s to populate its pool, and 900 s killed it
+/// in its second registration.
+fn guest_timeout_s(args: &[String]) -> u64 {
+    let ram = args
+        .windows(2)
+        .find(|w| w[0] == "--memory")
+        .and_then(|w| w[1].parse::<vmm::config::MemoryConfig>().ok())
+        .map_or(0, |m| m.size);
+    900 + 240 * (ram >> 30).saturating_sub(1)
 }
 
 /// Checks a finished guest run: it must exit 0 and print no error line
@@ -557,6 +580,7 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
     let started = Instant::now();
     let mut suites = Map::new();
     let mut table = Vec::new();
+    let mut failed = Vec::new();
     for (suite, points) in &plans {
         let pb = bar(suite.name(), points);
         let out = match suite {
@@ -566,9 +590,14 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
         };
         match out {
             Ok(o) => {
-                pb.finish_with_message("done");
+                pb.finish_with_message(if o.failed.is_empty() {
+                    "done"
+                } else {
+                    "done, with failed points"
+                });
                 suites.insert(suite.name().into(), o.json);
                 table.push((suite.name(), o.table));
+                failed.extend(o.failed);
             }
             Err(e) => {
                 pb.abandon_with_message("FAILED");
@@ -606,6 +635,9 @@ pub fn run(opts: Options) -> Result<(), BenchError> {
     for c in charts {
         println!("chart:   {}", c.display());
     }
+    if !failed.is_empty() {
+        return Err(BenchError::PointsFailed { failed, path });
+    }
     Ok(())
 }
 
@@ -621,6 +653,19 @@ pub fn human(d: Duration) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_guest_timeout_grows_with_its_ram() {
+        let memory = |m: &str| vec!["--memory".to_string(), m.to_string()];
+        assert_eq!(super::guest_timeout_s(&[]), 900);
+        assert_eq!(super::guest_timeout_s(&memory("size=512M")), 900);
+        assert_eq!(super::guest_timeout_s(&memory("size=2G")), 900 + 240);
+        // The 4 GiB ring-pool guest: 5.25 GiB of RAM.
+        assert_eq!(
+            super::guest_timeout_s(&memory("size=5376M,hugepages=required")),
+            900 + 4 * 240
+        );
+    }
+
     use super::*;
 
     /// A context whose "VMM" is the shell script `script`.

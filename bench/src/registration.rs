@@ -1085,6 +1085,8 @@ struct Collected {
     sweep: Vec<Value>,
     /// `{"point", "reason"}` of each point skipped.
     skipped: Vec<Value>,
+    /// `{"point", "error"}` of each guest point that failed.
+    failed: Vec<Value>,
     /// Each arena guest's set-up (`arena_setup`).
     arena_setup: Vec<Value>,
 }
@@ -1092,6 +1094,12 @@ struct Collected {
 impl Collected {
     fn skip(&mut self, point: &str, reason: String) {
         self.skipped.push(json!({"point": point, "reason": reason}));
+    }
+
+    fn fail(&mut self, point: &str, error: &BenchError) {
+        eprintln!("bench: {point} failed, the run goes on without it: {error}");
+        self.failed
+            .push(json!({"point": point, "error": error.to_string()}));
     }
 
     /// The suite's results.json part and summary rows.
@@ -1107,6 +1115,14 @@ impl Collected {
                 s["reason"].as_str().unwrap_or("?").to_string(),
             ]);
         }
+        let mut failed = Vec::new();
+        for f in &self.failed {
+            let point = f["point"].as_str().unwrap_or("?").to_string();
+            let error = f["error"].as_str().unwrap_or("?");
+            let first_line = error.lines().next().unwrap_or("?").to_string();
+            table.push([point.clone(), "FAILED".into(), first_line]);
+            failed.push(point);
+        }
         Ok(SuiteOutput {
             json: json!({
                 "points": self.pts,
@@ -1117,8 +1133,10 @@ impl Collected {
                 "arena_setup": self.arena_setup,
                 "points_filter": points_filter(),
                 "skipped": self.skipped,
+                "failed": self.failed,
             }),
             table,
+            failed,
         })
     }
 }
@@ -1143,14 +1161,20 @@ pub fn run(ctx: &Ctx, plan: &[Point], pb: &ProgressBar) -> Result<SuiteOutput, B
             // Guests run without the host points' hugepages.
             release(&mut huge, &mut huge_record);
         }
-        match w {
+        let measured = match w {
             Where::Host(size, h) | Where::HostSweep(size, h) => {
-                host_point(ctx, w, size, h, &p.label, &mut got)?
+                host_point(ctx, w, size, h, &p.label, &mut got)
             }
-            Where::RingPool(size) => guest_pool_point(ctx, size, false, &p.label, &mut got)?,
-            Where::PvBench(size) => guest_pool_point(ctx, size, true, &p.label, &mut got)?,
-            Where::PvArena(size, sweep) => arena_point(ctx, size, sweep, &p.label, &mut got)?,
-            Where::RingPoolSmall(size) => small_point(ctx, size, &p.label, &mut got)?,
+            Where::RingPool(size) => guest_pool_point(ctx, size, false, &p.label, &mut got),
+            Where::PvBench(size) => guest_pool_point(ctx, size, true, &p.label, &mut got),
+            Where::PvArena(size, sweep) => arena_point(ctx, size, sweep, &p.label, &mut got),
+            Where::RingPoolSmall(size) => small_point(ctx, size, &p.label, &mut got),
+        };
+        match measured {
+            // A guest that fails (a timeout on a slow host, say) loses its
+            // own figures, not the run's: the others are still written.
+            Err(e) if !w.host() => got.fail(&p.label, &e),
+            other => other?,
         }
         pb.inc(1);
     }
@@ -1382,6 +1406,29 @@ fn us(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_guest_point_is_a_row_and_a_record_not_the_end_of_the_run() {
+        let mut got = super::Collected::default();
+        let error = super::BenchError::RunFailed {
+            what: "guest ring-pool 4G".into(),
+            status: Some(124),
+            stdout: "tail".into(),
+            stderr: "killed".into(),
+        };
+        got.fail("guest ring-pool 4G, rings 4", &error);
+        let out = got.output(serde_json::Value::Null).unwrap();
+        assert_eq!(out.failed, vec!["guest ring-pool 4G, rings 4".to_string()]);
+        assert!(out
+            .table
+            .iter()
+            .any(|r| r[0] == "guest ring-pool 4G, rings 4"
+                && r[1] == "FAILED"
+                && r[2].contains("exit status Some(124)")));
+        let recorded = &out.json["failed"][0];
+        assert_eq!(recorded["point"], "guest ring-pool 4G, rings 4");
+        assert!(recorded["error"].as_str().unwrap().contains("killed"));
+    }
+
     use super::*;
     use crate::guest_image::GuestImage;
 
