@@ -820,20 +820,11 @@ fn guest_args(ctx: &Ctx, size: u64, pv: bool, ram_on_huge: bool) -> Vec<String> 
         format!("size={mem_mib}M,hugepages={backing}"),
     ];
     if pv {
-        // Every ring stays open to the end, plus pv-bench's check counts
-        // its two I/O rings.
-        let total: usize = if size == sweep_size(ctx) {
-            SWEEP_RINGS.iter().sum()
-        } else {
-            guest_size_rings(size)
-        };
-        // The arena of the pool's size: its rings are fresh for each count
-        // and closed after it (at most 64 more at once).
         a.extend([
             "--uring".into(),
             format!(
                 "rings={},max-registered={}M,arena={}",
-                total + 64 + 2,
+                pv_bench_slots(ctx, size),
                 max_registered_mib(ctx, size),
                 arena_spec(size)
             ),
@@ -858,6 +849,30 @@ fn arena_spec(size: u64) -> String {
     format!("{}M", size.div_ceil(1 << 20))
 }
 
+/// Ring slots of a `PvBench` guest: every ring of its registration run
+/// stays open to the end, the arena's rings are fresh for each count and
+/// closed after it (at most 64 more at once), and pv-bench's check counts
+/// its two I/O rings.
+fn pv_bench_slots(ctx: &Ctx, size: u64) -> u32 {
+    let total: usize = if size == sweep_size(ctx) {
+        SWEEP_RINGS.iter().sum()
+    } else {
+        guest_size_rings(size)
+    };
+    (total + ARENA_GUEST_SLOTS as usize) as u32
+}
+
+/// Ring slots of an arena-only guest: up to 64 arena rings at once and
+/// pv-bench's two I/O rings.
+const ARENA_GUEST_SLOTS: u32 = 66;
+
+/// 2 MiB host pages of the pv-uring ring area of `slots` rings: it takes
+/// them before the arena does, so a reservation for the arena must count
+/// them (without, a 4 GiB arena fell back to ordinary memory).
+fn ring_area_pages(slots: u32) -> u64 {
+    devices::virtio::uring::ring::RingArea::bytes_for(slots).div_ceil(HUGE_2M)
+}
+
 /// An arena-only guest: 512 MiB of RAM (no pool), the arena, pv-bench
 /// `--only arena`.
 fn guest_arena_args(size: u64, sweep: bool) -> Vec<String> {
@@ -866,7 +881,10 @@ fn guest_arena_args(size: u64, sweep: bool) -> Vec<String> {
         "--memory".into(),
         "size=512M".into(),
         "--uring".into(),
-        format!("rings=66,polled=0,arena={}", arena_spec(size)),
+        format!(
+            "rings={ARENA_GUEST_SLOTS},polled=0,arena={}",
+            arena_spec(size)
+        ),
         "--cmdline".into(),
         format!("hugepages=4 -- /bin/pv-bench --only arena --rings {counts} --size {size}"),
     ]
@@ -1258,8 +1276,13 @@ fn guest_pool_point(
     // doubled the in-guest clone at 4 GiB (5.2 ms against 2.2-2.6 ms on
     // hugepages). pv-bench guests also have an arena of the pool's size,
     // on host 2 MiB pages when the reservation gets them.
-    let arena_pages = if pv { size.div_ceil(HUGE_2M) } else { 0 };
-    let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20) + arena_pages;
+    // pv-bench guests' ring area takes its pages first.
+    let pv_pages = if pv {
+        size.div_ceil(HUGE_2M) + ring_area_pages(pv_bench_slots(ctx, size))
+    } else {
+        0
+    };
+    let ram_pages = guest_mem_mib(size).div_ceil(HUGE_2M >> 20) + pv_pages;
     let (run, on_huge, ram_record) = run_guest_reserved(ctx, label, ram_pages, |on_huge| {
         guest_args(ctx, size, pv, on_huge)
     })?;
@@ -1295,7 +1318,7 @@ fn arena_point(
 ) -> Result<(), BenchError> {
     // The arena's pages, guest RAM's (256) and the ring area's, which
     // both take theirs first.
-    let pages = size.div_ceil(HUGE_2M) + 256 + 64;
+    let pages = size.div_ceil(HUGE_2M) + 256 + ring_area_pages(ARENA_GUEST_SLOTS);
     let (run, _, record) =
         run_guest_reserved(ctx, label, pages, |_| guest_arena_args(size, sweep))?;
     let mut setup = arena_record(&run, label, size)?;

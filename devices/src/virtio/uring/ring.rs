@@ -221,14 +221,22 @@ unsafe impl Send for RingArea {}
 unsafe impl Sync for RingArea {}
 
 impl RingArea {
+    /// Bytes of the memfd behind the area for `slots` rings (what it takes
+    /// of the host's 2 MiB hugepages when it gets them): the guest's two
+    /// parts and the private one.
+    pub fn bytes_for(slots: u32) -> u64 {
+        let layout = AreaLayout { max_rings: slots };
+        let private = (u64::from(slots) * PRIVATE_SLOT_SIZE as u64).next_multiple_of(AREA_ALIGN);
+        layout.len() + private
+    }
+
     /// Creates the area for `slots` rings.
     pub fn new(slots: u32) -> io::Result<Self> {
         let layout = AreaLayout { max_rings: slots };
         if layout.is_empty() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
-        let private = (slots as usize * PRIVATE_SLOT_SIZE).next_multiple_of(AREA_ALIGN as usize);
-        let len = layout.len() as usize + private;
+        let len = Self::bytes_for(slots) as usize;
         match Self::create(layout, len, true) {
             Ok(area) => Ok(area),
             Err(e) => {
@@ -869,6 +877,20 @@ mod tests {
             len: 1,
             charge: None,
         })
+    }
+
+    #[test]
+    fn the_area_size_holds_every_slot_in_whole_hugepages() {
+        for slots in [1, 8, 66, 1024] {
+            let bytes = RingArea::bytes_for(slots);
+            assert_eq!(bytes % AREA_ALIGN, 0, "{slots} slots: {bytes}");
+            let layout = AreaLayout { max_rings: slots };
+            let last_private_end = layout.len() + u64::from(slots) * PRIVATE_SLOT_SIZE as u64;
+            assert!(last_private_end <= bytes, "{slots} slots: {bytes}");
+        }
+        // The bench reserves hugepages from this figure: a 66-ring area
+        // (its arena guests) is more than a page.
+        assert!(RingArea::bytes_for(66) > AREA_ALIGN);
     }
 
     #[test]
