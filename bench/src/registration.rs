@@ -1101,23 +1101,22 @@ struct Collected {
     pts: Vec<Value>,
     /// Rings-sweep points (`rings_sweep`).
     sweep: Vec<Value>,
-    /// `{"point", "reason"}` of each point skipped.
-    skipped: Vec<Value>,
-    /// `{"point", "error"}` of each guest point that failed.
-    failed: Vec<Value>,
+    /// (point, reason) of each point skipped.
+    skipped: Vec<(String, String)>,
+    /// (point, error) of each guest point that failed.
+    failed: Vec<(String, String)>,
     /// Each arena guest's set-up (`arena_setup`).
     arena_setup: Vec<Value>,
 }
 
 impl Collected {
     fn skip(&mut self, point: &str, reason: String) {
-        self.skipped.push(json!({"point": point, "reason": reason}));
+        self.skipped.push((point.to_string(), reason));
     }
 
     fn fail(&mut self, point: &str, error: &BenchError) {
         eprintln!("bench: {point} failed, the run goes on without it: {error}");
-        self.failed
-            .push(json!({"point": point, "error": error.to_string()}));
+        self.failed.push((point.to_string(), error.to_string()));
     }
 
     /// The suite's results.json part and summary rows.
@@ -1126,21 +1125,18 @@ impl Collected {
         let (ratios_sweep, table_sweep) = ratios(&self.sweep, true)?;
         table.extend(table_sweep);
         table.extend(arena_rows(&self.arena_setup, &self.pts, &self.sweep));
-        for s in &self.skipped {
-            table.push([
-                s["point"].as_str().unwrap_or("?").to_string(),
-                "skipped".into(),
-                s["reason"].as_str().unwrap_or("?").to_string(),
-            ]);
+        for (point, reason) in &self.skipped {
+            table.push([point.clone(), "skipped".into(), reason.clone()]);
         }
-        let mut failed = Vec::new();
-        for f in &self.failed {
-            let point = f["point"].as_str().unwrap_or("?").to_string();
-            let error = f["error"].as_str().unwrap_or("?");
-            let first_line = error.lines().next().unwrap_or("?").to_string();
+        for (point, error) in &self.failed {
+            let first_line = error.lines().next().unwrap_or_default().to_string();
             table.push([point.clone(), "FAILED".into(), first_line]);
-            failed.push(point);
         }
+        let records = |v: &[(String, String)], what: &str| -> Vec<Value> {
+            v.iter()
+                .map(|(point, why)| json!({"point": point, what: why}))
+                .collect()
+        };
         Ok(SuiteOutput {
             json: json!({
                 "points": self.pts,
@@ -1150,11 +1146,11 @@ impl Collected {
                 "host_hugepages": huge_record,
                 "arena_setup": self.arena_setup,
                 "points_filter": points_filter(),
-                "skipped": self.skipped,
-                "failed": self.failed,
+                "skipped": records(&self.skipped, "reason"),
+                "failed": records(&self.failed, "error"),
             }),
             table,
-            failed,
+            failed: self.failed.into_iter().map(|(point, _)| point).collect(),
         })
     }
 }
@@ -1439,7 +1435,18 @@ mod tests {
             stderr: "killed".into(),
         };
         got.fail("guest ring-pool 4G, rings 4", &error);
+        got.skip("host io_uring 4G of 2M pages", "no hugepages".into());
         let out = got.output(serde_json::Value::Null).unwrap();
+        assert!(out
+            .table
+            .iter()
+            .any(|r| r[0] == "host io_uring 4G of 2M pages"
+                && r[1] == "skipped"
+                && r[2] == "no hugepages"));
+        assert_eq!(
+            out.json["skipped"][0],
+            serde_json::json!({"point": "host io_uring 4G of 2M pages", "reason": "no hugepages"})
+        );
         assert_eq!(out.failed, vec!["guest ring-pool 4G, rings 4".to_string()]);
         assert!(out
             .table
