@@ -202,7 +202,6 @@ pub struct GuestProfile {
     samples: Mutex<HashMap<u64, u64>>,
     /// Kicks whose registers could not be read.
     unread: AtomicU64,
-    period: Duration,
     hz: u32,
     /// The first request: what the samples cover starts there.
     first: std::sync::OnceLock<Instant>,
@@ -252,7 +251,6 @@ impl GuestProfile {
             requested: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             samples: Mutex::new(HashMap::new()),
             unread: AtomicU64::new(0),
-            period: Duration::from_secs(1) / hz.max(1),
             hz,
             first: std::sync::OnceLock::new(),
         }
@@ -260,7 +258,7 @@ impl GuestProfile {
 
     /// Time between two samples of a vCPU.
     pub fn period(&self) -> Duration {
-        self.period
+        Duration::from_secs(1) / self.hz.max(1)
     }
 
     /// Asks every vCPU for a sample; the caller then kicks them.
